@@ -1,0 +1,60 @@
+"""Small helpers every script needs: errors for users, device, seed, text cleanup, model loading."""
+import os
+import random
+import re
+import sys
+
+import numpy as np
+import torch
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+_SPECIAL_RE = re.compile("|".join(re.escape(t) for t in SPECIAL_TOKENS))
+# a space is dropped only when a CJK character or CJK punctuation stands on one side of it
+_CJK = r"\u3000-\u303f\u4e00-\u9fff\uff00-\uffef"
+_CJK_SPACE_RE = re.compile(rf"(?<=[{_CJK}])\s+|\s+(?=[{_CJK}])")
+
+
+class UserError(Exception):
+    """A problem with the user's input: printed as one line, no traceback."""
+
+
+def run_main(main):
+    """Run `main()`; a UserError becomes `error: ...` on stderr and exit code 2."""
+    try:
+        return main()
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def pick_device(name=None):
+    """`--device` if given, else CUDA when present, else CPU."""
+    if name:
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def set_seed(seed):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def clean_text(text):
+    """Undo BERT-tokenizer decoding: drop special tokens and the spaces put between Chinese characters."""
+    text = _SPECIAL_RE.sub("", text)
+    text = _CJK_SPACE_RE.sub("", text)
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def load_pretrained(loader, name_or_path, **kwargs):
+    """`loader.from_pretrained(name_or_path)`, with one clear line when it cannot be found."""
+    try:
+        return loader.from_pretrained(name_or_path, **kwargs)
+    except (OSError, ValueError) as e:
+        if os.path.isdir(name_or_path):
+            raise UserError(f"cannot load '{name_or_path}' with {loader.__name__}: {str(e).splitlines()[0]}") from e
+        raise UserError(
+            f"cannot load model '{name_or_path}': it is not a local folder and the Hugging Face hub "
+            "could not provide it (offline?). Use --tiny for the offline models, or pass a local path."
+        ) from e

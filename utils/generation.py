@@ -1,0 +1,52 @@
+"""Batched sampling from a GPT-2 that uses uer's BertTokenizer (prompts without [CLS]/[SEP])."""
+import torch
+
+from utils.common import clean_text
+
+
+def encode_prompt(tokenizer, prompt):
+    """Token ids of a prompt, without the [CLS] ... [SEP] wrapping that would make the model answer after an end mark."""
+    return torch.tensor(tokenizer.encode(prompt, add_special_tokens=False), dtype=torch.long)
+
+
+def banned_token_ids(tokenizer, stop_at_sep=False):
+    """[PAD]/[UNK]/[CLS]/[MASK] are never sampled; [SEP] only when it may end an answer."""
+    banned = [tokenizer.pad_token_id, tokenizer.unk_token_id, tokenizer.cls_token_id, tokenizer.mask_token_id]
+    if not stop_at_sep:
+        banned.append(tokenizer.sep_token_id)
+    return banned
+
+
+@torch.no_grad()
+def generate_responses(model, tokenizer, queries, max_new_tokens, stop_at_sep=False):
+    """Sample one answer per query tensor in a single `generate` call (pure sampling, left padding).
+
+    Returns the answers' new token ids, each without padding; an answer is exactly `max_new_tokens` long
+    unless `stop_at_sep` lets [SEP] end it early (the [SEP] is then kept, as trl expects an end token).
+    Sampling runs in eval mode (dropout off), so the rollouts match the log-probabilities PPO computes.
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    width = max(len(q) for q in queries)
+    pad = tokenizer.pad_token_id
+    input_ids = torch.full((len(queries), width), pad, dtype=torch.long)
+    attention_mask = torch.zeros((len(queries), width), dtype=torch.long)
+    for i, query in enumerate(queries):
+        input_ids[i, width - len(query):] = query
+        attention_mask[i, width - len(query):] = 1
+    output = model.generate(
+        input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), do_sample=True, top_k=0,
+        top_p=1.0, max_new_tokens=max_new_tokens, min_new_tokens=1, pad_token_id=pad,
+        eos_token_id=tokenizer.sep_token_id, suppress_tokens=banned_token_ids(tokenizer, stop_at_sep))
+    model.train(was_training)
+    responses = []
+    for row in output[:, width:].cpu():
+        ended = (row == tokenizer.sep_token_id).nonzero()
+        responses.append(row[: ended[0, 0] + 1] if len(ended) else row)
+    return responses
+
+
+def decode(tokenizer, token_ids):
+    """Readable Chinese: no special tokens, no spaces between characters."""
+    return clean_text(tokenizer.decode(token_ids, skip_special_tokens=True))

