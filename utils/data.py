@@ -31,7 +31,7 @@ def read_rank_lists(path, skip_bad_lines=False, expected_fields=None):
     rank_lists, bad = [], []
     with open(path, "rb") as f:
         for number, raw in enumerate(f, start=1):
-            fields, reason = _parse_rank_list_line(raw, expected_fields)
+            fields, reason = parse_rank_list_line(raw, expected_fields)
             if reason is None and fields:
                 rank_lists.append(fields)
             elif reason is not None:
@@ -46,7 +46,7 @@ def read_rank_lists(path, skip_bad_lines=False, expected_fields=None):
     return rank_lists
 
 
-def _parse_rank_list_line(raw, expected_fields):
+def parse_rank_list_line(raw, expected_fields):
     """(fields, None) for a good line, ([], None) for a blank one, (None, reason) for a bad one."""
     try:
         line = raw.decode("utf-8")
