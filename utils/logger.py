@@ -27,9 +27,11 @@ class TrainLogger:
         self._file.flush()
         os.fsync(self._file.fileno())
 
-    def plot(self):
-        """One panel per numeric metric, against `x_key`; records without the metric are left out."""
-        metrics = sorted({k for r in self.records for k, v in r.items() if k != self.x_key and _is_number(v)})
+    def plot(self, metrics=None):
+        """One panel per numeric metric (all of them unless `metrics` names some), against `x_key`; records
+        without the metric are left out."""
+        if metrics is None:
+            metrics = sorted({k for r in self.records for k, v in r.items() if k != self.x_key and _is_number(v)})
         if not metrics:
             return
         cols = min(3, len(metrics))

@@ -1,0 +1,369 @@
+"""Reinforcement Learning from Human Feedback in the terminal: a person types each reward, PPO learns from it.
+
+    python terminal_main.py                 # uer/gpt2-chinese-cluecorpussmall, as the original
+    python terminal_main.py --tiny          # the offline tiny GPT-2 (built once by `python -m utils.tiny`)
+    python terminal_main.py --tiny --batch_size 4 --resume checkpoints/terminal_human_feedback
+
+The model continues a prompt, the person rates the answer, and after `--batch_size` ratings one PPO step
+updates the model. At the reward prompt a number rates the answer, `s` skips it, `r` writes a new answer to
+the same prompt, `q` quits and `?` shows this list.
+
+A person's ratings are the most expensive data here, so every rating is appended to
+`<log_dir>/Terminal-Human-Feedback.jsonl` and synced to disk before the PPO step uses it. `q`, Ctrl-C, Ctrl-D
+and SIGTERM all train on the ratings typed since the last step, save a checkpoint to `--save_dir` and exit 0;
+`--resume` continues from it. `python -m utils.ratings` turns the ratings into rank lists for the reward model.
+"""
+import argparse
+import contextlib
+import math
+import os
+import random
+import signal
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from datetime import datetime
+
+import torch
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from utils.common import UserError, pick_device, run_main
+from utils.generation import decode, encode_prompt, generate_responses
+from utils.logger import TrainLogger
+from utils.ppo import load_policy, load_ppo_checkpoint_state, make_ppo_trainer, ppo_step, save_ppo_checkpoint
+from utils.ratings import RATINGS_NAME
+from utils.tiny import ensure_tiny
+
+PROMPTS = ["刚收到货，感觉有", "这部电影很", "说实话，真的很", "这次购物总的来说体验很"]  # the original's pool
+MAX_REPLY_BYTES = 64  # a reward is a short number: a longer line is refused without being parsed
+COMMANDS = {"s": "skip", "r": "regenerate", "q": "quit", "?": "help", "？": "help"}
+# The tests hold every PPO step this many seconds, to press Ctrl-C in the middle of one reliably.
+SLOW_STEP_ENV = "RLHF_TEST_SLOW_STEP"
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model_name", default="uer/gpt2-chinese-cluecorpussmall")
+    parser.add_argument("--tiny", action="store_true", help="use the offline tiny GPT-2 instead of --model_name")
+    parser.add_argument("--resume", metavar="DIR", help="continue from a checkpoint this script saved")
+    parser.add_argument("--device", help="default: cuda if available, else cpu")
+    parser.add_argument("--prompts_file", help="your own prompts, one per line (default: the original's four)")
+    parser.add_argument("--batch_size", type=int, default=1, help="ratings per PPO step")
+    parser.add_argument("--max_new_tokens", type=int, default=20)
+    parser.add_argument("--min_reward", type=float, default=-2.0)
+    parser.add_argument("--max_reward", type=float, default=2.0)
+    parser.add_argument("--learning_rate", type=float, default=1.41e-5)
+    parser.add_argument("--log_dir", default="./logs")
+    parser.add_argument("--save_dir", default=os.path.join("checkpoints", "terminal_human_feedback"))
+    parser.add_argument("--seed", type=int, help="fix the sampling (default: different answers every run)")
+    args = parser.parse_args()
+    if args.batch_size < 1 or args.max_new_tokens < 1:
+        raise UserError("--batch_size and --max_new_tokens must be at least 1")
+    if not (math.isfinite(args.min_reward) and math.isfinite(args.max_reward) and args.min_reward < args.max_reward):
+        raise UserError(f"the reward range {args.min_reward} ~ {args.max_reward} is not two finite numbers, "
+                        "smallest first")
+    return args
+
+
+# ---------------------------------------------------------------- files, checked before anything slow
+def read_prompts(path):
+    """One prompt per line (UTF-8); blank lines are ignored."""
+    try:
+        with open(path, "rb") as f:
+            lines = f.read().split(b"\n")
+    except OSError as e:
+        raise UserError(f"{path}: cannot read the prompts file ({e.strerror})") from e
+    prompts = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            prompt = line.decode("utf-8").lstrip("\ufeff").strip()
+        except UnicodeDecodeError:
+            raise UserError(f"{path}:{number}: not valid UTF-8 text (expected one prompt per line)") from None
+        if prompt:
+            prompts.append(prompt)
+    if not prompts:
+        raise UserError(f"{path}: no prompts in this file (expected one prompt per line)")
+    return prompts
+
+
+def open_ratings_log(log_dir):
+    """The ratings JSONL (appended to, never truncated) and its PNG: a folder we cannot write stops us now."""
+    path = os.path.join(log_dir, f"{RATINGS_NAME}.jsonl")
+    try:
+        return TrainLogger(log_dir, RATINGS_NAME, x_key="rating", resume=True)
+    except OSError as e:
+        raise UserError(f"cannot write the ratings log {path}: {e.strerror} (choose another --log_dir)") from e
+    except ValueError as e:
+        raise UserError(f"{path}: an earlier line is not a JSON record ({e}); move the file away or fix it") from e
+
+
+def check_writable(save_dir):
+    """Fail now, not after an hour of rating, when the checkpoint cannot be written."""
+    parent = os.path.dirname(os.path.abspath(save_dir))
+    try:
+        os.makedirs(parent, exist_ok=True)
+        tempfile.TemporaryFile(dir=parent).close()
+    except OSError as e:
+        raise UserError(f"cannot write checkpoints to {save_dir}: {e.strerror} (choose another --save_dir)") from e
+
+
+# ---------------------------------------------------------------- stopping without losing anything
+class Stop(Exception):
+    """q, Ctrl-C, Ctrl-D or SIGTERM: train on the ratings typed so far, save, exit."""
+
+
+class StopSignals:
+    """Ctrl-C and SIGTERM stop the program at once only where nothing can be lost: while it waits for the person,
+    generates answers or loads models. During a PPO step or a write they wait for it to end, so neither a rating
+    nor a checkpoint is ever cut in half."""
+
+    def __init__(self):
+        self.pending = None
+        self.interruptible = False
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum, frame):
+        name = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+        if self.interruptible:
+            raise Stop(name)
+        if self.pending is None:
+            self.pending = name
+            print(f"\n{name}: finishing the current step first, then saving ...", flush=True)
+
+    @contextlib.contextmanager
+    def stoppable(self):
+        if self.pending:
+            raise Stop(self.pending)
+        self.interruptible = True
+        try:
+            yield
+        finally:
+            self.interruptible = False
+
+
+# ---------------------------------------------------------------- answers and the person's replies
+@dataclass
+class Answer:
+    prompt: str
+    query: torch.Tensor  # prompt token ids
+    response: torch.Tensor  # answer token ids
+    text: str
+
+
+def write_answers(policy, tokenizer, prompts, max_new_tokens):
+    """One batched sampling call for all prompts."""
+    queries = [encode_prompt(tokenizer, p) for p in prompts]
+    responses = generate_responses(policy, tokenizer, queries, max_new_tokens)
+    return [Answer(p, q, r, decode(tokenizer, r)) for p, q, r in zip(prompts, queries, responses)]
+
+
+def read_reply():
+    """One line typed at the reward prompt, as bytes; an over-long line comes back cut after MAX_REPLY_BYTES + 1."""
+    line = sys.stdin.buffer.readline(MAX_REPLY_BYTES + 1)
+    if not line:
+        raise Stop("end of input (Ctrl-D)")
+    rest = line
+    while rest and not rest.endswith(b"\n"):  # the remainder of an over-long line is read and dropped
+        rest = sys.stdin.buffer.readline(4096)
+    return line
+
+
+def parse_reply(raw, low, high):
+    """(action, value): ('reward', number), ('skip' | 'regenerate' | 'quit' | 'help', None) or ('refused', why)."""
+    raw = raw.rstrip(b"\r\n")
+    if len(raw) > MAX_REPLY_BYTES:
+        return "refused", f"too long (over {MAX_REPLY_BYTES} bytes): a reward is a number such as 1.5"
+    try:
+        text = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return "refused", "not UTF-8 text: type a number such as 1.5, or ? for help"
+    if not text:
+        return "refused", f"empty: type a number from {low} to {high}, or ? for help"
+    if text.lower() in COMMANDS:
+        return COMMANDS[text.lower()], None
+    try:
+        reward = float(text)
+    except ValueError:
+        return "refused", f"'{text}' is not a number: type a number from {low} to {high}, or ? for help"
+    if not math.isfinite(reward):
+        return "refused", f"'{text}' is not a finite number"
+    if not low <= reward <= high:
+        return "refused", f"{reward:g} is outside the reward range {low} ~ {high}"
+    return "reward", reward
+
+
+def help_text(low, high):
+    return (f"  a number from {low} to {high}  reward this answer (higher is better)\n"
+            "  s  skip this answer (no reward, another prompt comes)\n"
+            "  r  write a new answer to the same prompt\n"
+            "  q  train on the ratings so far, save, quit (as Ctrl-C, Ctrl-D, SIGTERM)\n"
+            "  ?  this help")
+
+
+def show_answer(console, answer):
+    console.print(f"[blue]prompt>>>[/blue] {escape(answer.prompt)}")
+    console.print(f"[green]result>>>[/green] {escape(answer.prompt)}[bold]{escape(answer.text)}[/bold]")
+
+
+def rate(console, signals, policy, tokenizer, answer, args):
+    """Ask until the person rates the answer -> (answer, reward, seconds), or skips it -> None."""
+    show_answer(console, answer)
+    shown_at = time.time()
+    while True:
+        sys.stdout.write(f"Reward ({args.min_reward} ~ {args.max_reward}): ")
+        sys.stdout.flush()
+        with signals.stoppable():
+            action, value = parse_reply(read_reply(), args.min_reward, args.max_reward)
+        if action == "reward":
+            return answer, value, time.time() - shown_at
+        if action == "skip":
+            return None
+        if action == "quit":
+            raise Stop("q")
+        if action == "help":
+            console.print(help_text(args.min_reward, args.max_reward))
+        elif action == "regenerate":
+            with signals.stoppable():
+                answer = write_answers(policy, tokenizer, [answer.prompt], args.max_new_tokens)[0]
+            show_answer(console, answer)
+            shown_at = time.time()
+        else:
+            console.print(f"[red]refused:[/red] {escape(value)}")
+
+
+# ---------------------------------------------------------------- the PPO side
+@dataclass
+class Progress:
+    step: int  # PPO steps done, earlier runs included
+    ratings: int  # ratings trained on, earlier runs included
+    steps_this_run: int = 0
+    batch: list = None  # (answer, reward) typed since the last step
+
+    def __post_init__(self):
+        self.batch = []
+
+
+def log_rating(ratings_log, progress, answer, reward, seconds):
+    ratings_log.log({"rating": len(ratings_log.records) + 1, "step": progress.step + 1, "prompt": answer.prompt,
+                     "answer": answer.text, "reward": reward, "seconds": round(seconds, 1),
+                     "time": datetime.now().isoformat(timespec="seconds")})
+
+
+def train_step(console, trainer, progress, ratings_log):
+    """One PPO step on the ratings of the batch (they are on disk already)."""
+    console.print(f"[yellow]updating the model: PPO step {progress.step + 1} on {len(progress.batch)} rating(s) ...")
+    started = time.time()
+    time.sleep(float(os.environ.get(SLOW_STEP_ENV, 0)))
+    answers, rewards = zip(*progress.batch)
+    with warnings.catch_warnings():  # trl's statistics take a std() over the batch, undefined for one rating
+        warnings.filterwarnings("ignore", message=r"std\(\): degrees of freedom", category=UserWarning)
+        stats = ppo_step(trainer, [a.query for a in answers], [a.response for a in answers], list(rewards))
+    ratings_log.plot(metrics=["reward", "seconds"])
+    if stats is None:  # ppo_step warned why
+        progress.batch = []
+        return
+    progress.step += 1
+    progress.steps_this_run += 1
+    progress.ratings += len(progress.batch)
+    progress.batch = []
+    console.print(f"[green]PPO step {progress.step} done in {time.time() - started:.1f}s, "
+                  f"KL to the start model {stats['objective/kl']:.4f}")
+
+
+def rate_and_train(console, signals, policy, tokenizer, trainer, prompts, progress, ratings_log, args):
+    """The loop of the original: a prompt, an answer, a reward; one PPO step every --batch_size ratings."""
+    while True:
+        with signals.stoppable():
+            chosen = [random.choice(prompts) for _ in range(args.batch_size - len(progress.batch))]
+            answers = write_answers(policy, tokenizer, chosen, args.max_new_tokens)
+        for answer in answers:
+            console.print(f"\n[bold][Step {progress.step + 1}] answer {len(progress.batch) + 1}/{args.batch_size}")
+            rated = rate(console, signals, policy, tokenizer, answer, args)
+            if rated is None:
+                continue
+            answer, reward, seconds = rated
+            log_rating(ratings_log, progress, answer, reward, seconds)
+            progress.batch.append((answer, reward))
+        if len(progress.batch) == args.batch_size:
+            train_step(console, trainer, progress, ratings_log)
+
+
+def finish(console, reason, trainer, tokenizer, progress, ratings_log, base_model, args):
+    """Train on the ratings typed since the last step, then save the checkpoint and the plot."""
+    console.print(f"\n[yellow]{reason}: saving ...")
+    if progress.batch:
+        train_step(console, trainer, progress, ratings_log)
+    if progress.steps_this_run:
+        save_ppo_checkpoint(trainer, tokenizer, args.save_dir,
+                            {"step": progress.step, "ratings": progress.ratings, "base_model": base_model})
+        console.print(f"checkpoint: {args.save_dir} (PPO step {progress.step}, {progress.ratings} ratings behind it; "
+                      f"continue with --resume {args.save_dir})")
+    else:
+        console.print("no PPO step in this run, so no new checkpoint")
+    if ratings_log.records:
+        ratings_log.plot(metrics=["reward", "seconds"])
+    console.print(f"ratings: {ratings_log.jsonl_path} ({len(ratings_log.records)} in all), "
+                  f"plot: {ratings_log.png_path}")
+
+
+# ---------------------------------------------------------------- start screen
+def show_start_screen(console, args, base_model, device, ratings_log, prompts):
+    console.print("[blue]" + "#" * 53)
+    console.print("[blue]| Reinforcement Learning from Human Feedback 终端版 |")
+    console.print("[blue]" + "#" * 53)
+    table = Table(title="configuration", show_header=False)
+    table.add_column(style="green")
+    table.add_column()
+    rows = [("model", args.resume or base_model), ("reference model (KL)", base_model), ("device", device),
+            ("ratings per PPO step", args.batch_size), ("new tokens per answer", args.max_new_tokens),
+            ("reward range", f"{args.min_reward} ~ {args.max_reward}"),
+            ("ratings log", f"{ratings_log.jsonl_path} ({len(ratings_log.records)} ratings already)"),
+            ("checkpoints", args.save_dir), ("prompts", "\n".join(prompts))]
+    for name, value in rows:
+        table.add_row(name, escape(str(value)))
+    console.print(table)
+    console.print("type ? at the reward prompt for help")
+
+
+def main():
+    args = parse_args()
+    prompts = read_prompts(args.prompts_file) if args.prompts_file else PROMPTS
+    ratings_log = open_ratings_log(args.log_dir)
+    check_writable(args.save_dir)
+    state = load_ppo_checkpoint_state(args.resume) if args.resume else {}
+    base_model = state.get("base_model") or (ensure_tiny()["gpt2"] if args.tiny else args.model_name)
+    progress = Progress(step=state.get("step", 0), ratings=state.get("ratings", 0))
+    device = pick_device(args.device)
+    # trl seeds random, numpy and torch with PPOConfig.seed: a fixed default would repeat every run's answers
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
+
+    console = Console(highlight=False)
+    signals = StopSignals()
+    show_start_screen(console, args, base_model, device, ratings_log, prompts)
+    try:
+        with signals.stoppable(), console.status("[red]loading the models ..."):
+            policy, ref_model, tokenizer = load_policy(args.resume or base_model, device,
+                                                       ref_model_name_or_path=base_model)
+            trainer = make_ppo_trainer(policy, ref_model, tokenizer, batch_size=args.batch_size,
+                                       mini_batch_size=args.batch_size, learning_rate=args.learning_rate,
+                                       init_kl_coef=state.get("kl_coef", 0.2), seed=seed)
+    except Stop as stop:
+        console.print(f"\n{stop}: stopped before the models were ready, nothing to save")
+        return
+    console.print("[green][+] models ready")
+    if args.resume:
+        console.print(f"resumed from {args.resume}: PPO step {progress.step}, {progress.ratings} ratings behind it")
+    try:
+        rate_and_train(console, signals, policy, tokenizer, trainer, prompts, progress, ratings_log, args)
+    except Stop as stop:
+        finish(console, str(stop), trainer, tokenizer, progress, ratings_log, base_model, args)
+    finally:
+        ratings_log.close()
+
+if __name__ == "__main__":
+    run_main(main)

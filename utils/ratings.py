@@ -1,0 +1,107 @@
+"""A person's ratings from `terminal_main.py` turned into rank lists for the reward model.
+
+Each line of `logs/Terminal-Human-Feedback.jsonl` is one rating: the prompt, the model's answer, the reward the
+person typed (and the PPO step, the time, the seconds spent). Answers to the same prompt, ordered by their
+reward, are a rank list (best first, tab-separated), the format `train_reward_model.py` reads:
+
+    python -m utils.ratings logs/Terminal-Human-Feedback.jsonl data/human_labeled/terminal_rank_lists.tsv
+
+A rank list says "better than", never "as good as": of several answers with the same reward for one prompt
+only the first one rated is kept, and a prompt needs answers with at least two different rewards.
+"""
+import argparse
+import json
+import math
+import os
+import sys
+
+from utils.common import UserError
+from utils.data import write_text_atomically
+from utils.ranklist_store import format_rank_line
+
+RATINGS_NAME = "Terminal-Human-Feedback"  # logs/<name>.jsonl and logs/<name>.png
+DEFAULT_RATINGS = os.path.join("logs", f"{RATINGS_NAME}.jsonl")
+DEFAULT_RANK_LISTS = os.path.join("data", "human_labeled", "terminal_rank_lists.tsv")
+
+
+def read_ratings(path, skip_bad_lines=False):
+    """The ratings in a JSONL file; a bad line stops with `file:line: reason` unless `skip_bad_lines`."""
+    if not os.path.isfile(path):
+        raise UserError(f"{path}: no such file")
+    ratings, bad = [], []
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            rating, reason = _parse_rating(raw)
+            if reason is None:
+                ratings.append(rating)
+            elif skip_bad_lines:
+                bad.append((number, reason))
+            else:
+                raise UserError(f"{path}:{number}: {reason} (use --skip_bad_lines to skip such lines)")
+    if bad:
+        print(f"warning: skipped {len(bad)} bad line(s) in {path} (first: line {bad[0][0]}: {bad[0][1]})",
+              file=sys.stderr)
+    return ratings
+
+
+def _parse_rating(raw):
+    """(rating, None) for a good line, (None, reason) for a bad one."""
+    try:
+        rating = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        return None, "not valid UTF-8 text"
+    except ValueError:
+        return None, "not a JSON record"
+    if not isinstance(rating, dict):
+        return None, "not a JSON object"
+    for key in ("prompt", "answer"):
+        if not isinstance(rating.get(key), str):
+            return None, f"'{key}' should be a text"
+    reward = rating.get("reward")
+    if isinstance(reward, bool) or not isinstance(reward, (int, float)) or not math.isfinite(reward):
+        return None, "'reward' should be a finite number"
+    return rating, None
+
+
+def ratings_to_rank_lists(ratings):
+    """Rank lists of full texts (prompt + answer), one per prompt, best reward first."""
+    by_prompt = {}
+    for rating in ratings:
+        by_prompt.setdefault(rating["prompt"], []).append(rating)
+    rank_lists = []
+    for prompt, group in by_prompt.items():
+        best_first = sorted(group, key=lambda r: -r["reward"])  # stable: among equal rewards the first rated leads
+        texts, rewards_seen = [], set()
+        for rating in best_first:
+            text = prompt + rating["answer"]
+            if rating["reward"] not in rewards_seen and text not in texts:
+                rewards_seen.add(rating["reward"])
+                texts.append(text)
+        if len(texts) >= 2:
+            rank_lists.append(texts)
+    return rank_lists
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("ratings_file", nargs="?", default=DEFAULT_RATINGS)
+    parser.add_argument("out_file", nargs="?", default=DEFAULT_RANK_LISTS, help="rewritten as a whole")
+    parser.add_argument("--skip_bad_lines", action="store_true")
+    args = parser.parse_args()
+    ratings = read_ratings(args.ratings_file, skip_bad_lines=args.skip_bad_lines)
+    rank_lists = ratings_to_rank_lists(ratings)
+    if not rank_lists:
+        raise UserError(f"{args.ratings_file}: no prompt has answers with two different rewards "
+                        f"({len(ratings)} ratings), so there is no rank list to write")
+    write_text_atomically(args.out_file, "".join(format_rank_line(texts) for texts in rank_lists))
+    used = sum(len(texts) for texts in rank_lists)
+    print(f"{args.out_file}: {len(rank_lists)} rank lists from {used} of {len(ratings)} ratings "
+          f"(the others share a reward with a better-placed answer, or are a prompt's only answer)")
+
+
+if __name__ == "__main__":
+    from utils.common import run_main
+
+    run_main(main)
