@@ -1,0 +1,257 @@
+"""Rank-list labelling page (section 4 of the original tutorial).
+
+The GPT-2 writes K answers to a prompt, you give each a rank (1 = best), and "存储当前排序" appends them as
+one line to a TSV file, best first, separated by tabs: the rank-list format `train_reward_model.py` reads.
+Who saved what and when goes to a `.meta.jsonl` file beside the TSV.
+
+    sh start_ranklist_labler.sh --tiny                                # offline models, port 8904
+    streamlit run ranklist_labeler.py -- --tiny --dataset_file my_labels.tsv --rank_list_len 3
+"""
+import argparse
+import os
+import random
+import sys
+import time
+
+import pandas as pd
+import streamlit as st
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from utils.common import UserError, load_pretrained, pick_device
+from utils.generation import decode, encode_prompt, generate_responses
+from utils.ranklist_store import append_rank_list, metadata_path, read_rank_list_table, undo_rank_list
+
+RANDOM_PROMPTS = ["今天早晨我去了", "这部电影很", "刚收到货，感觉", "说实话，真的很", "这次购物总的来说体验很",
+                  "这家酒店的服务"]
+UNRANKED = -1
+
+
+class PageArgumentParser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting: a Streamlit page has to show the message itself."""
+
+    def error(self, message):
+        raise UserError(f"{message}\n{self.format_usage()}")
+
+    def print_help(self, file=None):
+        raise UserError(self.format_help())
+
+
+def parse_args(argv):
+    parser = PageArgumentParser(prog="streamlit run ranklist_labeler.py --", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="uer/gpt2-chinese-cluecorpussmall", help="GPT-2 that writes the answers")
+    parser.add_argument("--tiny", action="store_true", help="use the offline tiny GPT-2 (utils/tiny.py)")
+    parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads per generation: every annotator's session generates in its own thread, "
+                             "and more torch threads than free cores made generation 5-10x slower here")
+    parser.add_argument("--dataset_file", default=os.path.join("data", "human_labeled", "total_dataset.tsv"))
+    parser.add_argument("--rank_list_len", type=int, default=4, help="answers per prompt (K)")
+    parser.add_argument("--max_gen_seq_len", type=int, default=40, help="new tokens per answer")
+    parser.add_argument("--random_prompts", nargs="+", default=RANDOM_PROMPTS, metavar="PROMPT",
+                        help="the pool that the 随机 prompt button draws from")
+    args = parser.parse_args(argv)
+    if args.rank_list_len < 2:
+        raise UserError(f"--rank_list_len must be at least 2, got {args.rank_list_len}")
+    if args.threads < 1:
+        raise UserError(f"--threads must be at least 1, got {args.threads}")
+    if args.max_gen_seq_len < 1:
+        raise UserError(f"--max_gen_seq_len must be at least 1, got {args.max_gen_seq_len}")
+    if args.tiny:
+        from utils.tiny import ensure_tiny
+
+        args.model = ensure_tiny()["gpt2"]
+    args.device = str(pick_device(args.device))
+    return args
+
+
+@st.cache_resource(show_spinner="加载模型 ...")
+def load_model(name_or_path, device):
+    """Loaded once per server process; every browser session shares it."""
+    tokenizer = load_pretrained(AutoTokenizer, name_or_path)
+    model = load_pretrained(AutoModelForCausalLM, name_or_path).to(device).eval()
+    return model, tokenizer
+
+
+def generate_answers(model, tokenizer, prompt, args):
+    """K answers in one batched sampling call; each shown and saved as prompt + answer, like the original."""
+    query = encode_prompt(tokenizer, prompt)
+    longest = getattr(model.config, "n_positions", None)
+    if longest and len(query) + args.max_gen_seq_len > longest:
+        raise UserError(f"prompt 太长: {len(query)} tokens + {args.max_gen_seq_len} new tokens > the model's "
+                        f"{longest} positions")
+    responses = generate_responses(model, tokenizer, [query] * args.rank_list_len, args.max_gen_seq_len)
+    return [prompt + decode(tokenizer, response) for response in responses]
+
+
+# ---------------------------------------------------------------- callbacks (they run before the page reruns)
+def pick_random_prompt(pool):
+    others = [p for p in pool if p != st.session_state.prompt] or pool
+    st.session_state.prompt = random.choice(others)
+
+
+def regenerate():
+    st.session_state.pop("answers", None)
+
+
+def refuse_taken_rank(i):
+    """A rank another answer holds is refused: the selector goes back to its previous value."""
+    answers = st.session_state.answers
+    key = rank_key(answers, i)
+    chosen = st.session_state[key]
+    ranks = answers["ranks"]
+    if chosen != UNRANKED and chosen in ranks and ranks.index(chosen) != i:
+        holder = ranks.index(chosen) + 1
+        st.session_state[key] = ranks[i]
+        st.session_state.conflict = (i, f"排名 {chosen} 已经被句子{holder}占用，请先把句子{holder}的排名改为 "
+                                        f"{UNRANKED} 再给句子{i + 1}这个排名。")
+    else:
+        ranks[i] = chosen
+
+
+def save_ranking(args):
+    answers = st.session_state.answers
+    ranks = answers["ranks"]
+    unranked = [str(i + 1) for i, rank in enumerate(ranks) if rank == UNRANKED]
+    if unranked:
+        st.session_state.notice = ("error", f"请完成排序后再存储！句子 {', '.join(unranked)} 还没有排名，什么也没有写入。")
+        return
+    if answers["saved"]:
+        st.session_state.notice = ("warning", "这组答案已经存储过了。要改排序请先点「撤销上一次存储」，或换一个 prompt。")
+        return
+    best_first = [answers["texts"][ranks.index(rank)] for rank in range(1, len(ranks) + 1)]
+    meta = {"prompt": answers["prompt"], "rank_list_len": len(ranks), "ranks": ranks,
+            "annotator": st.session_state.annotator.strip(), "model": args.model}
+    start = time.perf_counter()
+    try:
+        saved = append_rank_list(args.dataset_file, best_first, meta)
+    except (OSError, UserError) as e:
+        st.session_state.notice = ("error", f"存储失败，什么也没有写入: {e}")
+        return
+    took_ms = (time.perf_counter() - start) * 1000
+    answers["saved"] = True
+    st.session_state.saved_lines.append((answers["id"], saved))
+    st.session_state.notice = ("success", f"保存成功（{took_ms:.1f} ms，写入 {args.dataset_file}），"
+                                          "请更换 prompt 生成新的答案~")
+
+
+def undo_last_save():
+    if not st.session_state.saved_lines:
+        st.session_state.notice = ("info", "这个浏览器会话还没有存储过排序，没有可撤销的。")
+        return
+    answers_id, saved = st.session_state.saved_lines.pop()
+    if not undo_rank_list(saved):
+        st.session_state.notice = ("warning", f"{saved.path} 里已经找不到这一行（文件被改过？），什么也没有删除。")
+        return
+    answers = st.session_state.get("answers")
+    if answers and answers["id"] == answers_id:
+        answers["saved"] = False
+    st.session_state.notice = ("success", f"已撤销这一行: {saved.line.strip()[:60]}")
+
+
+def rank_key(answers, i):
+    # keyed by the generation, so new answers start unranked
+    return f"rank_{answers['id']}_{i}"
+
+
+# ---------------------------------------------------------------- page parts
+def show_sidebar(args):
+    st.sidebar.header("Model Config")
+    st.sidebar.json({"model": args.model, "device": args.device, "threads": args.threads, "dataset_file": args.dataset_file,
+                     "metadata_file": metadata_path(args.dataset_file), "rank_list_len": args.rank_list_len,
+                     "max_gen_seq_len": args.max_gen_seq_len, "random_prompts": args.random_prompts})
+    st.sidebar.text_input("标注者（可选，记入 metadata）", key="annotator")
+    st.sidebar.caption(f"本会话已存储 {len(st.session_state.saved_lines)} 条")
+
+
+def label_tab(args, model, tokenizer):
+    with st.expander("🔍 Setting Prompts", expanded=True):
+        st.button("随机 prompt", on_click=pick_random_prompt, args=(args.random_prompts,),
+                  help="从 prompt 池中随机选一个（--random_prompts 可以换掉这个池）")
+        prompt = st.text_input("prompt: ", key="prompt").strip()
+    if not prompt:
+        st.info("输入一个 prompt，或点「随机 prompt」。")
+        return
+    answers = st.session_state.get("answers")
+    if answers is None or answers["prompt"] != prompt:
+        with st.spinner("生成中 ..."):
+            try:
+                texts = generate_answers(model, tokenizer, prompt, args)
+            except UserError as e:
+                st.error(str(e))
+                return
+        st.session_state.generation += 1
+        answers = {"id": st.session_state.generation, "prompt": prompt, "texts": texts,
+                   "ranks": [UNRANKED] * len(texts), "saved": False}
+        st.session_state.answers = answers
+
+    conflict = st.session_state.pop("conflict", None)
+    rank_choices = [UNRANKED] + list(range(1, args.rank_list_len + 1))
+    with st.expander("💡 Generate Results", expanded=True):
+        for i, text in enumerate(answers["texts"]):
+            text_column, rank_column = st.columns([6, 1])
+            text_column.text(text)
+            key = rank_key(answers, i)
+            st.session_state.setdefault(key, answers["ranks"][i])
+            rank_column.selectbox(f"句子{i + 1}排名", rank_choices, key=key, on_change=refuse_taken_rank, args=(i,),
+                                  help=f"1 = 最好；{UNRANKED} = 还没有排名")
+            if conflict and conflict[0] == i:
+                st.warning(conflict[1])
+
+    with st.expander("🥇 Rank Results", expanded=True):
+        for rank, column in enumerate(st.columns(args.rank_list_len), start=1):
+            column.write(f"Rank {rank}：")
+            if rank in answers["ranks"]:
+                column.text(answers["texts"][answers["ranks"].index(rank)])
+
+    save_column, regenerate_column, skip_column, undo_column = st.columns(4)
+    save_column.button("存储当前排序", type="primary", on_click=save_ranking, args=(args,))
+    regenerate_column.button("重新生成答案", on_click=regenerate)
+    skip_column.button("跳过这个 prompt", on_click=pick_random_prompt, args=(args.random_prompts,))
+    undo_column.button("撤销上一次存储", on_click=undo_last_save, help="只撤销这个浏览器会话自己存的最后一行")
+    notice = st.session_state.pop("notice", None)
+    if notice:
+        kind, message = notice
+        getattr(st, kind)(message)
+
+
+def dataset_tab(args):
+    path = args.dataset_file
+    if not os.path.exists(path):
+        st.info(f"{path} 还不存在：存储第一条排序时会创建它。")
+        return
+    rank_lists, bad_lines = read_rank_list_table(path, args.rank_list_len)
+    st.write(f"{path}: 共 **{len(rank_lists)}** 条 rank list")
+    if rank_lists:
+        st.dataframe(pd.DataFrame(rank_lists, columns=[f"rank {i + 1}" for i in range(args.rank_list_len)]))
+    with open(path, "rb") as f:
+        st.download_button("下载 TSV", f.read(), file_name=os.path.basename(path), mime="text/tab-separated-values")
+    if bad_lines:
+        st.warning(f"{len(bad_lines)} 行格式不对（训练脚本会拒绝这些行，或用 --skip_bad_lines 跳过）:")
+        st.dataframe(pd.DataFrame(bad_lines, columns=["line", "problem"]), hide_index=True)
+
+
+def main():
+    st.set_page_config(page_title="Rank List Labeler", page_icon="📌", layout="wide")
+    try:
+        args = parse_args(sys.argv[1:])
+        torch.set_num_threads(args.threads)
+        model, tokenizer = load_model(args.model, args.device)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        st.error(f"error: {e}")
+        st.stop()
+    for name, value in (("prompt", random.choice(args.random_prompts)), ("annotator", ""), ("saved_lines", []),
+                        ("generation", 0)):
+        st.session_state.setdefault(name, value)
+
+    show_sidebar(args)
+    label, dataset = st.tabs(["Label", "Dataset"])
+    with label:
+        label_tab(args, model, tokenizer)
+    with dataset:
+        dataset_tab(args)
+
+
+main()

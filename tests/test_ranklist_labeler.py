@@ -1,0 +1,246 @@
+"""The rank-list labelling page (Streamlit AppTest on the micro GPT-2) and its storage (several processes)."""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from conftest import REPO
+from utils.common import UserError
+from utils.data import read_rank_lists
+from utils.ranklist_store import (append_rank_list, clean_field, format_rank_line, metadata_path,
+                                  read_rank_list_table, undo_rank_list)
+
+PAGE = os.path.join(REPO, "ranklist_labeler.py")
+SAVE, REGENERATE, SKIP, UNDO, RANDOM = "存储当前排序", "重新生成答案", "跳过这个 prompt", "撤销上一次存储", "随机 prompt"
+
+
+@pytest.fixture
+def open_page(monkeypatch, micro_dir, tmp_path):
+    """Run the page as `streamlit run ranklist_labeler.py -- --tiny --dataset_file <tmp> <extra>` would."""
+    monkeypatch.setenv("RLHF_TINY_DIR", micro_dir)
+
+    def open_page(*extra, dataset_file=None, tiny=True):
+        dataset_file = dataset_file or str(tmp_path / "human_labeled" / "total_dataset.tsv")
+        monkeypatch.setattr(sys, "argv", [PAGE, *(["--tiny"] if tiny else []), "--dataset_file", dataset_file, *extra])
+        at = AppTest.from_file(PAGE, default_timeout=180)
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        return at
+
+    return open_page
+
+
+def click(at, label):
+    [button] = [b for b in at.button if b.label == label]
+    button.click().run()
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def rank(at, answer, value):
+    at.selectbox[answer].set_value(value).run()
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def answers(at):
+    return [t.value for t in at.text][:4]
+
+
+def rank_results(at):
+    """The texts under "Rank 1：" ... in the Rank Results row."""
+    return [t.value for t in at.text][4:]
+
+
+def lines_of(path):
+    with open(path, encoding="utf-8") as f:
+        return f.read().splitlines()
+
+
+def test_rank_conflict_incomplete_save_save_and_undo(open_page, tmp_path):
+    at = open_page()
+    dataset = str(tmp_path / "human_labeled" / "total_dataset.tsv")
+    assert [s.label for s in at.selectbox] == ["句子1排名", "句子2排名", "句子3排名", "句子4排名"]
+    texts = answers(at)
+    prompt = at.text_input[0].value
+    assert len(texts) == 4 and all(t.startswith(prompt) and len(t) > len(prompt) for t in texts)
+    assert not any(" " in t[len(prompt):len(prompt) + 3] for t in texts), "inter-character spaces left in"
+
+    rank(at, 0, 2)
+    assert answers(at) == texts, "a rerun must reuse the cached answers, not generate new ones"
+    rank(at, 1, 2)  # rank 2 is taken by answer 1
+    assert at.selectbox[1].value == -1
+    assert any("排名 2 已经被句子1占用" in w.value for w in at.warning)
+
+    rank(at, 1, 1)
+    click(at, SAVE)
+    assert any("请完成排序后再存储" in e.value and "3, 4" in e.value for e in at.error)
+    assert not os.path.exists(dataset), "an incomplete ranking must write nothing"
+
+    rank(at, 2, 4)
+    rank(at, 3, 3)
+    best_first = [texts[1], texts[0], texts[3], texts[2]]
+    assert rank_results(at) == best_first
+    at.sidebar.text_input[0].set_value("小王").run()
+    click(at, SAVE)
+    assert any("保存成功" in s.value for s in at.success)
+    assert lines_of(dataset) == ["\t".join(best_first)]
+    assert read_rank_lists(dataset, expected_fields=4) == [best_first]  # what train_reward_model.py reads
+    [record] = [json.loads(line) for line in lines_of(metadata_path(dataset))]
+    assert (record["prompt"], record["ranks"], record["annotator"], record["rank_list_len"]) == (prompt, [2, 1, 4, 3],
+                                                                                                 "小王", 4)
+
+    click(at, SAVE)  # a second click on the same answers
+    assert any("已经存储过" in w.value for w in at.warning)
+    assert len(lines_of(dataset)) == 1
+
+    click(at, UNDO)
+    assert any("已撤销" in s.value for s in at.success)
+    assert lines_of(dataset) == [] and lines_of(metadata_path(dataset)) == []
+    click(at, UNDO)
+    assert any("没有可撤销" in i.value for i in at.info)
+
+
+def test_undo_removes_only_this_sessions_line(open_page, tmp_path):
+    dataset = str(tmp_path / "shared.tsv")
+    append_rank_list(dataset, ["别人先存的 A", "别人先存的 B", "别人先存的 C", "别人先存的 D"])
+    at = open_page(dataset_file=dataset)
+    for answer, value in enumerate([1, 2, 3, 4]):
+        rank(at, answer, value)
+    click(at, SAVE)
+    append_rank_list(dataset, ["别人后存的 A", "别人后存的 B", "别人后存的 C", "别人后存的 D"])
+    before = lines_of(dataset)
+    assert len(before) == 3
+
+    click(at, UNDO)
+    assert lines_of(dataset) == [before[0], before[2]]
+    assert len(lines_of(metadata_path(dataset))) == 2
+
+
+def test_regenerate_skip_and_random_prompt(open_page):
+    at = open_page("--random_prompts", "这部电影很", "这家酒店的服务")
+    texts = answers(at)
+    rank(at, 0, 1)
+    click(at, REGENERATE)
+    assert answers(at) != texts
+    assert [s.value for s in at.selectbox] == [-1] * 4, "new answers start unranked"
+
+    prompt = at.text_input[0].value
+    click(at, SKIP)
+    assert at.text_input[0].value == ({"这部电影很", "这家酒店的服务"} - {prompt}).pop()
+    assert all(t.startswith(at.text_input[0].value) for t in answers(at))
+    click(at, RANDOM)
+    assert at.text_input[0].value == prompt
+
+
+def test_configuration_from_command_line(open_page, tmp_path):
+    at = open_page("--rank_list_len", "3", "--max_gen_seq_len", "5")
+    assert [s.label for s in at.selectbox] == ["句子1排名", "句子2排名", "句子3排名"]
+    assert at.selectbox[0].options == ["-1", "1", "2", "3"]
+    config = json.loads(at.sidebar.json[0].value)
+    assert (config["rank_list_len"], config["max_gen_seq_len"], config["device"]) == (3, 5, "cpu")
+    assert config["model"].endswith("gpt2") and config["dataset_file"].startswith(str(tmp_path))
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--rank_list_len", "1"], "--rank_list_len must be at least 2"),
+    (["--max_gen_seq_len", "0"], "--max_gen_seq_len must be at least 1"),
+    (["--no_such_option"], "unrecognized arguments: --no_such_option"),
+    (["--model", "no-such-user/no-such-model"], "cannot load model 'no-such-user/no-such-model'"),
+])
+def test_bad_configuration_is_one_message_on_the_page(open_page, tmp_path, extra, message):
+    at = open_page(*extra, tiny="--model" not in extra)
+    assert [e.value for e in at.error] and message in at.error[0].value
+    assert not at.selectbox and not os.path.exists(tmp_path / "human_labeled")
+
+
+def test_prompt_longer_than_the_model_is_refused(open_page):
+    at = open_page()
+    at.text_input[0].set_value("很" * 200).run()
+    assert any("prompt 太长" in e.value for e in at.error)
+    assert not at.selectbox
+
+
+def test_dataset_tab_missing_good_and_malformed_file(open_page, tmp_path):
+    missing = open_page(dataset_file=str(tmp_path / "none.tsv"))
+    assert any("还不存在" in i.value for i in missing.tabs[1].info)
+
+    good = tmp_path / "good.tsv"
+    good.write_text("好1\t好2\t坏1\t坏2\n很好\t不错\t一般\t差\n", encoding="utf-8")
+    at = open_page(dataset_file=str(good))
+    tab = at.tabs[1]
+    assert any("共 **2** 条" in m.value for m in tab.markdown)
+    assert tab.dataframe[0].value.values.tolist() == [["好1", "好2", "坏1", "坏2"], ["很好", "不错", "一般", "差"]]
+    assert not tab.warning
+
+    bad = tmp_path / "bad.tsv"
+    content = "好1\t好2\t坏1\t坏2\n只有\t三个\t字段\n\n很好\t\t一般\t差\n很好\t不错\t一般\t差\n"
+    bad.write_text(content, encoding="utf-8")
+    at = open_page(dataset_file=str(bad))
+    tab = at.tabs[1]
+    assert any("共 **2** 条" in m.value for m in tab.markdown)
+    assert any("2 行格式不对" in w.value for w in tab.warning)
+    problems = tab.dataframe[1].value
+    assert problems["line"].tolist() == [2, 4]
+    assert "expected 4 tab-separated texts, found 3" in problems["problem"][0]
+    assert "empty text in field 2" in problems["problem"][1]
+    assert bad.read_text(encoding="utf-8") == content, "viewing must not change the file"
+
+
+# ---------------------------------------------------------------- storage
+def test_fields_stay_one_valid_line(tmp_path):
+    assert clean_field(" 第一行\n第二行\t第三列\r\n ") == "第一行 第二行 第三列"
+    with pytest.raises(UserError, match="text 2 of the rank list is empty"):
+        format_rank_line(["好", "\t\n", "差"])
+    dataset = tmp_path / "d.tsv"
+    dataset.write_text("手写的\t最后一行没有换行", encoding="utf-8")
+    append_rank_list(str(dataset), ["答案\n一", "答案\t二"])
+    assert read_rank_lists(str(dataset)) == [["手写的", "最后一行没有换行"], ["答案 一", "答案 二"]]
+
+
+def test_undo_of_a_line_that_is_gone_changes_nothing(tmp_path):
+    dataset = str(tmp_path / "d.tsv")
+    saved = append_rank_list(dataset, ["甲", "乙"])
+    with open(dataset, "w", encoding="utf-8") as f:
+        f.write("别人\t改过\n")
+    assert undo_rank_list(saved) is False
+    assert lines_of(dataset) == ["别人\t改过"]
+    assert read_rank_list_table(dataset, 2) == ([["别人", "改过"]], [])
+
+
+WORKER = r"""
+import os, sys, time
+from utils.ranklist_store import append_rank_list, undo_rank_list
+dataset, worker, n, go = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+open(go + "." + worker, "w").close()
+while not os.path.exists(go):
+    time.sleep(0.001)
+for i in range(n):
+    # long texts with a tab and a newline inside: a torn or interleaved write would show
+    texts = [f"w{worker}-{i}-r{r} " + "好" * 3000 + "\t尾\n巴" for r in range(4)]
+    saved = append_rank_list(dataset, texts, {"worker": worker, "i": i})
+    if i % 3 == 0:
+        assert undo_rank_list(saved)
+"""
+
+
+def test_concurrent_saves_and_undos_lose_nothing(tmp_path):
+    dataset, go = str(tmp_path / "shared.tsv"), str(tmp_path / "go")
+    workers, n = 5, 30
+    env = dict(os.environ, PYTHONPATH=REPO)
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER, dataset, str(w), str(n), go], cwd=REPO, env=env)
+             for w in range(workers)]
+    deadline = time.time() + 120
+    while not all(os.path.exists(f"{go}.{w}") for w in range(workers)) and time.time() < deadline:
+        time.sleep(0.05)
+    open(go, "w").close()  # all start saving at the same moment
+    assert [p.wait(timeout=120) for p in procs] == [0] * workers
+
+    kept = [(w, i) for w in range(workers) for i in range(n) if i % 3 != 0]
+    expected = sorted("\t".join(f"w{w}-{i}-r{r} " + "好" * 3000 + " 尾 巴" for r in range(4)) for w, i in kept)
+    assert sorted(lines_of(dataset)) == expected
+    records = [json.loads(line) for line in lines_of(metadata_path(dataset))]
+    assert sorted((r["worker"], r["i"]) for r in records) == sorted((str(w), i) for w, i in kept)
+    assert not [p for p in os.listdir(tmp_path) if ".tmp" in p], "temporary files left behind"
