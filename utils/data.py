@@ -16,7 +16,7 @@ RANK_LIST_DIR = os.path.join("data", "reward_datasets", "sentiment_analysis")  #
 POSITIVE, NEGATIVE = 1, 0
 MIN_CHARS, MAX_CHARS = 6, 120
 # "3.结账太慢", "2、环境：..." are pieces of numbered lists cut out of longer reviews; "7.24的订单" is a date
-_NUMBERED_FRAGMENT = re.compile(r"^\s*[(（]?\d{1,2}\s*[.．、)）\\/:：,，。](?!\d)|^\s*\d{1,2} +[^\d\s]")
+_NUMBERED_FRAGMENT = re.compile(r"^\s*[(（]?\d{1,2}\s*(?:[、)）\\/:：,，。]|[.．](?!\d))|^\s*\d{1,2} +[^\d\s]")
 
 
 # ---------------------------------------------------------------- reading rank lists

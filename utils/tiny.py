@@ -32,10 +32,10 @@ REPORT = "report.json"  # written last: a folder without it is not a finished bu
 PRESETS = {
     # about 7 minutes on 2 CPU cores
     "tiny": dict(hidden=192, heads=4, encoder_layers=3, gpt_layers=4, seq_len=64, batch_size=32,
-                 mlm_steps=300, classifier_steps=300, lm_steps=330, max_sentences=None),
+                 mlm_steps=400, classifier_steps=500, lm_steps=900, max_sentences=None, max_test_sentences=None),
     # seconds: for the tests
     "micro": dict(hidden=32, heads=2, encoder_layers=1, gpt_layers=1, seq_len=32, batch_size=16,
-                  mlm_steps=15, classifier_steps=40, lm_steps=40, max_sentences=1500),
+                  mlm_steps=15, classifier_steps=40, lm_steps=40, max_sentences=1500, max_test_sentences=200),
 }
 
 
@@ -69,6 +69,7 @@ def build_tiny(root, preset="tiny", seed=0, report_dir="logs"):
     train, test = read_corpus_split("train"), read_corpus_split("test")
     if cfg["max_sentences"]:
         train = random.Random(seed).sample(train, cfg["max_sentences"])
+    test = test[:cfg["max_test_sentences"]]
     building = f"{os.path.abspath(root)}.building"
     shutil.rmtree(building, ignore_errors=True)
     paths = tiny_paths(building)
@@ -211,7 +212,7 @@ def train_gpt2(tokenizer, train, cfg, bar):
         ids = torch.tensor(batch)
         return gpt2(input_ids=ids, labels=ids).loss
 
-    return _train(gpt2, cfg["lm_steps"], 1e-3, loss, _batches(blocks, cfg["batch_size"], 3), bar, "gpt2")
+    return _train(gpt2, cfg["lm_steps"], 2e-3, loss, _batches(blocks, cfg["batch_size"], 3), bar, "gpt2")
 
 
 # ---------------------------------------------------------------- quality report

