@@ -94,6 +94,7 @@ def open_ratings_log(log_dir):
     """The ratings JSONL (appended to, never truncated) and its PNG: a folder we cannot write stops us now."""
     path = os.path.join(log_dir, f"{RATINGS_NAME}.jsonl")
     try:
+        check_writable(log_dir)
         return TrainLogger(log_dir, RATINGS_NAME, x_key="rating", resume=True)
     except OSError as e:
         raise UserError(f"cannot write the ratings log {path}: {e.strerror} (choose another --log_dir)") from e
@@ -101,14 +102,10 @@ def open_ratings_log(log_dir):
         raise UserError(f"{path}: an earlier line is not a JSON record ({e}); move the file away or fix it") from e
 
 
-def check_writable(save_dir):
-    """Fail now, not after an hour of rating, when the checkpoint cannot be written."""
-    parent = os.path.dirname(os.path.abspath(save_dir))
-    try:
-        os.makedirs(parent, exist_ok=True)
-        tempfile.TemporaryFile(dir=parent).close()
-    except OSError as e:
-        raise UserError(f"cannot write checkpoints to {save_dir}: {e.strerror} (choose another --save_dir)") from e
+def check_writable(folder):
+    """Create a file in `folder` (the PNG and the checkpoint are written through temporary files beside them)."""
+    os.makedirs(folder, exist_ok=True)
+    tempfile.TemporaryFile(dir=folder).close()
 
 
 # ---------------------------------------------------------------- stopping without losing anything
@@ -334,7 +331,10 @@ def main():
     args = parse_args()
     prompts = read_prompts(args.prompts_file) if args.prompts_file else PROMPTS
     ratings_log = open_ratings_log(args.log_dir)
-    check_writable(args.save_dir)
+    try:  # fail now, not after an hour of rating
+        check_writable(os.path.dirname(os.path.abspath(args.save_dir)))
+    except OSError as e:
+        raise UserError(f"cannot write checkpoints to {args.save_dir}: {e.strerror} (choose another --save_dir)")
     state = load_ppo_checkpoint_state(args.resume) if args.resume else {}
     base_model = state.get("base_model") or (ensure_tiny()["gpt2"] if args.tiny else args.model_name)
     progress = Progress(step=state.get("step", 0), ratings=state.get("ratings", 0))

@@ -1,0 +1,269 @@
+"""terminal_main.py driven through a pseudo-terminal on the micro models, as a person would use it,
+and the command that turns the ratings into rank lists."""
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import pexpect
+import pytest
+from safetensors.torch import load_file
+
+from conftest import REPO, run_script
+from terminal_main import MAX_REPLY_BYTES, PROMPTS, SLOW_STEP_ENV, parse_args, parse_reply, read_prompts
+from utils.common import UserError
+from utils.data import read_rank_lists
+from utils.logger import read_jsonl
+from utils.ratings import ratings_to_rank_lists, read_ratings
+
+REWARD = r"Reward \(-2\.0 ~ 2\.0\): "
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def spawn(env, *args, **extra_env):
+    child = pexpect.spawn(sys.executable, ["terminal_main.py", "--tiny", *args], cwd=REPO, env=dict(env, **extra_env),
+                          encoding="utf-8", codec_errors="replace", timeout=240, dimensions=(50, 250))
+    child.logfile_read = open(os.devnull, "w") if not os.environ.get("SHOW_TERMINAL") else sys.stdout
+    return child
+
+
+def shown_answer(child):
+    """The prompt + answer the program showed last (from the output before the current reward prompt)."""
+    return re.findall(r"result>>> (.*?)\r\n", ANSI.sub("", child.before))[-1]
+
+
+def wait_for_exit(child):
+    child.expect(pexpect.EOF)
+    child.close()
+    return child.exitstatus
+
+
+def paths(tmp_path):
+    return str(tmp_path / "logs"), str(tmp_path / "ckpt"), str(tmp_path / "logs" / "Terminal-Human-Feedback.jsonl")
+
+
+# ---------------------------------------------------------------- a session: bad input, skip, regenerate, quit, resume
+BAD_REPLIES = [("abc", r"'abc' is not a number"), ("nan", r"'nan' is not a finite number"),
+               ("inf", r"'inf' is not a finite number"), ("-Infinity", r"is not a finite number"),
+               ("", r"empty: type a number"), ("2.5", r"2\.5 is outside the reward range -2\.0 ~ 2\.0"),
+               ("-7", r"-7 is outside the reward range"), ("9" * 3000, r"too long \(over 64 bytes\)")]
+
+
+def test_a_rating_session_then_resume(micro_env, micro_paths, tmp_path):
+    log_dir, save_dir, jsonl = paths(tmp_path)
+    child = spawn(micro_env, "--batch_size", "2", "--log_dir", log_dir, "--save_dir", save_dir)
+    child.expect(r"model.*gpt2")  # the start screen's configuration table
+    child.expect(REWARD)
+    first = shown_answer(child)
+    for reply, message in BAD_REPLIES:
+        child.sendline(reply)
+        child.expect(r"refused:.*" + message)
+        child.expect(REWARD)
+    os.write(child.child_fd, b"\xff\xfe1\n")  # not UTF-8
+    child.expect(r"refused:.*not UTF-8 text")
+    child.expect(REWARD)
+    assert read_jsonl(jsonl) == []  # nothing refused was written
+
+    child.sendline("?")
+    child.expect(r"s  skip this answer")
+    child.expect(REWARD)
+    child.sendline("r")
+    child.expect(REWARD)
+    regenerated = shown_answer(child)
+    assert regenerated != first and regenerated.startswith(tuple(PROMPTS))
+    child.sendline("s")
+    child.expect(r"\[Step 1\] answer 1/2")
+    child.expect(REWARD)
+    rated = [shown_answer(child)]
+    child.sendline("1.5")
+    child.expect(r"\[Step 1\] answer 2/2")
+    child.expect(REWARD)
+    rated.append(shown_answer(child))
+    child.sendline(" -1 ")
+    child.expect(r"PPO step 1 done")
+    child.expect(REWARD)
+    child.sendline("Q")
+    child.expect(r"checkpoint: " + re.escape(save_dir) + r" \(PPO step 1, 2 ratings behind it")
+    assert wait_for_exit(child) == 0
+
+    records = read_jsonl(jsonl)
+    assert [r["reward"] for r in records] == [1.5, -1.0] and [r["step"] for r in records] == [1, 1]
+    assert [r["prompt"] + r["answer"] for r in records] == rated  # neither the skipped nor the replaced answer
+    assert all(r["prompt"] in PROMPTS and r["answer"] and r["time"] and r["seconds"] >= 0 for r in records)
+    assert os.path.getsize(os.path.join(log_dir, "Terminal-Human-Feedback.png")) > 0
+    with open(os.path.join(save_dir, "ppo_state.json")) as f:
+        assert json.load(f)["step"] == 1
+    before = load_file(os.path.join(micro_paths["gpt2"], "model.safetensors"))
+    after = load_file(os.path.join(save_dir, "model.safetensors"))
+    common = [k for k in before if k in after]
+    assert len(common) == len(before), "the checkpoint should hold the whole GPT-2"
+    assert any(not (before[k] == after[k]).all() for k in common), "the PPO step did not change the weights"
+
+    # --resume: same step count, own prompts, one more rating, then SIGTERM with the batch half full
+    prompts_file = tmp_path / "prompts.txt"
+    prompts_file.write_text("\n我觉得这家店\n\n", encoding="utf-8")
+    child = spawn(micro_env, "--batch_size", "2", "--log_dir", log_dir, "--save_dir", save_dir, "--resume", save_dir,
+                  "--prompts_file", str(prompts_file))
+    child.expect(r"resumed from .*: PPO step 1, 2 ratings behind it")
+    child.expect(r"\[Step 2\] answer 1/2")
+    child.expect(REWARD)
+    assert shown_answer(child).startswith("我觉得这家店")
+    child.sendline("0.25")
+    child.expect(REWARD)
+    child.kill(signal.SIGTERM)
+    child.expect(r"SIGTERM: saving")
+    child.expect(r"PPO step 2 done")
+    child.expect(r"PPO step 2, 3 ratings behind it")
+    assert wait_for_exit(child) == 0
+    records = read_jsonl(jsonl)
+    assert len(records) == 3 and (records[2]["prompt"], records[2]["reward"], records[2]["step"]) == ("我觉得这家店", 0.25, 2)
+    with open(os.path.join(save_dir, "ppo_state.json")) as f:
+        state = json.load(f)
+    assert state["step"] == 2 and state["ratings"] == 3 and state["base_model"] == micro_paths["gpt2"]
+
+
+# ---------------------------------------------------------------- stopping: Ctrl-C, end of input (SIGTERM above)
+def test_ctrl_c_in_the_middle_of_a_ppo_step_keeps_every_rating(micro_env, tmp_path):
+    log_dir, save_dir, jsonl = paths(tmp_path)
+    child = spawn(micro_env, "--batch_size", "2", "--log_dir", log_dir, "--save_dir", save_dir,
+                  **{SLOW_STEP_ENV: "3"})
+    for reward in ("1", "-0.5"):
+        child.expect(REWARD)
+        child.sendline(reward)
+    child.expect(r"updating the model: PPO step 1 on 2 rating")
+    assert [r["reward"] for r in read_jsonl(jsonl)] == [1.0, -0.5]  # on disk before the step runs
+    child.sendintr()
+    child.expect(r"Ctrl-C: finishing the current step first")
+    child.expect(r"PPO step 1 done")
+    child.expect(r"checkpoint: .*PPO step 1, 2 ratings behind it")
+    assert wait_for_exit(child) == 0
+    assert [r["reward"] for r in read_jsonl(jsonl)] == [1.0, -0.5]
+    assert os.path.isfile(os.path.join(save_dir, "model.safetensors"))
+
+
+def test_end_of_input_before_the_first_rating_exits_cleanly(micro_env, tmp_path):
+    log_dir, save_dir, jsonl = paths(tmp_path)
+    os.makedirs(log_dir)
+    earlier = json.dumps({"rating": 1, "step": 1, "prompt": "这部电影很", "answer": "好看", "reward": 1.0}) + "\n"
+    with open(jsonl, "w", encoding="utf-8") as f:
+        f.write(earlier)  # a rating from an earlier run: appended to, never truncated
+    child = spawn(micro_env, "--log_dir", log_dir, "--save_dir", save_dir)
+    child.expect(REWARD)
+    child.sendeof()
+    child.expect(r"end of input \(Ctrl-D\): saving")
+    child.expect(r"no PPO step in this run, so no new checkpoint")
+    assert wait_for_exit(child) == 0
+    assert not os.path.exists(save_dir)
+    with open(jsonl, encoding="utf-8") as f:
+        assert f.read() == earlier
+
+
+# ---------------------------------------------------------------- refused at the start
+@contextlib.contextmanager
+def read_only_folder(path):
+    """A folder nobody can write, root included (root ignores permission bits, not the immutable flag)."""
+    os.makedirs(path, exist_ok=True)
+    os.chmod(path, 0o555)
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "+i", path], check=True)
+    try:
+        with pytest.raises(OSError):
+            open(os.path.join(path, "probe"), "w").close()
+        yield path
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", path], check=True)
+        os.chmod(path, 0o755)
+
+
+def test_an_unwritable_log_folder_is_refused_before_any_rating(micro_env, tmp_path):
+    log_dir = str(tmp_path / "logs")
+    os.makedirs(log_dir)
+    jsonl = os.path.join(log_dir, "Terminal-Human-Feedback.jsonl")
+    with open(jsonl, "w", encoding="utf-8") as f:
+        f.write('{"prompt": "这部电影很", "answer": "好看", "reward": 1.0}\n')
+    with read_only_folder(log_dir):
+        result = run_script(["terminal_main.py", "--tiny", "--log_dir", log_dir, "--save_dir", str(tmp_path / "c")],
+                            env=micro_env, input="1\n")
+    assert result.returncode == 2
+    assert re.fullmatch(r"error: cannot write the ratings log .*Terminal-Human-Feedback\.jsonl: .*\n", result.stderr)
+    assert "Reward" not in result.stdout and "loading" not in result.stdout
+    with open(jsonl, encoding="utf-8") as f:
+        assert f.read() == '{"prompt": "这部电影很", "answer": "好看", "reward": 1.0}\n'
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, r"missing\.txt: cannot read the prompts file \(No such file"),
+    (b"\n  \n", r"missing\.txt: no prompts in this file"),
+    ("好的\n".encode() + b"\xff\xfe\n", r"missing\.txt:2: not valid UTF-8 text \(expected one prompt per line\)$"),
+])
+def test_read_prompts(tmp_path, content, message):
+    path = tmp_path / "missing.txt"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(UserError, match=message):
+        read_prompts(str(path))
+    good = tmp_path / "good.txt"
+    good.write_text("\ufeff这部电影很\r\n\n 说实话 \n", encoding="utf-8")
+    assert read_prompts(str(good)) == ["这部电影很", "说实话"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--min_reward", "2", "--max_reward", "-2"], r"the reward range 2\.0 ~ -2\.0 is not two finite numbers"),
+    (["--max_reward", "nan"], r"the reward range -2\.0 ~ nan is not two finite numbers"),
+    (["--batch_size", "0"], r"--batch_size and --max_new_tokens must be at least 1"),
+])
+def test_bad_arguments_are_refused(monkeypatch, argv, message):
+    monkeypatch.setattr(sys, "argv", ["terminal_main.py", *argv])
+    with pytest.raises(UserError, match=message):
+        parse_args()
+
+
+@pytest.mark.parametrize("typed, expected", [
+    (b"1.5\n", ("reward", 1.5)), (b" -2 \r\n", ("reward", -2.0)), (b"2\n", ("reward", 2.0)),
+    ("\uff12\n".encode(), ("reward", 2.0)),  # a full-width digit from a Chinese input method
+    (b"s\n", ("skip", None)), (b"R\n", ("regenerate", None)), (b"q\n", ("quit", None)), (b"?\n", ("help", None)),
+    (b"nan\n", "refused"), (b"-inf\n", "refused"), (b"\n", "refused"), (b"2.0001\n", "refused"),
+    (b"1" * (MAX_REPLY_BYTES + 1), "refused"), (b"\xc3\n", "refused"), (b"1,5\n", "refused"),
+])
+def test_parse_reply(typed, expected):
+    action, value = parse_reply(typed, -2.0, 2.0)
+    if expected == "refused":
+        assert action == "refused" and isinstance(value, str) and "\n" not in value
+    else:
+        assert (action, value) == expected
+
+
+# ---------------------------------------------------------------- ratings -> rank lists
+def test_ratings_become_rank_lists_best_first_without_ties():
+    ratings = [{"prompt": "这部电影很", "answer": "差", "reward": -1.0},
+               {"prompt": "这部电影很", "answer": "好看", "reward": 2},
+               {"prompt": "这部电影很", "answer": "一般", "reward": 0.0},
+               {"prompt": "这部电影很", "answer": "还行", "reward": 0.0},  # same reward as an earlier answer
+               {"prompt": "说实话，真的很", "answer": "棒", "reward": 1.0},  # a prompt's only answer
+               {"prompt": "刚收到货，感觉有", "answer": "点小", "reward": 0.5},
+               {"prompt": "刚收到货，感觉有", "answer": "点小", "reward": 1.5}]  # the same text rated twice
+    assert ratings_to_rank_lists(ratings) == [["这部电影很好看", "这部电影很一般", "这部电影很差"]]
+
+
+def test_ratings_command_writes_rank_lists_the_reward_model_reads(tmp_path):
+    ratings, out = tmp_path / "ratings.jsonl", tmp_path / "human" / "rank.tsv"
+    lines = [{"prompt": "这次购物总的来说体验很", "answer": a, "reward": r, "step": 1}
+             for a, r in [("差\t劲", -2.0), ("好", 2.0), ("一般", 0.5)]]
+    ratings.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines), encoding="utf-8")
+    result = run_script(["-m", "utils.ratings", str(ratings), str(out)])
+    assert result.returncode == 0, result.stderr
+    assert read_rank_lists(str(out)) == [["这次购物总的来说体验很好", "这次购物总的来说体验很一般", "这次购物总的来说体验很差 劲"]]
+
+    out.write_text("kept\tas it was\n", encoding="utf-8")
+    with open(ratings, "a", encoding="utf-8") as f:
+        f.write('{"prompt": "这部电影很", "answer": "好", "reward": NaN}\n')
+    result = run_script(["-m", "utils.ratings", str(ratings), str(out)])
+    assert result.returncode == 2
+    assert result.stderr == f"error: {ratings}:4: 'reward' should be a finite number (use --skip_bad_lines to skip " \
+                            "such lines)\n"
+    assert out.read_text(encoding="utf-8") == "kept\tas it was\n"
+    assert len(read_ratings(str(ratings), skip_bad_lines=True)) == 3
