@@ -28,13 +28,14 @@ UNRANKED = -1
 
 
 class PageArgumentParser(argparse.ArgumentParser):
-    """argparse that raises instead of exiting: a Streamlit page has to show the message itself."""
+    """argparse for a Streamlit page, which must not exit: errors raise UserError, --help is shown on the page."""
 
     def error(self, message):
-        raise UserError(f"{message}\n{self.format_usage()}")
+        raise UserError(f"{message} (`streamlit run ranklist_labeler.py -- --help` lists the options)")
 
     def print_help(self, file=None):
-        raise UserError(self.format_help())
+        st.code(self.format_help(), language=None)
+        st.stop()
 
 
 def parse_args(argv):

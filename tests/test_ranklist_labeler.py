@@ -143,6 +143,9 @@ def test_configuration_from_command_line(open_page, tmp_path):
     assert (config["rank_list_len"], config["max_gen_seq_len"], config["device"]) == (3, 5, "cpu")
     assert config["model"].endswith("gpt2") and config["dataset_file"].startswith(str(tmp_path))
 
+    help_page = open_page("--help")
+    assert "--rank_list_len" in help_page.code[0].value and not help_page.selectbox
+
 
 @pytest.mark.parametrize("extra, message", [
     (["--rank_list_len", "1"], "--rank_list_len must be at least 2"),
