@@ -9,9 +9,10 @@ updates the model. At the reward prompt a number rates the answer, `s` skips it,
 the same prompt, `q` quits and `?` shows this list.
 
 A person's ratings are the most expensive data here, so every rating is appended to
-`<log_dir>/Terminal-Human-Feedback.jsonl` and synced to disk before the PPO step uses it. `q`, Ctrl-C, Ctrl-D
-and SIGTERM all train on the ratings typed since the last step, save a checkpoint to `--save_dir` and exit 0;
-`--resume` continues from it. `python -m utils.ratings` turns the ratings into rank lists for the reward model.
+`<log_dir>/Terminal-Human-Feedback.jsonl` and synced to disk before the PPO step uses it. `q`, Ctrl-C, Ctrl-D,
+SIGTERM and closing the terminal all train on the ratings typed since the last step, save a checkpoint to
+`--save_dir` and exit 0; `--resume` continues from it. `python -m utils.ratings` turns the ratings into rank
+lists for the reward model.
 """
 import argparse
 import contextlib
@@ -23,7 +24,7 @@ import sys
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import torch
@@ -114,18 +115,24 @@ class Stop(Exception):
 
 
 class StopSignals:
-    """Ctrl-C and SIGTERM stop the program at once only where nothing can be lost: while it waits for the person,
-    generates answers or loads models. During a PPO step or a write they wait for it to end, so neither a rating
-    nor a checkpoint is ever cut in half."""
+    """Ctrl-C, SIGTERM and SIGHUP (the terminal closed) stop the program at once only where nothing can be lost:
+    while it waits for the person, generates answers or loads models. During a PPO step or a write they wait for
+    it to end, so neither a rating nor a checkpoint is ever cut in half."""
+
+    NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "the terminal closed (SIGHUP)"}
 
     def __init__(self):
         self.pending = None
         self.interruptible = False
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in self.NAMES:
             signal.signal(signum, self._on_signal)
 
     def _on_signal(self, signum, frame):
-        name = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+        if signum == signal.SIGHUP:  # nobody reads the output any more, and writing to a closed terminal fails
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.dup2(devnull, sys.stderr.fileno())
+        name = self.NAMES[signum]
         if self.interruptible:
             raise Stop(name)
         if self.pending is None:
@@ -239,10 +246,7 @@ class Progress:
     step: int  # PPO steps done, earlier runs included
     ratings: int  # ratings trained on, earlier runs included
     steps_this_run: int = 0
-    batch: list = None  # (answer, reward) typed since the last step
-
-    def __post_init__(self):
-        self.batch = []
+    batch: list = field(default_factory=list)  # (answer, reward) typed since the last step
 
 
 def log_rating(ratings_log, progress, answer, reward, seconds):

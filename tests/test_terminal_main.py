@@ -125,7 +125,7 @@ def test_a_rating_session_then_resume(micro_env, micro_paths, tmp_path):
     assert state["step"] == 2 and state["ratings"] == 3 and state["base_model"] == micro_paths["gpt2"]
 
 
-# ---------------------------------------------------------------- stopping: Ctrl-C, end of input (SIGTERM above)
+# ---------------------------------------------------------------- stopping: Ctrl-C, closing the terminal, end of input (SIGTERM above)
 def test_ctrl_c_in_the_middle_of_a_ppo_step_keeps_every_rating(micro_env, tmp_path):
     log_dir, save_dir, jsonl = paths(tmp_path)
     child = spawn(micro_env, "--batch_size", "2", "--log_dir", log_dir, "--save_dir", save_dir,
@@ -142,6 +142,20 @@ def test_ctrl_c_in_the_middle_of_a_ppo_step_keeps_every_rating(micro_env, tmp_pa
     assert wait_for_exit(child) == 0
     assert [r["reward"] for r in read_jsonl(jsonl)] == [1.0, -0.5]
     assert os.path.isfile(os.path.join(save_dir, "model.safetensors"))
+
+
+def test_closing_the_terminal_saves_like_quitting(micro_env, tmp_path):
+    log_dir, save_dir, jsonl = paths(tmp_path)
+    child = spawn(micro_env, "--log_dir", log_dir, "--save_dir", save_dir)
+    child.expect(REWARD)
+    child.sendline("1")
+    child.expect(r"PPO step 1 done")
+    child.expect(REWARD)
+    child.ptyproc.fileobj.close()  # the terminal goes away: the kernel sends SIGHUP, output has nowhere to go
+    assert child.ptyproc.wait() == 0
+    with open(os.path.join(save_dir, "ppo_state.json")) as f:
+        assert json.load(f)["step"] == 1
+    assert [r["reward"] for r in read_jsonl(jsonl)] == [1.0]
 
 
 def test_end_of_input_before_the_first_rating_exits_cleanly(micro_env, tmp_path):
