@@ -20,6 +20,7 @@ import transformers
 from transformers import AutoTokenizer
 
 from utils.common import UserError, load_pretrained
+from utils.generation import banned_token_ids
 
 STATE_FILE = "ppo_state.json"
 REQUIRED_STATE = ("kl_coef", "base_model")
@@ -42,11 +43,29 @@ def disable_dropout(model):
     return model
 
 
-def load_policy(model_name_or_path, device, ref_model_name_or_path=None):
+def forbid_tokens(model, token_ids):
+    """Make `token_ids` impossible in the model's own output distribution (a hook on the LM head).
+
+    `generate` never samples [PAD]/[UNK]/[CLS]/[MASK] (nor [SEP] with fixed-length answers), but trl scores
+    answers with the full softmax: the policy could then move probability onto tokens it never samples and
+    the KL estimate would go negative. Masking the logits makes sampling and scoring use one distribution.
+    """
+    banned = torch.tensor(sorted(set(token_ids)), dtype=torch.long)
+
+    def mask_logits(module, inputs, logits):
+        logits = logits.clone()
+        logits[..., banned.to(logits.device)] = torch.finfo(logits.dtype).min / 2  # finite: entropy stays defined
+        return logits
+
+    return model.pretrained_model.get_output_embeddings().register_forward_hook(mask_logits)
+
+
+def load_policy(model_name_or_path, device, ref_model_name_or_path=None, stop_at_sep=False):
     """(policy, ref_model, tokenizer).
 
     The policy is `model_name_or_path` (a hub name, a plain GPT-2 folder or a PPO checkpoint) with a value
-    head. The reference model is `ref_model_name_or_path`, else the base model a PPO checkpoint was trained
+    head. Both models can never produce the tokens `generate_responses` never samples (`stop_at_sep` as
+    there). The reference model is `ref_model_name_or_path`, else the base model a PPO checkpoint was trained
     from (so resuming keeps the KL anchored to the original model), else the same model; it is frozen.
     """
     trl = _import_trl()
@@ -68,6 +87,8 @@ def load_policy(model_name_or_path, device, ref_model_name_or_path=None):
         transformers.logging.set_verbosity(verbosity)
     disable_dropout(policy).to(device)
     disable_dropout(ref_model).to(device).eval()
+    for model in (policy, ref_model):
+        forbid_tokens(model, banned_token_ids(tokenizer, stop_at_sep))
     ref_model.requires_grad_(False)
     return policy, ref_model, tokenizer
 

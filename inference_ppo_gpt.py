@@ -1,0 +1,58 @@
+"""Continue a prompt with a PPO-trained GPT-2 checkpoint (default: the newest one under --save_dir).
+
+    python inference_ppo_gpt.py --prompt 这部电影很 --num 5
+    python inference_ppo_gpt.py --checkpoint checkpoints/ppo_sentiment_gpt/model_300_0.93 --compare_ref
+"""
+import argparse
+import os
+
+from utils.common import UserError, pick_device, run_main, set_seed
+from utils.generation import decode, encode_prompt, generate_responses
+from utils.ppo import find_latest_checkpoint, load_policy, load_ppo_checkpoint_state
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", help="checkpoint folder (default: the newest under --save_dir)")
+    p.add_argument("--save_dir", default=os.path.join("checkpoints", "ppo_sentiment_gpt"))
+    p.add_argument("--prompt", default="这部电影很")
+    p.add_argument("--num", type=int, default=5, help="continuations to write")
+    p.add_argument("--gen_len", type=int, default=16, help="new tokens per continuation")
+    p.add_argument("--stop_at_sep", action="store_true", help="let [SEP] end a continuation early")
+    p.add_argument("--compare_ref", action="store_true", help="also show the reference (base) model's continuations")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", help="default: cuda if available, else cpu")
+    return p.parse_args(argv)
+
+
+def continuations(model, tokenizer, prompt, num, gen_len, stop_at_sep):
+    query = encode_prompt(tokenizer, prompt)
+    if len(query) == 0:
+        raise UserError("the prompt is empty: give some text with --prompt")
+    responses = generate_responses(model, tokenizer, [query] * num, gen_len, stop_at_sep)
+    return [prompt + decode(tokenizer, response) for response in responses]
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.num < 1 or args.gen_len < 1:
+        raise UserError("--num and --gen_len must be at least 1")
+    checkpoint = args.checkpoint or find_latest_checkpoint(args.save_dir)
+    state = load_ppo_checkpoint_state(checkpoint)
+    device = pick_device(args.device)
+    policy, ref_model, tokenizer = load_policy(checkpoint, device, stop_at_sep=args.stop_at_sep)
+    print(f"checkpoint: {checkpoint} (epoch {state.get('epoch', '?')}, reference model {state['base_model']})")
+    set_seed(args.seed)
+    texts = continuations(policy, tokenizer, args.prompt, args.num, args.gen_len, args.stop_at_sep)
+    if not args.compare_ref:
+        for i, text in enumerate(texts, start=1):
+            print(f"{i}. {text}")
+        return
+    set_seed(args.seed)
+    ref_texts = continuations(ref_model, tokenizer, args.prompt, args.num, args.gen_len, args.stop_at_sep)
+    for i, (text, ref_text) in enumerate(zip(texts, ref_texts), start=1):
+        print(f"{i}. PPO: {text}\n   ref: {ref_text}")
+
+
+if __name__ == "__main__":
+    run_main(main)
