@@ -97,8 +97,10 @@ def main():
                         f"({len(ratings)} ratings), so there is no rank list to write")
     write_text_atomically(args.out_file, "".join(format_rank_line(texts) for texts in rank_lists))
     used = sum(len(texts) for texts in rank_lists)
-    print(f"{args.out_file}: {len(rank_lists)} rank lists from {used} of {len(ratings)} ratings "
-          f"(the others share a reward with a better-placed answer, or are a prompt's only answer)")
+    left_out = len(ratings) - used
+    print(f"{args.out_file}: {len(rank_lists)} rank list(s) from {len(ratings)} ratings"
+          + (f"; {left_out} left out (same reward or text as a better-placed answer, or a prompt's only answer)"
+             if left_out else ""))
 
 
 if __name__ == "__main__":
