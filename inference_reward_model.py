@@ -1,0 +1,73 @@
+"""Score texts with a reward model trained by train_reward_model.py.
+
+    python inference_reward_model.py                       # the original's two example reviews
+    python inference_reward_model.py "太好吃了" "难吃"       # texts as arguments
+    cat reviews.txt | python inference_reward_model.py -   # one text per line on stdin
+    python inference_reward_model.py --eval_tsv data/reward_datasets/sentiment_analysis/dev.tsv
+
+Prints one `score<TAB>text` line per text, or with --eval_tsv the four ranking metrics as one JSON line.
+"""
+import argparse
+import json
+import os
+import sys
+
+from utils.common import UserError, pick_device, run_main
+from utils.data import read_rank_lists
+from utils.reward_model import load_reward_model, ranking_metrics, score_texts
+
+DEFAULT_MODEL = os.path.join("checkpoints", "reward_model", "sentiment_analysis", "model_best")
+EXAMPLE_TEXTS = [
+    "买过很多箱这个苹果了，一如既往的好，汁多味甜～",
+    "一台充电很慢，信号不好！退了！又买一台竟然是次品。。服了。。",
+]
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("texts", nargs="*", help="texts to score; '-' reads one per line from stdin")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="a checkpoint folder written by train_reward_model.py")
+    parser.add_argument("--eval_tsv", default=None, help="rank-list TSV file (best first) to evaluate on")
+    parser.add_argument("--skip_bad_lines", action="store_true", help="with --eval_tsv: skip and count bad lines")
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--max_seq_len", type=int, default=128)
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when present)")
+    args = parser.parse_args()
+    if args.eval_tsv and args.texts:
+        raise UserError("give either texts or --eval_tsv, not both")
+    return args
+
+
+def read_texts(args):
+    if args.texts == ["-"]:
+        return [line.strip() for line in sys.stdin if line.strip()]
+    return args.texts or EXAMPLE_TEXTS
+
+
+def evaluate_file(model, tokenizer, args):
+    """Score every text of the file in one batched pass, then compare with each list's order."""
+    rank_lists = read_rank_lists(args.eval_tsv, skip_bad_lines=args.skip_bad_lines)
+    scores = score_texts(model, tokenizer, [t for r in rank_lists for t in r], args.batch_size, args.max_seq_len)
+    score_lists, start = [], 0
+    for r in rank_lists:
+        score_lists.append(scores[start:start + len(r)])
+        start += len(r)
+    return ranking_metrics(score_lists)
+
+
+def main():
+    args = parse_args()
+    model, tokenizer = load_reward_model(args.model, pick_device(args.device))
+    if args.eval_tsv:
+        metrics = evaluate_file(model, tokenizer, args)
+        print(json.dumps({"file": args.eval_tsv, **{k: round(v, 5) for k, v in metrics.items()}}, ensure_ascii=False))
+        return
+    texts = read_texts(args)
+    if not texts:
+        raise UserError("no texts to score (stdin was empty)")
+    for score, text in zip(score_texts(model, tokenizer, texts, args.batch_size, args.max_seq_len), texts):
+        print(f"{score:.4f}\t{text}")
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,240 @@
+"""Train a reward model from rank lists (section 3 of the original tutorial).
+
+Each line of the TSV files is one rank list, texts separated by tabs, best first. An encoder (ERNIE 3.0 base
+by default) plus a linear head scores every text; the loss is the mean over every ordered pair i<j of a list
+of -log sigmoid(r_i - r_j), so better texts learn higher scores.
+
+    python train_reward_model.py --tiny                        # offline tiny encoder, a few minutes on a CPU
+    accelerate launch train_reward_model.py --model DIR ...    # several GPUs or processes
+"""
+import argparse
+import math
+import os
+import random
+import sys
+import time
+
+import torch
+from accelerate import Accelerator
+from torch.utils.data import DataLoader
+from transformers import AutoModel, AutoTokenizer, get_linear_schedule_with_warmup
+
+from utils.common import UserError, load_pretrained, pick_device, run_main, set_seed
+from utils.data import RANK_LIST_DIR, ensure_datasets, read_rank_lists
+from utils.logger import TrainLogger
+from utils.reward_model import (RewardModel, encode_rank_lists, rank_list_loss, ranking_metrics,
+                                save_reward_model, scores_to_lists, usable_seq_len)
+from utils.tiny import ensure_tiny
+
+DEFAULT_TRAIN = os.path.join(RANK_LIST_DIR, "train.tsv")
+DEFAULT_DEV = os.path.join(RANK_LIST_DIR, "dev.tsv")
+# --tiny: a 3-layer encoder learns faster with a larger step than ERNIE's 1e-5 (measured: see README)
+# and was pretrained on texts of at most 64 tokens
+TINY_DEFAULTS = dict(learning_rate=2e-4, num_train_epochs=3, batch_size=16, valid_steps=100, max_seq_len=64)
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="nghuyong/ernie-3.0-base-zh", help="encoder: hub name or local folder")
+    parser.add_argument("--train_path", default=DEFAULT_TRAIN, help="training rank lists (TSV, best first)")
+    parser.add_argument("--dev_path", default=DEFAULT_DEV, help="evaluation rank lists (TSV, best first)")
+    parser.add_argument("--save_dir", default=os.path.join("checkpoints", "reward_model", "sentiment_analysis"))
+    parser.add_argument("--img_log_dir", default=os.path.join("logs", "reward_model", "sentiment_analysis"))
+    parser.add_argument("--img_log_name", default="ERNIE Reward Model")
+    parser.add_argument("--batch_size", type=int, default=32, help="rank lists per step")
+    parser.add_argument("--max_seq_len", type=int, default=128, help="longest text in tokens (longer ones are cut)")
+    parser.add_argument("--learning_rate", type=float, default=1e-5)
+    parser.add_argument("--weight_decay", type=float, default=0.0)
+    parser.add_argument("--num_train_epochs", type=int, default=10)
+    parser.add_argument("--warmup_ratio", type=float, default=0.06, help="share of the steps with a rising lr")
+    parser.add_argument("--valid_steps", type=int, default=50, help="evaluate and save every N steps")
+    parser.add_argument("--logging_steps", type=int, default=10)
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when present)")
+    parser.add_argument("--tiny", action="store_true",
+                        help="offline: the project's tiny encoder, with settings tuned for it "
+                             f"({', '.join(f'{k} {v}' for k, v in TINY_DEFAULTS.items())}) unless given")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--skip_bad_lines", action="store_true", help="skip and count bad TSV lines")
+    args = parser.parse_args()
+    if args.tiny:  # parse again so that the tiny settings are defaults that explicit arguments still override
+        parser.set_defaults(**TINY_DEFAULTS)
+        args = parser.parse_args()
+    for name in ("batch_size", "max_seq_len", "num_train_epochs", "valid_steps", "logging_steps"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name} must be at least 1")
+    return args
+
+
+def read_data(args, accelerator):
+    """Train and dev rank lists, read (and checked) before any model is loaded."""
+    if DEFAULT_TRAIN in (args.train_path, args.dev_path):
+        with accelerator.main_process_first():  # one process builds the corpus datasets if missing
+            ensure_datasets()
+    train = read_rank_lists(args.train_path, skip_bad_lines=args.skip_bad_lines)
+    dev = read_rank_lists(args.dev_path, skip_bad_lines=args.skip_bad_lines)
+    return train, dev
+
+
+def load_encoder(args, accelerator):
+    if args.tiny:
+        with accelerator.main_process_first():
+            path = ensure_tiny()["encoder"]
+    else:
+        path = args.model
+    return load_pretrained(AutoModel, path), load_pretrained(AutoTokenizer, path)
+
+
+class SimilarLengthBatches:
+    """Shuffled batches of rank lists of similar length, so that padding each batch to its longest
+    text wastes little: the lists are shuffled, sorted by length within windows of 50 batches, cut
+    into batches, and the batches shuffled. Every process draws the same order (same seed)."""
+
+    def __init__(self, rank_lists, batch_size, seed, window=50):
+        self.lengths = [max(len(t) for t in r) for r in rank_lists]
+        self.batch_size, self.seed, self.window, self.epoch = batch_size, seed, window, 0
+
+    def __iter__(self):
+        rng = random.Random(self.seed + self.epoch)
+        self.epoch += 1
+        order = list(range(len(self.lengths)))
+        rng.shuffle(order)
+        span = self.window * self.batch_size
+        order = [i for w in range(0, len(order), span)
+                 for i in sorted(order[w:w + span], key=self.lengths.__getitem__)]
+        batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        rng.shuffle(batches)
+        return iter(batches)
+
+    def __len__(self):
+        return math.ceil(len(self.lengths) / self.batch_size)
+
+
+def make_loader(rank_lists, tokenizer, max_seq_len, batch_size, seed=None):
+    """Batches of rank lists; each batch is all its texts as one dynamically padded encoder input.
+    With a seed: shuffled similar-length batches (training); without: the lists in the given order."""
+    k = max(len(r) for r in rank_lists)  # one list width per file, so processes can gather eval scores
+
+    def collate(batch):
+        encoded, mask = encode_rank_lists(tokenizer, batch, max_seq_len)
+        pad = torch.zeros(len(batch), k - mask.shape[1], dtype=torch.bool)
+        return {**encoded, "list_mask": torch.cat([mask, pad], dim=1)}
+
+    if seed is None:
+        return DataLoader(rank_lists, batch_size=batch_size, collate_fn=collate)
+    return DataLoader(rank_lists, batch_sampler=SimilarLengthBatches(rank_lists, batch_size, seed), collate_fn=collate)
+
+
+def make_optimizer(model, args):
+    """AdamW without weight decay on biases and LayerNorm weights, as the original."""
+    no_decay = ("bias", "LayerNorm.weight", "LayerNorm.bias")
+    params = list(model.named_parameters())
+    groups = [
+        {"params": [p for n, p in params if not any(nd in n for nd in no_decay)], "weight_decay": args.weight_decay},
+        {"params": [p for n, p in params if any(nd in n for nd in no_decay)], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=args.learning_rate)
+
+
+def score_batch(model, batch):
+    """(batch, K) scores: one encoder forward over all the batch's texts."""
+    list_mask = batch.pop("list_mask")
+    return scores_to_lists(model(**batch), list_mask), list_mask
+
+
+@torch.no_grad()
+def evaluate(model, dev_loader, accelerator):
+    """The four ranking metrics over the whole dev set (gathered from every process)."""
+    model.eval()
+    score_lists = []
+    for batch in dev_loader:
+        scores, list_mask = accelerator.gather_for_metrics(score_batch(model, batch))
+        score_lists += [row[keep].tolist() for row, keep in zip(scores.float().cpu(), list_mask.cpu())]
+    model.train()
+    return ranking_metrics(score_lists)
+
+
+def save_checkpoint(model, tokenizer, out_dir, accelerator):
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        save_reward_model(accelerator.unwrap_model(model), tokenizer, out_dir)
+
+
+def main():
+    args = parse_args()
+    device = pick_device(args.device)
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)
+    accelerator = Accelerator(cpu=device.type == "cpu")
+    set_seed(args.seed)
+
+    train_lists, dev_lists = read_data(args, accelerator)
+    encoder, tokenizer = load_encoder(args, accelerator)
+    model = RewardModel(encoder)
+    max_seq_len = usable_seq_len(model, args.max_seq_len)
+    train_loader = make_loader(train_lists, tokenizer, max_seq_len, args.batch_size, seed=args.seed)
+    # sorted by length, the dev batches pad little too (the metrics do not depend on the order of lists)
+    dev_lists = sorted(dev_lists, key=lambda r: max(len(t) for t in r))
+    dev_loader = make_loader(dev_lists, tokenizer, max_seq_len, args.batch_size)
+    optimizer = make_optimizer(model, args)
+    model, optimizer, train_loader, dev_loader = accelerator.prepare(model, optimizer, train_loader, dev_loader)
+    total_steps = len(train_loader) * args.num_train_epochs  # per process, after sharding the batches
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(args.warmup_ratio * total_steps), total_steps)
+    accelerator.print(f"{len(train_lists)} train / {len(dev_lists)} dev rank lists; encoder "
+                      f"{type(encoder).__name__} ({sum(p.numel() for p in encoder.parameters()) / 1e6:.1f}M "
+                      f"parameters) on {accelerator.device} x {accelerator.num_processes}; {total_steps} steps")
+    logger = TrainLogger(args.img_log_dir, args.img_log_name) if accelerator.is_main_process else None
+
+    global_step, best_acc, recent_losses, tic = 0, None, [], time.time()
+    try:
+        for epoch in range(1, args.num_train_epochs + 1):
+            for batch in train_loader:
+                scores, list_mask = score_batch(model, batch)
+                loss = rank_list_loss(scores, list_mask)
+                accelerator.backward(loss)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+                recent_losses.append(loss.detach())
+                global_step += 1
+
+                if global_step % args.logging_steps == 0:
+                    mean_loss = accelerator.gather(torch.stack(recent_losses)).mean().item()
+                    speed = args.logging_steps / (time.time() - tic)
+                    accelerator.print(f"global step {global_step}, epoch: {epoch}, loss: {mean_loss:.5f}, "
+                                      f"speed: {speed:.2f} step/s")
+                    if logger:
+                        logger.log({"step": global_step, "epoch": epoch, "train_loss": mean_loss,
+                                    "learning_rate": scheduler.get_last_lr()[0]})
+                    recent_losses, tic = [], time.time()
+
+                if global_step % args.valid_steps == 0 or global_step == total_steps:
+                    best_acc = evaluate_and_save(model, tokenizer, dev_loader, accelerator, logger, args,
+                                                 global_step, best_acc)
+                    tic = time.time()
+    except KeyboardInterrupt:
+        accelerator.print(f"\ninterrupted at step {global_step}; the best checkpoint so far is "
+                          f"{os.path.join(args.save_dir, 'model_best')} (pairwise_acc {best_acc or 0:.5f})")
+        sys.exit(130)
+    finally:
+        if logger:
+            logger.close()
+
+
+def evaluate_and_save(model, tokenizer, dev_loader, accelerator, logger, args, global_step, best_acc):
+    """Dev metrics, `model_<step>` every time and `model_best` when pairwise accuracy improved."""
+    metrics = evaluate(model, dev_loader, accelerator)
+    accelerator.print("Evaluation acc: " + ", ".join(f"{k} {v:.5f}" for k, v in metrics.items()))
+    if logger:
+        logger.log({"step": global_step, **metrics})
+        logger.plot()
+    save_checkpoint(model, tokenizer, os.path.join(args.save_dir, f"model_{global_step}"), accelerator)
+    if best_acc is None or metrics["pairwise_acc"] > best_acc:
+        accelerator.print(f"best pairwise_acc performance has been updated: {best_acc or 0:.5f} --> "
+                          f"{metrics['pairwise_acc']:.5f}")
+        save_checkpoint(model, tokenizer, os.path.join(args.save_dir, "model_best"), accelerator)
+        best_acc = metrics["pairwise_acc"]
+    return best_acc
+
+
+if __name__ == "__main__":
+    run_main(main)
