@@ -128,7 +128,7 @@ def save_ranking(args):
     try:
         saved = append_rank_list(args.dataset_file, best_first, meta)
     except (OSError, UserError) as e:
-        st.session_state.notice = ("error", f"存储失败，什么也没有写入: {e}")
+        st.session_state.notice = ("error", f"存储失败: {e}")
         return
     took_ms = (time.perf_counter() - start) * 1000
     answers["saved"] = True
@@ -198,7 +198,7 @@ def label_tab(args, model, tokenizer):
             rank_column.selectbox(f"句子{i + 1}排名", rank_choices, key=key, on_change=refuse_taken_rank, args=(i,),
                                   help=f"1 = 最好；{UNRANKED} = 还没有排名")
             if conflict and conflict[0] == i:
-                st.warning(conflict[1])
+                text_column.warning(conflict[1])  # inside the row, so the selectors below keep their places
 
     with st.expander("🥇 Rank Results", expanded=True):
         for rank, column in enumerate(st.columns(args.rank_list_len), start=1):
@@ -229,7 +229,7 @@ def dataset_tab(args):
     with open(path, "rb") as f:
         st.download_button("下载 TSV", f.read(), file_name=os.path.basename(path), mime="text/tab-separated-values")
     if bad_lines:
-        st.warning(f"{len(bad_lines)} 行格式不对（训练脚本会拒绝这些行，或用 --skip_bad_lines 跳过）:")
+        st.warning(f"{len(bad_lines)} 行格式不对（每行应是 {args.rank_list_len} 个用 tab 分隔的非空文本）:")
         st.dataframe(pd.DataFrame(bad_lines, columns=["line", "problem"]), hide_index=True)
 
 

@@ -73,7 +73,14 @@ def open_until_answers(browser, url):
     page.goto(url)
     page.get_by_role("combobox", name="句子4排名").wait_for(timeout=120_000)
     page.get_by_test_id("stText").nth(3).wait_for(timeout=120_000)
-    return page, time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    wait_until_idle(page)
+    return page, seconds
+
+
+def wait_until_idle(page):
+    """Until the page's script run is over: while it runs, the old elements are still on the page."""
+    page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]').wait_for(timeout=60_000)
 
 
 def choose_rank(page, answer, rank, shown=None):
@@ -83,6 +90,7 @@ def choose_rank(page, answer, rank, shown=None):
     page.wait_for_function(
         "([label, rank]) => document.querySelector(`input[aria-label='${label}']`)?.value === rank",
         arg=[f"句子{answer}排名", str(shown or rank)], timeout=60_000)
+    wait_until_idle(page)
 
 
 def test_rank_four_answers_and_save_in_a_real_browser(server, browser):

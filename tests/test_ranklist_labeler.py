@@ -159,6 +159,17 @@ def test_bad_configuration_is_one_message_on_the_page(open_page, tmp_path, extra
     assert not at.selectbox and not os.path.exists(tmp_path / "human_labeled")
 
 
+def test_save_to_an_unwritable_place_is_a_message(open_page, tmp_path):
+    (tmp_path / "a_file").write_text("不是文件夹\n", encoding="utf-8")
+    at = open_page(dataset_file=str(tmp_path / "a_file" / "labels.tsv"))
+    for answer, value in enumerate([1, 2, 3, 4]):
+        rank(at, answer, value)
+    click(at, SAVE)
+    assert any("存储失败" in e.value and "a_file" in e.value for e in at.error)
+    assert (tmp_path / "a_file").read_text(encoding="utf-8") == "不是文件夹\n"
+    assert at.session_state.saved_lines == []
+
+
 def test_prompt_longer_than_the_model_is_refused(open_page):
     at = open_page()
     at.text_input[0].set_value("很" * 200).run()
