@@ -159,9 +159,10 @@ def rank_key(answers, i):
 # ---------------------------------------------------------------- page parts
 def show_sidebar(args):
     st.sidebar.header("Model Config")
-    st.sidebar.json({"model": args.model, "device": args.device, "threads": args.threads, "dataset_file": args.dataset_file,
-                     "metadata_file": metadata_path(args.dataset_file), "rank_list_len": args.rank_list_len,
-                     "max_gen_seq_len": args.max_gen_seq_len, "random_prompts": args.random_prompts})
+    st.sidebar.json({"model": args.model, "device": args.device, "threads": args.threads,
+                     "dataset_file": args.dataset_file, "metadata_file": metadata_path(args.dataset_file),
+                     "rank_list_len": args.rank_list_len, "max_gen_seq_len": args.max_gen_seq_len,
+                     "random_prompts": args.random_prompts})
     st.sidebar.text_input("标注者（可选，记入 metadata）", key="annotator")
     st.sidebar.caption(f"本会话已存储 {len(st.session_state.saved_lines)} 条")
 
