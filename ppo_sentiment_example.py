@@ -49,7 +49,7 @@ def parse_args(argv=None):
     p.add_argument("--ref_model_name", help="reference model for the KL penalty (default: the base model)")
     p.add_argument("--sentiment_model", help=f"sentiment classifier for the reward (default {ORIGINAL['sentiment_model']})")
     p.add_argument("--reward_model", help="reward-model folder from train_reward_model.py, used instead of the classifier")
-    p.add_argument("--normalize_reward", action="store_true", help="normalise rewards by their running mean and std")
+    p.add_argument("--normalize_reward", action="store_true", help="with --reward_model: scores to zero mean, unit variance (running statistics)")
     p.add_argument("--steps", type=int, help="total samples; epochs = ceil(steps / batch_size)")
     p.add_argument("--batch_size", type=int, help="samples per PPO epoch (per process)")
     p.add_argument("--mini_batch_size", type=int, help="forward and PPO mini-batch size")
@@ -104,7 +104,8 @@ def read_prompts(path):
 
 def make_reward_source(args, device):
     if args.reward_model:
-        return RewardModelReward(args.reward_model, device, batch_size=args.reward_batch_size)
+        return RewardModelReward(args.reward_model, device, batch_size=args.reward_batch_size,
+                                 normalize=args.normalize_reward)
     return SentimentPipelineReward(args.sentiment_model, device, batch_size=args.reward_batch_size)
 
 
@@ -113,7 +114,7 @@ def ppo_config(args):
                 ppo_epochs=args.ppo_epochs, init_kl_coef=args.init_kl_coef, adap_kl_ctrl=True,
                 target=args.target, horizon=args.horizon, gamma=args.gamma, lam=args.lam,
                 cliprange=args.cliprange, cliprange_value=args.cliprange_value, vf_coef=args.vf_coef,
-                use_score_scaling=args.normalize_reward, use_score_norm=args.normalize_reward, seed=args.seed,
+                seed=args.seed,
                 accelerator_kwargs={"cpu": args.device == "cpu"})
 
 
@@ -171,7 +172,8 @@ def raise_keyboard_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def main(argv=None):
+def main(argv=None, reward_fn=None):
+    """Train; `reward_fn` (texts -> floats) replaces the reward source the arguments choose."""
     args = parse_args(argv)
     set_seed(args.seed)
     device = pick_device(args.device)
@@ -181,7 +183,7 @@ def main(argv=None):
     if args.resume:
         resume_state = load_ppo_checkpoint_state(args.resume)  # before anything is loaded or written
         start_epoch = int(resume_state.get("epoch", 0))
-    reward_fn = make_reward_source(args, device)
+    reward_fn = reward_fn or make_reward_source(args, device)
     policy, ref_model, tokenizer = load_policy(args.resume or args.model_name, device, args.ref_model_name)
     base_model = resume_state["base_model"] if resume_state else (args.ref_model_name or args.model_name)
     if os.path.isdir(base_model):
@@ -217,12 +219,15 @@ def main(argv=None):
             if main_process:
                 logger.log(record)
                 print_epoch(record, chosen, answers, args.num_samples)
-                logger.plot()
             if completed % args.save_freq == 0:
                 save("periodic")
                 last_saved = completed
+                if main_process:
+                    logger.plot()  # drawing takes longer than a tiny epoch: only when saving
         if last_saved != completed:
             save("end")
+        if main_process:
+            logger.plot()
     except KeyboardInterrupt:
         if main_process:
             tqdm.write("interrupted: saving a checkpoint before exiting ...")

@@ -5,6 +5,8 @@
 
 (terminal_main.py plugs a person in the same way.)
 """
+import math
+
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
 from utils.common import UserError, load_pretrained
@@ -41,11 +43,23 @@ class SentimentPipelineReward:
 
 
 class RewardModelReward:
-    """Reward = the reward model's score of each text (unbounded; PPO can normalise it, see --normalize_reward)."""
+    """Reward = the reward model's score of each text. Its scale is arbitrary (a rank-list loss only fixes
+    differences), so `normalize` maps scores to zero mean and unit variance by running statistics over
+    every text scored so far. (trl's own `use_score_scaling` crashes in trl 0.11.4.)"""
 
-    def __init__(self, path, device, batch_size=64, max_seq_len=128):
+    def __init__(self, path, device, batch_size=64, max_seq_len=128, normalize=False):
         self.model, self.tokenizer = load_reward_model(path, device)
-        self.batch_size, self.max_seq_len = batch_size, max_seq_len
+        self.batch_size, self.max_seq_len, self.normalize = batch_size, max_seq_len, normalize
+        self.count, self.mean, self.sum_sq = 0, 0.0, 0.0  # Welford's running moments
 
     def __call__(self, texts):
-        return score_texts(self.model, self.tokenizer, list(texts), self.batch_size, self.max_seq_len)
+        scores = score_texts(self.model, self.tokenizer, list(texts), self.batch_size, self.max_seq_len)
+        if not self.normalize:
+            return scores
+        for score in filter(math.isfinite, scores):
+            self.count += 1
+            delta = score - self.mean
+            self.mean += delta / self.count
+            self.sum_sq += delta * (score - self.mean)
+        std = math.sqrt(self.sum_sq / self.count) if self.count > 1 else 1.0
+        return [(score - self.mean) / (std + 1e-8) for score in scores]

@@ -1,0 +1,361 @@
+"""PPO sentiment example: learning, logs, checkpoints and resume, reward sources, bad input, accelerate."""
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+
+import pytest
+import torch
+from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+
+from conftest import REPO, run_script
+from utils.common import UserError, set_seed
+from utils.generation import encode_prompt, generate_responses
+from utils.logger import read_jsonl
+from utils.ppo import (distinct_2, load_policy, load_ppo_checkpoint_state, make_ppo_trainer, ppo_step,
+                       save_ppo_checkpoint, unwrap_policy)
+from utils.reward_model import RewardModel, save_reward_model
+from utils.rewards import RewardModelReward, SentimentPipelineReward
+
+SCRIPT = os.path.join(REPO, "ppo_sentiment_example.py")
+SMALL = ["--tiny", "--batch_size", "8", "--mini_batch_size", "4", "--gen_len", "6", "--num_samples", "2"]
+FIELDS = ("epoch", "reward_mean", "reward_std", "kl", "kl_coef", "response_len", "distinct_2", "time_generate",
+          "time_reward", "time_optimize", "time_epoch")
+
+
+@pytest.fixture
+def env(micro_env):
+    return dict(micro_env, OMP_NUM_THREADS="1")  # the micro models gain nothing from threads on a busy machine
+
+
+def tree_digest(path):
+    """Hash of every file under `path` (names and contents)."""
+    digest = hashlib.sha256()
+    for root, _, files in sorted(os.walk(path)):
+        for name in sorted(files):
+            digest.update(os.path.relpath(os.path.join(root, name), path).encode())
+            with open(os.path.join(root, name), "rb") as f:
+                digest.update(f.read())
+    return digest.hexdigest()
+
+
+def checkpoints(save_dir):
+    return sorted(os.listdir(save_dir)) if os.path.isdir(save_dir) else []
+
+
+def micro_trainer(micro_paths, batch_size=8, **ppo):
+    policy, ref_model, tokenizer = load_policy(micro_paths["gpt2"], "cpu")
+    config = dict(batch_size=batch_size, mini_batch_size=4, ppo_epochs=2, learning_rate=1e-3, seed=0,
+                  accelerator_kwargs={"cpu": True})
+    config.update(ppo)
+    return make_ppo_trainer(policy, ref_model, tokenizer, **config), tokenizer
+
+
+# ---------------------------------------------------------------- learning
+def test_the_loop_learns_an_easy_reward(micro_dir, tmp_path, monkeypatch):
+    """16 epochs of the real loop on the micro GPT-2 raise the share of '的' in the answers."""
+    import ppo_sentiment_example
+
+    monkeypatch.setenv("RLHF_TINY_DIR", micro_dir)
+    torch.set_num_threads(1)
+
+    def share_of_de(texts):
+        return [text.count("的") / len(text) for text in texts]
+
+    ppo_sentiment_example.main(
+        ["--tiny", "--steps", str(16 * 16), "--batch_size", "16", "--mini_batch_size", "8", "--gen_len", "8",
+         "--lr", "5e-3", "--init_kl_coef", "0.01", "--num_samples", "0", "--save_freq", "100", "--seed", "0",
+         "--save_dir", str(tmp_path / "ck"), "--log_dir", str(tmp_path / "logs")], reward_fn=share_of_de)
+    rewards = [r["reward_mean"] for r in read_jsonl(str(tmp_path / "logs" / "PPO-Sentiment-Zh.jsonl"))]
+    assert len(rewards) == 16
+    first, last = sum(rewards[:4]) / 4, sum(rewards[-4:]) / 4
+    assert last > first + 0.03 and last > 1.5 * first, rewards
+
+
+# ---------------------------------------------------------------- the shared PPO pieces
+def test_ppo_step_trains_a_short_batch_and_refuses_nan(micro_paths):
+    trainer, tokenizer = micro_trainer(micro_paths, batch_size=8)
+    queries = [encode_prompt(tokenizer, "这部电影很")] * 5
+    responses = generate_responses(unwrap_policy(trainer), tokenizer, queries, 6)
+    before = {k: v.clone() for k, v in unwrap_policy(trainer).state_dict().items()}
+
+    with pytest.warns(UserWarning, match="NaN or infinite"):
+        assert ppo_step(trainer, queries, responses, [0.5, float("nan"), 0.1, 0.2, 0.3]) is None
+    with pytest.warns(UserWarning, match="NaN or infinite"):
+        assert ppo_step(trainer, queries, responses, [0.5, float("inf"), 0.1, 0.2, 0.3]) is None
+    after = unwrap_policy(trainer).state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), "a NaN reward changed the model"
+
+    stats = ppo_step(trainer, queries, responses, [1.0, 0.0, 1.0, 0.0, 1.0])  # 5 < batch_size 8
+    assert stats is not None and torch.isfinite(torch.tensor(stats["ppo/loss/total"]))
+    assert trainer.config.batch_size == 8 and trainer.config.mini_batch_size == 4  # restored
+    assert any(not torch.equal(before[k], v) for k, v in unwrap_policy(trainer).state_dict().items())
+    assert unwrap_policy(trainer).pretrained_model.transformer.h[0].attn.attn_dropout.p == 0.0
+
+
+def test_checkpoint_reloads_to_the_same_generations(micro_paths, tmp_path):
+    trainer, tokenizer = micro_trainer(micro_paths)
+    queries = [encode_prompt(tokenizer, "这部电影很")] * 8
+    responses = generate_responses(unwrap_policy(trainer), tokenizer, queries, 6)
+    ppo_step(trainer, queries, responses, [float(i % 2) for i in range(8)])
+    out = save_ppo_checkpoint(trainer, tokenizer, str(tmp_path / "model_1_0.50"),
+                              {"epoch": 1, "base_model": micro_paths["gpt2"]})
+    assert not os.path.exists(out + ".tmp")
+    state = load_ppo_checkpoint_state(out)
+    assert state["epoch"] == 1 and state["kl_coef"] == pytest.approx(float(trainer.kl_ctl.value))
+
+    policy, ref_model, reloaded_tokenizer = load_policy(out, "cpu")
+    trained = unwrap_policy(trainer)
+    assert torch.equal(policy.v_head.summary.weight, trained.v_head.summary.weight)
+    set_seed(7)
+    expected = generate_responses(trained, tokenizer, queries, 10)
+    set_seed(7)
+    again = generate_responses(policy, reloaded_tokenizer, queries, 10)
+    assert all(torch.equal(a, b) for a, b in zip(expected, again))
+    # the reference model is the base model, not the trained checkpoint
+    base = AutoModel.from_pretrained(micro_paths["gpt2"])
+    assert torch.equal(ref_model.pretrained_model.transformer.wte.weight, base.wte.weight)
+    assert not torch.equal(policy.pretrained_model.transformer.wte.weight, base.wte.weight)
+    assert not any(p.requires_grad for p in ref_model.parameters())
+
+
+def test_sentiment_reward_picks_the_positive_label_by_name(micro_paths, tmp_path):
+    reward = SentimentPipelineReward(micro_paths["classifier"], "cpu")
+    texts = ["这部电影很好看，推荐", "太差了，不要买"]
+    scores = reward(texts)
+    assert all(0.0 <= s <= 1.0 for s in scores)
+    # swap the label order: the reward must follow the name, not the position
+    model = AutoModelForSequenceClassification.from_pretrained(micro_paths["classifier"])
+    with torch.no_grad():
+        model.classifier.weight.copy_(model.classifier.weight.flip(0))
+        model.classifier.bias.copy_(model.classifier.bias.flip(0))
+    model.config.id2label = {0: model.config.id2label[1], 1: model.config.id2label[0]}
+    model.config.label2id = {v: k for k, v in model.config.id2label.items()}
+    model.save_pretrained(tmp_path / "swapped")
+    AutoTokenizer.from_pretrained(micro_paths["classifier"]).save_pretrained(tmp_path / "swapped")
+    assert SentimentPipelineReward(str(tmp_path / "swapped"), "cpu")(texts) == pytest.approx(scores, abs=1e-5)
+
+
+def test_distinct_2():
+    assert distinct_2(["好好好好"]) == pytest.approx(1 / 3)
+    assert distinct_2(["很好看", "不错"]) == 1.0
+    assert distinct_2([]) == 0.0
+
+
+def test_hub_name_offline_is_one_line(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError, match="not a local folder"):
+        load_policy("uer/no-such-gpt2-offline", "cpu")
+
+
+# ---------------------------------------------------------------- the script as a user runs it
+def test_run_logs_saves_and_resumes(env, tmp_path):
+    save_dir, log_dir = str(tmp_path / "ck"), str(tmp_path / "logs")
+    common = SMALL + ["--save_dir", save_dir, "--log_dir", log_dir, "--save_freq", "2"]
+    result = run_script([SCRIPT, *common, "--steps", "24"], env=env)  # 3 epochs
+    assert result.returncode == 0, result.stderr
+    for epoch in range(3):
+        assert f"epoch {epoch} mean-reward: " in result.stdout
+    assert result.stdout.count("Random Sample 2 text(s) of model output:") == 3
+    assert "PPO epochs" in result.stderr  # the progress bar
+    records = read_jsonl(os.path.join(log_dir, "PPO-Sentiment-Zh.jsonl"))
+    assert [r["epoch"] for r in records] == [0, 1, 2]
+    for record in records:
+        assert all(isinstance(record[key], (int, float)) for key in FIELDS), record
+        assert 0.0 <= record["reward_mean"] <= 1.0 and record["time_epoch"] >= record["time_optimize"] > 0
+        assert record["response_len"] >= 5  # fixed-length answers: 6 tokens, at least 5 characters
+    assert os.path.getsize(os.path.join(log_dir, "PPO-Sentiment-Zh.png")) > 1000
+    saved = checkpoints(save_dir)
+    assert len(saved) == 2 and saved[0].startswith("model_2_") and saved[1].startswith("model_3_")
+    first = os.path.join(save_dir, saved[0])
+    assert load_ppo_checkpoint_state(first)["epoch"] == 2
+
+    # resume from epoch 2 with a total of 5 epochs: epochs 2, 3, 4 run, the KL coefficient carries over
+    kl_coef = load_ppo_checkpoint_state(first)["kl_coef"]
+    result = run_script([SCRIPT, *common, "--steps", "40", "--resume", first], env=env)
+    assert result.returncode == 0, result.stderr
+    assert "epoch 2 mean-reward" in result.stdout and "epoch 4 mean-reward" in result.stdout
+    assert "epoch 1 mean-reward" not in result.stdout
+    records = read_jsonl(os.path.join(log_dir, "PPO-Sentiment-Zh.jsonl"))
+    assert [r["epoch"] for r in records] == [0, 1, 2, 2, 3, 4]
+    assert records[3]["kl_coef"] == pytest.approx(kl_coef)
+    final = [name for name in checkpoints(save_dir) if name.startswith("model_5_")]
+    assert final and load_ppo_checkpoint_state(os.path.join(save_dir, final[0]))["epoch"] == 5
+
+    result = run_script([os.path.join(REPO, "inference_ppo_gpt.py"), "--save_dir", save_dir, "--prompt", "这部电影很",
+                         "--num", "3", "--compare_ref"], env=env)
+    assert result.returncode == 0, result.stderr
+    assert f"model_5_" in result.stdout and result.stdout.count("PPO: 这部电影很") == 3
+    assert result.stdout.count("ref: 这部电影很") == 3 and "[SEP]" not in result.stdout and "##" not in result.stdout
+
+
+def test_sigterm_saves_a_checkpoint(env, tmp_path):
+    save_dir, log_dir = str(tmp_path / "ck"), str(tmp_path / "logs")
+    process = subprocess.Popen([sys.executable, SCRIPT, *SMALL, "--steps", "8000", "--save_freq", "1000",
+                                "--save_dir", save_dir, "--log_dir", log_dir], cwd=REPO, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    jsonl = os.path.join(log_dir, "PPO-Sentiment-Zh.jsonl")
+    deadline = time.time() + 240
+    while time.time() < deadline and len(read_jsonl(jsonl)) < 2:
+        time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    saved = checkpoints(save_dir)
+    assert len(saved) == 1, (saved, out, err)
+    state = load_ppo_checkpoint_state(os.path.join(save_dir, saved[0]))
+    assert state["epoch"] >= 2 and state["reason"] == "interrupted"
+
+
+def test_reward_model_drives_the_loop(env, micro_paths, tmp_path):
+    """The RLHF loop: a reward-model checkpoint (every text scores 5.0) replaces the classifier."""
+    encoder = AutoModel.from_pretrained(micro_paths["encoder"])
+    reward_model = RewardModel(encoder)
+    with torch.no_grad():
+        reward_model.head.weight.zero_()
+        reward_model.head.bias.fill_(5.0)
+    save_reward_model(reward_model, AutoTokenizer.from_pretrained(micro_paths["encoder"]), str(tmp_path / "rm"))
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n好评如潮\n\n   \n", encoding="utf-8")  # blank lines are skipped
+    result = run_script([SCRIPT, *SMALL, "--steps", "16", "--reward_model", str(tmp_path / "rm"), "--prompts_file", str(prompts), "--save_dir", str(tmp_path / "ck"),
+                         "--log_dir", str(tmp_path / "logs")], env=env)
+    assert result.returncode == 0, result.stderr
+    records = read_jsonl(str(tmp_path / "logs" / "PPO-Sentiment-Zh.jsonl"))
+    assert [r["reward_mean"] for r in records] == [pytest.approx(5.0, abs=1e-4)] * 2
+    samples = [line for line in result.stdout.splitlines() if line[:3] in ("1. ", "2. ")]
+    assert samples and all(line[3:].startswith("好评如潮") for line in samples)
+
+
+def test_reward_model_scores_can_be_normalised(micro_paths, tmp_path):
+    torch.manual_seed(0)
+    save_reward_model(RewardModel(AutoModel.from_pretrained(micro_paths["encoder"])),
+                      AutoTokenizer.from_pretrained(micro_paths["encoder"]), str(tmp_path / "rm"))
+    texts = ["这部电影很好看", "太差了", "还行吧，一般般", "物流很快，包装完好", "再也不买了"] * 4
+    raw = RewardModelReward(str(tmp_path / "rm"), "cpu")(texts)
+    normalised = RewardModelReward(str(tmp_path / "rm"), "cpu", normalize=True)
+    first = normalised(texts)
+    assert sum(first) / len(first) == pytest.approx(0.0, abs=1e-6)
+    assert sum(x * x for x in first) / len(first) == pytest.approx(1.0, abs=1e-3)
+    assert first != pytest.approx(raw) and max(raw) - min(raw) > 0
+    assert normalised(texts) == pytest.approx(first, abs=1e-5)  # the same texts again: the same statistics
+
+
+# ---------------------------------------------------------------- bad input
+def assert_one_line_error(result, *fragments):
+    assert result.returncode == 2, result.stderr
+    assert_error_line(result.stderr, *fragments)
+
+
+def assert_error_line(stderr, *fragments):
+    lines = [line for line in stderr.strip().splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def run_in_process(argv, capsys):
+    """The script's `main` behind `run_main`, in this process (no interpreter start-up): exit code, stderr."""
+    import ppo_sentiment_example
+    from utils.common import run_main
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(lambda: ppo_sentiment_example.main(argv))
+    return exit_info.value.code, capsys.readouterr().err
+
+
+def test_bad_reward_model_folder(env, micro_paths, tmp_path):
+    result = run_script([SCRIPT, *SMALL, "--reward_model", micro_paths["classifier"], "--save_dir",
+                         str(tmp_path / "ck"), "--log_dir", str(tmp_path / "logs")], env=env)
+    assert_one_line_error(result, micro_paths["classifier"], "not a reward-model checkpoint")
+    assert not os.path.exists(tmp_path / "ck")
+
+
+def test_classifier_with_other_labels(micro_dir, micro_paths, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RLHF_TINY_DIR", micro_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(micro_paths["classifier"])
+    model.config.id2label, model.config.label2id = {0: "LABEL_0", 1: "LABEL_1"}, {"LABEL_0": 0, "LABEL_1": 1}
+    model.save_pretrained(tmp_path / "clf")
+    AutoTokenizer.from_pretrained(micro_paths["classifier"]).save_pretrained(tmp_path / "clf")
+    code, stderr = run_in_process([*SMALL, "--sentiment_model", str(tmp_path / "clf"), "--log_dir",
+                                   str(tmp_path / "logs")], capsys)
+    assert code == 2
+    assert_error_line(stderr, "LABEL_0", "LABEL_1", "positive")
+
+
+def test_empty_prompts_file(micro_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RLHF_TINY_DIR", micro_dir)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n  \n\n", encoding="utf-8")
+    code, stderr = run_in_process([*SMALL, "--prompts_file", str(prompts), "--log_dir", str(tmp_path / "logs")],
+                                  capsys)
+    assert code == 2
+    assert_error_line(stderr, str(prompts), "no prompts")
+    assert not os.path.exists(tmp_path / "logs")
+
+
+def test_resume_missing_or_corrupt(env, micro_dir, micro_paths, tmp_path, monkeypatch, capsys):
+    save_dir, log_dir = tmp_path / "ck", tmp_path / "logs"
+    monkeypatch.setenv("RLHF_TINY_DIR", micro_dir)
+    code, stderr = run_in_process([*SMALL, "--save_dir", str(save_dir), "--log_dir", str(log_dir), "--resume",
+                                   str(tmp_path / "nowhere")], capsys)
+    assert code == 2
+    assert_error_line(stderr, "nowhere", "no such PPO checkpoint")
+    assert not os.path.exists(log_dir) and not os.path.exists(save_dir)
+
+    trainer, tokenizer = micro_trainer(micro_paths)
+    corrupt = save_ppo_checkpoint(trainer, tokenizer, str(save_dir / "model_4_0.70"),
+                                  {"epoch": 4, "base_model": micro_paths["gpt2"]})
+    with open(os.path.join(corrupt, "ppo_state.json"), "w") as f:
+        f.write('{"epoch": 4, "kl_')
+    log_dir.mkdir()
+    (log_dir / "PPO-Sentiment-Zh.jsonl").write_text('{"epoch": 3}\n')
+    before = tree_digest(str(tmp_path))
+    result = run_script([SCRIPT, *SMALL, "--save_dir", str(save_dir), "--log_dir", str(log_dir), "--resume", corrupt],
+                        env=env)
+    assert_one_line_error(result, "ppo_state.json", "corrupt")
+    assert tree_digest(str(tmp_path)) == before  # nothing written, nothing overwritten
+    with open(os.path.join(corrupt, "ppo_state.json"), "w") as f:
+        json.dump({"epoch": 4, "kl_coef": 0.2, "base_model": micro_paths["gpt2"]}, f)
+    os.remove(os.path.join(corrupt, "model.safetensors"))
+    with pytest.raises(UserError, match="incomplete PPO checkpoint"):
+        load_ppo_checkpoint_state(corrupt)
+
+
+def test_nan_reward_skips_the_epoch(micro_dir, tmp_path, monkeypatch, capsys):
+    import ppo_sentiment_example
+
+    monkeypatch.setenv("RLHF_TINY_DIR", micro_dir)
+    calls = []
+
+    def flaky(texts):
+        calls.append(len(texts))
+        return [float("nan") if len(calls) == 2 else 0.5] * len(texts)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ppo_sentiment_example.main([*SMALL, "--steps", "24", "--save_dir", str(tmp_path / "ck"), "--log_dir",
+                                    str(tmp_path / "logs")], reward_fn=flaky)
+    assert any("PPO update skipped" in str(w.message) for w in caught)
+    records = read_jsonl(str(tmp_path / "logs" / "PPO-Sentiment-Zh.jsonl"))
+    assert [r["skipped"] for r in records] == [False, True, False]
+    assert "kl" not in records[1] and "kl" in records[2]
+
+
+# ---------------------------------------------------------------- several processes
+def test_accelerate_launch_two_processes(env, tmp_path):
+    save_dir, log_dir = str(tmp_path / "ck"), str(tmp_path / "logs")
+    result = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+                             "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", SCRIPT,
+                             *SMALL, "--steps", "16", "--save_dir", save_dir, "--log_dir", log_dir],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = read_jsonl(os.path.join(log_dir, "PPO-Sentiment-Zh.jsonl"))
+    assert [r["epoch"] for r in records] == [0, 1]  # written once, by the main process
+    assert result.stdout.count("epoch 1 mean-reward") == 1
+    saved = checkpoints(save_dir)
+    assert len(saved) == 1 and load_ppo_checkpoint_state(os.path.join(save_dir, saved[0]))["epoch"] == 2
