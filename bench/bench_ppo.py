@@ -16,6 +16,7 @@ PPO epoch at batch 8 on the full-size architecture (GPT-2 with uer's config: 12 
 import argparse
 import multiprocessing
 import os
+import queue
 import random
 import resource
 import statistics
@@ -119,7 +120,7 @@ def full_size_epoch(batch_size, results):
                             pad_token_id=tokenizer.pad_token_id)
         GPT2LMHeadModel(config).save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        trainer, tokenizer = make_trainer(tmp, batch_size, **ORIGINAL_PPO)
+        trainer, tokenizer = make_trainer(tmp, batch_size, **dict(ORIGINAL_PPO, mini_batch_size=min(16, batch_size)))
     reward = SentimentPipelineReward(paths["classifier"], "cpu", batch_size=batch_size)
     prompts = [PROMPTS[i % len(PROMPTS)] for i in range(batch_size)]
     timing = our_epoch(trainer, tokenizer, reward, prompts)
@@ -132,11 +133,17 @@ def bench_full_size(batch_size):
     results = context.Queue()
     child = context.Process(target=full_size_epoch, args=(batch_size, results))
     child.start()
-    timing = results.get()
+    while True:  # wait for the result, but not forever if the child dies
+        try:
+            timing = results.get(timeout=5)
+            break
+        except queue.Empty:
+            if not child.is_alive():
+                sys.exit(f"the full-size child process failed (exit code {child.exitcode})")
     child.join()
     peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 ** 2  # kilobytes on Linux
     print(f"\n== one PPO epoch, full-size GPT-2 architecture ({timing['params_m']:.0f}M parameters, random "
-          f"weights), batch {batch_size}, {GEN_LEN} new tokens, mini-batch 16, 4 PPO epochs ==")
+          f"weights), batch {batch_size}, {GEN_LEN} new tokens, the original's PPO settings ==")
     print(f"epoch {timing['epoch']:.1f}s ({batch_size / timing['epoch']:.2f} samples/s): generate "
           f"{timing['generate']:.1f}s, reward {timing['reward']:.1f}s, optimize {timing['optimize']:.1f}s; "
           f"peak memory {peak_gb:.2f} GB")
