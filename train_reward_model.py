@@ -5,7 +5,10 @@ by default) plus a linear head scores every text; the loss is the mean over ever
 of -log sigmoid(r_i - r_j), so better texts learn higher scores.
 
     python train_reward_model.py --tiny                        # offline tiny encoder, a few minutes on a CPU
-    accelerate launch train_reward_model.py --model DIR ...    # several GPUs or processes
+    accelerate launch --multi_gpu --num_processes 2 train_reward_model.py --tiny   # 2 processes (GPUs or CPUs)
+
+Without GPUs, `accelerate launch --multi_gpu` runs the processes on the CPU (gloo); accelerate's own
+`--cpu --num_processes N` starts only one process unless mpirun is set up.
 """
 import argparse
 import math

@@ -3,7 +3,7 @@
 # lr 1e-5, evaluate every 50 steps, log every 10, 10 epochs; the device is chosen automatically.
 #   TINY=1 sh train_reward_model.sh        (or: sh train_reward_model.sh --tiny)  offline tiny encoder
 # Further arguments go to train_reward_model.py. PYTHON=... picks the interpreter; several GPUs:
-#   accelerate launch train_reward_model.py <the same arguments>
+#   accelerate launch --multi_gpu --num_processes N train_reward_model.py <the same arguments>
 set -e
 cd "$(dirname "$0")"
 PYTHON="${PYTHON:-python}"

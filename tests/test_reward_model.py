@@ -1,0 +1,345 @@
+"""Reward model: loss, metrics, checkpoints, training (also under accelerate), inference and bad input."""
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import AutoTokenizer, BertConfig, BertModel
+
+from conftest import REPO, run_script
+from utils.common import UserError
+from utils.data import RANK_LIST_DIR, read_rank_lists
+from utils.logger import read_jsonl
+from utils.reward_model import (HEAD_FILE, META_FILE, RewardModel, load_reward_model, rank_list_loss,
+                                ranking_metrics, save_reward_model, score_texts)
+
+POSITIVE = "买过很多箱这个苹果了，一如既往的好，汁多味甜～"
+NEGATIVE = "一台充电很慢，信号不好！退了！又买一台竟然是次品。。服了。。"
+
+
+# ---------------------------------------------------------------- loss and metrics
+def loop_loss(score_lists):
+    """The original's definition: a plain loop over every pair i<j of every list, averaged over all pairs."""
+    total, count = 0.0, 0
+    for scores in score_lists:
+        for i in range(len(scores)):
+            for j in range(i + 1, len(scores)):
+                total += -F.logsigmoid(scores[i] - scores[j])
+                count += 1
+    return total / count
+
+
+def test_rank_list_loss_equals_the_pair_loop_with_lists_of_different_lengths():
+    torch.manual_seed(0)
+    lengths = [4, 2, 3, 4, 5, 2]
+    scores = torch.randn(len(lengths), 5, dtype=torch.float64) * 3
+    mask = torch.tensor([[i < n for i in range(5)] for n in lengths])
+    expected = loop_loss([row[:n] for row, n in zip(scores, lengths)])
+    assert abs(rank_list_loss(scores, mask).item() - expected.item()) < 1e-6
+    scores[~mask] = 1e4  # what stands in the padded places must not matter
+    assert abs(rank_list_loss(scores, mask).item() - expected.item()) < 1e-6
+    full = torch.randn(8, 4)
+    assert abs(rank_list_loss(full).item() - loop_loss(full).item()) < 1e-6
+
+
+def test_rank_list_loss_prefers_the_given_order():
+    right, wrong = torch.tensor([[3.0, 2.0, 1.0, 0.0]]), torch.tensor([[0.0, 1.0, 2.0, 3.0]])
+    assert rank_list_loss(right) < 0.35 < 0.69 < rank_list_loss(wrong)
+
+
+def test_ranking_metrics_on_known_lists():
+    m = ranking_metrics([[3, 2, 1, 0], [0, 1, 2, 3], [1, 0, 3, 2]])
+    assert m["pairwise_acc"] == pytest.approx(8 / 18)
+    assert m["exact_order_acc"] == pytest.approx(1 / 3)
+    assert m["kendall_tau"] == pytest.approx((1 - 1 - 1 / 3) / 3)
+    assert m["best_vs_worst_acc"] == pytest.approx(1 / 3)
+    assert ranking_metrics([[1.0, 1.0, 1.0]])["exact_order_acc"] == 0  # constant scores rank nothing
+
+
+def test_random_scores_give_the_chance_levels_on_the_dev_lists():
+    rank_lists = read_rank_lists(os.path.join(RANK_LIST_DIR, "dev.tsv"))
+    rng = random.Random(0)
+    runs = [ranking_metrics([[rng.random() for _ in r] for r in rank_lists]) for _ in range(40)]
+    mean = {k: sum(r[k] for r in runs) / len(runs) for k in runs[0]}
+    assert mean["pairwise_acc"] == pytest.approx(0.5, abs=0.02)
+    assert mean["best_vs_worst_acc"] == pytest.approx(0.5, abs=0.03)
+    assert mean["kendall_tau"] == pytest.approx(0.0, abs=0.03)
+    assert mean["exact_order_acc"] == pytest.approx(1 / 24, abs=0.015)  # lists of 4: 1 order in 4!
+
+
+# ---------------------------------------------------------------- model and checkpoints
+def test_head_size_comes_from_the_encoder_and_cls_is_used_without_a_pooler(micro_paths):
+    config = BertConfig(vocab_size=50, hidden_size=24, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=16)
+    with_pooler = RewardModel(BertModel(config)).eval()
+    without = RewardModel(BertModel(config, add_pooling_layer=False)).eval()
+    assert with_pooler.head.in_features == without.head.in_features == 24
+    ids = torch.randint(5, 50, (3, 7))
+    assert with_pooler(ids, torch.ones_like(ids)).shape == without(ids, torch.ones_like(ids)).shape == (3,)
+    cls = without.encoder(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state[:, 0]
+    assert torch.allclose(without(ids, torch.ones_like(ids)), without.head(cls).squeeze(-1))
+
+
+def micro_model(micro_paths, seed=0):
+    torch.manual_seed(seed)
+    return RewardModel(BertModel.from_pretrained(micro_paths["encoder"])), \
+        AutoTokenizer.from_pretrained(micro_paths["encoder"])
+
+
+def test_batched_scores_equal_one_by_one_scores(micro_paths):
+    model, tokenizer = micro_model(micro_paths)
+    texts = [POSITIVE, "好", NEGATIVE * 3, "还行吧"]  # the third is longer than the encoder's 64 positions
+    batched = score_texts(model, tokenizer, texts, batch_size=3)
+    single = [score_texts(model, tokenizer, [t])[0] for t in texts]
+    assert batched == pytest.approx(single, abs=1e-5)
+
+
+def test_save_and_load_give_the_same_scores_without_pickles(micro_paths, tmp_path):
+    model, tokenizer = micro_model(micro_paths)
+    save_reward_model(model, tokenizer, str(tmp_path / "ckpt"))
+    files = os.listdir(tmp_path / "ckpt")
+    assert HEAD_FILE in files and "model.safetensors" in files
+    assert not [f for f in files if f.endswith((".bin", ".pt", ".pkl"))]
+    meta = json.load(open(tmp_path / "ckpt" / META_FILE))
+    assert (meta["encoder_class"], meta["hidden_size"]) == ("BertModel", 32)
+    loaded, loaded_tokenizer = load_reward_model(str(tmp_path / "ckpt"))
+    assert not loaded.training
+    assert score_texts(loaded, loaded_tokenizer, [POSITIVE, NEGATIVE]) == \
+        pytest.approx(score_texts(model, tokenizer, [POSITIVE, NEGATIVE]), abs=1e-6)
+
+
+class _Trap:
+    """Unpickling this creates a marker file: proof that a loader ran code from the pickle."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_killed_mid_save_leaves_the_previous_checkpoint_loadable(micro_paths, tmp_path, monkeypatch):
+    first, tokenizer = micro_model(micro_paths, seed=0)
+    second, _ = micro_model(micro_paths, seed=1)
+    out = str(tmp_path / "model_best")
+    save_reward_model(first, tokenizer, out)
+    expected = score_texts(first, tokenizer, [POSITIVE, NEGATIVE])
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # the process dies while the head is being written
+
+    monkeypatch.setattr("utils.reward_model.save_file", killed)
+    with pytest.raises(KeyboardInterrupt):
+        save_reward_model(second, tokenizer, out)
+    monkeypatch.undo()
+    model, tok = load_reward_model(out)
+    assert score_texts(model, tok, [POSITIVE, NEGATIVE]) == pytest.approx(expected, abs=1e-6)
+    save_reward_model(second, tokenizer, out)  # the next save clears the half-written folder
+    assert sorted(os.listdir(tmp_path)) == ["model_best"]
+    model, tok = load_reward_model(out)
+    assert score_texts(model, tok, [POSITIVE]) != pytest.approx(expected[:1], abs=1e-6)
+
+
+# ---------------------------------------------------------------- inference: bad checkpoints
+@pytest.mark.parametrize("kind", ["old_pickle_folder", "old_pickle_file", "empty_folder", "missing"])
+def test_inference_refuses_what_is_not_a_reward_model_checkpoint(kind, tmp_path, micro_env):
+    marker = tmp_path / "unpickled.txt"
+    folder = tmp_path / "model_best"
+    if kind != "missing":
+        folder.mkdir()
+    if kind.startswith("old_pickle"):
+        torch.save(_Trap(str(marker)), folder / "model.pt")  # the original saved torch.save(model)
+    target = folder / "model.pt" if kind == "old_pickle_file" else folder
+    result = run_script(["inference_reward_model.py", "--model", str(target)], env=micro_env)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith("error: ") and str(target) in message
+    expected = {"old_pickle_folder": "pickled", "old_pickle_file": "pickled",
+                "empty_folder": "not a reward-model checkpoint", "missing": "no such checkpoint folder"}[kind]
+    assert expected in message
+    assert not marker.exists(), "the pickle was loaded"
+    if kind.startswith("old_pickle"):
+        assert (folder / "model.pt").exists()
+
+
+def test_load_reward_model_raises_user_error_for_a_plain_encoder_folder(micro_paths):
+    with pytest.raises(UserError, match="not a reward-model checkpoint"):
+        load_reward_model(micro_paths["encoder"])
+
+
+# ---------------------------------------------------------------- training and inference end to end
+def write_lists(path, rank_lists, newline="\n"):
+    path.write_text("".join("\t".join(r) + newline for r in rank_lists), encoding="utf-8")
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    """640 train and 120 dev lists of the corpus-made data: enough to learn from in seconds."""
+    root = tmp_path_factory.mktemp("rank_lists")
+    train = read_rank_lists(os.path.join(RANK_LIST_DIR, "train.tsv"))[:640]
+    dev = read_rank_lists(os.path.join(RANK_LIST_DIR, "dev.tsv"))[:120]
+    return {"train": write_lists(root / "train.tsv", train), "dev": write_lists(root / "dev.tsv", dev),
+            "dev_lists": dev}
+
+
+def train_args(data, out, *extra):
+    return ["train_reward_model.py", "--tiny", "--train_path", data["train"], "--dev_path", data["dev"],
+            "--save_dir", str(out / "ckpt"), "--img_log_dir", str(out / "logs"), "--img_log_name", "RM",
+            "--batch_size", "16", "--learning_rate", "2e-3", "--num_train_epochs", "1", "--valid_steps", "20",
+            "--logging_steps", "10", "--seed", "0", *extra]
+
+
+@pytest.fixture(scope="module")
+def trained(small_data, tmp_path_factory, micro_dir):
+    out = tmp_path_factory.mktemp("trained")
+    env = dict(os.environ, RLHF_TINY_DIR=micro_dir, HF_HUB_OFFLINE="1", PYTHONPATH=REPO)
+    result = run_script(train_args(small_data, out), env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return out, result
+
+
+def test_training_learns_to_rank_and_logs_like_the_original(trained):
+    out, result = trained
+    lines = result.stdout.splitlines()
+    assert "global step 10, epoch: 1, loss: " in result.stdout and " step/s" in lines[1]
+    assert sum(line.startswith("global step ") for line in lines) == 4  # 40 steps, a line every 10
+    evaluations = [line for line in lines if line.startswith("Evaluation acc: ")]
+    assert len(evaluations) == 2 and all(k in evaluations[0] for k in ("pairwise_acc", "exact_order_acc",
+                                                                        "kendall_tau", "best_vs_worst_acc"))
+    assert "best pairwise_acc performance has been updated: 0.00000 --> " in result.stdout
+    records = read_jsonl(str(out / "logs" / "RM.jsonl"))
+    evals = [r for r in records if "pairwise_acc" in r]
+    assert [r["step"] for r in evals] == [20, 40] and (out / "logs" / "RM.png").stat().st_size > 1000
+    losses = [r["train_loss"] for r in records if "train_loss" in r]
+    assert losses[-1] < 0.66 < 0.69 < losses[0] + 0.02  # starts at log(2) (no preference), then falls
+    # chance is 0.5 for both; a micro encoder after 40 steps of 16 lists clears it with a margin
+    assert evals[-1]["best_vs_worst_acc"] >= 0.68 and evals[-1]["pairwise_acc"] >= 0.6
+    assert sorted(os.listdir(out / "ckpt")) == ["model_20", "model_40", "model_best"]
+
+
+def test_inference_metrics_match_the_training_evaluation(trained, small_data, micro_env):
+    """The dev metrics the training printed are those of the whole dev file (not just a last batch)."""
+    out, _ = trained
+    last = [r for r in read_jsonl(str(out / "logs" / "RM.jsonl")) if "pairwise_acc" in r][-1]
+    result = run_script(["inference_reward_model.py", "--model", str(out / "ckpt" / "model_40"),
+                         "--eval_tsv", small_data["dev"]], env=micro_env)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(result.stdout)
+    for key in ("pairwise_acc", "exact_order_acc", "kendall_tau", "best_vs_worst_acc"):
+        assert metrics[key] == pytest.approx(last[key], abs=0.01)
+
+
+def test_inference_scores_examples_arguments_and_stdin(trained, micro_env):
+    model = str(trained[0] / "ckpt" / "model_best")
+    default = run_script(["inference_reward_model.py", "--model", model], env=micro_env)
+    assert default.returncode == 0, default.stderr
+    rows = [line.split("\t") for line in default.stdout.splitlines()]
+    assert [text for _, text in rows] == [POSITIVE, NEGATIVE]
+    expected = score_texts(*load_reward_model(model), [POSITIVE, NEGATIVE])
+    assert [float(score) for score, _ in rows] == pytest.approx(expected, abs=1e-4)
+    piped = run_script(["inference_reward_model.py", "--model", model, "-"], env=micro_env,
+                       input="太好吃了，下次还来\n\n难吃，服务也差\n")
+    assert [line.split("\t")[1] for line in piped.stdout.splitlines()] == ["太好吃了，下次还来", "难吃，服务也差"]
+    args = run_script(["inference_reward_model.py", "--model", model, "好评", "差评"], env=micro_env)
+    assert len(args.stdout.splitlines()) == 2
+
+
+def test_training_under_accelerate_with_two_processes(small_data, tmp_path, micro_env):
+    accelerate = shutil.which("accelerate") or os.path.join(os.path.dirname(sys.executable), "accelerate")
+    args = train_args(small_data, tmp_path, "--valid_steps", "1000")  # 20 steps per process, one evaluation
+    # `--cpu --num_processes 2` starts a single process in accelerate 1.x (several need mpirun); on a machine
+    # without GPUs `--multi_gpu` starts torchrun, and the script's Accelerator(cpu=True) then runs gloo on CPUs
+    result = subprocess.run([accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                             "--mixed_precision", "no", "--dynamo_backend", "no", *args], cwd=REPO,
+                            env=micro_env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert " x 2; 20 steps" in result.stdout  # 640 lists, batches of 16, split over 2 processes
+    assert result.stdout.count("global step 10, epoch: 1") == 1  # printed by the main process only
+    assert result.stdout.count("Evaluation acc: ") == 1
+    assert sorted(os.listdir(tmp_path / "ckpt")) == ["model_20", "model_best"]
+    logged = [r for r in read_jsonl(str(tmp_path / "logs" / "RM.jsonl")) if "pairwise_acc" in r]
+    assert len(logged) == 1
+    # the gathered evaluation covered every dev list exactly once: the same figures as scoring the file
+    check = run_script(["inference_reward_model.py", "--model", str(tmp_path / "ckpt" / "model_best"),
+                        "--eval_tsv", small_data["dev"]], env=micro_env)
+    metrics = json.loads(check.stdout)
+    for key in ("pairwise_acc", "exact_order_acc", "kendall_tau", "best_vs_worst_acc"):
+        assert metrics[key] == pytest.approx(logged[0][key], abs=0.01)
+
+
+# ---------------------------------------------------------------- bad input to training
+BAD_LINES = {
+    "one_field": ("只有一个文本", "at least 2 tab-separated texts"),
+    "empty_field": ("好评\t\t差评", "empty text in field 2"),
+    "not_utf8": ("好评\t差评".encode("gbk"), "not valid UTF-8"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_LINES))
+def test_bad_train_line_is_named_or_skipped(kind, small_data, tmp_path, micro_env):
+    good = read_rank_lists(small_data["train"])[:30]
+    bad, reason = BAD_LINES[kind]
+    path = tmp_path / "train.tsv"
+    body = "".join("\t".join(r) + "\n" for r in good[:3]).encode("utf-8")
+    rest = "".join("\t".join(r) + "\n" for r in good[3:]).encode("utf-8")
+    path.write_bytes(body + (bad if isinstance(bad, bytes) else bad.encode("utf-8")) + b"\n" + rest)
+    (tmp_path / "ckpt" / "model_best").mkdir(parents=True)
+    (tmp_path / "ckpt" / "model_best" / "keep.txt").write_text("earlier work")
+    data = dict(small_data, train=str(path))
+    result = run_script(train_args(data, tmp_path), env=micro_env)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == \
+        f"error: {path}:4: {reason} (use --skip_bad_lines to skip such lines)"
+    assert "global step" not in result.stdout
+    assert (tmp_path / "ckpt" / "model_best" / "keep.txt").read_text() == "earlier work"
+
+    skipped = run_script(train_args(data, tmp_path, "--skip_bad_lines", "--valid_steps", "1000"), env=micro_env)
+    assert skipped.returncode == 0, skipped.stderr[-2000:]
+    assert f"skipped 1 bad line(s) in {path} (first: line 4" in skipped.stderr
+    assert "30 train / 120 dev rank lists" in skipped.stdout
+
+
+def test_crlf_line_ends_and_a_blank_last_line_are_accepted(small_data, tmp_path, micro_env):
+    lists = read_rank_lists(small_data["train"])[:20]
+    path = tmp_path / "train.tsv"
+    path.write_bytes(("".join("\t".join(r) + "\r\n" for r in lists) + "\r\n").encode("utf-8"))
+    result = run_script(train_args(dict(small_data, train=str(path)), tmp_path, "--valid_steps", "1000"),
+                        env=micro_env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "20 train / 120 dev rank lists" in result.stdout
+    assert read_rank_lists(str(path)) == lists  # no text keeps a stray \r
+    load_reward_model(str(tmp_path / "ckpt" / "model_best"))
+
+
+def test_a_dev_set_that_ends_up_empty_stops_before_training(small_data, tmp_path, micro_env):
+    dev = tmp_path / "dev.tsv"
+    dev.write_bytes(b"only one text\n\xff\xfe\tbroken\n\n")
+    result = run_script(train_args(dict(small_data, dev=str(dev)), tmp_path, "--skip_bad_lines"), env=micro_env)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == \
+        f"error: {dev}: no rank lists in this file (expected one tab-separated list per line)"
+    assert "global step" not in result.stdout and not (tmp_path / "ckpt").exists()
+
+
+def test_an_unreachable_model_is_one_line(small_data, tmp_path, micro_env):
+    args = [a for a in train_args(small_data, tmp_path) if a != "--tiny"] + ["--model", "no-such-org/no-such-model"]
+    result = run_script(args, env=micro_env)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith("error: cannot load model 'no-such-org/no-such-model'") and "--tiny" in message
+    assert not (tmp_path / "ckpt").exists()
+
+
+def test_shell_wrapper_runs_the_tiny_configuration(small_data, tmp_path, micro_env):
+    train = write_lists(tmp_path / "train.tsv", read_rank_lists(small_data["train"])[:32])
+    args = train_args(dict(small_data, train=train), tmp_path)[2:]
+    result = subprocess.run(["sh", "train_reward_model.sh", "--tiny", *args, "--valid_steps", "1000"], cwd=REPO,
+                            env=dict(micro_env, PYTHON=sys.executable), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Evaluation acc: " in result.stdout and (tmp_path / "ckpt" / "model_best" / HEAD_FILE).exists()
