@@ -33,7 +33,7 @@ DEFAULT_TRAIN = os.path.join(RANK_LIST_DIR, "train.tsv")
 DEFAULT_DEV = os.path.join(RANK_LIST_DIR, "dev.tsv")
 # --tiny: a 3-layer encoder learns faster with a larger step than ERNIE's 1e-5 (measured: see README)
 # and was pretrained on texts of at most 64 tokens
-TINY_DEFAULTS = dict(learning_rate=2e-4, num_train_epochs=3, batch_size=16, valid_steps=100, max_seq_len=64)
+TINY_DEFAULTS = dict(learning_rate=5e-4, num_train_epochs=3, batch_size=16, valid_steps=50, max_seq_len=64)
 
 
 def parse_args():

@@ -275,9 +275,9 @@ def test_training_under_accelerate_with_two_processes(small_data, tmp_path, micr
 
 # ---------------------------------------------------------------- bad input to training
 BAD_LINES = {
-    "one_field": ("只有一个文本", "at least 2 tab-separated texts"),
+    "one_field": ("只有一个文本", "a rank list needs at least 2 tab-separated texts, found 1"),
     "empty_field": ("好评\t\t差评", "empty text in field 2"),
-    "not_utf8": ("好评\t差评".encode("gbk"), "not valid UTF-8"),
+    "not_utf8": ("好评\t差评".encode("gbk"), "not valid UTF-8 text"),
 }
 
 
