@@ -49,9 +49,12 @@ def parse_args(argv=None):
     p.add_argument("--tiny", action="store_true", help="offline tiny models and CPU-friendly settings")
     p.add_argument("--model_name", help=f"policy GPT-2 (default {ORIGINAL['model_name']})")
     p.add_argument("--ref_model_name", help="reference model for the KL penalty (default: the base model)")
-    p.add_argument("--sentiment_model", help=f"sentiment classifier for the reward (default {ORIGINAL['sentiment_model']})")
-    p.add_argument("--reward_model", help="reward-model folder from train_reward_model.py, used instead of the classifier")
-    p.add_argument("--normalize_reward", action="store_true", help="with --reward_model: scores to zero mean, unit variance (running statistics)")
+    p.add_argument("--sentiment_model",
+                   help=f"sentiment classifier for the reward (default {ORIGINAL['sentiment_model']})")
+    p.add_argument("--reward_model",
+                   help="reward-model folder from train_reward_model.py, used instead of the classifier")
+    p.add_argument("--normalize_reward", action="store_true",
+                   help="with --reward_model: scores to zero mean and unit variance (running statistics)")
     p.add_argument("--steps", type=int, help="total samples; epochs = ceil(steps / batch_size)")
     p.add_argument("--batch_size", type=int, help="samples per PPO epoch (per process)")
     p.add_argument("--mini_batch_size", type=int, help="forward and PPO mini-batch size")

@@ -68,7 +68,8 @@ def test_the_loop_learns_an_easy_reward(micro_dir, tmp_path, monkeypatch):
 
     ppo_sentiment_example.main(
         ["--tiny", "--steps", str(16 * 16), "--batch_size", "16", "--mini_batch_size", "8", "--gen_len", "8",
-         "--lr", "5e-3", "--ppo_epochs", "4", "--init_kl_coef", "0.01", "--num_samples", "0", "--save_freq", "100", "--seed", "0",
+         "--lr", "5e-3", "--ppo_epochs", "4", "--init_kl_coef", "0.01", "--num_samples", "0", "--save_freq", "100",
+         "--seed", "0",
          "--save_dir", str(tmp_path / "ck"), "--log_dir", str(tmp_path / "logs")], reward_fn=share_of_de)
     rewards = [r["reward_mean"] for r in read_jsonl(str(tmp_path / "logs" / "PPO-Sentiment-Zh.jsonl"))]
     assert len(rewards) == 16
@@ -212,8 +213,8 @@ def test_reward_model_drives_the_loop(env, micro_paths, tmp_path):
     save_reward_model(reward_model, AutoTokenizer.from_pretrained(micro_paths["encoder"]), str(tmp_path / "rm"))
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("\n好评如潮\n\n   \n", encoding="utf-8")  # blank lines are skipped
-    result = run_script([SCRIPT, *SMALL, "--steps", "16", "--reward_model", str(tmp_path / "rm"), "--prompts_file", str(prompts), "--save_dir", str(tmp_path / "ck"),
-                         "--log_dir", str(tmp_path / "logs")], env=env)
+    result = run_script([SCRIPT, *SMALL, "--steps", "16", "--reward_model", str(tmp_path / "rm"), "--prompts_file",
+                         str(prompts), "--save_dir", str(tmp_path / "ck"), "--log_dir", str(tmp_path / "logs")], env=env)
     assert result.returncode == 0, result.stderr
     records = read_jsonl(str(tmp_path / "logs" / "PPO-Sentiment-Zh.jsonl"))
     assert [r["reward_mean"] for r in records] == [pytest.approx(5.0, abs=1e-4)] * 2
