@@ -282,38 +282,37 @@ BAD_LINES = {
 
 
 @pytest.mark.parametrize("kind", sorted(BAD_LINES))
-def test_bad_train_line_is_named_or_skipped(kind, small_data, tmp_path, micro_env):
-    good = read_rank_lists(small_data["train"])[:30]
+def test_bad_train_line_is_named_with_file_and_line(kind, small_data, tmp_path, micro_env):
+    good = ["\t".join(r) + "\n" for r in read_rank_lists(small_data["train"])[:5]]
     bad, reason = BAD_LINES[kind]
     path = tmp_path / "train.tsv"
-    body = "".join("\t".join(r) + "\n" for r in good[:3]).encode("utf-8")
-    rest = "".join("\t".join(r) + "\n" for r in good[3:]).encode("utf-8")
-    path.write_bytes(body + (bad if isinstance(bad, bytes) else bad.encode("utf-8")) + b"\n" + rest)
+    path.write_bytes("".join(good[:3]).encode() + (bad if isinstance(bad, bytes) else bad.encode()) + b"\n"
+                     + "".join(good[3:]).encode())
     (tmp_path / "ckpt" / "model_best").mkdir(parents=True)
     (tmp_path / "ckpt" / "model_best" / "keep.txt").write_text("earlier work")
-    data = dict(small_data, train=str(path))
-    result = run_script(train_args(data, tmp_path), env=micro_env)
+    result = run_script(train_args(dict(small_data, train=str(path)), tmp_path), env=micro_env)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == \
         f"error: {path}:4: {reason} (use --skip_bad_lines to skip such lines)"
     assert "global step" not in result.stdout
+    assert os.listdir(tmp_path / "ckpt") == ["model_best"]
     assert (tmp_path / "ckpt" / "model_best" / "keep.txt").read_text() == "earlier work"
 
-    skipped = run_script(train_args(data, tmp_path, "--skip_bad_lines", "--valid_steps", "1000"), env=micro_env)
-    assert skipped.returncode == 0, skipped.stderr[-2000:]
-    assert f"skipped 1 bad line(s) in {path} (first: line 4" in skipped.stderr
-    assert "30 train / 120 dev rank lists" in skipped.stdout
 
-
-def test_crlf_line_ends_and_a_blank_last_line_are_accepted(small_data, tmp_path, micro_env):
+def test_skip_bad_lines_counts_them_and_crlf_and_a_blank_last_line_are_fine(small_data, tmp_path, micro_env):
     lists = read_rank_lists(small_data["train"])[:20]
+    rows = [("\t".join(r) + "\r\n").encode() for r in lists]
+    bad = [b if isinstance(b, bytes) else b.encode() for b, _ in BAD_LINES.values()]
     path = tmp_path / "train.tsv"
-    path.write_bytes(("".join("\t".join(r) + "\r\n" for r in lists) + "\r\n").encode("utf-8"))
-    result = run_script(train_args(dict(small_data, train=str(path)), tmp_path, "--valid_steps", "1000"),
-                        env=micro_env)
+    path.write_bytes(b"".join(rows[:5]) + bad[0] + b"\r\n" + b"".join(rows[5:]) + bad[1] + b"\n" + bad[2]
+                     + b"\n\r\n")
+    dev = write_lists(tmp_path / "dev.tsv", small_data["dev_lists"][:24])
+    args = train_args(dict(small_data, train=str(path), dev=dev), tmp_path, "--skip_bad_lines", "--valid_steps", "1000")
+    result = run_script(args, env=micro_env)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "20 train / 120 dev rank lists" in result.stdout
-    assert read_rank_lists(str(path)) == lists  # no text keeps a stray \r
+    assert f"skipped 3 bad line(s) in {path} (first: line 6: " in result.stderr
+    assert "20 train / 24 dev rank lists" in result.stdout
+    assert read_rank_lists(str(path), skip_bad_lines=True) == lists  # no text keeps a stray \r
     load_reward_model(str(tmp_path / "ckpt" / "model_best"))
 
 
@@ -338,7 +337,8 @@ def test_an_unreachable_model_is_one_line(small_data, tmp_path, micro_env):
 
 def test_shell_wrapper_runs_the_tiny_configuration(small_data, tmp_path, micro_env):
     train = write_lists(tmp_path / "train.tsv", read_rank_lists(small_data["train"])[:32])
-    args = train_args(dict(small_data, train=train), tmp_path)[2:]
+    dev = write_lists(tmp_path / "dev.tsv", small_data["dev_lists"][:24])
+    args = train_args(dict(small_data, train=train, dev=dev), tmp_path)[2:]
     result = subprocess.run(["sh", "train_reward_model.sh", "--tiny", *args, "--valid_steps", "1000"], cwd=REPO,
                             env=dict(micro_env, PYTHON=sys.executable), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
