@@ -160,8 +160,9 @@ def _bert_config(tokenizer, cfg, **extra):
 
 
 def train_encoder(tokenizer, train, cfg, bar):
-    """Masked-LM pretraining; returns the encoder as a `BertModel` (with pooler) for `AutoModel`."""
-    mlm = BertForMaskedLM(_bert_config(tokenizer, cfg))
+    """Masked-LM pretraining; returns the encoder as a `BertModel` (with pooler) for `AutoModel`.
+    Dropout is off here and in GPT-2: in runs shorter than two epochs it only slows learning."""
+    mlm = BertForMaskedLM(_bert_config(tokenizer, cfg, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
     special = torch.tensor(tokenizer.all_special_ids)
 
     def loss(batch):
@@ -182,14 +183,15 @@ def train_encoder(tokenizer, train, cfg, bar):
 
 def train_classifier(tokenizer, encoder_dir, train, cfg, bar):
     classifier = BertForSequenceClassification.from_pretrained(
-        encoder_dir, num_labels=2, id2label=LABELS, label2id={v: k for k, v in LABELS.items()})
+        encoder_dir, num_labels=2, id2label=LABELS, label2id={v: k for k, v in LABELS.items()},
+        hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
 
     def loss(batch):
         enc = tokenizer([s for _, s in batch], truncation=True, max_length=cfg["seq_len"], padding=True,
                         return_tensors="pt")
         return classifier(**enc, labels=torch.tensor([label for label, _ in batch])).loss
 
-    return _train(classifier, cfg["classifier_steps"], 3e-4, loss, _batches(train, cfg["batch_size"], 2), bar,
+    return _train(classifier, cfg["classifier_steps"], 1e-4, loss, _batches(train, cfg["batch_size"], 2), bar,
                   "classifier")
 
 
@@ -204,7 +206,8 @@ def _lm_blocks(tokenizer, sentences, seq_len):
 def train_gpt2(tokenizer, train, cfg, bar):
     config = GPT2Config(vocab_size=len(tokenizer), n_positions=tokenizer.model_max_length, n_embd=cfg["hidden"],
                         n_layer=cfg["gpt_layers"], n_head=cfg["heads"], bos_token_id=tokenizer.cls_token_id,
-                        eos_token_id=tokenizer.sep_token_id, pad_token_id=tokenizer.pad_token_id)
+                        eos_token_id=tokenizer.sep_token_id, pad_token_id=tokenizer.pad_token_id,
+                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
     gpt2 = GPT2LMHeadModel(config)
     blocks = _lm_blocks(tokenizer, [s for _, s in train], cfg["seq_len"])
 
