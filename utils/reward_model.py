@@ -117,10 +117,11 @@ def scores_to_lists(scores, mask):
 
 @torch.no_grad()
 def score_texts(model, tokenizer, texts, batch_size=32, max_seq_len=128):
-    """Scores of `texts` as floats, in batches of similar lengths (so each pads little)."""
+    """Scores of `texts` as floats, in batches of similar lengths (so each pads little). Texts are cut at
+    `max_seq_len` tokens, or earlier where the checkpoint's tokenizer says training cut them."""
     model.eval()
     device = next(model.parameters()).device
-    max_seq_len = usable_seq_len(model, max_seq_len)
+    max_seq_len = min(usable_seq_len(model, max_seq_len), tokenizer.model_max_length)
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     scores = [0.0] * len(texts)
     for start in range(0, len(order), batch_size):
