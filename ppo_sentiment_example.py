@@ -22,15 +22,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from utils.common import UserError, pick_device, run_main, set_seed
-from utils.generation import decode, encode_prompt, generate_responses
+from utils.common import pick_device, run_main, set_seed
+from utils.generation import decode, encode_prompt, generate_responses, read_prompts
 from utils.logger import TrainLogger
 from utils.ppo import (distinct_2, load_policy, load_ppo_checkpoint_state, make_ppo_trainer, ppo_step,
                        save_ppo_checkpoint, unwrap_policy)
 from utils.rewards import RewardModelReward, SentimentPipelineReward
 from utils.tiny import ensure_tiny
-
-PROMPTS = ["刚收到货，感觉", "这部电影很", "说实话，真的很", "这次购物总的来说体验很"]  # the original's four
 
 # The original's settings (uer's hub models, a GPU in mind) ...
 ORIGINAL = dict(model_name="uer/gpt2-chinese-cluecorpussmall",
@@ -92,20 +90,6 @@ def parse_args(argv=None):
 def tiny_models():
     paths = ensure_tiny()
     return dict(model_name=paths["gpt2"], sentiment_model=paths["classifier"])
-
-
-def read_prompts(path):
-    """Prompts from a file, one per line; blank lines are skipped."""
-    if path is None:
-        return PROMPTS
-    try:
-        with open(path, encoding="utf-8") as f:
-            prompts = [line.strip() for line in f if line.strip()]
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: cannot read the prompts file ({e})") from e
-    if not prompts:
-        raise UserError(f"{path}: no prompts in this file (expected one prompt per line)")
-    return prompts
 
 
 def make_reward_source(args, device):

@@ -33,13 +33,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from utils.common import UserError, pick_device, run_main
-from utils.generation import decode, encode_prompt, generate_responses
+from utils.generation import decode, encode_prompt, generate_responses, read_prompts
 from utils.logger import TrainLogger
 from utils.ppo import load_policy, load_ppo_checkpoint_state, make_ppo_trainer, ppo_step, save_ppo_checkpoint
 from utils.ratings import RATINGS_NAME
 from utils.tiny import ensure_tiny
 
-PROMPTS = ["刚收到货，感觉有", "这部电影很", "说实话，真的很", "这次购物总的来说体验很"]  # the original's pool
 MAX_REPLY_BYTES = 64  # a reward is a short number: a longer line is refused without being parsed
 COMMANDS = {"s": "skip", "r": "regenerate", "q": "quit", "?": "help", "？": "help"}
 # The tests hold every PPO step this many seconds, to press Ctrl-C in the middle of one reliably.
@@ -71,26 +70,6 @@ def parse_args():
 
 
 # ---------------------------------------------------------------- files, checked before anything slow
-def read_prompts(path):
-    """One prompt per line (UTF-8); blank lines are ignored."""
-    try:
-        with open(path, "rb") as f:
-            lines = f.read().split(b"\n")
-    except OSError as e:
-        raise UserError(f"{path}: cannot read the prompts file ({e.strerror})") from e
-    prompts = []
-    for number, line in enumerate(lines, start=1):
-        try:
-            prompt = line.decode("utf-8").lstrip("\ufeff").strip()
-        except UnicodeDecodeError:
-            raise UserError(f"{path}:{number}: not valid UTF-8 text (expected one prompt per line)") from None
-        if prompt:
-            prompts.append(prompt)
-    if not prompts:
-        raise UserError(f"{path}: no prompts in this file (expected one prompt per line)")
-    return prompts
-
-
 def open_ratings_log(log_dir):
     """The ratings JSONL (appended to, never truncated) and its PNG: a folder we cannot write stops us now."""
     path = os.path.join(log_dir, f"{RATINGS_NAME}.jsonl")
@@ -333,7 +312,7 @@ def show_start_screen(console, args, base_model, device, ratings_log, prompts):
 
 def main():
     args = parse_args()
-    prompts = read_prompts(args.prompts_file) if args.prompts_file else PROMPTS
+    prompts = read_prompts(args.prompts_file)
     ratings_log = open_ratings_log(args.log_dir)
     try:  # fail now, not after an hour of rating
         check_writable(os.path.dirname(os.path.abspath(args.save_dir)))

@@ -1,5 +1,4 @@
 """The shared foundation: corpus datasets, rank-list reader, tiny cache, model loading, logger, text cleanup."""
-import json
 import os
 import shutil
 import signal

@@ -13,7 +13,8 @@ import pytest
 from safetensors.torch import load_file
 
 from conftest import REPO, run_script
-from terminal_main import MAX_REPLY_BYTES, PROMPTS, SLOW_STEP_ENV, parse_args, parse_reply, read_prompts
+from terminal_main import MAX_REPLY_BYTES, SLOW_STEP_ENV, parse_args, parse_reply
+from utils.generation import PROMPTS, read_prompts
 from utils.common import UserError
 from utils.data import read_rank_lists
 from utils.logger import read_jsonl

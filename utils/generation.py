@@ -1,7 +1,31 @@
 """Batched sampling from a GPT-2 that uses uer's BertTokenizer (prompts without [CLS]/[SEP])."""
 import torch
 
-from utils.common import clean_text
+from utils.common import UserError, clean_text
+
+PROMPTS = ["刚收到货，感觉", "这部电影很", "说实话，真的很", "这次购物总的来说体验很"]  # the original's four
+
+
+def read_prompts(path=None):
+    """Prompts from a UTF-8 file, one per line, blank lines ignored; the original's four without a file."""
+    if path is None:
+        return PROMPTS
+    try:
+        with open(path, "rb") as f:
+            lines = f.read().split(b"\n")
+    except OSError as e:
+        raise UserError(f"{path}: cannot read the prompts file ({e.strerror})") from e
+    prompts = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            prompt = line.decode("utf-8").lstrip("\ufeff").strip()
+        except UnicodeDecodeError:
+            raise UserError(f"{path}:{number}: not valid UTF-8 text (expected one prompt per line)") from None
+        if prompt:
+            prompts.append(prompt)
+    if not prompts:
+        raise UserError(f"{path}: no prompts in this file (expected one prompt per line)")
+    return prompts
 
 
 def encode_prompt(tokenizer, prompt):
