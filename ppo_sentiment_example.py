@@ -9,7 +9,7 @@ or `--reward_model DIR`, a reward model saved by train_reward_model.py (the full
 
     python ppo_sentiment_example.py --tiny          # offline tiny models, about 10 minutes on a CPU
     python ppo_sentiment_example.py                 # the original's hub models and settings
-    accelerate launch ppo_sentiment_example.py ...  # several processes / GPUs
+    accelerate launch --multi_gpu --num_processes 2 ppo_sentiment_example.py ...  # 2 processes (GPUs or CPUs)
 """
 import argparse
 import os
@@ -186,6 +186,8 @@ def main(argv=None, reward_fn=None):
     accelerator = trainer.accelerator
     set_seed(args.seed + 1000 * start_epoch + accelerator.process_index)  # processes sample different prompts
     main_process = accelerator.is_main_process
+    accelerator.print(f"PPO on {accelerator.device} x {accelerator.num_processes} process(es), "
+                      f"{args.batch_size} samples per process and epoch")
     logger = TrainLogger(args.log_dir, args.log_name, x_key="epoch", resume=bool(args.resume)) if main_process else None
 
     total_epochs = int(np.ceil(args.steps / args.batch_size))

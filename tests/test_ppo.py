@@ -341,11 +341,13 @@ def test_nan_reward_skips_the_epoch(micro_dir, tmp_path, monkeypatch, capsys):
 # ---------------------------------------------------------------- several processes
 def test_accelerate_launch_two_processes(env, tmp_path):
     save_dir, log_dir = str(tmp_path / "ck"), str(tmp_path / "logs")
-    result = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+    # `--cpu --num_processes 2` starts a single process in accelerate 1.x (several need mpirun)
+    result = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", SCRIPT,
                              *SMALL, "--steps", "16", "--save_dir", save_dir, "--log_dir", log_dir],
                             cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "x 2 process(es)" in result.stdout
     records = read_jsonl(os.path.join(log_dir, "PPO-Sentiment-Zh.jsonl"))
     assert [r["epoch"] for r in records] == [0, 1]  # written once, by the main process
     assert result.stdout.count("epoch 1 mean-reward") == 1

@@ -17,6 +17,7 @@ import warnings
 
 import torch
 import transformers
+from accelerate import DistributedType, PartialState
 from transformers import AutoTokenizer
 
 from utils.common import UserError, load_pretrained
@@ -69,6 +70,9 @@ def load_policy(model_name_or_path, device, ref_model_name_or_path=None, stop_at
     from (so resuming keeps the KL anchored to the original model), else the same model; it is frozen.
     """
     trl = _import_trl()
+    # trl's from_pretrained asks accelerate for the process state; created there without `cpu`, it makes every
+    # process of a CPU `accelerate launch` believe it is alone
+    PartialState(cpu=torch.device(device).type == "cpu")
     if ref_model_name_or_path is None:
         ref_model_name_or_path = model_name_or_path
         if os.path.isfile(os.path.join(model_name_or_path, STATE_FILE)):
@@ -96,6 +100,10 @@ def load_policy(model_name_or_path, device, ref_model_name_or_path=None, stop_at
 def make_ppo_trainer(policy, ref_model, tokenizer, **ppo_config_kwargs):
     """A `PPOTrainer` configured by `PPOConfig(**ppo_config_kwargs)` (no dataset: we feed batches ourselves)."""
     trl = _import_trl()
+    if PartialState().distributed_type == DistributedType.MULTI_CPU:
+        # accelerate wraps every prepared model in DDP on several CPU processes, and DDP refuses a model with
+        # nothing to train: the reference's value head stays trainable (it is never used nor optimised)
+        ref_model.v_head.requires_grad_(True)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning, message=r".*(PPOTrainer|PPOConfig|deprecated)")
         warnings.filterwarnings("ignore", category=UserWarning, message=r"No dataset is provided")
