@@ -181,7 +181,9 @@ def test_run_logs_sigterm_saves_resume_and_inference(env, tmp_path, capsys):
     assert os.path.getsize(os.path.join(log_dir, "PPO-Sentiment-Zh.png")) > 1000
     interrupted = os.path.join(save_dir, checkpoints(save_dir)[-1])
     state = load_ppo_checkpoint_state(interrupted)
-    assert state["reason"] == "interrupted" and state["epoch"] == done, (checkpoints(save_dir), err)
+    assert state["epoch"] == done, (checkpoints(save_dir), err)
+    # a SIGTERM right after a periodic save (every 2 epochs) has nothing newer to save
+    assert state["reason"] == "interrupted" or (done % 2 == 0 and state["reason"] == "periodic"), state
     assert checkpoints(save_dir)[0].startswith("model_2_")  # the periodic one
 
     # resume: the epoch count and the KL coefficient carry over; two more epochs
