@@ -191,7 +191,7 @@ def train_classifier(tokenizer, encoder_dir, train, cfg, bar):
                         return_tensors="pt")
         return classifier(**enc, labels=torch.tensor([label for label, _ in batch])).loss
 
-    return _train(classifier, cfg["classifier_steps"], 1e-4, loss, _batches(train, cfg["batch_size"], 2), bar,
+    return _train(classifier, cfg["classifier_steps"], 3e-4, loss, _batches(train, cfg["batch_size"], 2), bar,
                   "classifier")
 
 
