@@ -13,6 +13,14 @@ sys.path.insert(0, REPO)
 os.chdir(REPO)  # the scripts' default paths (data/, logs/, checkpoints/) are relative to the repository
 
 
+@pytest.fixture(scope="session", autouse=True)
+def corpus_datasets():
+    """The corpus-made datasets under data/ (built in a second if missing), whichever test runs first."""
+    from utils.data import ensure_datasets
+
+    ensure_datasets()
+
+
 @pytest.fixture(scope="session")
 def micro_dir(tmp_path_factory):
     """A micro `--tiny` cache: encoder, classifier, GPT-2 and tokenizer, a few seconds to build."""
