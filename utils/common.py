@@ -2,6 +2,7 @@
 import os
 import random
 import re
+import shutil
 import sys
 
 import numpy as np
@@ -58,3 +59,14 @@ def load_pretrained(loader, name_or_path, **kwargs):
             f"cannot load model '{name_or_path}': it is not a local folder and the Hugging Face hub "
             "could not provide it (offline?). Use --tiny for the offline models, or pass a local path."
         ) from e
+
+
+def replace_folder(finished, out_dir):
+    """Move the complete folder `finished` to `out_dir`. The old `out_dir` waits as `out_dir.previous`
+    until the new one is in place, so a save killed at any moment leaves a loadable checkpoint."""
+    previous = f"{out_dir}.previous"
+    shutil.rmtree(previous, ignore_errors=True)
+    if os.path.exists(out_dir):
+        os.replace(out_dir, previous)
+    os.replace(finished, out_dir)
+    shutil.rmtree(previous, ignore_errors=True)

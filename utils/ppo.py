@@ -20,7 +20,7 @@ import transformers
 from accelerate import DistributedType, PartialState
 from transformers import AutoTokenizer
 
-from utils.common import UserError, load_pretrained
+from utils.common import UserError, load_pretrained, replace_folder
 from utils.generation import banned_token_ids
 
 STATE_FILE = "ppo_state.json"
@@ -155,7 +155,7 @@ def ppo_step(trainer, queries, responses, rewards):
 def save_ppo_checkpoint(trainer_or_policy, tokenizer, out_dir, state):
     """Save policy (value head included), tokenizer and `state` into `out_dir`, atomically.
 
-    Everything is written into `out_dir.tmp` first and renamed into place when complete, so an
+    Everything is written into `out_dir.tmp` first and moved into place by `replace_folder` when complete, so an
     interrupted save never leaves a half checkpoint. With a trainer, `kl_coef` defaults to its current
     KL coefficient, and in a distributed run only the main process writes.
     """
@@ -172,17 +172,13 @@ def save_ppo_checkpoint(trainer_or_policy, tokenizer, out_dir, state):
     if missing:
         raise ValueError(f"save_ppo_checkpoint: state needs {', '.join(missing)}")
     out_dir = os.path.normpath(out_dir)
-    tmp, old = f"{out_dir}.tmp", f"{out_dir}.old"
+    tmp = f"{out_dir}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     policy.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
     with open(os.path.join(tmp, STATE_FILE), "w", encoding="utf-8") as f:
         json.dump(state, f, indent=1, ensure_ascii=False)
-    if os.path.exists(out_dir):
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out_dir, old)
-    os.replace(tmp, out_dir)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_folder(tmp, out_dir)
     return out_dir
 
 
@@ -213,7 +209,7 @@ def find_latest_checkpoint(save_dir):
     if os.path.isdir(save_dir):
         for name in os.listdir(save_dir):
             path = os.path.join(save_dir, name)
-            if os.path.isfile(os.path.join(path, STATE_FILE)) and not name.endswith((".tmp", ".old")):
+            if os.path.isfile(os.path.join(path, STATE_FILE)) and not name.endswith((".tmp", ".previous")):
                 candidates.append((os.path.getmtime(os.path.join(path, STATE_FILE)), path))
     if not candidates:
         raise UserError(f"no PPO checkpoint under {save_dir} (train one with ppo_sentiment_example.py, "

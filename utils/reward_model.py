@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoTokenizer
 
-from utils.common import UserError
+from utils.common import UserError, replace_folder
 
 HEAD_FILE = "reward_head.safetensors"
 META_FILE = "reward_model.json"
@@ -137,7 +137,7 @@ def save_reward_model(model, tokenizer, out_dir):
     """Write the checkpoint into `out_dir.tmp`, then rename it into place: a killed save never
     leaves a half-written `out_dir`, and the previous one stays loadable until the new one is complete."""
     out_dir = os.path.normpath(out_dir)
-    tmp, previous = f"{out_dir}.tmp", f"{out_dir}.previous"
+    tmp = f"{out_dir}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     model.encoder.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
@@ -147,11 +147,7 @@ def save_reward_model(model, tokenizer, out_dir):
             "head": "Linear(hidden_size, 1) on the pooled output ([CLS] state when there is no pooler)"}
     with open(os.path.join(tmp, META_FILE), "w", encoding="utf-8") as f:
         json.dump(meta, f, indent=1)
-    shutil.rmtree(previous, ignore_errors=True)
-    if os.path.exists(out_dir):
-        os.replace(out_dir, previous)
-    os.replace(tmp, out_dir)
-    shutil.rmtree(previous, ignore_errors=True)
+    replace_folder(tmp, out_dir)
 
 
 def load_reward_model(path, device=None):
