@@ -189,7 +189,8 @@ def main(argv=None, reward_fn=None):
     main_process = accelerator.is_main_process
     accelerator.print(f"PPO on {accelerator.device} x {accelerator.num_processes} process(es), "
                       f"{args.batch_size} samples per process and epoch")
-    logger = TrainLogger(args.log_dir, args.log_name, x_key="epoch", resume=bool(args.resume)) if main_process else None
+    logger = (TrainLogger(args.log_dir, args.log_name, x_key="epoch", resume=bool(args.resume), redo_from=start_epoch)
+              if main_process else None)
 
     total_epochs = int(np.ceil(args.steps / args.batch_size))
     signal.signal(signal.SIGTERM, raise_keyboard_interrupt)  # `kill` saves like Ctrl-C does

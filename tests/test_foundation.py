@@ -1,4 +1,5 @@
 """The shared foundation: corpus datasets, rank-list reader, tiny cache, model loading, logger, text cleanup."""
+import json
 import os
 import shutil
 import signal
@@ -176,6 +177,22 @@ def test_logger_writes_jsonl_as_it_goes_and_a_png(tmp_path):
     resumed = TrainLogger(str(tmp_path), "Run", x_key="epoch", resume=True)
     resumed.log({"epoch": 3, "reward_mean": 0.9})
     assert [r["epoch"] for r in read_jsonl(resumed.jsonl_path)] == [0, 1, 2, 3]
+
+
+def test_logger_resume_drops_a_half_written_line_and_the_epochs_it_redoes(tmp_path):
+    logger = TrainLogger(str(tmp_path), "run", x_key="epoch")
+    for epoch in range(4):
+        logger.log({"epoch": epoch, "loss": 1.0})
+    logger.close()
+    with open(logger.jsonl_path, "a", encoding="utf-8") as f:
+        f.write('{"epoch": 4, "lo')  # killed while writing
+    assert [r["epoch"] for r in read_jsonl(logger.jsonl_path)] == [0, 1, 2, 3]
+
+    resumed = TrainLogger(str(tmp_path), "run", x_key="epoch", resume=True, redo_from=2)  # checkpoint after epoch 1
+    resumed.log({"epoch": 2, "loss": 0.5})
+    resumed.close()
+    with open(logger.jsonl_path, encoding="utf-8") as f:
+        assert [json.loads(line)["epoch"] for line in f] == [0, 1, 2]  # every line whole, epoch 2 once
 
 
 def test_clean_text_removes_bert_spacing_and_special_tokens():

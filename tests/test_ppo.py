@@ -186,22 +186,25 @@ def test_run_logs_sigterm_saves_resume_and_inference(env, tmp_path, capsys):
     assert state["reason"] == "interrupted" or (done % 2 == 0 and state["reason"] == "periodic"), state
     assert checkpoints(save_dir)[0].startswith("model_2_")  # the periodic one
 
-    # resume: the epoch count and the KL coefficient carry over; two more epochs
-    result = run_script([SCRIPT, *common, "--steps", str(8 * (done + 2)), "--resume", interrupted], env=env)
+    # resume from the periodic checkpoint: the epoch count and the KL coefficient carry over, and the epochs
+    # after that checkpoint are redone, logged once
+    periodic = os.path.join(save_dir, checkpoints(save_dir)[0])
+    periodic_state = load_ppo_checkpoint_state(periodic)
+    result = run_script([SCRIPT, *common, "--steps", str(8 * (done + 1)), "--resume", periodic], env=env)
     assert result.returncode == 0, result.stderr
-    assert f"epoch {done} mean-reward" in result.stdout and f"epoch {done + 1} mean-reward" in result.stdout
-    assert f"epoch {done - 1} mean-reward" not in result.stdout
+    assert "epoch 2 mean-reward" in result.stdout and f"epoch {done} mean-reward" in result.stdout
+    assert "epoch 1 mean-reward" not in result.stdout
     records = read_jsonl(jsonl)
-    assert [r["epoch"] for r in records] == list(range(done + 2))
-    assert records[done]["kl_coef"] == pytest.approx(state["kl_coef"])
-    final = [name for name in checkpoints(save_dir) if name.startswith(f"model_{done + 2}_")]
-    assert final and load_ppo_checkpoint_state(os.path.join(save_dir, final[0]))["epoch"] == done + 2
+    assert [r["epoch"] for r in records] == list(range(done + 1))
+    assert records[2]["kl_coef"] == pytest.approx(periodic_state["kl_coef"])
+    final = [name for name in checkpoints(save_dir) if name.startswith(f"model_{done + 1}_")]
+    assert final and load_ppo_checkpoint_state(os.path.join(save_dir, final[0]))["epoch"] == done + 1
 
     import inference_ppo_gpt  # in this process: the interpreter start-up is the slow part here
 
     inference_ppo_gpt.main(["--save_dir", save_dir, "--prompt", "这部电影很", "--num", "3", "--compare_ref"])
     out = capsys.readouterr().out
-    assert f"model_{done + 2}_" in out and out.count("PPO: 这部电影很") == 3
+    assert f"model_{done + 1}_" in out and out.count("PPO: 这部电影很") == 3
     assert out.count("ref: 这部电影很") == 3 and "[SEP]" not in out
 
 

@@ -12,14 +12,23 @@ import matplotlib.pyplot as plt  # noqa: E402
 class TrainLogger:
     """Appends each record to the JSONL file at once (flushed), and redraws the PNG on `plot()`."""
 
-    def __init__(self, log_dir, name, x_key="step", resume=False):
+    def __init__(self, log_dir, name, x_key="step", resume=False, redo_from=None):
+        """`resume` keeps the records already on disk, except those whose `x_key` is `redo_from` or later (a run
+        resumed from a checkpoint redoes them, so they would otherwise appear twice)."""
         os.makedirs(log_dir, exist_ok=True)
         self.jsonl_path = os.path.join(log_dir, f"{name}.jsonl")
         self.png_path = os.path.join(log_dir, f"{name}.png")
         self.name = name
         self.x_key = x_key
-        self.records = read_jsonl(self.jsonl_path) if resume else []
-        self._file = open(self.jsonl_path, "a" if resume else "w", encoding="utf-8")
+        self.records = []
+        if resume:
+            on_disk = read_jsonl(self.jsonl_path)
+            self.records = [r for r in on_disk if redo_from is None or r.get(x_key, redo_from) < redo_from]
+            if len(self.records) < len(on_disk) or _ends_mid_line(self.jsonl_path):
+                _write_jsonl(self.jsonl_path, self.records)
+        else:
+            _write_jsonl(self.jsonl_path, [])
+        self._file = open(self.jsonl_path, "a", encoding="utf-8")
 
     def log(self, record):
         self.records.append(record)
@@ -56,11 +65,38 @@ class TrainLogger:
         self._file.close()
 
 
+def _ends_mid_line(path):
+    """True when a killed run left a last line without its newline."""
+    if not os.path.exists(path):
+        return False
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell() == 0:
+            return False
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) != b"\n"
+
+
+def _write_jsonl(path, records):
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    os.replace(tmp, path)
+
+
 def read_jsonl(path):
+    """The records of a JSONL file; a last line that does not parse is being written (or was cut by a kill)
+    and is left out."""
     if not os.path.exists(path):
         return []
     with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        lines = [line for line in f if line.strip()]
+    records = [json.loads(line) for line in lines[:-1]]
+    try:
+        records += [json.loads(line) for line in lines[-1:]]
+    except json.JSONDecodeError:
+        pass
+    return records
 
 
 def _is_number(value):
