@@ -157,6 +157,9 @@ def main():
     parser.add_argument("--full_batch_size", type=int, default=8)
     parser.add_argument("--skip_full_size", action="store_true")
     args = parser.parse_args()
+    if args.batch_size % TINY["mini_batch_size"] or args.batch_size % ORIGINAL_PPO["mini_batch_size"]:
+        parser.error(f"--batch_size must be a multiple of {TINY['mini_batch_size']} and "
+                     f"{ORIGINAL_PPO['mini_batch_size']} (the two mini-batch sizes)")
     set_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {os.cpu_count()} CPU(s), "
           f"load average {os.getloadavg()[0]:.1f} at start")
