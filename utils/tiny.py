@@ -25,10 +25,11 @@ from transformers import (BertConfig, BertForMaskedLM, BertForSequenceClassifica
                           BertTokenizer, GPT2Config, GPT2LMHeadModel, get_linear_schedule_with_warmup)
 
 from utils.common import set_seed
-from utils.data import NEGATIVE, POSITIVE, read_corpus_split
+from utils.data import DATASETS_VERSION, NEGATIVE, POSITIVE, read_corpus_split
 
 LABELS = {NEGATIVE: "negative (stars 1, 2 and 3)", POSITIVE: "positive (stars 4 and 5)"}  # uer's JD classifier
 REPORT = "report.json"  # written last: a folder without it is not a finished build
+RECIPE_VERSION = 2  # raise when the build makes different models, so that caches an older recipe made are rebuilt
 PRESETS = {
     # about 7 minutes on 2 CPU cores
     "tiny": dict(hidden=192, heads=4, encoder_layers=3, gpt_layers=4, seq_len=64, batch_size=32,
@@ -49,16 +50,27 @@ def tiny_paths(root=None):
 
 
 def ensure_tiny(root=None, preset="tiny"):
-    """Paths of the tiny models, building them first if they are missing or half-built."""
+    """Paths of the tiny models, building them first if they are missing, half-built or out of date."""
     root = root or tiny_dir()
-    if not os.path.exists(os.path.join(root, REPORT)):
+    if not is_current_build(root):
         os.makedirs(os.path.dirname(os.path.abspath(root)), exist_ok=True)
         with open(os.path.abspath(root) + ".lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building it right now
-            if not os.path.exists(os.path.join(root, REPORT)):
-                print(f"building the offline tiny models in {root} (once; about 7 minutes on 2 CPU cores) ...")
+            if not is_current_build(root):
+                why = "an older recipe or dataset made them" if os.path.exists(os.path.join(root, REPORT)) else "once"
+                print(f"building the offline tiny models in {root} ({why}; about 7 minutes on 2 CPU cores) ...")
                 build_tiny(root, preset=preset)
     return tiny_paths(root)
+
+
+def is_current_build(root):
+    """A finished build (its report written) of this recipe on this version of the datasets."""
+    try:
+        with open(os.path.join(root, REPORT)) as f:
+            report = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return report.get("recipe_version") == RECIPE_VERSION and report.get("datasets_version") == DATASETS_VERSION
 
 
 def build_tiny(root, preset="tiny", seed=0, report_dir="logs"):
@@ -90,7 +102,8 @@ def build_tiny(root, preset="tiny", seed=0, report_dir="logs"):
     for path in paths.values():
         tokenizer.save_pretrained(path)
 
-    report = {"preset": preset, "classifier_test_acc": round(classifier_accuracy(classifier, tokenizer, test), 4),
+    report = {"preset": preset, "recipe_version": RECIPE_VERSION, "datasets_version": DATASETS_VERSION,
+              "classifier_test_acc": round(classifier_accuracy(classifier, tokenizer, test), 4),
               "lm_test_perplexity": round(lm_perplexity(gpt2, tokenizer, test, cfg["seq_len"]), 2),
               "build_seconds": round(time.time() - start, 1), "train_sentences": len(train),
               "classifier_train_sentences": len(classifier_train),
