@@ -14,7 +14,7 @@ import sys
 
 from utils.common import UserError, pick_device, run_main
 from utils.data import read_rank_lists
-from utils.reward_model import load_reward_model, ranking_metrics, score_texts
+from utils.reward_model import load_reward_model, score_and_rank_metrics, score_texts
 
 DEFAULT_MODEL = os.path.join("checkpoints", "reward_model", "sentiment_analysis", "model_best")
 EXAMPLE_TEXTS = [
@@ -47,12 +47,8 @@ def read_texts(args):
 def evaluate_file(model, tokenizer, args):
     """Score every text of the file in one batched pass, then compare with each list's order."""
     rank_lists = read_rank_lists(args.eval_tsv, skip_bad_lines=args.skip_bad_lines)
-    scores = score_texts(model, tokenizer, [t for r in rank_lists for t in r], args.batch_size, args.max_seq_len)
-    score_lists, start = [], 0
-    for r in rank_lists:
-        score_lists.append(scores[start:start + len(r)])
-        start += len(r)
-    return ranking_metrics(score_lists)
+    return score_and_rank_metrics(
+        rank_lists, lambda texts: score_texts(model, tokenizer, texts, args.batch_size, args.max_seq_len))
 
 
 def main():

@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from transformers import AutoModelForSequenceClassification, AutoTokenizer  # noqa: E402
 
 from utils.data import RANK_LIST_DIR, make_rank_lists, read_corpus_split, read_rank_lists  # noqa: E402
-from utils.reward_model import load_reward_model, ranking_metrics, score_texts  # noqa: E402
+from utils.reward_model import load_reward_model, score_and_rank_metrics, score_texts  # noqa: E402
 from utils.tiny import ensure_tiny  # noqa: E402
 
 
@@ -60,15 +60,6 @@ def reward_model_scorer(path):
     return lambda texts: score_texts(model, tokenizer, texts)
 
 
-def evaluate(scorer, rank_lists):
-    flat = scorer([t for r in rank_lists for t in r])
-    scores, start = [], 0
-    for r in rank_lists:
-        scores.append(flat[start:start + len(r)])
-        start += len(r)
-    return ranking_metrics(scores)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reward_model", default=os.path.join("checkpoints", "reward_model", "sentiment_analysis",
@@ -85,7 +76,7 @@ def main():
     print(f"{'scorer':<40} {'lists':<5} {'n':>4} {'best_vs_worst':>13} {'pairwise':>9} {'tau':>6}")
     for name, scorer in scorers.items():
         for split, rank_lists in lists.items():
-            m = evaluate(scorer, rank_lists)
+            m = score_and_rank_metrics(rank_lists, scorer)
             print(f"{name[:40]:<40} {split:<5} {len(rank_lists):>4} {m['best_vs_worst_acc']:>13.3f} "
                   f"{m['pairwise_acc']:>9.3f} {m['kendall_tau']:>6.3f}")
 

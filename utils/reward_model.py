@@ -88,6 +88,16 @@ def ranking_metrics(score_lists):
             "kendall_tau": sum(taus) / n, "best_vs_worst_acc": best_vs_worst / n}
 
 
+def score_and_rank_metrics(rank_lists, score):
+    """`ranking_metrics` of rank lists scored by `score` (texts -> their scores), all texts in one call."""
+    flat = score([t for r in rank_lists for t in r])
+    score_lists, start = [], 0
+    for r in rank_lists:
+        score_lists.append(flat[start:start + len(r)])
+        start += len(r)
+    return ranking_metrics(score_lists)
+
+
 # ---------------------------------------------------------------- batching texts
 def usable_seq_len(model, max_seq_len):
     """`max_seq_len`, capped by the encoder's position embeddings (small encoders have fewer than 512)."""
