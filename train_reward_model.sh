@@ -7,10 +7,8 @@
 set -e
 cd "$(dirname "$0")"
 PYTHON="${PYTHON:-python}"
+# the rank lists below are built from the installed review corpus by train_reward_model.py when missing
 DATA=data/reward_datasets/sentiment_analysis
-if [ ! -f "$DATA/train.tsv" ] || [ ! -f "$DATA/dev.tsv" ]; then
-    "$PYTHON" -m utils.data  # builds the rank lists from the installed review corpus
-fi
 if [ "$1" = "--tiny" ]; then
     shift
     TINY=1

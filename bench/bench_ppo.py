@@ -30,9 +30,8 @@ import torch  # noqa: E402
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel  # noqa: E402
 
 from ppo_sentiment_example import TINY  # noqa: E402
-from utils.generation import PROMPTS  # noqa: E402
 from utils.common import set_seed  # noqa: E402
-from utils.generation import decode, encode_prompt, generate_responses  # noqa: E402
+from utils.generation import PROMPTS, decode, encode_prompt, generate_responses  # noqa: E402
 from utils.ppo import load_policy, make_ppo_trainer, ppo_step, unwrap_policy  # noqa: E402
 from utils.rewards import SentimentPipelineReward  # noqa: E402
 from utils.tiny import ensure_tiny  # noqa: E402

@@ -20,9 +20,9 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from transformers import AutoModelForSequenceClassification, AutoTokenizer  # noqa: E402
 
-from utils.data import RANK_LIST_DIR, make_rank_lists, read_corpus_split, read_rank_lists  # noqa: E402
+from utils.data import POSITIVE, RANK_LIST_DIR, make_rank_lists, read_corpus_split, read_rank_lists  # noqa: E402
 from utils.reward_model import load_reward_model, score_and_rank_metrics, score_texts  # noqa: E402
-from utils.tiny import ensure_tiny  # noqa: E402
+from utils.tiny import LABELS, ensure_tiny  # noqa: E402
 
 
 def char_ngrams(text):
@@ -46,7 +46,7 @@ def naive_bayes_scorer(items):
 def classifier_scorer(path):
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForSequenceClassification.from_pretrained(path).eval()
-    positive = model.config.label2id["positive (stars 4 and 5)"]
+    positive = model.config.label2id[LABELS[POSITIVE]]
 
     @torch.no_grad()
     def score(texts):

@@ -20,8 +20,7 @@ import warnings
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from utils.generation import PROMPTS  # noqa: E402
-from utils.generation import encode_prompt, generate_responses  # noqa: E402
+from utils.generation import PROMPTS, encode_prompt, generate_responses  # noqa: E402
 from utils.logger import TrainLogger  # noqa: E402
 from utils.ppo import load_policy, make_ppo_trainer, ppo_step  # noqa: E402
 from utils.tiny import ensure_tiny  # noqa: E402

@@ -1,4 +1,6 @@
-"""Small helpers every script needs: errors for users, device, seed, text cleanup, model loading."""
+"""Small helpers every script needs: errors for users, device, seed, text cleanup, model loading, files
+written atomically."""
+import contextlib
 import os
 import random
 import re
@@ -61,12 +63,28 @@ def load_pretrained(loader, name_or_path, **kwargs):
         ) from e
 
 
-def replace_folder(finished, out_dir):
-    """Move the complete folder `finished` to `out_dir`. The old `out_dir` waits as `out_dir.previous`
-    until the new one is in place, so a save killed at any moment leaves a loadable checkpoint."""
-    previous = f"{out_dir}.previous"
+def write_text_atomically(path, text):
+    """Write to a temporary file beside `path`, then rename: a killed write never leaves half a file."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def folder_written_atomically(out_dir):
+    """Yields a fresh `out_dir.tmp` to write into; once the block has finished, it replaces `out_dir`. The old
+    `out_dir` waits as `out_dir.previous` until the new one is in place, so a write killed at any moment
+    leaves a complete folder (the old or the new one), never half of one."""
+    out_dir = os.path.normpath(out_dir)
+    tmp, previous = f"{out_dir}.tmp", f"{out_dir}.previous"
+    shutil.rmtree(tmp, ignore_errors=True)
+    yield tmp
     shutil.rmtree(previous, ignore_errors=True)
     if os.path.exists(out_dir):
         os.replace(out_dir, previous)
-    os.replace(finished, out_dir)
+    os.replace(tmp, out_dir)
     shutil.rmtree(previous, ignore_errors=True)

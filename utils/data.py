@@ -10,7 +10,7 @@ import random
 import re
 import sys
 
-from utils.common import UserError
+from utils.common import UserError, write_text_atomically
 
 CORPUS_DIR = os.path.join("data", "sentiment_corpus")  # label<TAB>sentence, for the tiny classifier and LM
 RANK_LIST_DIR = os.path.join("data", "reward_datasets", "sentiment_analysis")  # rank lists, best first
@@ -68,17 +68,6 @@ def parse_rank_list_line(raw, expected_fields):
     if expected_fields and len(fields) != expected_fields:
         return None, f"expected {expected_fields} tab-separated texts, found {len(fields)}"
     return fields, None
-
-
-def write_text_atomically(path, text):
-    """Write to a temporary file beside `path`, then rename: a killed write never leaves half a file."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------- building datasets from the corpus

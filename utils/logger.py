@@ -8,6 +8,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from utils.common import write_text_atomically  # noqa: E402
+
 
 class TrainLogger:
     """Appends each record to the JSONL file at once (flushed), and redraws the PNG on `plot()`."""
@@ -25,14 +27,14 @@ class TrainLogger:
             on_disk = read_jsonl(self.jsonl_path)
             self.records = [r for r in on_disk if redo_from is None or r.get(x_key, redo_from) < redo_from]
             if len(self.records) < len(on_disk) or _ends_mid_line(self.jsonl_path):
-                _write_jsonl(self.jsonl_path, self.records)
+                write_text_atomically(self.jsonl_path, "".join(_json_line(r) for r in self.records))
         else:
-            _write_jsonl(self.jsonl_path, [])
+            write_text_atomically(self.jsonl_path, "")
         self._file = open(self.jsonl_path, "a", encoding="utf-8")
 
     def log(self, record):
         self.records.append(record)
-        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._file.write(_json_line(record))
         self._file.flush()
         os.fsync(self._file.fileno())
 
@@ -65,6 +67,10 @@ class TrainLogger:
         self._file.close()
 
 
+def _json_line(record):
+    return json.dumps(record, ensure_ascii=False) + "\n"
+
+
 def _ends_mid_line(path):
     """True when a killed run left a last line without its newline."""
     if not os.path.exists(path):
@@ -75,13 +81,6 @@ def _ends_mid_line(path):
             return False
         f.seek(-1, os.SEEK_END)
         return f.read(1) != b"\n"
-
-
-def _write_jsonl(path, records):
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-    os.replace(tmp, path)
 
 
 def read_jsonl(path):

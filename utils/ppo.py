@@ -12,7 +12,6 @@ A checkpoint folder is what `AutoModelForCausalLMWithValueHead.from_pretrained` 
 import json
 import math
 import os
-import shutil
 import warnings
 
 import torch
@@ -20,7 +19,7 @@ import transformers
 from accelerate import DistributedType, PartialState
 from transformers import AutoTokenizer
 
-from utils.common import UserError, load_pretrained, replace_folder
+from utils.common import UserError, folder_written_atomically, load_pretrained
 from utils.generation import banned_token_ids
 
 STATE_FILE = "ppo_state.json"
@@ -155,8 +154,8 @@ def ppo_step(trainer, queries, responses, rewards):
 def save_ppo_checkpoint(trainer_or_policy, tokenizer, out_dir, state):
     """Save policy (value head included), tokenizer and `state` into `out_dir`, atomically.
 
-    Everything is written into `out_dir.tmp` first and moved into place by `replace_folder` when complete, so an
-    interrupted save never leaves a half checkpoint. With a trainer, `kl_coef` defaults to its current
+    Everything is written into `out_dir.tmp` first and moved into place when complete, so an interrupted save
+    never leaves a half checkpoint. With a trainer, `kl_coef` defaults to its current
     KL coefficient, and in a distributed run only the main process writes.
     """
     state = dict(state)
@@ -171,15 +170,12 @@ def save_ppo_checkpoint(trainer_or_policy, tokenizer, out_dir, state):
     missing = [key for key in REQUIRED_STATE if key not in state]
     if missing:
         raise ValueError(f"save_ppo_checkpoint: state needs {', '.join(missing)}")
-    out_dir = os.path.normpath(out_dir)
-    tmp = f"{out_dir}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    policy.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    with open(os.path.join(tmp, STATE_FILE), "w", encoding="utf-8") as f:
-        json.dump(state, f, indent=1, ensure_ascii=False)
-    replace_folder(tmp, out_dir)
-    return out_dir
+    with folder_written_atomically(out_dir) as tmp:
+        policy.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        with open(os.path.join(tmp, STATE_FILE), "w", encoding="utf-8") as f:
+            json.dump(state, f, indent=1, ensure_ascii=False)
+    return os.path.normpath(out_dir)
 
 
 def load_ppo_checkpoint_state(path):

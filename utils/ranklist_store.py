@@ -17,8 +17,8 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from utils.common import UserError
-from utils.data import parse_rank_list_line, write_text_atomically
+from utils.common import UserError, write_text_atomically
+from utils.data import parse_rank_list_line
 
 _CONTROL_WHITESPACE = re.compile(r"[\t\r\n\v\f\x1c-\x1e\x85\u2028\u2029]+")
 

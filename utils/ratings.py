@@ -15,8 +15,7 @@ import math
 import os
 import sys
 
-from utils.common import UserError
-from utils.data import write_text_atomically
+from utils.common import UserError, write_text_atomically
 from utils.ranklist_store import format_rank_line
 
 RATINGS_NAME = "Terminal-Human-Feedback"  # logs/<name>.jsonl and logs/<name>.png

@@ -11,14 +11,13 @@ Nothing is ever unpickled: the encoder is loaded with `use_safetensors=True`, th
 """
 import json
 import os
-import shutil
 
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoTokenizer
 
-from utils.common import UserError, replace_folder
+from utils.common import UserError, folder_written_atomically
 
 HEAD_FILE = "reward_head.safetensors"
 META_FILE = "reward_model.json"
@@ -146,18 +145,15 @@ def score_texts(model, tokenizer, texts, batch_size=32, max_seq_len=128):
 def save_reward_model(model, tokenizer, out_dir):
     """Write the checkpoint into `out_dir.tmp`, then rename it into place: a killed save never
     leaves a half-written `out_dir`, and the previous one stays loadable until the new one is complete."""
-    out_dir = os.path.normpath(out_dir)
-    tmp = f"{out_dir}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.encoder.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
     head = {"weight": model.head.weight.detach().cpu().contiguous(), "bias": model.head.bias.detach().cpu()}
-    save_file(head, os.path.join(tmp, HEAD_FILE))
     meta = {"encoder_class": type(model.encoder).__name__, "hidden_size": model.head.in_features,
             "head": "Linear(hidden_size, 1) on the pooled output ([CLS] state when there is no pooler)"}
-    with open(os.path.join(tmp, META_FILE), "w", encoding="utf-8") as f:
-        json.dump(meta, f, indent=1)
-    replace_folder(tmp, out_dir)
+    with folder_written_atomically(out_dir) as tmp:
+        model.encoder.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        save_file(head, os.path.join(tmp, HEAD_FILE))
+        with open(os.path.join(tmp, META_FILE), "w", encoding="utf-8") as f:
+            json.dump(meta, f, indent=1)
 
 
 def load_reward_model(path, device=None):

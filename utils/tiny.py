@@ -24,7 +24,7 @@ from tqdm import tqdm
 from transformers import (BertConfig, BertForMaskedLM, BertForSequenceClassification, BertModel,
                           BertTokenizer, GPT2Config, GPT2LMHeadModel, get_linear_schedule_with_warmup)
 
-from utils.common import set_seed
+from utils.common import folder_written_atomically, set_seed
 from utils.data import DATASETS_VERSION, NEGATIVE, POSITIVE, read_corpus_split
 
 LABELS = {NEGATIVE: "negative (stars 1, 2 and 3)", POSITIVE: "positive (stars 4 and 5)"}  # uer's JD classifier
@@ -86,32 +86,27 @@ def build_tiny(root, preset="tiny", seed=0, report_dir="logs"):
     # built from the dev split, stay unseen by the encoder
     classifier_train = train + read_corpus_split("dev")
     test = test[:cfg["max_test_sentences"]]
-    building = f"{os.path.abspath(root)}.building"
-    shutil.rmtree(building, ignore_errors=True)
-    paths = tiny_paths(building)
-    tokenizer = build_tokenizer([s for _, s in train], building, model_max_length=2 * cfg["seq_len"])
-
-    total = cfg["mlm_steps"] + cfg["classifier_steps"] + cfg["lm_steps"]
-    with tqdm(total=total, desc="tiny models", unit="step") as bar:
-        encoder = train_encoder(tokenizer, train, cfg, bar)
-        encoder.save_pretrained(paths["encoder"])
-        classifier = train_classifier(tokenizer, paths["encoder"], classifier_train, cfg, bar)
-        classifier.save_pretrained(paths["classifier"])
-        gpt2 = train_gpt2(tokenizer, train, cfg, bar)
-        gpt2.save_pretrained(paths["gpt2"])
-    for path in paths.values():
-        tokenizer.save_pretrained(path)
-
-    report = {"preset": preset, "recipe_version": RECIPE_VERSION, "datasets_version": DATASETS_VERSION,
-              "classifier_test_acc": round(classifier_accuracy(classifier, tokenizer, test), 4),
-              "lm_test_perplexity": round(lm_perplexity(gpt2, tokenizer, test, cfg["seq_len"]), 2),
-              "build_seconds": round(time.time() - start, 1), "train_sentences": len(train),
-              "classifier_train_sentences": len(classifier_train),
-              "test_sentences": len(test), "vocab_size": len(tokenizer)}
-    with open(os.path.join(building, REPORT), "w") as f:
-        json.dump(report, f, indent=1)
-    shutil.rmtree(root, ignore_errors=True)
-    os.replace(building, root)
+    with folder_written_atomically(root) as building:
+        paths = tiny_paths(building)
+        tokenizer = build_tokenizer([s for _, s in train], building, model_max_length=2 * cfg["seq_len"])
+        total = cfg["mlm_steps"] + cfg["classifier_steps"] + cfg["lm_steps"]
+        with tqdm(total=total, desc="tiny models", unit="step") as bar:
+            encoder = train_encoder(tokenizer, train, cfg, bar)
+            encoder.save_pretrained(paths["encoder"])
+            classifier = train_classifier(tokenizer, paths["encoder"], classifier_train, cfg, bar)
+            classifier.save_pretrained(paths["classifier"])
+            gpt2 = train_gpt2(tokenizer, train, cfg, bar)
+            gpt2.save_pretrained(paths["gpt2"])
+        for path in paths.values():
+            tokenizer.save_pretrained(path)
+        report = {"preset": preset, "recipe_version": RECIPE_VERSION, "datasets_version": DATASETS_VERSION,
+                  "classifier_test_acc": round(classifier_accuracy(classifier, tokenizer, test), 4),
+                  "lm_test_perplexity": round(lm_perplexity(gpt2, tokenizer, test, cfg["seq_len"]), 2),
+                  "build_seconds": round(time.time() - start, 1), "train_sentences": len(train),
+                  "classifier_train_sentences": len(classifier_train),
+                  "test_sentences": len(test), "vocab_size": len(tokenizer)}
+        with open(os.path.join(building, REPORT), "w") as f:
+            json.dump(report, f, indent=1)
     print(f"tiny models ready in {root}: classifier accuracy {report['classifier_test_acc']:.3f} on "
           f"{len(test)} held-out sentences, GPT-2 perplexity {report['lm_test_perplexity']:.1f}, "
           f"built in {report['build_seconds']:.0f}s")
