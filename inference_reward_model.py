@@ -13,7 +13,7 @@ import os
 import sys
 
 from utils.common import UserError, pick_device, run_main
-from utils.data import read_rank_lists
+from utils.ranklists import read_rank_lists
 from utils.reward_model import load_reward_model, score_and_rank_metrics, score_texts
 
 DEFAULT_MODEL = os.path.join("checkpoints", "reward_model", "sentiment_analysis", "model_best")

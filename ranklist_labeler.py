@@ -20,7 +20,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from utils.common import UserError, load_pretrained, pick_device
 from utils.generation import decode, encode_prompt, generate_responses
-from utils.ranklist_store import append_rank_list, metadata_path, read_rank_list_table, undo_rank_list
+from utils.ranklists import append_rank_list, metadata_path, read_rank_list_table, undo_rank_list
 
 RANDOM_PROMPTS = ["今天早晨我去了", "这部电影很", "刚收到货，感觉", "说实话，真的很", "这次购物总的来说体验很",
                   "这家酒店的服务"]

@@ -23,8 +23,9 @@ from torch.utils.data import DataLoader
 from transformers import AutoModel, AutoTokenizer, get_linear_schedule_with_warmup
 
 from utils.common import UserError, load_pretrained, pick_device, run_main, set_seed
-from utils.data import RANK_LIST_DIR, ensure_datasets, read_rank_lists
+from utils.data import RANK_LIST_DIR, ensure_datasets
 from utils.logger import TrainLogger
+from utils.ranklists import read_rank_lists
 from utils.reward_model import (RewardModel, encode_rank_lists, rank_list_loss, ranking_metrics,
                                 save_reward_model, scores_to_lists, usable_seq_len)
 from utils.tiny import ensure_tiny

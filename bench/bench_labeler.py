@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 from utils.generation import decode, encode_prompt, generate_responses  # noqa: E402
-from utils.ranklist_store import append_rank_list, format_rank_line, undo_rank_list  # noqa: E402
+from utils.ranklists import append_rank_list, format_rank_line, undo_rank_list  # noqa: E402
 from utils.tiny import ensure_tiny  # noqa: E402
 
 TEXTS = ["这次购物总的来说体验很好，物流很快，包装也很仔细，下次还会再来。"] * 4

@@ -20,7 +20,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from transformers import AutoModelForSequenceClassification, AutoTokenizer  # noqa: E402
 
-from utils.data import POSITIVE, RANK_LIST_DIR, make_rank_lists, read_corpus_split, read_rank_lists  # noqa: E402
+from utils.data import POSITIVE, RANK_LIST_DIR, make_rank_lists, read_corpus_split  # noqa: E402
+from utils.ranklists import read_rank_lists  # noqa: E402
 from utils.reward_model import load_reward_model, score_and_rank_metrics, score_texts  # noqa: E402
 from utils.tiny import LABELS, ensure_tiny  # noqa: E402
 

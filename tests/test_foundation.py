@@ -1,6 +1,7 @@
 """The shared foundation: corpus datasets, rank-list reader, tiny cache, model loading, logger, text cleanup."""
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -13,8 +14,9 @@ import torch
 from conftest import REPO, run_script
 from utils.common import UserError, clean_text, load_pretrained, pick_device
 from utils.data import (BUILD_STAMP, DATASETS_VERSION, RANK_LIST_DIR, build_datasets, ensure_datasets, make_rank_lists,
-                        read_corpus_split, read_rank_lists)
+                        read_corpus_split)
 from utils.logger import TrainLogger, read_jsonl
+from utils.ranklists import read_rank_lists
 from utils.tiny import RECIPE_VERSION, REPORT, ensure_tiny
 
 
@@ -121,6 +123,23 @@ def test_skipped_lines_are_counted(tmp_path, capsys):
     path.write_text("好\t差\n坏行\n好\t\t差\n很好\t很差\n")
     assert len(read_rank_lists(str(path), skip_bad_lines=True)) == 2
     assert "skipped 2 bad line(s)" in capsys.readouterr().err
+
+
+def test_data_readme_examples_are_what_the_real_reader_reads(tmp_path):
+    """data/README.md shows the rank-list format and a .meta.jsonl record: the examples cannot rot."""
+    with open(os.path.join(REPO, "data", "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    [example] = re.findall(r"```tsv\n(.*?)```", readme, re.S)
+    path = tmp_path / "example.tsv"
+    path.write_text(example, encoding="utf-8")
+    rank_lists = read_rank_lists(str(path))
+    assert rank_lists == [line.split("\t") for line in example.splitlines()] and len(rank_lists) == 3
+
+    [record_line] = re.findall(r"```json\n(.*?)\n```", readme, re.S)
+    record = json.loads(record_line)  # the record of the example's first line
+    assert {"save_id", "time", "prompt", "ranks"} <= record.keys()
+    assert all(text.startswith(record["prompt"]) for text in rank_lists[0])
+    assert sorted(record["ranks"]) == list(range(1, len(rank_lists[0]) + 1)) == list(range(1, record["rank_list_len"] + 1))
 
 
 # ---------------------------------------------------------------- tiny cache

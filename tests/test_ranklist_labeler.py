@@ -10,9 +10,8 @@ from streamlit.testing.v1 import AppTest
 
 from conftest import REPO
 from utils.common import UserError
-from utils.data import read_rank_lists
-from utils.ranklist_store import (append_rank_list, clean_field, format_rank_line, metadata_path,
-                                  read_rank_list_table, undo_rank_list)
+from utils.ranklists import (append_rank_list, clean_field, format_rank_line, metadata_path, read_rank_list_table,
+                             read_rank_lists, undo_rank_list)
 
 PAGE = os.path.join(REPO, "ranklist_labeler.py")
 SAVE, REGENERATE, SKIP, UNDO, RANDOM = "存储当前排序", "重新生成答案", "跳过这个 prompt", "撤销上一次存储", "随机 prompt"
@@ -226,7 +225,7 @@ def test_undo_of_a_line_that_is_gone_changes_nothing(tmp_path):
 
 WORKER = r"""
 import os, sys, time
-from utils.ranklist_store import append_rank_list, undo_rank_list
+from utils.ranklists import append_rank_list, undo_rank_list
 dataset, worker, n, go = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 open(go + "." + worker, "w").close()
 while not os.path.exists(go):

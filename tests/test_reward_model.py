@@ -13,8 +13,9 @@ from transformers import AutoTokenizer, BertConfig, BertModel
 
 from conftest import REPO, run_script
 from utils.common import UserError
-from utils.data import RANK_LIST_DIR, read_rank_lists
+from utils.data import RANK_LIST_DIR
 from utils.logger import read_jsonl
+from utils.ranklists import read_rank_lists
 from utils.reward_model import (HEAD_FILE, META_FILE, RewardModel, load_reward_model, rank_list_loss,
                                 ranking_metrics, save_reward_model, score_texts)
 

@@ -16,8 +16,8 @@ from conftest import REPO, run_script
 from terminal_main import MAX_REPLY_BYTES, SLOW_STEP_ENV, parse_args, parse_reply
 from utils.generation import PROMPTS, read_prompts
 from utils.common import UserError
-from utils.data import read_rank_lists
 from utils.logger import read_jsonl
+from utils.ranklists import read_rank_lists
 from utils.ratings import ratings_to_rank_lists, read_ratings
 
 REWARD = r"Reward \(-2\.0 ~ 2\.0\): "
@@ -264,7 +264,7 @@ def test_ratings_become_rank_lists_best_first_without_ties():
     assert ratings_to_rank_lists(ratings) == [["这部电影很好看", "这部电影很一般", "这部电影很差"]]
 
 
-def test_ratings_command_writes_rank_lists_the_reward_model_reads(tmp_path):
+def test_ratings_command_writes_rank_lists_the_reward_model_reads(tmp_path, capsys):
     ratings, out = tmp_path / "ratings.jsonl", tmp_path / "human" / "rank.tsv"
     lines = [{"prompt": "这次购物总的来说体验很", "answer": a, "reward": r, "step": 1}
              for a, r in [("差\t劲", -2.0), ("好", 2.0), ("一般", 0.5)]]
@@ -282,3 +282,5 @@ def test_ratings_command_writes_rank_lists_the_reward_model_reads(tmp_path):
                             "such lines)\n"
     assert out.read_text(encoding="utf-8") == "kept\tas it was\n"
     assert len(read_ratings(str(ratings), skip_bad_lines=True)) == 3
+    assert capsys.readouterr().err == (f"warning: skipped 1 bad line(s) in {ratings} "
+                                       "(first: line 4: 'reward' should be a finite number)\n")

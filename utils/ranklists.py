@@ -1,7 +1,10 @@
-"""Storage of human rank lists: one TSV line per save, safe when several annotators save at once.
+"""The rank-list format: one TSV line per rank list, texts best first, separated by tabs.
 
-The TSV keeps the original tool's format (texts best first, separated by tabs), so `train_reward_model.py`
-reads it as it is. Who saved what and when goes to a JSONL file beside it (`total_dataset.tsv` ->
+This is the original tool's format, and every rank list in the project is read and written here: the datasets
+built from the corpus, the labelling page's saves (safe when several annotators save at once), the terminal's
+ratings turned into rank lists. `data/README.md` shows the format with an example.
+
+Who saved a line and when goes to a JSONL file beside the TSV (`total_dataset.tsv` ->
 `total_dataset.meta.jsonl`), one record per TSV line.
 
 Every change happens under an exclusive `fcntl` lock on a third file (`total_dataset.tsv.lock`), not on the
@@ -13,16 +16,75 @@ import fcntl
 import json
 import os
 import re
+import sys
 import time
 import uuid
 from dataclasses import dataclass
 
 from utils.common import UserError, write_text_atomically
-from utils.data import parse_rank_list_line
 
 _CONTROL_WHITESPACE = re.compile(r"[\t\r\n\v\f\x1c-\x1e\x85\u2028\u2029]+")
 
 
+# ---------------------------------------------------------------- reading
+def read_rank_lists(path, skip_bad_lines=False, expected_fields=None):
+    """Rank lists from a TSV file: one list per line, fields separated by tabs, best first.
+
+    A bad line (fewer than 2 fields, an empty field, not UTF-8, or not `expected_fields` long) stops with
+    `file:line: reason`; with `skip_bad_lines` it is left out and counted on stderr. Blank lines are ignored.
+    """
+    rank_lists = read_checked_lines(path, lambda raw: parse_rank_list_line(raw, expected_fields), skip_bad_lines)
+    if not rank_lists:
+        raise UserError(f"{path}: no rank lists in this file (expected one tab-separated list per line)")
+    return rank_lists
+
+
+def read_checked_lines(path, parse_line, skip_bad_lines=False):
+    """The values `parse_line` makes of a file's lines (bytes): it returns (value, None) for a good line, (a false
+    value, None) for a line to ignore, (None, reason) for a bad one.
+
+    A bad line stops with `file:line: reason`; with `skip_bad_lines` it is left out, and one warning on stderr
+    counts the skipped lines. Rank lists and the terminal's ratings are read this way.
+    """
+    if not os.path.isfile(path):
+        raise UserError(f"{path}: no such file")
+    values, bad = [], []
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            value, reason = parse_line(raw)
+            if reason is None:
+                if value:
+                    values.append(value)
+            elif skip_bad_lines:
+                bad.append((number, reason))
+            else:
+                raise UserError(f"{path}:{number}: {reason} (use --skip_bad_lines to skip such lines)")
+    if bad:
+        print(f"warning: skipped {len(bad)} bad line(s) in {path} (first: line {bad[0][0]}: {bad[0][1]})",
+              file=sys.stderr)
+    return values
+
+
+def parse_rank_list_line(raw, expected_fields):
+    """(fields, None) for a good line, ([], None) for a blank one, (None, reason) for a bad one."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None, "not valid UTF-8 text"
+    line = line.rstrip("\r\n")
+    if not line.strip():
+        return [], None
+    fields = [field.strip() for field in line.split("\t")]
+    if len(fields) < 2:
+        return None, "a rank list needs at least 2 tab-separated texts, found 1"
+    if any(not field for field in fields):
+        return None, f"empty text in field {fields.index('') + 1}"
+    if expected_fields and len(fields) != expected_fields:
+        return None, f"expected {expected_fields} tab-separated texts, found {len(fields)}"
+    return fields, None
+
+
+# ---------------------------------------------------------------- writing
 @dataclass
 class SavedLine:
     """What a session needs to undo its own save: the exact line and its metadata id."""
@@ -50,6 +112,11 @@ def format_rank_line(texts):
     if empty:
         raise UserError(f"text {empty[0]} of the rank list is empty")
     return "\t".join(fields) + "\n"
+
+
+def write_rank_lists(path, rank_lists):
+    """Write a whole rank-list file (each list best first) at once: the old file stays until the new one is complete."""
+    write_text_atomically(path, "".join(format_rank_line(texts) for texts in rank_lists))
 
 
 @contextlib.contextmanager
@@ -119,6 +186,7 @@ def _save_id(record_line):
         return None  # a hand-edited or foreign line: never ours
 
 
+# ---------------------------------------------------------------- table view
 def read_rank_list_table(dataset_file, expected_fields):
     """(rank_lists, bad_lines) of a dataset file for display: bad lines are `(line_number, reason)`, not errors.
 
