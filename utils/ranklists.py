@@ -7,7 +7,7 @@ ratings turned into rank lists. `data/README.md` shows the format with an exampl
 Who saved a line and when goes to a JSONL file beside the TSV (`total_dataset.tsv` ->
 `total_dataset.meta.jsonl`), one record per TSV line.
 
-Every change happens under an exclusive `fcntl` lock on a third file (`total_dataset.tsv.lock`), not on the
+Every append and undo happens under an exclusive `fcntl` lock on a third file (`total_dataset.tsv.lock`), not on the
 TSV itself: undo replaces the TSV by a new file, and a process waiting for a lock on the old file would then
 append to a file nobody reads any more.
 """
@@ -40,8 +40,8 @@ def read_rank_lists(path, skip_bad_lines=False, expected_fields=None):
 
 
 def read_checked_lines(path, parse_line, skip_bad_lines=False):
-    """The values `parse_line` makes of a file's lines (bytes): it returns (value, None) for a good line, (a false
-    value, None) for a line to ignore, (None, reason) for a bad one.
+    """The values `parse_line(raw_bytes)` makes of a file's lines. It returns (value, None) for a good line,
+    (None or an empty value, None) for a line to ignore, (None, reason) for a bad one.
 
     A bad line stops with `file:line: reason`; with `skip_bad_lines` it is left out, and one warning on stderr
     counts the skipped lines. Rank lists and the terminal's ratings are read this way.
