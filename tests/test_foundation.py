@@ -250,3 +250,37 @@ def test_logger_resume_drops_a_half_written_line_and_the_epochs_it_redoes(tmp_pa
 def test_clean_text_removes_bert_spacing_and_special_tokens():
     assert clean_text("[CLS] 刚 收 到 货 ， 感 觉 不 错 [SEP] [PAD]") == "刚收到货，感觉不错"
     assert clean_text("用 了 iphone 13 pro 很 好") == "用了iphone 13 pro很好"
+
+
+# ---------------------------------------------------------------- the one --tiny rule
+def test_tiny_fills_only_what_was_not_given_and_help_shows_both_presets(capsys):
+    import argparse
+
+    from utils.common import Lazy, parse_with_presets
+
+    built = []
+
+    def presets():
+        return {"default": {"model_name": "uer/gpt2", "learning_rate": 1e-5},
+                "tiny": {"model_name": Lazy("the tiny GPT-2", lambda: built.append(1) or "/tiny/gpt2"),
+                         "learning_rate": 3e-4}}
+
+    def parser():
+        p = argparse.ArgumentParser()
+        p.add_argument("--tiny", action="store_true")
+        p.add_argument("--model_name", "--model", help="policy")
+        p.add_argument("--learning_rate", "--lr", type=float)
+        p.add_argument("--seed", type=int, default=0)
+        return p
+
+    args = parse_with_presets(parser(), [], presets())
+    assert (args.model_name, args.learning_rate, args.seed) == ("uer/gpt2", 1e-5, 0) and not built
+    args = parse_with_presets(parser(), ["--tiny", "--lr", "0.1"], presets())
+    assert (args.model_name, args.learning_rate) == ("/tiny/gpt2", 0.1) and built == [1]
+    args = parse_with_presets(parser(), ["--tiny", "--model", "mine"], presets())
+    assert args.model_name == "mine" and built == [1]  # given explicitly: the tiny model is not even built
+    with pytest.raises(SystemExit):
+        parse_with_presets(parser(), ["--help"], presets())
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "policy (default: uer/gpt2; --tiny: the tiny GPT-2)" in help_text
+    assert "--lr LEARNING_RATE default: 1e-05; --tiny: 0.0003" in help_text

@@ -30,6 +30,36 @@ def run_main(main):
         sys.exit(2)
 
 
+class Lazy:
+    """A preset value computed only when it is used (the tiny models' paths: built on first use); `label`
+    stands for it in --help."""
+
+    def __init__(self, label, compute):
+        self.label, self.compute = label, compute
+
+    def __str__(self):
+        return self.label
+
+
+def parse_with_presets(parser, argv, presets):
+    """Parse `argv` with the one --tiny rule every script follows: an option left out takes its value from
+    `presets["tiny"]` when --tiny is given, else from `presets["default"]`; an option given explicitly always
+    wins. Each such option's --help line shows both values."""
+    default, tiny = presets["default"], presets["tiny"]
+    for action in parser._actions:
+        if action.dest in default or action.dest in tiny:
+            both = (f"default: {default.get(action.dest, action.default)}; "
+                    f"--tiny: {tiny.get(action.dest, default.get(action.dest, action.default))}")
+            action.help = f"{action.help} ({both})" if action.help else both
+            default.setdefault(action.dest, action.default)
+            action.default = None
+    args = parser.parse_args(argv)
+    for key, value in {**default, **(tiny if args.tiny else {})}.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value.compute() if isinstance(value, Lazy) else value)
+    return args
+
+
 def pick_device(name=None):
     """`--device` if given, else CUDA when present, else CPU."""
     if name:
