@@ -6,22 +6,31 @@
 
 The model continues a prompt, the person rates the answer, and after `--batch_size` ratings one PPO step
 updates the model. At the reward prompt a number rates the answer, `s` skips it, `r` writes a new answer to
-the same prompt, `q` quits and `?` shows this list.
+the same prompt, `q` quits and `?` shows this list. Keys typed before an answer is shown (say, during a PPO
+step) are thrown away, so that a rating always belongs to an answer its rater has seen.
+
+With --async_update (the default) each PPO step runs in the background while the person already reads and
+rates the next answers; the model wrote those before the step, so an answer can be one update behind.
+--no-async_update waits for every step before the next answer, as the original did.
 
 A person's ratings are the most expensive data here, so every rating is appended to
 `<log_dir>/Terminal-Human-Feedback.jsonl` and synced to disk before the PPO step uses it. `q`, Ctrl-C, Ctrl-D,
-SIGTERM and closing the terminal all train on the ratings typed since the last step, save a checkpoint to
-`--save_dir` and exit 0; `--resume` continues from it. `python -m utils.ratings` turns the ratings into rank
-lists for the reward model.
+SIGTERM and closing the terminal all train on the ratings typed since the last step (after waiting for a step
+that runs in the background), save a checkpoint to `--save_dir` and exit 0; `--resume` continues from it and
+its step count. `python -m utils.ratings` turns the ratings into rank lists for the reward model.
 """
 import argparse
 import contextlib
+import fcntl
 import math
 import os
 import random
 import signal
+import struct
 import sys
 import tempfile
+import termios
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -41,7 +50,7 @@ from utils.tiny import ensure_tiny
 
 MAX_REPLY_BYTES = 64  # a reward is a short number: a longer line is refused without being parsed
 COMMANDS = {"s": "skip", "r": "regenerate", "q": "quit", "?": "help", "？": "help"}
-# The tests hold every PPO step this many seconds, to press Ctrl-C in the middle of one reliably.
+# The tests hold every PPO step this many seconds, to type or stop in the middle of one reliably.
 SLOW_STEP_ENV = "RLHF_TEST_SLOW_STEP"
 
 
@@ -53,6 +62,8 @@ def parse_args():
     parser.add_argument("--device", help="default: cuda if available, else cpu")
     parser.add_argument("--prompts_file", help="your own prompts, one per line (default: the original's four)")
     parser.add_argument("--batch_size", type=int, default=1, help="ratings per PPO step")
+    parser.add_argument("--async_update", action=argparse.BooleanOptionalAction, default=True,
+                        help="train in the background while the next answers are rated (default: on; see above)")
     parser.add_argument("--max_new_tokens", type=int, default=20)
     parser.add_argument("--min_reward", type=float, default=-2.0)
     parser.add_argument("--max_reward", type=float, default=2.0)
@@ -129,6 +140,36 @@ class StopSignals:
             self.interruptible = False
 
 
+# ---------------------------------------------------------------- the session's state, in one place
+@dataclass
+class Progress:
+    step: int  # PPO steps done, earlier runs included
+    ratings: int  # ratings trained on, earlier runs included
+    steps_this_run: int = 0
+    batch: list = field(default_factory=list)  # (answer, reward) typed since the last step started
+
+
+@dataclass
+class Terminal:
+    """What every part of a rating session works with."""
+    args: argparse.Namespace
+    console: Console
+    signals: StopSignals
+    prompts: list
+    ratings_log: TrainLogger
+    progress: Progress
+    base_model: str
+    device: torch.device
+    policy: object = None  # policy, tokenizer and trainer once the models are loaded
+    tokenizer: object = None
+    trainer: object = None
+    running: "BackgroundStep" = None  # the PPO step training in the background (--async_update), if any
+
+    def step_being_collected(self):
+        """The number of the PPO step that the ratings typed now will go into."""
+        return self.progress.step + 1 + (self.running is not None)
+
+
 # ---------------------------------------------------------------- answers and the person's replies
 @dataclass
 class Answer:
@@ -138,11 +179,34 @@ class Answer:
     text: str
 
 
-def write_answers(policy, tokenizer, prompts, max_new_tokens):
-    """One batched sampling call for all prompts."""
-    queries = [encode_prompt(tokenizer, p) for p in prompts]
-    responses = generate_responses(policy, tokenizer, queries, max_new_tokens)
-    return [Answer(p, q, r, decode(tokenizer, r)) for p, q, r in zip(prompts, queries, responses)]
+def write_answers(t, prompts):
+    """One batched sampling call for all prompts, from the policy as it is now.
+
+    A background PPO step must be over first: trl updates the policy's weights in place, and sampling from it
+    meanwhile would read half-updated weights (and race with trl's train/eval switching). So --async_update
+    writes the next batch's answers *before* it starts a step, with the pre-update policy; only `r`
+    (regenerate) during a step has to wait for it.
+    """
+    wait_for_step(t)
+    with t.signals.stoppable():
+        queries = [encode_prompt(t.tokenizer, p) for p in prompts]
+        responses = generate_responses(t.policy, t.tokenizer, queries, t.args.max_new_tokens)
+    return [Answer(p, q, r, decode(t.tokenizer, r)) for p, q, r in zip(prompts, queries, responses)]
+
+
+def discard_type_ahead():
+    """Throw away what was typed before the reward prompt appeared (a `1` typed during a PPO step was not meant
+    for an answer that was not on the screen yet). Returns how many bytes of whole lines were thrown away; a
+    half-typed line goes too, uncounted."""
+    if not sys.stdin.isatty():
+        return 0
+    fd = sys.stdin.fileno()
+    try:
+        pending = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+        termios.tcflush(fd, termios.TCIFLUSH)
+    except OSError:  # the terminal has gone away: reading will say so
+        return 0
+    return pending
 
 
 def read_reply():
@@ -193,14 +257,18 @@ def show_answer(console, answer):
     console.print(f"[green]result>>>[/green] {escape(answer.prompt)}[bold]{escape(answer.text)}[/bold]")
 
 
-def rate(console, signals, policy, tokenizer, answer, args):
+def rate(t, answer):
     """Ask until the person rates the answer -> (answer, reward, seconds), or skips it -> None."""
-    show_answer(console, answer)
+    args = t.args
+    show_answer(t.console, answer)
     shown_at = time.time()
     while True:
+        discarded = discard_type_ahead()
+        if discarded:
+            t.console.print(f"[yellow]ignored {discarded} byte(s) typed before this answer was shown")
         sys.stdout.write(f"Reward ({args.min_reward} ~ {args.max_reward}): ")
         sys.stdout.flush()
-        with signals.stoppable():
+        with t.signals.stoppable():
             action, value = parse_reply(read_reply(), args.min_reward, args.max_reward)
         if action == "reward":
             return answer, value, time.time() - shown_at
@@ -209,101 +277,146 @@ def rate(console, signals, policy, tokenizer, answer, args):
         if action == "quit":
             raise Stop("q")
         if action == "help":
-            console.print(help_text(args.min_reward, args.max_reward))
+            t.console.print(help_text(args.min_reward, args.max_reward))
         elif action == "regenerate":
-            with signals.stoppable():
-                answer = write_answers(policy, tokenizer, [answer.prompt], args.max_new_tokens)[0]
-            show_answer(console, answer)
+            answer = write_answers(t, [answer.prompt])[0]
+            show_answer(t.console, answer)
             shown_at = time.time()
         else:
-            console.print(f"[red]refused:[/red] {escape(value)}")
+            t.console.print(f"[red]refused:[/red] {escape(value)}")
 
 
 # ---------------------------------------------------------------- the PPO side
-@dataclass
-class Progress:
-    step: int  # PPO steps done, earlier runs included
-    ratings: int  # ratings trained on, earlier runs included
-    steps_this_run: int = 0
-    batch: list = field(default_factory=list)  # (answer, reward) typed since the last step
+def log_rating(t, answer, reward, seconds):
+    t.ratings_log.log({"rating": len(t.ratings_log.records) + 1, "step": t.step_being_collected(),
+                       "prompt": answer.prompt, "answer": answer.text, "reward": reward,
+                       "seconds": round(seconds, 1), "time": datetime.now().isoformat(timespec="seconds")})
 
 
-def log_rating(ratings_log, progress, answer, reward, seconds):
-    ratings_log.log({"rating": len(ratings_log.records) + 1, "step": progress.step + 1, "prompt": answer.prompt,
-                     "answer": answer.text, "reward": reward, "seconds": round(seconds, 1),
-                     "time": datetime.now().isoformat(timespec="seconds")})
+def run_ppo_step(t, batch):
+    """One PPO step on the ratings of `batch` (they are on disk already); trl's stats, or None if skipped.
 
-
-def train_step(console, trainer, progress, ratings_log):
-    """One PPO step on the ratings of the batch (they are on disk already)."""
-    console.print(f"[yellow]updating the model: PPO step {progress.step + 1} on {len(progress.batch)} rating(s) ...")
-    started = time.time()
+    It may run in the background thread: it touches only the trainer, the policy (which the main thread leaves
+    alone meanwhile, see write_answers) and the plot (drawn by one thread at a time)."""
     time.sleep(float(os.environ.get(SLOW_STEP_ENV, 0)))
-    answers, rewards = zip(*progress.batch)
-    with warnings.catch_warnings():  # trl's statistics take a std() over the batch, undefined for one rating
-        warnings.filterwarnings("ignore", message=r"std\(\): degrees of freedom", category=UserWarning)
-        stats = ppo_step(trainer, [a.query for a in answers], [a.response for a in answers], list(rewards))
-    ratings_log.plot(metrics=["reward", "seconds"])
+    answers, rewards = zip(*batch)
+    stats = ppo_step(t.trainer, [a.query for a in answers], [a.response for a in answers], list(rewards))
+    t.ratings_log.plot(metrics=["reward", "seconds"])
+    return stats
+
+
+class BackgroundStep(threading.Thread):
+    """A PPO step in a thread of its own, so that the person rates the next answers meanwhile."""
+
+    def __init__(self, t, batch):
+        super().__init__(daemon=True)
+        self.t, self.batch = t, batch
+        self.stats = self.error = None
+        self.seconds = 0.0
+
+    def run(self):
+        started = time.time()
+        try:
+            self.stats = run_ppo_step(self.t, self.batch)
+        except Exception as e:  # handed to the main thread, which raises it when it waits for this step
+            self.error = e
+        self.seconds = time.time() - started
+
+
+def count_step(t, batch, stats, seconds, where=""):
     if stats is None:  # ppo_step warned why
-        progress.batch = []
         return
-    progress.step += 1
-    progress.steps_this_run += 1
-    progress.ratings += len(progress.batch)
-    progress.batch = []
-    console.print(f"[green]PPO step {progress.step} done in {time.time() - started:.1f}s, "
-                  f"KL to the start model {stats['objective/kl']:.4f}")
+    t.progress.step += 1
+    t.progress.steps_this_run += 1
+    t.progress.ratings += len(batch)
+    t.console.print(f"[green]PPO step {t.progress.step} done in {seconds:.1f}s{where}, "
+                    f"KL to the start model {stats['objective/kl']:.4f}")
 
 
-def rate_and_train(console, signals, policy, tokenizer, trainer, prompts, progress, ratings_log, args):
-    """The loop of the original: a prompt, an answer, a reward; one PPO step every --batch_size ratings."""
-    while True:
-        with signals.stoppable():
-            chosen = [random.choice(prompts) for _ in range(args.batch_size - len(progress.batch))]
-            answers = write_answers(policy, tokenizer, chosen, args.max_new_tokens)
-        for answer in answers:
-            console.print(f"\n[bold][Step {progress.step + 1}] answer {len(progress.batch) + 1}/{args.batch_size}")
-            rated = rate(console, signals, policy, tokenizer, answer, args)
-            if rated is None:
-                continue
-            answer, reward, seconds = rated
-            log_rating(ratings_log, progress, answer, reward, seconds)
-            progress.batch.append((answer, reward))
-        if len(progress.batch) == args.batch_size:
-            train_step(console, trainer, progress, ratings_log)
+def wait_for_step(t, only_if_done=False):
+    """Wait for the background step (if one runs) and count it; `only_if_done`: only if it has ended."""
+    step = t.running
+    if step is None or (only_if_done and step.is_alive()):
+        return
+    if step.is_alive():
+        t.console.print(f"[yellow]waiting for PPO step {t.progress.step + 1} to finish ...")
+    step.join()  # Ctrl-C / SIGTERM meanwhile are noted by StopSignals and honoured right after
+    t.running = None
+    if step.error is not None:
+        raise step.error
+    count_step(t, step.batch, step.stats, step.seconds, " in the background")
 
 
-def finish(console, reason, trainer, tokenizer, progress, ratings_log, base_model, args):
-    """Train on the ratings typed since the last step, then save the checkpoint and the plot."""
-    console.print(f"\n[yellow]{reason}: saving ...")
-    if progress.batch:
-        train_step(console, trainer, progress, ratings_log)
-    if progress.steps_this_run:
-        save_ppo_checkpoint(trainer, tokenizer, args.save_dir,
-                            {"step": progress.step, "ratings": progress.ratings, "base_model": base_model})
-        console.print(f"checkpoint: {args.save_dir} (PPO step {progress.step}, {progress.ratings} ratings behind it; "
-                      f"continue with --resume {args.save_dir})")
+def train(t, background):
+    """A PPO step on the batch typed since the last one: in a background thread, or while the person waits."""
+    batch, t.progress.batch = t.progress.batch, []
+    if background:
+        t.console.print(f"[yellow]updating the model in the background: PPO step {t.progress.step + 1} "
+                        f"on {len(batch)} rating(s)")
+        t.running = BackgroundStep(t, batch)
+        t.running.start()
     else:
-        console.print("no PPO step in this run, so no new checkpoint")
-    if ratings_log.records:
-        ratings_log.plot(metrics=["reward", "seconds"])
-    console.print(f"ratings: {ratings_log.jsonl_path} ({len(ratings_log.records)} in all), "
-                  f"plot: {ratings_log.png_path}")
+        t.console.print(f"[yellow]updating the model: PPO step {t.progress.step + 1} on {len(batch)} rating(s) ...")
+        started = time.time()
+        count_step(t, batch, run_ppo_step(t, batch), time.time() - started)
+
+
+def rate_and_train(t):
+    """The loop of the original: a prompt, an answer, a reward; one PPO step every --batch_size ratings."""
+    size = t.args.batch_size
+    answers = []
+    while True:
+        if not answers:
+            answers = write_answers(t, [random.choice(t.prompts) for _ in range(size - len(t.progress.batch))])
+        wait_for_step(t, only_if_done=True)  # say that a background step has ended
+        t.console.print(f"\n[bold][Step {t.step_being_collected()}] answer {len(t.progress.batch) + 1}/{size}")
+        rated = rate(t, answers.pop(0))
+        if rated is None:
+            continue
+        log_rating(t, *rated)
+        t.progress.batch.append(rated[:2])
+        if len(t.progress.batch) == size:
+            if t.args.async_update:  # the next answers first: the step must not run while they are written
+                answers = write_answers(t, [random.choice(t.prompts) for _ in range(size)])
+            train(t, background=t.args.async_update)
+
+
+def finish(t, reason):
+    """Wait for a background step, train on the ratings typed since the last step, save the checkpoint and plot."""
+    t.console.print(f"\n[yellow]{reason}: saving ...")
+    wait_for_step(t)
+    if t.progress.batch:
+        train(t, background=False)
+    progress, save_dir = t.progress, t.args.save_dir
+    if progress.steps_this_run:
+        save_ppo_checkpoint(t.trainer, t.tokenizer, save_dir,
+                            {"step": progress.step, "ratings": progress.ratings, "base_model": t.base_model})
+        t.console.print(f"checkpoint: {save_dir} (PPO step {progress.step}, {progress.ratings} ratings behind it; "
+                        f"continue with --resume {save_dir})")
+    else:
+        t.console.print("no PPO step in this run, so no new checkpoint")
+    if t.ratings_log.records:
+        t.ratings_log.plot(metrics=["reward", "seconds"])
+    t.console.print(f"ratings: {t.ratings_log.jsonl_path} ({len(t.ratings_log.records)} in all), "
+                    f"plot: {t.ratings_log.png_path}")
 
 
 # ---------------------------------------------------------------- start screen
-def show_start_screen(console, args, base_model, device, ratings_log, prompts):
+def show_start_screen(t):
+    args, console = t.args, t.console
     console.print("[blue]" + "#" * 53)
     console.print("[blue]| Reinforcement Learning from Human Feedback 终端版 |")
     console.print("[blue]" + "#" * 53)
     table = Table(title="configuration", show_header=False)
     table.add_column(style="green")
     table.add_column()
-    rows = [("model", args.resume or base_model), ("reference model (KL)", base_model), ("device", device),
-            ("ratings per PPO step", args.batch_size), ("new tokens per answer", args.max_new_tokens),
+    rows = [("model", args.resume or t.base_model), ("reference model (KL)", t.base_model), ("device", t.device),
+            ("ratings per PPO step", args.batch_size),
+            ("PPO step", "in the background (--async_update)" if args.async_update else "waited for"),
+            ("new tokens per answer", args.max_new_tokens),
             ("reward range", f"{args.min_reward} ~ {args.max_reward}"),
-            ("ratings log", f"{ratings_log.jsonl_path} ({len(ratings_log.records)} ratings already)"),
-            ("checkpoints", args.save_dir), ("prompts", "\n".join(prompts))]
+            ("ratings log", f"{t.ratings_log.jsonl_path} ({len(t.ratings_log.records)} ratings already)"),
+            ("checkpoints", args.save_dir), ("prompts", "\n".join(t.prompts))]
     for name, value in rows:
         table.add_row(name, escape(str(value)))
     console.print(table)
@@ -320,33 +433,36 @@ def main():
         raise UserError(f"cannot write checkpoints to {args.save_dir}: {e.strerror} (choose another --save_dir)")
     state = load_ppo_checkpoint_state(args.resume) if args.resume else {}
     base_model = state.get("base_model") or (ensure_tiny()["gpt2"] if args.tiny else args.model_name)
-    progress = Progress(step=state.get("step", 0), ratings=state.get("ratings", 0))
-    device = pick_device(args.device)
     # trl seeds random, numpy and torch with PPOConfig.seed: a fixed default would repeat every run's answers
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
+    # trl's statistics take a std() over the batch, undefined for one rating (set once: filters are process-wide)
+    warnings.filterwarnings("ignore", message=r"std\(\): degrees of freedom", category=UserWarning)
 
-    console = Console(highlight=False)
-    signals = StopSignals()
-    show_start_screen(console, args, base_model, device, ratings_log, prompts)
+    t = Terminal(args, Console(highlight=False), StopSignals(), prompts, ratings_log,
+                 Progress(step=state.get("step", 0), ratings=state.get("ratings", 0)), base_model,
+                 pick_device(args.device))
+    show_start_screen(t)
     try:
-        with signals.stoppable(), console.status("[red]loading the models ..."):
-            policy, ref_model, tokenizer = load_policy(args.resume or base_model, device,
-                                                       ref_model_name_or_path=base_model)
-            trainer = make_ppo_trainer(policy, ref_model, tokenizer, batch_size=args.batch_size,
-                                       mini_batch_size=args.batch_size, learning_rate=args.learning_rate,
-                                       init_kl_coef=state.get("kl_coef", 0.2), seed=seed)
+        with t.signals.stoppable(), t.console.status("[red]loading the models ..."):
+            t.policy, ref_model, t.tokenizer = load_policy(args.resume or base_model, t.device,
+                                                           ref_model_name_or_path=base_model)
+            t.trainer = make_ppo_trainer(t.policy, ref_model, t.tokenizer, batch_size=args.batch_size,
+                                         mini_batch_size=args.batch_size, learning_rate=args.learning_rate,
+                                         init_kl_coef=state.get("kl_coef", 0.2), seed=seed)
     except Stop as stop:
-        console.print(f"\n{stop}: stopped before the models were ready, nothing to save")
+        t.console.print(f"\n{stop}: stopped before the models were ready, nothing to save")
         return
-    console.print("[green][+] models ready")
+    t.console.print("[green][+] models ready")
     if args.resume:
-        console.print(f"resumed from {args.resume}: PPO step {progress.step}, {progress.ratings} ratings behind it")
+        t.console.print(f"resumed from {args.resume}: PPO step {t.progress.step}, "
+                        f"{t.progress.ratings} ratings behind it")
     try:
-        rate_and_train(console, signals, policy, tokenizer, trainer, prompts, progress, ratings_log, args)
+        rate_and_train(t)
     except Stop as stop:
-        finish(console, str(stop), trainer, tokenizer, progress, ratings_log, base_model, args)
+        finish(t, str(stop))
     finally:
         ratings_log.close()
+
 
 if __name__ == "__main__":
     run_main(main)

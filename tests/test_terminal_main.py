@@ -1,12 +1,14 @@
 """terminal_main.py driven through a pseudo-terminal on the micro models, as a person would use it,
 and the command that turns the ratings into rank lists."""
 import contextlib
+import io
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
+import time
 
 import pexpect
 import pytest
@@ -17,6 +19,7 @@ from terminal_main import MAX_REPLY_BYTES, SLOW_STEP_ENV, parse_args, parse_repl
 from utils.generation import PROMPTS, read_prompts
 from utils.common import UserError
 from utils.logger import read_jsonl
+from utils.ppo import load_policy, load_ppo_checkpoint_state
 from utils.ranklists import read_rank_lists
 from utils.ratings import ratings_to_rank_lists, read_ratings
 
@@ -27,13 +30,34 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 def spawn(env, *args, **extra_env):
     child = pexpect.spawn(sys.executable, ["terminal_main.py", "--tiny", *args], cwd=REPO, env=dict(env, **extra_env),
                           encoding="utf-8", codec_errors="replace", timeout=240, dimensions=(50, 250))
-    child.logfile_read = open(os.devnull, "w") if not os.environ.get("SHOW_TERMINAL") else sys.stdout
+    child.logfile_read = io.StringIO()  # everything it printed (SHOW_TERMINAL=1 shows it as well)
+    if os.environ.get("SHOW_TERMINAL"):
+        child.logfile_read = Tee(child.logfile_read)
     return child
 
 
+class Tee:
+    def __init__(self, log):
+        self.log = log
+
+    def write(self, text):
+        sys.stdout.write(text)
+        return self.log.write(text)
+
+    def flush(self):
+        sys.stdout.flush()
+
+    def getvalue(self):
+        return self.log.getvalue()
+
+
 def shown_answer(child):
-    """The prompt + answer the program showed last (from the output before the current reward prompt)."""
-    return re.findall(r"result>>> (.*?)\r\n", ANSI.sub("", child.before))[-1]
+    """The prompt + answer the program showed last (it waits at a reward prompt, so nothing follows)."""
+    return re.findall(r"result>>> (.*?)\r\n", log_so_far(child))[-1]
+
+
+def log_so_far(child):
+    return ANSI.sub("", child.logfile_read.getvalue())
 
 
 def wait_for_exit(child):
@@ -55,7 +79,7 @@ BAD_REPLIES = [("abc", r"'abc' is not a number"), ("nan", r"'nan' is not a finit
 
 def test_a_rating_session_then_resume(micro_env, micro_paths, tmp_path):
     log_dir, save_dir, jsonl = paths(tmp_path)
-    child = spawn(micro_env, "--batch_size", "2", "--log_dir", log_dir, "--save_dir", save_dir)
+    child = spawn(micro_env, "--batch_size", "2", "--no-async_update", "--log_dir", log_dir, "--save_dir", save_dir)
     child.expect(r"model.*gpt2")  # the start screen's configuration table
     child.expect(REWARD)
     first = shown_answer(child)
@@ -106,8 +130,8 @@ def test_a_rating_session_then_resume(micro_env, micro_paths, tmp_path):
     # --resume: same step count, own prompts, one more rating, then SIGTERM with the batch half full
     prompts_file = tmp_path / "prompts.txt"
     prompts_file.write_text("\n我觉得这家店\n\n", encoding="utf-8")
-    child = spawn(micro_env, "--batch_size", "2", "--log_dir", log_dir, "--save_dir", save_dir, "--resume", save_dir,
-                  "--prompts_file", str(prompts_file))
+    child = spawn(micro_env, "--batch_size", "2", "--no-async_update", "--log_dir", log_dir, "--save_dir", save_dir,
+                  "--resume", save_dir, "--prompts_file", str(prompts_file))
     child.expect(r"resumed from .*: PPO step 1, 2 ratings behind it")
     child.expect(r"\[Step 2\] answer 1/2")
     child.expect(REWARD)
@@ -129,7 +153,7 @@ def test_a_rating_session_then_resume(micro_env, micro_paths, tmp_path):
 # ---------------------------------------------------------------- stopping: Ctrl-C, closing the terminal, end of input (SIGTERM above)
 def test_ctrl_c_in_the_middle_of_a_ppo_step_keeps_every_rating(micro_env, tmp_path):
     log_dir, save_dir, jsonl = paths(tmp_path)
-    child = spawn(micro_env, "--batch_size", "2", "--log_dir", log_dir, "--save_dir", save_dir,
+    child = spawn(micro_env, "--batch_size", "2", "--no-async_update", "--log_dir", log_dir, "--save_dir", save_dir,
                   **{SLOW_STEP_ENV: "3"})
     for reward in ("1", "-0.5"):
         child.expect(REWARD)
@@ -150,7 +174,7 @@ def test_closing_the_terminal_saves_like_quitting(micro_env, tmp_path):
     child = spawn(micro_env, "--log_dir", log_dir, "--save_dir", save_dir)
     child.expect(REWARD)
     child.sendline("1")
-    child.expect(r"PPO step 1 done")
+    child.expect(r"\[Step 2\] answer 1/1")  # step 1 runs in the background, or has ended
     child.expect(REWARD)
     child.ptyproc.fileobj.close()  # the terminal goes away: the kernel sends SIGHUP, output has nowhere to go
     assert child.ptyproc.wait() == 0
@@ -174,6 +198,87 @@ def test_end_of_input_before_the_first_rating_exits_cleanly(micro_env, tmp_path)
     assert not os.path.exists(save_dir)
     with open(jsonl, encoding="utf-8") as f:
         assert f.read() == earlier
+
+
+# ---------------------------------------------------------------- type-ahead and the background update
+IGNORED = r"ignored (\d+) byte\(s\) typed before this answer was shown"
+
+
+def test_keys_typed_during_a_ppo_step_are_not_a_rating(micro_env, tmp_path):
+    log_dir, save_dir, jsonl = paths(tmp_path)
+    child = spawn(micro_env, "--no-async_update", "--log_dir", log_dir, "--save_dir", save_dir, **{SLOW_STEP_ENV: "2"})
+    child.expect(REWARD)
+    child.sendline("1")
+    child.expect(r"updating the model: PPO step 1 on 1 rating")
+    child.sendline("2")  # typed ahead during the step, before the next answer is on the screen
+    child.expect(r"PPO step 1 done")
+    child.expect(IGNORED)
+    assert child.match.group(1) == "2"  # "2\n"
+    child.expect(REWARD)
+    shown = shown_answer(child)
+    time.sleep(1.2)  # the person reads the answer
+    child.sendline("-1")
+    child.expect(r"updating the model: PPO step 2")
+    child.expect(REWARD)
+    assert "ignored" not in child.before, "nothing was typed ahead this time"
+    child.sendline("q")
+    assert wait_for_exit(child) == 0
+    records = read_jsonl(jsonl)
+    assert [r["reward"] for r in records] == [1.0, -1.0], "the typed-ahead 2 must not rate the answer after it"
+    assert records[1]["prompt"] + records[1]["answer"] == shown and records[1]["seconds"] >= 1.2
+
+
+def test_ratings_go_on_during_a_background_step_and_stopping_waits_for_it(micro_env, micro_paths, tmp_path):
+    log_dir, save_dir, jsonl = paths(tmp_path)
+    child = spawn(micro_env, "--batch_size", "2", "--log_dir", log_dir, "--save_dir", save_dir,
+                  **{SLOW_STEP_ENV: "4"})
+    child.expect(r"in the background \(--async_update\)")  # the default, on the start screen
+    for reward in ("1", "-1"):
+        child.expect(REWARD)
+        child.sendline(reward)
+    child.expect(r"updating the model in the background: PPO step 1 on 2 rating")
+    child.expect(r"\[Step 2\] answer 1/2")
+    child.expect(REWARD)
+    child.sendline("0.5")  # rated while step 1 trains
+    child.expect(r"\[Step 2\] answer 2/2")
+    child.expect(REWARD)
+    assert [r["step"] for r in read_jsonl(jsonl)] == [1, 1, 2]  # on disk at once, meant for step 2
+    child.sendline("1.5")
+    child.sendline("2")  # typed while waiting for step 1, before the next answer is on the screen
+    child.expect(r"waiting for PPO step 1 to finish")
+    child.expect(r"PPO step 1 done in [\d.]+s in the background")
+    child.expect(r"updating the model in the background: PPO step 2 on 2 rating")
+    child.expect(r"\[Step 3\] answer 1/2")
+    child.expect(IGNORED)
+    child.expect(REWARD)
+    assert "PPO step 1 done" in log_so_far(child) and "PPO step 2 done" not in log_so_far(child)
+    child.kill(signal.SIGTERM)  # while step 2 trains in the background
+    child.expect(r"SIGTERM: saving")
+    child.expect(r"waiting for PPO step 2 to finish")
+    child.expect(r"PPO step 2 done")
+    child.expect(r"checkpoint: .*PPO step 2, 4 ratings behind it")
+    assert wait_for_exit(child) == 0
+    records = read_jsonl(jsonl)
+    assert [(r["reward"], r["step"]) for r in records] == [(1.0, 1), (-1.0, 1), (0.5, 2), (1.5, 2)]
+    assert load_ppo_checkpoint_state(save_dir)["step"] == 2
+    load_policy(save_dir, "cpu")  # loadable
+
+    # --resume continues the step count; Ctrl-D during a background step also waits for it and saves
+    child = spawn(micro_env, "--batch_size", "2", "--log_dir", log_dir, "--save_dir", save_dir, "--resume", save_dir,
+                  **{SLOW_STEP_ENV: "4"})
+    for reward in ("1", "2"):
+        child.expect(r"\[Step 3\]")
+        child.expect(REWARD)
+        child.sendline(reward)
+    child.expect(r"updating the model in the background: PPO step 3 on 2 rating")
+    child.expect(r"\[Step 4\] answer 1/2")
+    child.expect(REWARD)
+    child.sendeof()
+    child.expect(r"end of input \(Ctrl-D\): saving")
+    child.expect(r"PPO step 3 done")
+    child.expect(r"checkpoint: .*PPO step 3, 6 ratings behind it")
+    assert wait_for_exit(child) == 0
+    assert [r["step"] for r in read_jsonl(jsonl)] == [1, 1, 2, 2, 3, 3]
 
 
 # ---------------------------------------------------------------- refused at the start
