@@ -5,9 +5,16 @@ one line to a TSV file, best first, separated by tabs: the rank-list format `tra
 Who saved what and when goes to a `.meta.jsonl` file beside the TSV.
 
     sh start_ranklist_labler.sh --tiny                                # offline models, port 8904
+    LABELER_PASSWORD=... sh start_ranklist_labler.sh --tiny --require_annotator   # only invited annotators
+    sh start_ranklist_labler.sh --tiny --address 127.0.0.1            # this machine only
     streamlit run ranklist_labeler.py -- --tiny --dataset_file my_labels.tsv --rank_list_len 3
+
+With an access password (`--password`, or `LABELER_PASSWORD` in the environment so that it stays out of `ps`)
+the page shows only a password field until the password is given: labelling, undo, the Dataset tab and its
+download are all behind it.
 """
 import argparse
+import hmac
 import os
 import random
 import sys
@@ -20,11 +27,13 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from utils.common import UserError, load_pretrained, pick_device
 from utils.generation import decode, encode_prompt, generate_responses
-from utils.ranklists import append_rank_list, metadata_path, read_rank_list_table, undo_rank_list
+from utils.ranklists import (append_rank_list, count_saves, metadata_path, read_rank_list_table,
+                             undo_rank_list)
 
 RANDOM_PROMPTS = ["今天早晨我去了", "这部电影很", "刚收到货，感觉", "说实话，真的很", "这次购物总的来说体验很",
                   "这家酒店的服务"]
 UNRANKED = -1
+PASSWORD_ENV = "LABELER_PASSWORD"
 
 
 class PageArgumentParser(argparse.ArgumentParser):
@@ -52,7 +61,18 @@ def parse_args(argv):
     parser.add_argument("--max_gen_seq_len", type=int, default=40, help="new tokens per answer")
     parser.add_argument("--random_prompts", nargs="+", default=RANDOM_PROMPTS, metavar="PROMPT",
                         help="the pool that the 随机 prompt button draws from")
+    parser.add_argument("--password", help=f"access password for the page (better: the {PASSWORD_ENV} environment "
+                                           "variable, which `ps` does not show); default: no password")
+    parser.add_argument("--address", default="0.0.0.0",
+                        help="where start_ranklist_labler.sh listens: 0.0.0.0 = every interface, as the original "
+                             "(other machines open ip:8904), 127.0.0.1 = this machine only")
+    parser.add_argument("--require_annotator", action="store_true",
+                        help="refuse to save until the annotator's name is filled in")
     args = parser.parse_args(argv)
+    if args.password == "":
+        raise UserError("--password is empty: give a password, or leave the option out for a page without one")
+    if args.password is None:
+        args.password = os.environ.get(PASSWORD_ENV, "")
     if args.rank_list_len < 2:
         raise UserError(f"--rank_list_len must be at least 2, got {args.rank_list_len}")
     if args.threads < 1:
@@ -118,6 +138,9 @@ def save_ranking(args):
     if unranked:
         st.session_state.notice = ("error", f"请完成排序后再存储！句子 {', '.join(unranked)} 还没有排名，什么也没有写入。")
         return
+    if args.require_annotator and not st.session_state.annotator.strip():
+        st.session_state.notice = ("error", "请先在侧边栏填写标注者名字再存储，什么也没有写入。")
+        return
     if answers["saved"]:
         st.session_state.notice = ("warning", "这组答案已经存储过了。要改排序请先点「撤销上一次存储」，或换一个 prompt。")
         return
@@ -162,8 +185,9 @@ def show_sidebar(args):
     st.sidebar.json({"model": args.model, "device": args.device, "threads": args.threads,
                      "dataset_file": args.dataset_file, "metadata_file": metadata_path(args.dataset_file),
                      "rank_list_len": args.rank_list_len, "max_gen_seq_len": args.max_gen_seq_len,
-                     "random_prompts": args.random_prompts})
-    st.sidebar.text_input("标注者（可选，记入 metadata）", key="annotator")
+                     "random_prompts": args.random_prompts, "require_annotator": args.require_annotator})
+    st.sidebar.text_input("标注者（必填，记入 metadata）" if args.require_annotator else "标注者（可选，记入 metadata）",
+                          key="annotator")
     st.sidebar.caption(f"本会话已存储 {len(st.session_state.saved_lines)} 条")
 
 
@@ -227,6 +251,13 @@ def dataset_tab(args):
     st.write(f"{path}: 共 **{len(rank_lists)}** 条 rank list")
     if rank_lists:
         st.dataframe(pd.DataFrame(rank_lists, columns=[f"rank {i + 1}" for i in range(args.rank_list_len)]))
+    by_annotator, by_day = count_saves(metadata_path(path))
+    if by_annotator:
+        st.write(f"按标注者、按天统计（来自 {metadata_path(path)}）:")
+        annotator_column, day_column = st.columns(2)
+        annotator_column.dataframe(pd.DataFrame(by_annotator.most_common(), columns=["标注者", "条数"]),
+                                   hide_index=True)
+        day_column.dataframe(pd.DataFrame(sorted(by_day.items()), columns=["日期", "条数"]), hide_index=True)
     with open(path, "rb") as f:
         st.download_button("下载 TSV", f.read(), file_name=os.path.basename(path), mime="text/tab-separated-values")
     if bad_lines:
@@ -234,16 +265,41 @@ def dataset_tab(args):
         st.dataframe(pd.DataFrame(bad_lines, columns=["line", "problem"]), hide_index=True)
 
 
+def show_error(e):
+    print(f"error: {e}", file=sys.stderr)
+    st.error(f"error: {e}")
+    st.stop()
+
+
+def let_in(password):
+    """True once this browser session has given the access password (always, without one). Until then the page
+    shows only a password field; a wrong password gets no hint beyond 密码错误."""
+    if not password or st.session_state.get("let_in"):
+        return True
+    with st.form("password_form"):
+        entered = st.text_input("访问密码", type="password")
+        submitted = st.form_submit_button("进入")
+    if submitted:
+        if hmac.compare_digest(entered.encode(), password.encode()):  # a comparison that takes the same time
+            st.session_state.let_in = True
+            st.rerun()
+        st.error("密码错误 (wrong password)")
+    return False
+
+
 def main():
     st.set_page_config(page_title="Rank List Labeler", page_icon="📌", layout="wide")
     try:
         args = parse_args(sys.argv[1:])
+    except UserError as e:
+        show_error(e)
+    if not let_in(args.password):
+        st.stop()
+    try:
         torch.set_num_threads(args.threads)
         model, tokenizer = load_model(args.model, args.device)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        st.error(f"error: {e}")
-        st.stop()
+        show_error(e)
     for name, value in (("prompt", random.choice(args.random_prompts)), ("annotator", ""), ("saved_lines", []),
                         ("generation", 0)):
         st.session_state.setdefault(name, value)

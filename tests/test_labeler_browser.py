@@ -1,8 +1,9 @@
-"""End to end: `start_ranklist_labler.sh` serves the page, headless Chromium ranks four answers and saves them.
+"""End to end: `start_ranklist_labler.sh` serves the page behind a password, headless Chromium gives the password,
+ranks four answers and saves them.
 
 Needs Debian's chromium at /usr/bin/chromium (`.ci/run` installs it) and the `playwright` package; Playwright
 drives that browser directly, no `playwright install` download. Prints how long the page takes to show the
-answers once the model is loaded, and how long a save takes (targets: 3 s and 100 ms). The page runs on the
+answers once the model is loaded (from the password's submission), and how long a save takes (targets: 3 s and 100 ms). The page runs on the
 micro models; `LABELER_TINY_DIR=checkpoints/tiny python -m pytest -s tests/test_labeler_browser.py` measures it on
 the project's tiny models instead, the issue's target.
 """
@@ -21,6 +22,7 @@ from conftest import REPO
 
 CHROMIUM = "/usr/bin/chromium"
 RANKS = [2, 1, 4, 3]  # the rank chosen for answers 1..4
+PASSWORD = "标注 team-2026"
 
 
 def free_port():
@@ -34,7 +36,7 @@ def server(micro_dir, tmp_path):
     """The real server, started as a user would: `PORT=... sh start_ranklist_labler.sh --tiny --dataset_file ...`."""
     port, dataset, log = free_port(), tmp_path / "labels.tsv", tmp_path / "server.log"
     tiny_dir = os.path.abspath(os.environ.get("LABELER_TINY_DIR", micro_dir))
-    env = dict(os.environ, PORT=str(port), PYTHON=sys.executable, RLHF_TINY_DIR=tiny_dir)
+    env = dict(os.environ, PORT=str(port), PYTHON=sys.executable, RLHF_TINY_DIR=tiny_dir, LABELER_PASSWORD=PASSWORD)
     with open(log, "w") as out:
         proc = subprocess.Popen(["sh", "start_ranklist_labler.sh", "--tiny", "--dataset_file", str(dataset)], cwd=REPO,
                                 env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -72,8 +74,10 @@ def open_until_answers(browser, url):
     """A new browser session on the page; returns (page, seconds until the four answers and selectors show)."""
     # tall enough for all selectors: a selector at the bottom edge of a 720 px window did not open its list
     page = browser.new_page(viewport={"width": 1280, "height": 1600})
-    start = time.perf_counter()
     page.goto(url)
+    page.get_by_label("访问密码").fill(PASSWORD)
+    start = time.perf_counter()
+    page.get_by_role("button", name="进入").click()
     page.get_by_role("combobox", name="句子4排名").wait_for(timeout=120_000)
     page.get_by_test_id("stText").nth(3).wait_for(timeout=120_000)
     seconds = time.perf_counter() - start
@@ -98,6 +102,17 @@ def choose_rank(page, answer, rank, shown=None):
 
 def test_rank_four_answers_and_save_in_a_real_browser(server, browser):
     url, dataset, log, models = server
+    stranger = browser.new_page()
+    stranger.goto(url)
+    stranger.get_by_label("访问密码").fill("guess")
+    stranger.get_by_role("button", name="进入").click()
+    stranger.get_by_text("密码错误 (wrong password)").wait_for(timeout=60_000)
+    wait_until_idle(stranger)
+    assert stranger.get_by_role("combobox").count() == 0 and stranger.get_by_role("tab").count() == 0
+    assert stranger.get_by_test_id("stMainMenu").count() == 0 and stranger.get_by_text("Deploy").count() == 0
+    stranger.close()
+    assert "warning: listening on every interface" not in log.read_text()  # a password is set
+
     first, model_load_seconds = open_until_answers(browser, url)  # loads the model into the server once
     first.close()
     page_seconds = []

@@ -6,6 +6,7 @@ import sys
 import time
 
 import pytest
+from streamlit.proto.TextInput_pb2 import TextInput as TextInputProto
 from streamlit.testing.v1 import AppTest
 
 from conftest import REPO
@@ -200,6 +201,98 @@ def test_dataset_tab_missing_good_and_malformed_file(open_page, tmp_path):
     assert "expected 4 tab-separated texts, found 3" in problems["problem"][0]
     assert "empty text in field 2" in problems["problem"][1]
     assert bad.read_text(encoding="utf-8") == content, "viewing must not change the file"
+
+
+# ---------------------------------------------------------------- who may label, and who labelled what
+def enter_password(at, password):
+    at.text_input[0].set_value(password)
+    click(at, "进入")
+
+
+def test_a_password_keeps_everything_behind_it(open_page, monkeypatch, tmp_path):
+    dataset = tmp_path / "labels.tsv"
+    append_rank_list(str(dataset), ["甲", "乙", "丙", "丁"], {"annotator": "小王"})
+    at = open_page("--password", "开门 sesame", dataset_file=str(dataset))
+    assert [t.label for t in at.text_input] == ["访问密码"] and at.text_input[0].proto.type == TextInputProto.PASSWORD
+    shown = " ".join(m.value for m in at.markdown) + str(at.sidebar.json)
+    assert not at.selectbox and not at.tabs and not at.sidebar.json and "甲" not in shown
+    assert not at.get("download_button")
+
+    enter_password(at, "开门")
+    assert [e.value for e in at.error] == ["密码错误 (wrong password)"]
+    assert not at.selectbox and not at.tabs
+
+    enter_password(at, "开门 sesame")
+    assert not at.error and len(at.selectbox) == 4 and at.get("download_button")
+    assert any("共 **1** 条" in m.value for m in at.tabs[1].markdown)
+    for answer, value in enumerate([1, 2, 3, 4]):
+        rank(at, answer, value)
+    click(at, SAVE)
+    assert len(lines_of(dataset)) == 2, "after the password the page works as before"
+
+    monkeypatch.setenv("LABELER_PASSWORD", "from the environment")  # stays out of `ps`
+    at = open_page(dataset_file=str(dataset))
+    assert not at.selectbox and [t.label for t in at.text_input] == ["访问密码"]
+    enter_password(at, "from the environment")
+    assert len(at.selectbox) == 4
+
+
+def test_an_empty_password_is_refused(open_page, tmp_path):
+    at = open_page("--password", "")
+    assert [e.value for e in at.error] == ["error: --password is empty: give a password, or leave the option out "
+                                           "for a page without one"]
+    assert not at.selectbox and not at.text_input
+    result = subprocess.run(["sh", "start_ranklist_labler.sh", "--tiny", "--password", ""], cwd=REPO,
+                            env=dict(os.environ, PYTHON="false"), capture_output=True, text=True)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == "error: --password is empty: give a password, or leave the option out for a page " \
+                            "without one\n"
+
+
+@pytest.mark.parametrize("args, env, warned, address", [
+    ([], {}, True, "0.0.0.0"),
+    (["--address", "127.0.0.1"], {}, False, "127.0.0.1"),
+    (["--address=::"], {}, True, "::"),
+    ([], {"LABELER_PASSWORD": "secret"}, False, "0.0.0.0"),
+    (["--password", "secret"], {}, False, "0.0.0.0"),
+])
+def test_start_script_warns_on_every_interface_without_a_password(args, env, warned, address):
+    # PYTHON=echo shows the command the script would run instead of starting a server
+    result = subprocess.run(["sh", "start_ranklist_labler.sh", "--tiny", *args], cwd=REPO,
+                            env=dict(os.environ, PYTHON="echo", **env), capture_output=True, text=True)
+    assert result.returncode == 0
+    assert (result.stderr.startswith("warning: listening on every interface without a password")
+            and result.stderr.count("\n") == 1) == warned, result.stderr
+    command = result.stdout.split()
+    assert command[command.index("--server.address") + 1] == address
+    assert command[command.index("--client.toolbarMode") + 1] == "minimal"  # no Deploy / rerun / settings menu
+    assert command[command.index("--") + 1:] == ["--tiny", *args]
+
+
+def test_require_annotator_and_counts_per_annotator_and_day(open_page, tmp_path):
+    dataset = tmp_path / "labels.tsv"
+    for name in ("小王", "小李", "小王", " "):
+        append_rank_list(str(dataset), ["甲", "乙", "丙", "丁"], {"annotator": name})
+    with open(metadata_path(str(dataset)), "a", encoding="utf-8") as f:
+        f.write(json.dumps({"time": "2026-01-02T10:00:00+0000", "annotator": "小李"}) + "\n不是 JSON\n")
+    at = open_page("--require_annotator", dataset_file=str(dataset))
+    for answer, value in enumerate([1, 2, 3, 4]):
+        rank(at, answer, value)
+    click(at, SAVE)
+    assert any("请先在侧边栏填写标注者名字" in e.value for e in at.error)
+    assert len(lines_of(dataset)) == 4, "nothing written without a name"
+    at.sidebar.text_input[0].set_value("  ").run()
+    click(at, SAVE)
+    assert len(lines_of(dataset)) == 4, "a blank name is no name"
+    at.sidebar.text_input[0].set_value("小张").run()
+    click(at, SAVE)
+    assert any("保存成功" in s.value for s in at.success) and len(lines_of(dataset)) == 5
+
+    at = open_page(dataset_file=str(dataset))  # a new session sees the counts
+    by_annotator, by_day = (frame.value for frame in at.tabs[1].dataframe[1:3])
+    assert by_annotator.values.tolist() == [["小王", 2], ["小李", 2], ["(未填写)", 1], ["小张", 1]]
+    today = time.strftime("%Y-%m-%d")
+    assert by_day.values.tolist() == [["2026-01-02", 1], [today, 5]]
 
 
 # ---------------------------------------------------------------- storage

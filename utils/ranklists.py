@@ -19,6 +19,7 @@ import re
 import sys
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 
 from utils.common import UserError, write_text_atomically
@@ -184,6 +185,24 @@ def _save_id(record_line):
         return json.loads(record_line).get("save_id")
     except (ValueError, AttributeError):
         return None  # a hand-edited or foreign line: never ours
+
+
+def count_saves(meta_file):
+    """(saves per annotator, saves per day) from a metadata file, as two Counters; an unnamed annotator counts as
+    "(未填写)", and lines that are not our records (hand-edited, cut short) are left out. A missing file: none."""
+    by_annotator, by_day = Counter(), Counter()
+    if not os.path.exists(meta_file):
+        return by_annotator, by_day
+    with open(meta_file, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("time"), str):
+                by_annotator[str(record.get("annotator") or "").strip() or "(未填写)"] += 1
+                by_day[record["time"][:10]] += 1
+    return by_annotator, by_day
 
 
 # ---------------------------------------------------------------- table view
