@@ -3,9 +3,16 @@
 1. Writing one rating: `TrainLogger.log` (flush + fsync, what the script does before every PPO step) next to a
    plain append without fsync, interleaved; median and max in ms.
 2. The answers of one --batch_size 4 round: one batched `generate_responses` call next to 4 calls of one answer.
-3. One PPO step on 1 rating (the original's batch) next to one step on 4 ratings: seconds per step and per rating.
+3. One PPO step on 1 rating (the original's batch) next to one step on 4 ratings: seconds per step and per rating,
+   and how far one step moves the policy (trl's policy/approxkl): how stale an answer one update behind is.
+4. With --waiting: what a person waits for after each rating in terminal_main.py itself (driven through a
+   pseudo-terminal, a simulated person reading each answer for --reading_seconds before rating it), when every PPO
+   step is waited for (--no-async_update) and when it runs in the background (--async_update), one after the
+   other in one run. `--waiting full_size` uses uer/gpt2-chinese-cluecorpussmall's architecture (GPT-2 base,
+   12 layers, 768 wide, 21128 tokens) with random weights, so no download is needed; `--waiting tiny` the tiny GPT-2.
 
     python bench/bench_terminal.py [--ratings 200] [--rounds 3]
+    python bench/bench_terminal.py --waiting full_size --waiting_ratings 4 --reading_seconds 3 --skip_tiny
 """
 import argparse
 import json
@@ -17,9 +24,12 @@ import tempfile
 import time
 import warnings
 
+import pexpect
 import torch
+from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
 from utils.generation import PROMPTS, encode_prompt, generate_responses  # noqa: E402
 from utils.logger import TrainLogger  # noqa: E402
 from utils.ppo import load_policy, make_ppo_trainer, ppo_step  # noqa: E402
@@ -62,7 +72,7 @@ def bench_generation(policy, tokenizer, rounds):
 
 def bench_ppo_steps(policy, tokenizer, trainer, rounds):
     queries = [encode_prompt(tokenizer, p) for p in PROMPTS]
-    times = {1: [], 4: []}
+    times, approxkl = {1: [], 4: []}, []
     for _ in range(rounds):
         for n in (1, 4):
             responses = generate_responses(policy, tokenizer, queries[:n], 20)
@@ -70,29 +80,90 @@ def bench_ppo_steps(policy, tokenizer, trainer, rounds):
             start = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # std() of a single rating
-                ppo_step(trainer, queries[:n], responses, rewards)
+                stats = ppo_step(trainer, queries[:n], responses, rewards)
             times[n].append(time.perf_counter() - start)
+            approxkl.append(float(stats["ppo/policy/approxkl"]))
     one, four = statistics.median(times[1]), statistics.median(times[4])
     print(f"PPO step on 1 rating:  {one:.2f} s per step, {one:.2f} s per rating")
     print(f"PPO step on 4 ratings: {four:.2f} s per step, {four / 4:.2f} s per rating "
           f"({one / (four / 4):.1f}x less waiting per rating)")
+    print(f"policy change per PPO step (trl ppo/policy/approxkl, lr 1.41e-5): median {statistics.median(approxkl):.2e}, "
+          f"max {max(approxkl):.2e}")
+
+
+# ---------------------------------------------------------------- 4. waiting per rating in terminal_main.py
+def random_full_size_gpt2(folder, tokenizer_dir):
+    """GPT-2 base as uer/gpt2-chinese-cluecorpussmall builds it, random weights; the tiny tokenizer writes the
+    prompts (its ids are a subset of the 21128)."""
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=21128, n_positions=1024, n_embd=768, n_layer=12, n_head=12)
+    GPT2LMHeadModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def waits_per_rating(model_dir, async_update, ratings, reading_seconds, folder):
+    """Seconds from typing a rating to the next reward prompt, for `ratings` ratings after a first one (whose
+    step also builds the optimiser's state)."""
+    flag = "--async_update" if async_update else "--no-async_update"
+    child = pexpect.spawn(sys.executable, ["terminal_main.py", "--model_name", model_dir, flag, "--device", "cpu",
+                                           "--log_dir", folder, "--save_dir", os.path.join(folder, "ckpt")],
+                          cwd=REPO, encoding="utf-8", codec_errors="replace", timeout=900)
+    waits = []
+    child.expect(r"Reward \(")
+    for i in range(ratings + 1):
+        time.sleep(reading_seconds)  # the person reads the answer
+        start = time.perf_counter()
+        child.sendline("1")
+        child.expect(r"Reward \(")
+        if i:
+            waits.append(time.perf_counter() - start)
+    child.terminate(force=True)  # no checkpoint needed
+    return waits
+
+
+def bench_waiting(model_dir, ratings, reading_seconds):
+    results = {}
+    for async_update in (False, True):
+        with tempfile.TemporaryDirectory() as folder:
+            results[async_update] = waits_per_rating(model_dir, async_update, ratings, reading_seconds, folder)
+        name = "--async_update   " if async_update else "--no-async_update"
+        waits = results[async_update]
+        print(f"{name} waiting per rating: median {statistics.median(waits):.2f} s, max {max(waits):.2f} s "
+              f"({', '.join(f'{w:.2f}' for w in waits)}; load average {os.getloadavg()[0]:.1f})")
+    ratio = statistics.median(results[False]) / statistics.median(results[True])
+    print(f"waiting per rating, {reading_seconds:g} s reading per answer: {ratio:.1f}x less with --async_update")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ratings", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--skip_tiny", action="store_true", help="only part 4")
+    parser.add_argument("--waiting", choices=["tiny", "full_size"], help="part 4 on this GPT-2 (default: skipped)")
+    parser.add_argument("--waiting_ratings", type=int, default=4, help="ratings timed per mode in part 4")
+    parser.add_argument("--reading_seconds", type=float, default=3.0, help="the simulated person's time per answer")
     args = parser.parse_args()
     random.seed(0)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, tiny GPT-2 from {ensure_tiny()['gpt2']}")
-    with tempfile.TemporaryDirectory() as folder:
-        bench_rating_writes(folder, args.ratings)
-    start = time.perf_counter()
-    policy, ref_model, tokenizer = load_policy(ensure_tiny()["gpt2"], torch.device("cpu"))
-    trainer = make_ppo_trainer(policy, ref_model, tokenizer, batch_size=4, mini_batch_size=4, learning_rate=1.41e-5)
-    print(f"models and PPO trainer ready in {time.perf_counter() - start:.1f} s")
-    bench_generation(policy, tokenizer, args.rounds)
-    bench_ppo_steps(policy, tokenizer, trainer, args.rounds)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, tiny GPT-2 from {ensure_tiny()['gpt2']}, "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    if not args.skip_tiny:
+        with tempfile.TemporaryDirectory() as folder:
+            bench_rating_writes(folder, args.ratings)
+        start = time.perf_counter()
+        policy, ref_model, tokenizer = load_policy(ensure_tiny()["gpt2"], torch.device("cpu"))
+        trainer = make_ppo_trainer(policy, ref_model, tokenizer, batch_size=4, mini_batch_size=4,
+                                   learning_rate=1.41e-5)
+        print(f"models and PPO trainer ready in {time.perf_counter() - start:.1f} s")
+        bench_generation(policy, tokenizer, args.rounds)
+        bench_ppo_steps(policy, tokenizer, trainer, args.rounds)
+    if args.waiting == "tiny":
+        bench_waiting(ensure_tiny()["gpt2"], args.waiting_ratings, args.reading_seconds)
+    elif args.waiting == "full_size":
+        with tempfile.TemporaryDirectory() as folder:
+            model_dir = random_full_size_gpt2(folder, ensure_tiny()["gpt2"])
+            bench_waiting(model_dir, args.waiting_ratings, args.reading_seconds)
 
 
 if __name__ == "__main__":
