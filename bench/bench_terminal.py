@@ -6,13 +6,14 @@
 3. One PPO step on 1 rating (the original's batch) next to one step on 4 ratings: seconds per step and per rating,
    and how far one step moves the policy (trl's policy/approxkl): how stale an answer one update behind is.
 4. With --waiting: what a person waits for after each rating in terminal_main.py itself (driven through a
-   pseudo-terminal, a simulated person reading each answer for --reading_seconds before rating it), when every PPO
+   pseudo-terminal, a simulated person reading each answer for --reading_seconds before rating it), per rating
+   (a step's wait shared by the ratings of its batch) at each --waiting_batch_sizes, when every PPO
    step is waited for (--no-async_update) and when it runs in the background (--async_update), one after the
    other in one run. `--waiting full_size` uses uer/gpt2-chinese-cluecorpussmall's architecture (GPT-2 base,
    12 layers, 768 wide, 21128 tokens) with random weights, so no download is needed; `--waiting tiny` the tiny GPT-2.
 
     python bench/bench_terminal.py [--ratings 200] [--rounds 3]
-    python bench/bench_terminal.py --waiting full_size --waiting_ratings 4 --reading_seconds 3 --skip_tiny
+    python bench/bench_terminal.py --waiting full_size --reading_seconds 3 --skip_tiny
 """
 import argparse
 import json
@@ -103,37 +104,39 @@ def random_full_size_gpt2(folder, tokenizer_dir):
     return folder
 
 
-def waits_per_rating(model_dir, async_update, ratings, reading_seconds, folder):
-    """Seconds from typing a rating to the next reward prompt, for `ratings` ratings after a first one (whose
+def waits_per_rating(model_dir, async_update, batch_size, batches, reading_seconds, folder):
+    """Seconds from typing each rating to the next reward prompt, over `batches` batches after a first one (whose
     step also builds the optimiser's state)."""
     flag = "--async_update" if async_update else "--no-async_update"
     child = pexpect.spawn(sys.executable, ["terminal_main.py", "--model_name", model_dir, flag, "--device", "cpu",
-                                           "--log_dir", folder, "--save_dir", os.path.join(folder, "ckpt")],
+                                           "--batch_size", str(batch_size), "--log_dir", folder,
+                                           "--save_dir", os.path.join(folder, "ckpt")],
                           cwd=REPO, encoding="utf-8", codec_errors="replace", timeout=900)
     waits = []
     child.expect(r"Reward \(")
-    for i in range(ratings + 1):
+    for i in range((batches + 1) * batch_size):
         time.sleep(reading_seconds)  # the person reads the answer
         start = time.perf_counter()
         child.sendline("1")
         child.expect(r"Reward \(")
-        if i:
+        if i >= batch_size:
             waits.append(time.perf_counter() - start)
     child.terminate(force=True)  # no checkpoint needed
     return waits
 
 
-def bench_waiting(model_dir, ratings, reading_seconds):
-    results = {}
-    for async_update in (False, True):
-        with tempfile.TemporaryDirectory() as folder:
-            results[async_update] = waits_per_rating(model_dir, async_update, ratings, reading_seconds, folder)
-        name = "--async_update   " if async_update else "--no-async_update"
-        waits = results[async_update]
-        print(f"{name} waiting per rating: median {statistics.median(waits):.2f} s, max {max(waits):.2f} s "
-              f"({', '.join(f'{w:.2f}' for w in waits)}; load average {os.getloadavg()[0]:.1f})")
-    ratio = statistics.median(results[False]) / statistics.median(results[True])
-    print(f"waiting per rating, {reading_seconds:g} s reading per answer: {ratio:.1f}x less with --async_update")
+def bench_waiting(model_dir, batch_sizes, batches, reading_seconds):
+    for batch_size in batch_sizes:
+        mean = {}
+        for async_update in (False, True):
+            with tempfile.TemporaryDirectory() as folder:
+                waits = waits_per_rating(model_dir, async_update, batch_size, batches, reading_seconds, folder)
+            mean[async_update] = statistics.mean(waits)
+            name = "--async_update   " if async_update else "--no-async_update"
+            print(f"--batch_size {batch_size} {name}: waiting per rating mean {mean[async_update]:.2f} s, "
+                  f"longest {max(waits):.2f} s over {len(waits)} ratings (load average {os.getloadavg()[0]:.1f})")
+        print(f"--batch_size {batch_size}, {reading_seconds:g} s reading per answer: waiting per rating "
+              f"{mean[False] / max(mean[True], 1e-9):.1f}x less with --async_update")
 
 
 def main():
@@ -142,7 +145,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--skip_tiny", action="store_true", help="only part 4")
     parser.add_argument("--waiting", choices=["tiny", "full_size"], help="part 4 on this GPT-2 (default: skipped)")
-    parser.add_argument("--waiting_ratings", type=int, default=4, help="ratings timed per mode in part 4")
+    parser.add_argument("--waiting_batch_sizes", type=int, nargs="+", default=[1, 4], help="part 4's --batch_size")
+    parser.add_argument("--waiting_batches", type=int, default=2, help="batches timed per mode in part 4")
     parser.add_argument("--reading_seconds", type=float, default=3.0, help="the simulated person's time per answer")
     args = parser.parse_args()
     random.seed(0)
@@ -159,11 +163,11 @@ def main():
         bench_generation(policy, tokenizer, args.rounds)
         bench_ppo_steps(policy, tokenizer, trainer, args.rounds)
     if args.waiting == "tiny":
-        bench_waiting(ensure_tiny()["gpt2"], args.waiting_ratings, args.reading_seconds)
+        bench_waiting(ensure_tiny()["gpt2"], args.waiting_batch_sizes, args.waiting_batches, args.reading_seconds)
     elif args.waiting == "full_size":
         with tempfile.TemporaryDirectory() as folder:
             model_dir = random_full_size_gpt2(folder, ensure_tiny()["gpt2"])
-            bench_waiting(model_dir, args.waiting_ratings, args.reading_seconds)
+            bench_waiting(model_dir, args.waiting_batch_sizes, args.waiting_batches, args.reading_seconds)
 
 
 if __name__ == "__main__":
