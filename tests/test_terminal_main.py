@@ -281,6 +281,26 @@ def test_ratings_go_on_during_a_background_step_and_stopping_waits_for_it(micro_
     assert [r["step"] for r in read_jsonl(jsonl)] == [1, 1, 2, 2, 3, 3]
 
 
+@pytest.mark.parametrize("stop", ["q", "Ctrl-C"])
+def test_quitting_during_a_background_step_waits_for_it_and_saves(micro_env, tmp_path, stop):
+    log_dir, save_dir, jsonl = paths(tmp_path)
+    child = spawn(micro_env, "--log_dir", log_dir, "--save_dir", save_dir, **{SLOW_STEP_ENV: "3"})
+    child.expect(REWARD)
+    child.sendline("1")
+    child.expect(r"updating the model in the background: PPO step 1 on 1 rating")
+    child.expect(REWARD)
+    child.sendline("-1")  # the second rating, its step waits for the first one
+    child.expect(REWARD)
+    assert "PPO step 1 done" in log_so_far(child) and "PPO step 2 done" not in log_so_far(child)
+    child.sendline("q") if stop == "q" else child.sendintr()
+    child.expect(rf"{stop}: saving")
+    child.expect(r"waiting for PPO step 2 to finish")
+    child.expect(r"checkpoint: .*PPO step 2, 2 ratings behind it")
+    assert wait_for_exit(child) == 0
+    assert [(r["reward"], r["step"]) for r in read_jsonl(jsonl)] == [(1.0, 1), (-1.0, 2)]
+    assert load_ppo_checkpoint_state(save_dir)["step"] == 2
+
+
 # ---------------------------------------------------------------- refused at the start
 @contextlib.contextmanager
 def read_only_folder(path):
