@@ -1,0 +1,336 @@
+"""GRPO fine-tunes a Chinese GPT-2 so that its continuations of review prompts turn positive: the PPO example's
+job with group-relative advantages (Shao et al. 2024, DeepSeekMath; the algorithm behind DeepSeek-R1).
+
+Each epoch: pick `batch_size / group_size` random prompts -> the policy writes `group_size` answers to each in one
+batched `generate` call -> a reward source scores prompt + answer -> each answer's advantage is its reward minus
+its group's mean, divided by the group's std (the same for every token of the answer) -> a clipped policy-ratio
+objective with a KL penalty to the frozen reference model (k3 estimator, coefficient `beta`). No value head,
+no critic: the other answers to the same prompt are the baseline.
+
+The same reward sources as the PPO example: the sentiment-analysis pipeline (probability of the positive
+label) or `--reward_model DIR` (raw scores: the group whitening normalises them).
+
+    python grpo_sentiment_example.py --tiny          # offline tiny models
+    python grpo_sentiment_example.py                 # the original's hub models
+    accelerate launch --multi_gpu --num_processes 2 grpo_sentiment_example.py ...  # 2 processes (GPUs or CPUs)
+"""
+import argparse
+import math
+import os
+import random
+import signal
+import sys
+import time
+import warnings
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from tqdm import tqdm
+
+from utils.answer_logprobs import answer_logprobs
+from utils.common import UserError, pick_device, run_main, set_seed
+from utils.generation import decode, encode_prompt, generate_responses, read_prompts
+from utils.logger import TrainLogger
+from utils.ppo import distinct_2, load_policy, load_ppo_checkpoint_state, save_ppo_checkpoint
+from utils.rewards import RewardModelReward, SentimentPipelineReward
+from utils.tiny import ensure_tiny
+
+# The original PPO example's models and scale (a GPU in mind), with GRPO's usual settings ...
+ORIGINAL = dict(model_name="uer/gpt2-chinese-cluecorpussmall",
+                sentiment_model="uer/roberta-base-finetuned-jd-binary-chinese",
+                steps=20000, batch_size=128, mini_batch_size=16, grpo_epochs=1, lr=1.41e-5, beta=0.04, save_freq=5)
+# ... and those that make the tiny models learn visibly on a 2-core CPU in a few minutes.
+TINY = dict(steps=128 * 100, batch_size=128, mini_batch_size=32, grpo_epochs=1, lr=3e-4, beta=0.04, save_freq=25)
+EPS = 1e-4  # added to the group's std: a group whose answers all score the same gets zero advantage, not NaN
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tiny", action="store_true", help="offline tiny models and CPU-friendly settings")
+    p.add_argument("--model_name", help=f"policy GPT-2 (default {ORIGINAL['model_name']})")
+    p.add_argument("--ref_model_name", help="reference model for the KL penalty (default: the base model)")
+    p.add_argument("--sentiment_model",
+                   help=f"sentiment classifier for the reward (default {ORIGINAL['sentiment_model']})")
+    p.add_argument("--reward_model",
+                   help="reward-model folder from train_reward_model.py, used instead of the classifier")
+    p.add_argument("--steps", type=int, help="total samples; epochs = ceil(steps / batch_size)")
+    p.add_argument("--batch_size", type=int, help="answers per epoch (per process): prompts x group_size")
+    p.add_argument("--group_size", type=int, default=8, help="answers per prompt (G)")
+    p.add_argument("--mini_batch_size", type=int, help="answers per gradient step")
+    p.add_argument("--grpo_epochs", type=int, help="optimisation passes over each batch")
+    p.add_argument("--lr", type=float, help="learning rate")
+    p.add_argument("--beta", type=float, help="coefficient of the KL penalty to the reference model")
+    p.add_argument("--cliprange", type=float, default=0.2, help="the policy ratio is clipped to 1 +- this")
+    p.add_argument("--max_grad_norm", type=float, default=1.0)
+    p.add_argument("--gen_len", type=int, default=16, help="new tokens per answer")
+    p.add_argument("--stop_at_sep", action="store_true", help="let [SEP] end an answer early")
+    p.add_argument("--prompts_file", help="one prompt per line (default: the original's four prompts)")
+    p.add_argument("--save_freq", type=int, help="save a checkpoint every N epochs")
+    p.add_argument("--save_dir", default=os.path.join("checkpoints", "grpo_sentiment_gpt"))
+    p.add_argument("--resume", help="continue from this checkpoint folder (its epoch count too)")
+    p.add_argument("--log_dir", default="logs")
+    p.add_argument("--log_name", default="GRPO-Sentiment-Zh")
+    p.add_argument("--num_samples", type=int, default=5, help="random answers printed each epoch")
+    p.add_argument("--reward_batch_size", type=int, default=64)
+    p.add_argument("--mixed_precision", choices=["no", "bf16", "fp16"], default="no")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", help="default: cuda if available, else cpu")
+    args = p.parse_args(argv)
+    defaults = dict(TINY, **tiny_models()) if args.tiny else ORIGINAL
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    check_sizes(args)
+    return args
+
+
+def check_sizes(args):
+    """Before anything is loaded or written: the batch must split into whole groups of at least 2 answers."""
+    if args.group_size < 2:
+        raise UserError(f"--group_size {args.group_size}: a group needs at least 2 answers (the group is the baseline)")
+    if args.batch_size < 1 or args.batch_size % args.group_size:
+        raise UserError(f"--batch_size {args.batch_size} is not a multiple of --group_size {args.group_size} "
+                        "(each epoch writes group_size answers to each of batch_size / group_size prompts)")
+    if args.mini_batch_size < 1 or args.grpo_epochs < 1:
+        raise UserError("--mini_batch_size and --grpo_epochs must be at least 1")
+
+
+def tiny_models():
+    paths = ensure_tiny()
+    return dict(model_name=paths["gpt2"], sentiment_model=paths["classifier"])
+
+
+def make_reward_source(args, device):
+    if args.reward_model:
+        return RewardModelReward(args.reward_model, device, batch_size=args.reward_batch_size)
+    return SentimentPipelineReward(args.sentiment_model, device, batch_size=args.reward_batch_size)
+
+
+# ---------------------------------------------------------------- the algorithm
+def group_advantages(rewards, group_size):
+    """(reward - group mean) / (group std + EPS) for consecutive groups of `group_size` rewards; and the std's."""
+    groups = torch.tensor(rewards, dtype=torch.float32).view(-1, group_size)
+    mean, std = groups.mean(dim=1, keepdim=True), groups.std(dim=1, keepdim=True)
+    return ((groups - mean) / (std + EPS)).flatten(), std.flatten()
+
+
+def grpo_loss(logprobs, old_logprobs, ref_logprobs, advantages, mask, cliprange, beta):
+    """GRPO's objective (negated), averaged over each answer's tokens, then over answers; and its parts.
+
+    Per token: the clipped surrogate -min(ratio * A, clip(ratio, 1 - eps, 1 + eps) * A), as in PPO but with the
+    answer's group-relative advantage A, plus beta times the k3 estimate of KL(policy || reference):
+    exp(ref - logp) - (ref - logp) - 1, which is never negative.
+    """
+    ratio = torch.exp(logprobs - old_logprobs)
+    advantages = advantages.unsqueeze(1)
+    surrogate = -torch.min(ratio * advantages, torch.clamp(ratio, 1 - cliprange, 1 + cliprange) * advantages)
+    log_ratio_ref = ref_logprobs - logprobs
+    kl = torch.exp(log_ratio_ref) - log_ratio_ref - 1
+
+    def per_answer_mean(x):
+        return ((x * mask).sum(dim=1) / mask.sum(dim=1)).mean()
+
+    policy_loss, kl_penalty = per_answer_mean(surrogate), per_answer_mean(kl)
+    clipped = per_answer_mean((torch.abs(ratio - 1) > cliprange).float())
+    return policy_loss + beta * kl_penalty, dict(policy_loss=policy_loss.item(), kl_penalty=kl_penalty.item(),
+                                                 clip_frac=clipped.item())
+
+
+def grpo_update(accelerator, policy, ref_model, optimizer, tokenizer, queries, responses, advantages, args):
+    """`grpo_epochs` passes of mini-batch steps over one batch of sampled answers; returns mean stats and the
+    per-answer KL to the reference (sum over the answer's tokens, as trl's PPO logs it) before the update."""
+    pad = tokenizer.pad_token_id
+    with torch.no_grad(), accelerator.autocast():
+        old_logprobs, mask = answer_logprobs(policy, queries, responses, pad)
+        ref_logprobs, _ = answer_logprobs(ref_model, queries, responses, pad)
+    sampled_kl = ((old_logprobs - ref_logprobs) * mask).sum(dim=1)
+    advantages = advantages.to(old_logprobs.device)
+    stats = []
+    for _ in range(args.grpo_epochs):
+        order = torch.randperm(len(queries))
+        for start in range(0, len(queries), args.mini_batch_size):
+            idx = order[start:start + args.mini_batch_size]
+            logprobs, _ = answer_logprobs(policy, [queries[i] for i in idx], [responses[i] for i in idx], pad)
+            loss, parts = grpo_loss(logprobs, old_logprobs[idx], ref_logprobs[idx], advantages[idx], mask[idx],
+                                    args.cliprange, args.beta)
+            optimizer.zero_grad()
+            accelerator.backward(loss)
+            accelerator.clip_grad_norm_(optimizer_params(optimizer), args.max_grad_norm)
+            optimizer.step()
+            stats.append(parts)
+    return {key: float(np.mean([s[key] for s in stats])) for key in stats[0]}, sampled_kl
+
+
+def optimizer_params(optimizer):
+    return [p for group in optimizer.param_groups for p in group["params"]]
+
+
+def any_process(accelerator, flag):
+    """True on every process when `flag` is true on any (processes must take the same branch)."""
+    flag = torch.tensor([float(flag)], device=accelerator.device)
+    return accelerator.reduce(flag, reduction="sum").item() > 0 if accelerator.num_processes > 1 else flag.item() > 0
+
+
+def run_epoch(accelerator, policy, ref_model, optimizer, tokenizer, reward_fn, prompts, args):
+    """One GRPO epoch; returns (prompts, answers, rewards, stats or None when skipped, per-answer KL, timings)."""
+    chosen = [prompt for prompt in random.choices(prompts, k=args.batch_size // args.group_size)
+              for _ in range(args.group_size)]  # each group: one prompt, group_size answers
+    queries = [encode_prompt(tokenizer, prompt) for prompt in chosen]
+    t0 = time.time()
+    responses = generate_responses(accelerator.unwrap_model(policy), tokenizer, queries, args.gen_len,
+                                   args.stop_at_sep)
+    answers = [decode(tokenizer, response) for response in responses]
+    t1 = time.time()
+    rewards = [float(r) for r in reward_fn([prompt + answer for prompt, answer in zip(chosen, answers)])]
+    t2 = time.time()
+    bad = sum(not math.isfinite(r) for r in rewards)
+    stats, sampled_kl, group_std = None, None, None
+    if any_process(accelerator, bad):
+        warnings.warn(f"GRPO update skipped: {bad} of {len(rewards)} rewards on this process are NaN or infinite "
+                      "(or some on another process); the model is not updated with this batch", stacklevel=2)
+    else:
+        advantages, group_std = group_advantages(rewards, args.group_size)
+        stats, sampled_kl = grpo_update(accelerator, policy, ref_model, optimizer, tokenizer, queries, responses,
+                                        advantages, args)
+    t3 = time.time()
+    timing = dict(time_generate=t1 - t0, time_reward=t2 - t1, time_optimize=t3 - t2, time_epoch=t3 - t0)
+    return chosen, answers, rewards, stats, sampled_kl, group_std, timing
+
+
+# ---------------------------------------------------------------- logging
+def mean_over_processes(accelerator, values):
+    """Mean and std of the finite `values` pooled over all processes (each process has as many)."""
+    values = torch.tensor(values, dtype=torch.float64, device=accelerator.device)
+    if accelerator.num_processes > 1:
+        values = accelerator.gather(values)
+    values = values[torch.isfinite(values)]
+    return (values.mean().item(), values.std(unbiased=False).item()) if len(values) else (float("nan"), float("nan"))
+
+
+def epoch_record(epoch, accelerator, answers, rewards, stats, sampled_kl, group_std, timing, beta):
+    """What the JSONL log keeps for one epoch (the PPO example's fields, plus the groups' reward std)."""
+    reward_mean, reward_std = mean_over_processes(accelerator, rewards)
+    record = dict(epoch=epoch, reward_mean=reward_mean, reward_std=reward_std, kl_coef=beta,
+                  response_len=float(np.mean([len(a) for a in answers])), distinct_2=distinct_2(answers),
+                  skipped=stats is None)
+    if stats is not None:
+        record.update(kl=mean_over_processes(accelerator, sampled_kl.tolist())[0],
+                      group_reward_std=mean_over_processes(accelerator, group_std.tolist())[0], **stats)
+    record.update({key: round(value, 4) for key, value in timing.items()})
+    return record
+
+
+def print_epoch(record, chosen, answers, num_samples):
+    lines = [f"epoch {record['epoch']} mean-reward: {record['reward_mean']:.4f}  "
+             f"kl: {record.get('kl', float('nan')):.3f}  distinct-2: {record['distinct_2']:.2f}  "
+             f"group-std: {record.get('group_reward_std', float('nan')):.3f}  ({record['time_epoch']:.1f}s)",
+             f"Random Sample {num_samples} text(s) of model output:"]
+    for i, k in enumerate(random.sample(range(len(answers)), min(num_samples, len(answers))), start=1):
+        lines.append(f"{i}. {chosen[k]}{answers[k]}")
+    tqdm.write("\n".join(lines))
+
+
+STOP_REQUESTS = []
+
+
+def request_stop(signum, frame):
+    """The first SIGTERM or Ctrl-C lets the epoch finish, then the loop saves and exits; a second Ctrl-C stops
+    at once. (An exception raised inside `generate` can leave torch's vmap state broken, so that the
+    KeyboardInterrupt turns into a RuntimeError and nothing gets saved.)"""
+    if STOP_REQUESTS and signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    STOP_REQUESTS.append(signum)
+    tqdm.write("stop requested: saving after this epoch (Ctrl-C again to stop at once) ...")
+
+
+# ---------------------------------------------------------------- main
+def main(argv=None, reward_fn=None):
+    """Train; `reward_fn` (texts -> floats) replaces the reward source the arguments choose."""
+    args = parse_args(argv)
+    set_seed(args.seed)
+    device = pick_device(args.device)
+    prompts = read_prompts(args.prompts_file)
+    start_epoch, resume_state = 0, None
+    if args.resume:
+        resume_state = load_ppo_checkpoint_state(args.resume)  # before anything is loaded or written
+        start_epoch = int(resume_state.get("epoch", 0))
+    reward_fn = reward_fn or make_reward_source(args, device)
+    policy, ref_model, tokenizer = load_policy(args.resume or args.model_name, device, args.ref_model_name,
+                                                  stop_at_sep=args.stop_at_sep)
+    base_model = resume_state["base_model"] if resume_state else (args.ref_model_name or args.model_name)
+    if os.path.isdir(base_model):
+        base_model = os.path.abspath(base_model)  # a checkpoint must find its reference from any directory
+
+    # no critic: the value head that load_policy attaches is neither trained nor given gradients
+    policy.v_head.requires_grad_(False)
+    accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision=args.mixed_precision)
+    optimizer = torch.optim.Adam([p for p in policy.parameters() if p.requires_grad], lr=args.lr)
+    policy, optimizer = accelerator.prepare(policy, optimizer)
+    ref_model.to(accelerator.device)
+    set_seed(args.seed + 1000 * start_epoch + accelerator.process_index)  # processes sample different prompts
+    main_process = accelerator.is_main_process
+    accelerator.print(f"GRPO on {accelerator.device} x {accelerator.num_processes} process(es), "
+                      f"{args.batch_size // args.group_size} prompts x {args.group_size} answers per process and epoch")
+    logger = (TrainLogger(args.log_dir, args.log_name, x_key="epoch", resume=bool(args.resume), redo_from=start_epoch)
+              if main_process else None)
+
+    total_epochs = int(np.ceil(args.steps / args.batch_size))
+    STOP_REQUESTS.clear()
+    previous_handlers = {signum: signal.signal(signum, request_stop) for signum in (signal.SIGTERM, signal.SIGINT)}
+    completed, last_saved, reward_mean = start_epoch, start_epoch, float("nan")
+
+    def save(reason):
+        path = os.path.join(args.save_dir, f"model_{completed}_{reward_mean:.2f}")
+        state = dict(epoch=completed, kl_coef=args.beta, base_model=base_model, reward_mean=reward_mean,
+                     algorithm="grpo", reason=reason)
+        if reason != "killed":  # after a second Ctrl-C the other processes may be gone: no barrier then
+            accelerator.wait_for_everyone()
+        if main_process:
+            save_ppo_checkpoint(accelerator.unwrap_model(policy), tokenizer, path, state)
+            tqdm.write(f"saved {path}")
+
+    try:
+        for epoch in tqdm(range(start_epoch, total_epochs), initial=start_epoch, total=total_epochs,
+                          disable=not main_process, desc="GRPO epochs"):
+            chosen, answers, rewards, stats, sampled_kl, group_std, timing = run_epoch(
+                accelerator, policy, ref_model, optimizer, tokenizer, reward_fn, prompts, args)
+            record = epoch_record(epoch, accelerator, answers, rewards, stats, sampled_kl, group_std, timing,
+                                  args.beta)
+            reward_mean, completed = record["reward_mean"], epoch + 1
+            if main_process:
+                logger.log(record)
+                print_epoch(record, chosen, answers, args.num_samples)
+            if any_process(accelerator, bool(STOP_REQUESTS)):  # all processes stop after the same epoch
+                if completed > last_saved:
+                    save("interrupted")
+                if main_process:
+                    logger.plot()
+                sys.exit(130)
+            if completed % args.save_freq == 0:
+                save("periodic")
+                last_saved = completed
+                if main_process:
+                    logger.plot()  # drawing takes longer than a tiny epoch: only when saving
+        if last_saved != completed:
+            save("end")
+        if main_process:
+            logger.plot()
+    except KeyboardInterrupt:  # the second Ctrl-C: the last complete epoch is saved, by this process alone
+        if main_process:
+            tqdm.write("interrupted: saving a checkpoint before exiting ...")
+            if completed > last_saved:
+                save("killed")
+            logger.plot()
+        sys.exit(130)
+    finally:
+        for signum, handler in previous_handlers.items():
+            signal.signal(signum, handler)
+        if logger:
+            logger.close()
+    if main_process:
+        print(f"done: {completed} epochs, logs in {logger.jsonl_path} and {logger.png_path}")
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,265 @@
+"""GRPO sentiment example: the algorithm's pieces, learning, logs, checkpoints and resume, bad input, accelerate."""
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+
+import pytest
+import torch
+
+from conftest import REPO, run_script
+from utils.answer_logprobs import answer_logprobs
+from utils.generation import encode_prompt, generate_responses
+from utils.logger import read_jsonl
+from utils.ppo import load_policy, load_ppo_checkpoint_state
+
+SCRIPT = os.path.join(REPO, "grpo_sentiment_example.py")
+SMALL = ["--tiny", "--batch_size", "8", "--group_size", "4", "--mini_batch_size", "4", "--gen_len", "6",
+         "--num_samples", "2"]
+FIELDS = ("epoch", "reward_mean", "reward_std", "group_reward_std", "kl", "kl_coef", "policy_loss", "kl_penalty",
+          "response_len", "distinct_2", "time_generate", "time_reward", "time_optimize", "time_epoch")
+LOG = "GRPO-Sentiment-Zh.jsonl"
+
+
+@pytest.fixture
+def env(micro_env):
+    return dict(micro_env, OMP_NUM_THREADS="1")
+
+
+def checkpoints(save_dir):
+    return sorted(os.listdir(save_dir)) if os.path.isdir(save_dir) else []
+
+
+def run_in_process(argv, capsys):
+    """The script's `main` behind `run_main`, in this process: exit code and stderr."""
+    import grpo_sentiment_example
+    from utils.common import run_main
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(lambda: grpo_sentiment_example.main(argv))
+    return exit_info.value.code, capsys.readouterr().err
+
+
+def assert_error_line(stderr, *fragments):
+    lines = [line for line in stderr.strip().splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+# ---------------------------------------------------------------- the algorithm's pieces
+def test_group_advantages_whiten_each_group_and_zero_an_equal_group():
+    from grpo_sentiment_example import group_advantages
+
+    advantages, std = group_advantages([1.0, 2.0, 3.0, 0.7, 0.7, 0.7], group_size=3)
+    assert advantages[:3].tolist() == pytest.approx([-1.0, 0.0, 1.0], abs=1e-3)  # std 1 (unbiased)
+    assert advantages[3:].tolist() == [0.0, 0.0, 0.0]  # zero std: zero advantage, no NaN
+    assert std.tolist() == pytest.approx([1.0, 0.0])
+    # the scale of the rewards does not matter: raw reward-model scores need no normalising
+    scaled, _ = group_advantages([100.0, 200.0, 300.0], group_size=3)
+    assert scaled.tolist() == pytest.approx([-1.0, 0.0, 1.0], abs=1e-3)
+
+
+def test_grpo_loss_clips_the_ratio_and_penalises_kl():
+    from grpo_sentiment_example import grpo_loss
+
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    old = torch.log(torch.tensor([[0.5, 0.5], [0.5, 0.5]]))
+    advantages = torch.tensor([1.0, -1.0])
+    # the same policy as when sampled and as the reference: ratio 1, loss -mean(A), no KL
+    loss, parts = grpo_loss(old, old, old, advantages, mask, cliprange=0.2, beta=0.1)
+    assert loss.item() == pytest.approx(0.0) and parts["kl_penalty"] == pytest.approx(0.0)
+    # ratio 1.5 on every token: the positive advantage counts up to 1.2 only, the negative one fully
+    new = old + math.log(1.5)
+    loss, parts = grpo_loss(new, old, new, advantages, mask, cliprange=0.2, beta=0.1)
+    assert parts["policy_loss"] == pytest.approx((-1.2 + 1.5) / 2) and parts["clip_frac"] == 1.0
+    # k3 of a policy 1.5x the reference per token: exp(-log 1.5) + log 1.5 - 1, added with weight beta
+    k3 = 1 / 1.5 + math.log(1.5) - 1
+    loss, parts = grpo_loss(new, new, old, advantages, mask, cliprange=0.2, beta=0.1)
+    assert parts["kl_penalty"] == pytest.approx(k3) and loss.item() == pytest.approx(0.0 + 0.1 * k3)
+
+
+def test_answer_logprobs_match_each_answer_scored_alone(micro_paths):
+    """A padded batch (prompts of different lengths, answers too) gives each answer the log-probs it has alone."""
+    policy, _, tokenizer = load_policy(micro_paths["gpt2"], "cpu", stop_at_sep=True)
+    queries = [encode_prompt(tokenizer, p) for p in ["这部电影很", "好", "这次购物总的来说体验很"]]
+    responses = [torch.tensor(tokenizer.convert_tokens_to_ids(list(a))) for a in ["好看", "不错啊真的", "一般"]]
+    responses[2] = torch.cat([responses[2], torch.tensor([tokenizer.sep_token_id])])
+    with torch.no_grad():
+        batch, mask = answer_logprobs(policy, queries, responses, tokenizer.pad_token_id)
+        for i, (query, response) in enumerate(zip(queries, responses)):
+            alone, _ = answer_logprobs(policy, [query], [response], tokenizer.pad_token_id)
+            assert mask[i].sum().item() == len(response)
+            assert batch[i, :len(response)].tolist() == pytest.approx(alone[0].tolist(), abs=1e-5)
+            assert batch[i, len(response):].abs().sum().item() == 0.0
+            logits = policy.pretrained_model(torch.cat([query, response]).unsqueeze(0)).logits[0]
+            direct = torch.log_softmax(logits[len(query) - 1:-1], -1).gather(-1, response.unsqueeze(-1)).squeeze(-1)
+            assert alone[0].tolist() == pytest.approx(direct.tolist(), abs=1e-5)
+
+
+# ---------------------------------------------------------------- learning
+def test_a_few_grpo_epochs_learn_an_easy_reward(micro_dir, tmp_path, monkeypatch):
+    """12 epochs of the real loop on the micro GPT-2 raise the share of '的' in the answers."""
+    import grpo_sentiment_example
+
+    monkeypatch.setenv("RLHF_TINY_DIR", micro_dir)
+    torch.set_num_threads(1)
+
+    def share_of_de(texts):
+        return [text.count("的") / len(text) for text in texts]
+
+    grpo_sentiment_example.main(
+        ["--tiny", "--steps", str(12 * 32), "--batch_size", "32", "--group_size", "8", "--mini_batch_size", "16",
+         "--gen_len", "8", "--lr", "5e-3", "--grpo_epochs", "2", "--beta", "0.01", "--num_samples", "0",
+         "--save_freq", "100", "--seed", "0", "--save_dir", str(tmp_path / "ck"), "--log_dir", str(tmp_path / "logs")],
+        reward_fn=share_of_de)
+    records = read_jsonl(str(tmp_path / "logs" / LOG))
+    rewards = [r["reward_mean"] for r in records]
+    assert len(rewards) == 12
+    first, last = sum(rewards[:4]) / 4, sum(rewards[-4:]) / 4
+    assert last > first + 0.05 and last > 2 * first, rewards
+    assert records[0]["kl"] == pytest.approx(0.0, abs=1e-4) and records[-1]["kl"] > 0.01  # moved from the reference
+
+
+def test_equal_rewards_give_zero_advantage_and_finite_logs(micro_dir, micro_paths, tmp_path, monkeypatch):
+    """A constant reward: every group's std is 0, no NaN anywhere, and (no advantage, no KL yet) no update."""
+    import grpo_sentiment_example
+
+    monkeypatch.setenv("RLHF_TINY_DIR", micro_dir)
+    grpo_sentiment_example.main([*SMALL, "--steps", "16", "--save_dir", str(tmp_path / "ck"), "--log_dir",
+                                 str(tmp_path / "logs")], reward_fn=lambda texts: [0.5] * len(texts))
+    records = read_jsonl(str(tmp_path / "logs" / LOG))
+    assert len(records) == 2 and not any(r["skipped"] for r in records)
+    for record in records:
+        assert all(math.isfinite(record[key]) for key in FIELDS), record
+        assert record["group_reward_std"] == 0.0 and record["policy_loss"] == 0.0
+    saved = os.path.join(tmp_path / "ck", checkpoints(tmp_path / "ck")[0])
+    trained, _, _ = load_policy(saved, "cpu")
+    base, _, _ = load_policy(micro_paths["gpt2"], "cpu")
+    pairs = zip(trained.pretrained_model.parameters(), base.pretrained_model.parameters())  # (not the unused v_head)
+    assert all(torch.equal(a, b) for a, b in pairs)
+
+
+def test_nan_reward_skips_the_update(micro_dir, tmp_path, monkeypatch):
+    import grpo_sentiment_example
+
+    monkeypatch.setenv("RLHF_TINY_DIR", micro_dir)
+    calls = []
+
+    def flaky(texts):
+        calls.append(len(texts))
+        bad = {2: float("nan"), 3: float("inf")}.get(len(calls))
+        return [bad if bad is not None and i == 1 else float(i % 2) for i in range(len(texts))]
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        grpo_sentiment_example.main([*SMALL, "--steps", "32", "--save_dir", str(tmp_path / "ck"), "--log_dir",
+                                     str(tmp_path / "logs")], reward_fn=flaky)
+    skipped = [w for w in caught if "GRPO update skipped" in str(w.message)]
+    assert len(skipped) == 2 and "1 of 8 rewards" in str(skipped[0].message)
+    records = read_jsonl(str(tmp_path / "logs" / LOG))
+    assert [r["skipped"] for r in records] == [False, True, True, False]
+    assert "kl" not in records[1] and "policy_loss" not in records[2] and "kl" in records[3]
+    assert all(math.isfinite(r["reward_mean"]) for r in records)  # the finite rewards are still reported
+
+
+# ---------------------------------------------------------------- the script as a user runs it
+def test_run_logs_sigterm_saves_resume_and_inference(env, tmp_path, capsys):
+    """A run killed with SIGTERM saves a checkpoint; --resume continues it; inference_ppo_gpt.py loads it."""
+    save_dir, log_dir = str(tmp_path / "ck"), str(tmp_path / "logs")
+    common = SMALL + ["--save_dir", save_dir, "--log_dir", log_dir, "--save_freq", "2"]
+    jsonl = os.path.join(log_dir, LOG)
+    process = subprocess.Popen([sys.executable, SCRIPT, *common, "--steps", "8000"], cwd=REPO, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and len(read_jsonl(jsonl)) < 3 and process.poll() is None:
+        time.sleep(0.3)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    records = read_jsonl(jsonl)
+    done = len(records)
+    assert done >= 3 and [r["epoch"] for r in records] == list(range(done))
+    for epoch in range(done):
+        assert f"epoch {epoch} mean-reward: " in out
+    assert out.count("Random Sample 2 text(s) of model output:") == done
+    assert "2 prompts x 4 answers" in out and "GRPO epochs" in err  # the progress bar
+    for record in records:
+        assert all(isinstance(record[key], (int, float)) for key in FIELDS), record
+        assert 0.0 <= record["reward_mean"] <= 1.0 and record["time_epoch"] >= record["time_optimize"] > 0
+        assert record["response_len"] >= 5 and record["kl_coef"] == 0.04
+    assert os.path.getsize(os.path.join(log_dir, "GRPO-Sentiment-Zh.png")) > 1000
+    interrupted = os.path.join(save_dir, checkpoints(save_dir)[-1])
+    state = load_ppo_checkpoint_state(interrupted)
+    assert state["epoch"] == done and state["algorithm"] == "grpo", (checkpoints(save_dir), err)
+    assert state["reason"] == "interrupted" or (done % 2 == 0 and state["reason"] == "periodic"), state
+    assert checkpoints(save_dir)[0].startswith("model_2_")  # the periodic one
+
+    # resume from the periodic checkpoint: the epochs after it are redone and logged once
+    periodic = os.path.join(save_dir, checkpoints(save_dir)[0])
+    result = run_script([SCRIPT, *common, "--steps", str(8 * (done + 1)), "--resume", periodic], env=env)
+    assert result.returncode == 0, result.stderr
+    assert "epoch 2 mean-reward" in result.stdout and f"epoch {done} mean-reward" in result.stdout
+    assert "epoch 1 mean-reward" not in result.stdout
+    assert [r["epoch"] for r in read_jsonl(jsonl)] == list(range(done + 1))
+    final = [name for name in checkpoints(save_dir) if name.startswith(f"model_{done + 1}_")]
+    assert final and load_ppo_checkpoint_state(os.path.join(save_dir, final[0]))["epoch"] == done + 1
+
+    import inference_ppo_gpt
+
+    inference_ppo_gpt.main(["--save_dir", save_dir, "--prompt", "这部电影很", "--num", "3", "--compare_ref"])
+    out = capsys.readouterr().out
+    assert f"model_{done + 1}_" in out and out.count(": 这部电影很") == 6 and "[SEP]" not in out
+
+
+def test_reward_model_raw_scores_drive_the_loop(env, micro_paths, tmp_path):
+    """--reward_model: raw scores (here around 5, far from the classifier's 0..1) are logged as they are; bf16."""
+    from transformers import AutoModel, AutoTokenizer
+
+    from utils.reward_model import RewardModel, save_reward_model
+
+    torch.manual_seed(0)
+    reward_model = RewardModel(AutoModel.from_pretrained(micro_paths["encoder"]))
+    with torch.no_grad():
+        reward_model.head.bias.fill_(5.0)
+    save_reward_model(reward_model, AutoTokenizer.from_pretrained(micro_paths["encoder"]), str(tmp_path / "rm"))
+    result = run_script([SCRIPT, *SMALL, "--steps", "16", "--reward_model", str(tmp_path / "rm"), "--mixed_precision", "bf16", "--save_dir",
+                         str(tmp_path / "ck"), "--log_dir", str(tmp_path / "logs")], env=env)
+    assert result.returncode == 0, result.stderr
+    records = read_jsonl(str(tmp_path / "logs" / LOG))
+    assert len(records) == 2 and all(3.0 < r["reward_mean"] < 7.0 for r in records), records
+    assert all(math.isfinite(r["policy_loss"]) for r in records)
+
+
+# ---------------------------------------------------------------- bad input
+@pytest.mark.parametrize("sizes, fragments", [
+    (["--group_size", "1"], ["--group_size 1", "at least 2"]),
+    (["--group_size", "3"], ["--batch_size 8", "not a multiple of --group_size 3"]),
+])
+def test_bad_group_size_is_refused_at_start(micro_dir, tmp_path, monkeypatch, capsys, sizes, fragments):
+    monkeypatch.setenv("RLHF_TINY_DIR", micro_dir)
+    code, stderr = run_in_process([*SMALL, *sizes, "--save_dir", str(tmp_path / "ck"), "--log_dir",
+                                   str(tmp_path / "logs")], capsys)
+    assert code == 2
+    assert_error_line(stderr, *fragments)
+    assert not os.path.exists(tmp_path / "logs") and not os.path.exists(tmp_path / "ck")
+
+
+# ---------------------------------------------------------------- several processes
+def test_accelerate_launch_two_processes(env, tmp_path):
+    save_dir, log_dir = str(tmp_path / "ck"), str(tmp_path / "logs")
+    result = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                             "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", SCRIPT,
+                             *SMALL, "--steps", "16", "--save_dir", save_dir, "--log_dir", log_dir],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "x 2 process(es)" in result.stdout
+    records = read_jsonl(os.path.join(log_dir, LOG))
+    assert [r["epoch"] for r in records] == [0, 1]  # written once, by the main process
+    assert result.stdout.count("epoch 1 mean-reward") == 1
+    saved = checkpoints(save_dir)
+    assert len(saved) == 1 and load_ppo_checkpoint_state(os.path.join(save_dir, saved[0]))["epoch"] == 2
