@@ -29,7 +29,7 @@ from accelerate import Accelerator
 from tqdm import tqdm
 
 from utils.answer_logprobs import answer_logprobs
-from utils.common import UserError, pick_device, run_main, set_seed
+from utils.common import Lazy, UserError, parse_with_presets, pick_device, run_main, set_seed
 from utils.generation import decode, encode_prompt, generate_responses, read_prompts
 from utils.logger import TrainLogger
 from utils.ppo import distinct_2, load_policy, load_ppo_checkpoint_state, save_ppo_checkpoint
@@ -52,10 +52,9 @@ EPS = 1e-4  # added to the group's std: a group whose answers all score the same
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tiny", action="store_true", help="offline tiny models and CPU-friendly settings")
-    p.add_argument("--model_name", help=f"policy GPT-2 (default {ORIGINAL['model_name']})")
+    p.add_argument("--model_name", help="policy GPT-2")
     p.add_argument("--ref_model_name", help="reference model for the KL penalty (default: the base model)")
-    p.add_argument("--sentiment_model",
-                   help=f"sentiment classifier for the reward (default {ORIGINAL['sentiment_model']})")
+    p.add_argument("--sentiment_model", help="sentiment classifier for the reward")
     p.add_argument("--reward_model",
                    help="reward-model folder from train_reward_model.py, used instead of the classifier")
     p.add_argument("--steps", type=int, help="total samples; epochs = ceil(steps / batch_size)")
@@ -80,11 +79,9 @@ def parse_args(argv=None):
     p.add_argument("--mixed_precision", choices=["no", "bf16", "fp16"], default="no")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", help="default: cuda if available, else cpu")
-    args = p.parse_args(argv)
-    defaults = dict(TINY, **tiny_models()) if args.tiny else ORIGINAL
-    for key, value in defaults.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    tiny = dict(TINY, model_name=Lazy("the tiny GPT-2", lambda: ensure_tiny()["gpt2"]),
+                sentiment_model=Lazy("the tiny classifier", lambda: ensure_tiny()["classifier"]))
+    args = parse_with_presets(p, argv, {"default": dict(ORIGINAL), "tiny": tiny})
     check_sizes(args)
     return args
 
@@ -98,11 +95,6 @@ def check_sizes(args):
                         "(each epoch writes group_size answers to each of batch_size / group_size prompts)")
     if args.mini_batch_size < 1 or args.grpo_epochs < 1:
         raise UserError("--mini_batch_size and --grpo_epochs must be at least 1")
-
-
-def tiny_models():
-    paths = ensure_tiny()
-    return dict(model_name=paths["gpt2"], sentiment_model=paths["classifier"])
 
 
 def make_reward_source(args, device):
