@@ -312,7 +312,7 @@ def main(argv=None, reward_fn=None):
             save("end")
         if main_process:
             logger.plot()
-    except KeyboardInterrupt:  # the second Ctrl-C: the last complete epoch is saved, by this process alone
+    except KeyboardInterrupt:  # a second Ctrl-C: saved at once, by the main process alone
         if main_process:
             tqdm.write("interrupted: saving a checkpoint before exiting ...")
             if completed > last_saved:
