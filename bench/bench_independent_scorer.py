@@ -48,9 +48,18 @@ def kl_to_reference(policy, ref_model, tokenizer, queries, responses, batch_size
     return total / len(queries)
 
 
+def judge(model, ref_model, tokenizer, scorer, prompts, num=64, gen_len=16, seed=123):
+    """The figures of one model: naive-Bayes positive probability, distinct-2, mean length, KL to the reference."""
+    queries, responses, texts, answers = sample(model, tokenizer, prompts, num, gen_len, seed)
+    positive = [1 / (1 + math.exp(-max(min(s, 50.0), -50.0))) for s in scorer(texts)]
+    return dict(answers=len(answers), positive=sum(positive) / len(positive), distinct_2=distinct_2(answers),
+                length=sum(map(len, answers)) / len(answers),
+                kl=kl_to_reference(model, ref_model, tokenizer, queries, responses))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="a checkpoint folder (PPO or GRPO)")
+    parser.add_argument("--checkpoint", required=True, help="a checkpoint folder (PPO, GRPO or DPO)")
     parser.add_argument("--prompts_file", help="one prompt per line (default: the original's four prompts)")
     parser.add_argument("--num", type=int, default=64, help="answers per prompt")
     parser.add_argument("--gen_len", type=int, default=16)
@@ -62,11 +71,9 @@ def main(argv=None):
     prompts = read_prompts(args.prompts_file)
     print(f"{'model':<10} {'answers':>7} {'NB positive':>11} {'distinct-2':>10} {'length':>6} {'KL to ref':>9}")
     for name, model in (("reference", ref_model), ("tuned", policy)):
-        queries, responses, texts, answers = sample(model, tokenizer, prompts, args.num, args.gen_len, args.seed)
-        positive = [1 / (1 + math.exp(-max(min(s, 50.0), -50.0))) for s in scorer(texts)]
-        kl = kl_to_reference(model, ref_model, tokenizer, queries, responses)
-        print(f"{name:<10} {len(answers):>7} {sum(positive) / len(positive):>11.3f} {distinct_2(answers):>10.3f} "
-              f"{sum(map(len, answers)) / len(answers):>6.1f} {kl:>9.3f}")
+        m = judge(model, ref_model, tokenizer, scorer, prompts, args.num, args.gen_len, args.seed)
+        print(f"{name:<10} {m['answers']:>7} {m['positive']:>11.3f} {m['distinct_2']:>10.3f} {m['length']:>6.1f} "
+              f"{m['kl']:>9.3f}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 """The bench scripts the README lists run on the micro models (smallest settings) and print their ratios;
 the figures themselves come from full runs on the tiny models."""
+import os
+
 import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer
@@ -40,3 +42,23 @@ def test_bench_ranking_ceiling_scores_every_scorer_on_dev_and_test_lists(micro_e
                                                    ("tiny", "test"), ("reward", "dev"), ("reward", "test")]
     # naive Bayes on character n-grams ranks the corpus lists far above chance (0.5)
     assert all(float(row[-3]) > 0.8 for row in rows[:2])
+
+
+def test_bench_alignment_trains_and_judges_every_method(micro_env, micro_paths, tmp_path):
+    """Smallest settings: every method's script trains a little, and each row is judged against the reference."""
+    torch.manual_seed(0)
+    save_reward_model(RewardModel(AutoModel.from_pretrained(micro_paths["encoder"])),
+                      AutoTokenizer.from_pretrained(micro_paths["encoder"]), str(tmp_path / "rm"))
+    result = run_script(["bench/bench_alignment.py", "--quick", "--num", "2", "--gen_len", "4", "--reward_model",
+                         str(tmp_path / "rm"), "--out_dir", str(tmp_path / "out")], env=micro_env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = {line[:26].strip(): line[26:].split() for line in result.stdout.splitlines()
+            if line.startswith(("reference GPT-2", "PPO", "GRPO", "DPO"))}
+    expected = {"reference GPT-2", "PPO + classifier", "PPO + reward model", "GRPO + classifier"}
+    if os.path.isfile("train_dpo.py"):
+        expected.add("DPO + AI-feedback lists")
+    assert set(rows) == expected, result.stdout
+    assert rows["reference GPT-2"][-1] == "0.000"
+    for title, row in rows.items():
+        if title != "reference GPT-2":
+            assert float(row[0]) > 0 and 0.0 <= float(row[2]) <= 1.0 and 0.0 < float(row[4]) <= 1.0, row
