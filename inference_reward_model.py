@@ -26,7 +26,7 @@ EXAMPLE_TEXTS = [
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("texts", nargs="*", help="texts to score; '-' reads one per line from stdin")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="a checkpoint folder written by train_reward_model.py")
+    parser.add_argument("--model_name", "--model", default=DEFAULT_MODEL, help="a checkpoint folder written by train_reward_model.py")
     parser.add_argument("--eval_tsv", default=None, help="rank-list TSV file (best first) to evaluate on")
     parser.add_argument("--skip_bad_lines", action="store_true", help="with --eval_tsv: skip and count bad lines")
     parser.add_argument("--batch_size", type=int, default=32)
@@ -53,7 +53,7 @@ def evaluate_file(model, tokenizer, args):
 
 def main():
     args = parse_args()
-    model, tokenizer = load_reward_model(args.model, pick_device(args.device))
+    model, tokenizer = load_reward_model(args.model_name, pick_device(args.device))
     if args.eval_tsv:
         metrics = evaluate_file(model, tokenizer, args)
         print(json.dumps({"file": args.eval_tsv, **{k: round(v, 5) for k, v in metrics.items()}}, ensure_ascii=False))

@@ -25,7 +25,7 @@ import streamlit as st
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from utils.common import UserError, load_pretrained, pick_device
+from utils.common import Lazy, UserError, load_pretrained, parse_with_presets, pick_device
 from utils.generation import decode, encode_prompt, generate_responses
 from utils.ranklists import (append_rank_list, count_saves, metadata_path, read_rank_list_table,
                              undo_rank_list)
@@ -50,7 +50,7 @@ class PageArgumentParser(argparse.ArgumentParser):
 def parse_args(argv):
     parser = PageArgumentParser(prog="streamlit run ranklist_labeler.py --", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="uer/gpt2-chinese-cluecorpussmall", help="GPT-2 that writes the answers")
+    parser.add_argument("--model_name", "--model", help="GPT-2 that writes the answers")
     parser.add_argument("--tiny", action="store_true", help="use the offline tiny GPT-2 (utils/tiny.py)")
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     parser.add_argument("--threads", type=int, default=1,
@@ -58,7 +58,7 @@ def parse_args(argv):
                              "and more torch threads than free cores made generation 5-10x slower here")
     parser.add_argument("--dataset_file", default=os.path.join("data", "human_labeled", "total_dataset.tsv"))
     parser.add_argument("--rank_list_len", type=int, default=4, help="answers per prompt (K)")
-    parser.add_argument("--max_gen_seq_len", type=int, default=40, help="new tokens per answer")
+    parser.add_argument("--max_new_tokens", "--max_gen_seq_len", type=int, default=40, help="new tokens per answer")
     parser.add_argument("--random_prompts", nargs="+", default=RANDOM_PROMPTS, metavar="PROMPT",
                         help="the pool that the 随机 prompt button draws from")
     parser.add_argument("--password", help=f"access password for the page (better: the {PASSWORD_ENV} environment "
@@ -68,7 +68,8 @@ def parse_args(argv):
                              "(other machines open ip:8904), 127.0.0.1 = this machine only")
     parser.add_argument("--require_annotator", action="store_true",
                         help="refuse to save until the annotator's name is filled in")
-    args = parser.parse_args(argv)
+    args = parse_with_presets(parser, argv, {"default": {"model_name": "uer/gpt2-chinese-cluecorpussmall"},
+                                             "tiny": {"model_name": Lazy("the tiny GPT-2", tiny_gpt2)}})
     if args.password == "":
         raise UserError("--password is empty: give a password, or leave the option out for a page without one")
     if args.password is None:
@@ -77,14 +78,16 @@ def parse_args(argv):
         raise UserError(f"--rank_list_len must be at least 2, got {args.rank_list_len}")
     if args.threads < 1:
         raise UserError(f"--threads must be at least 1, got {args.threads}")
-    if args.max_gen_seq_len < 1:
-        raise UserError(f"--max_gen_seq_len must be at least 1, got {args.max_gen_seq_len}")
-    if args.tiny:
-        from utils.tiny import ensure_tiny
-
-        args.model = ensure_tiny()["gpt2"]
+    if args.max_new_tokens < 1:
+        raise UserError(f"--max_new_tokens must be at least 1, got {args.max_new_tokens}")
     args.device = str(pick_device(args.device))
     return args
+
+
+def tiny_gpt2():
+    from utils.tiny import ensure_tiny
+
+    return ensure_tiny()["gpt2"]
 
 
 @st.cache_resource(show_spinner="加载模型 ...")
@@ -99,10 +102,10 @@ def generate_answers(model, tokenizer, prompt, args):
     """K answers in one batched sampling call; each shown and saved as prompt + answer, like the original."""
     query = encode_prompt(tokenizer, prompt)
     longest = getattr(model.config, "n_positions", None)
-    if longest and len(query) + args.max_gen_seq_len > longest:
-        raise UserError(f"prompt 太长: {len(query)} tokens + {args.max_gen_seq_len} new tokens > the model's "
+    if longest and len(query) + args.max_new_tokens > longest:
+        raise UserError(f"prompt 太长: {len(query)} tokens + {args.max_new_tokens} new tokens > the model's "
                         f"{longest} positions")
-    responses = generate_responses(model, tokenizer, [query] * args.rank_list_len, args.max_gen_seq_len)
+    responses = generate_responses(model, tokenizer, [query] * args.rank_list_len, args.max_new_tokens)
     return [prompt + decode(tokenizer, response) for response in responses]
 
 
@@ -146,7 +149,7 @@ def save_ranking(args):
         return
     best_first = [answers["texts"][ranks.index(rank)] for rank in range(1, len(ranks) + 1)]
     meta = {"prompt": answers["prompt"], "rank_list_len": len(ranks), "ranks": ranks,
-            "annotator": st.session_state.annotator.strip(), "model": args.model}
+            "annotator": st.session_state.annotator.strip(), "model": args.model_name}
     start = time.perf_counter()
     try:
         saved = append_rank_list(args.dataset_file, best_first, meta)
@@ -182,9 +185,9 @@ def rank_key(answers, i):
 # ---------------------------------------------------------------- page parts
 def show_sidebar(args):
     st.sidebar.header("Model Config")
-    st.sidebar.json({"model": args.model, "device": args.device, "threads": args.threads,
+    st.sidebar.json({"model": args.model_name, "device": args.device, "threads": args.threads,
                      "dataset_file": args.dataset_file, "metadata_file": metadata_path(args.dataset_file),
-                     "rank_list_len": args.rank_list_len, "max_gen_seq_len": args.max_gen_seq_len,
+                     "rank_list_len": args.rank_list_len, "max_new_tokens": args.max_new_tokens,
                      "random_prompts": args.random_prompts, "require_annotator": args.require_annotator})
     st.sidebar.text_input("标注者（必填，记入 metadata）" if args.require_annotator else "标注者（可选，记入 metadata）",
                           key="annotator")
@@ -297,7 +300,7 @@ def main():
         st.stop()
     try:
         torch.set_num_threads(args.threads)
-        model, tokenizer = load_model(args.model, args.device)
+        model, tokenizer = load_model(args.model_name, args.device)
     except UserError as e:
         show_error(e)
     for name, value in (("prompt", random.choice(args.random_prompts)), ("annotator", ""), ("saved_lines", []),

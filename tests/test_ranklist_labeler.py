@@ -136,11 +136,11 @@ def test_regenerate_skip_and_random_prompt(open_page):
 
 
 def test_configuration_from_command_line(open_page, tmp_path):
-    at = open_page("--rank_list_len", "3", "--max_gen_seq_len", "5")
+    at = open_page("--rank_list_len", "3", "--max_new_tokens", "5")
     assert [s.label for s in at.selectbox] == ["句子1排名", "句子2排名", "句子3排名"]
     assert at.selectbox[0].options == ["-1", "1", "2", "3"]
     config = json.loads(at.sidebar.json[0].value)
-    assert (config["rank_list_len"], config["max_gen_seq_len"], config["device"]) == (3, 5, "cpu")
+    assert (config["rank_list_len"], config["max_new_tokens"], config["device"]) == (3, 5, "cpu")
     assert config["model"].endswith("gpt2") and config["dataset_file"].startswith(str(tmp_path))
 
     help_page = open_page("--help")
@@ -149,7 +149,7 @@ def test_configuration_from_command_line(open_page, tmp_path):
 
 @pytest.mark.parametrize("extra, message", [
     (["--rank_list_len", "1"], "--rank_list_len must be at least 2"),
-    (["--max_gen_seq_len", "0"], "--max_gen_seq_len must be at least 1"),
+    (["--max_new_tokens", "0"], "--max_new_tokens must be at least 1"),
     (["--no_such_option"], "unrecognized arguments: --no_such_option"),
     (["--model", "no-such-user/no-such-model"], "cannot load model 'no-such-user/no-such-model'"),
 ])

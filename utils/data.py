@@ -122,11 +122,11 @@ def read_corpus_split(name):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--list_len", type=int, default=4, help="texts per rank list")
+    parser.add_argument("--rank_list_len", "--list_len", type=int, default=4, help="texts per rank list")
     args = parser.parse_args()
-    if args.list_len < 2:
-        raise UserError("--list_len must be at least 2")
-    build_datasets(seed=args.seed, list_len=args.list_len)
+    if args.rank_list_len < 2:
+        raise UserError("--rank_list_len must be at least 2")
+    build_datasets(seed=args.seed, list_len=args.rank_list_len)
 
 
 if __name__ == "__main__":
