@@ -43,7 +43,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from utils.common import UserError, pick_device, run_main
+from utils.common import UserError, accelerator_kwargs, add_mixed_precision_argument, pick_device, run_main
 from utils.generation import decode, encode_prompt, generate_responses, read_prompts
 from utils.logger import TrainLogger
 from utils.ppo import load_policy, load_ppo_checkpoint_state, make_ppo_trainer, ppo_step, save_ppo_checkpoint
@@ -62,6 +62,7 @@ def parse_args():
     parser.add_argument("--tiny", action="store_true", help="use the offline tiny GPT-2 instead of --model_name")
     parser.add_argument("--resume", metavar="DIR", help="continue from a checkpoint this script saved")
     parser.add_argument("--device", help="default: cuda if available, else cpu")
+    add_mixed_precision_argument(parser)
     parser.add_argument("--prompts_file", help="your own prompts, one per line (default: the original's four)")
     parser.add_argument("--batch_size", type=int, default=1, help="ratings per PPO step")
     parser.add_argument("--async_update", action=argparse.BooleanOptionalAction, default=True,
@@ -440,9 +441,10 @@ def main():
     # trl's statistics take a std() over the batch, undefined for one rating (set once: filters are process-wide)
     warnings.filterwarnings("ignore", message=r"std\(\): degrees of freedom", category=UserWarning)
 
+    device = pick_device(args.device)
+    accelerate_kwargs = accelerator_kwargs(device, args.mixed_precision)  # refuses fp16 on the CPU now
     t = Terminal(args, Console(highlight=False), StopSignals(), prompts, ratings_log,
-                 Progress(step=state.get("step", 0), ratings=state.get("ratings", 0)), base_model,
-                 pick_device(args.device))
+                 Progress(step=state.get("step", 0), ratings=state.get("ratings", 0)), base_model, device)
     show_start_screen(t)
     try:
         with t.signals.stoppable(), t.console.status("[red]loading the models ..."):
@@ -450,7 +452,8 @@ def main():
                                                            ref_model_name_or_path=base_model)
             t.trainer = make_ppo_trainer(t.policy, ref_model, t.tokenizer, batch_size=args.batch_size,
                                          mini_batch_size=args.batch_size, learning_rate=args.learning_rate,
-                                         init_kl_coef=state.get("kl_coef", 0.2), seed=seed)
+                                         init_kl_coef=state.get("kl_coef", 0.2), seed=seed,
+                                         accelerator_kwargs=accelerate_kwargs)
     except Stop as stop:
         t.console.print(f"\n{stop}: stopped before the models were ready, nothing to save")
         return

@@ -22,7 +22,8 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader
 from transformers import AutoModel, AutoTokenizer, get_linear_schedule_with_warmup
 
-from utils.common import UserError, load_pretrained, pick_device, run_main, set_seed
+from utils.common import (UserError, accelerator_kwargs, add_mixed_precision_argument, load_pretrained,
+                          pick_device, run_main, set_seed)
 from utils.data import RANK_LIST_DIR, ensure_datasets
 from utils.logger import TrainLogger
 from utils.ranklists import read_rank_lists
@@ -54,6 +55,7 @@ def parse_args():
     parser.add_argument("--valid_steps", type=int, default=50, help="evaluate and save every N steps")
     parser.add_argument("--logging_steps", type=int, default=10)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when present)")
+    add_mixed_precision_argument(parser)
     parser.add_argument("--tiny", action="store_true",
                         help="offline: the project's tiny encoder, with settings tuned for it "
                              f"({', '.join(f'{k} {v}' for k, v in TINY_DEFAULTS.items())}) unless given")
@@ -168,7 +170,7 @@ def main():
     device = pick_device(args.device)
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)
-    accelerator = Accelerator(cpu=device.type == "cpu")
+    accelerator = Accelerator(**accelerator_kwargs(device, args.mixed_precision))
     set_seed(args.seed)
 
     train_lists, dev_lists = read_data(args, accelerator)

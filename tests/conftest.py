@@ -13,6 +13,44 @@ sys.path.insert(0, REPO)
 os.chdir(REPO)  # the scripts' default paths (data/, logs/, checkpoints/) are relative to the repository
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gpu: runs on a CUDA device, skipped without one (python -m pytest -m gpu)")
+
+
+def pytest_collection_modifyitems(config, items):
+    gpu_tests = [item for item in items if "gpu" in item.keywords]
+    if gpu_tests:
+        import torch
+
+        if not torch.cuda.is_available():
+            for item in gpu_tests:
+                item.add_marker(pytest.mark.skip(reason="needs a CUDA device (torch.cuda.is_available() is False)"))
+
+
+def reset_accelerate_state():
+    """Forget accelerate's process-wide state (device, mixed precision), as a fresh process would not have it."""
+    if "accelerate" in sys.modules:  # nothing to reset before anything imported it
+        from accelerate.state import AcceleratorState, GradientState
+
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    """accelerate keeps one device and one mixed precision per process: after a loop ran here on CUDA (the default
+    device on a GPU machine), the next test asking for a CPU trainer would fail with "AcceleratorState has already
+    been initialized". Every test starts without that state."""
+    reset_accelerate_state()
+    yield
+
+
+def cpu_only(env):
+    """`env` with no GPU visible: `accelerate launch --multi_gpu --num_processes 2` then runs two CPU processes
+    (gloo), also on a machine with one GPU, where two processes would share it and fail at start."""
+    return dict(env, CUDA_VISIBLE_DEVICES="")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def corpus_datasets():
     """The corpus-made datasets under data/ (built in a second if missing), whichever test runs first."""

@@ -10,8 +10,10 @@ from conftest import run_script
 from utils.reward_model import RewardModel, save_reward_model
 
 BENCHES = {
-    "bench_ppo.py": (["--batch_size", "32", "--repeats", "1", "--skip_full_size"], "ratio ours/original: epoch"),
-    "bench_reward_model.py": (["--steps", "1", "--batch_size", "4", "--skip_ernie"], "ratio ours / original:"),
+    "bench_ppo.py": (["--batch_size", "32", "--repeats", "1", "--skip_full_size", "--device", "cpu"],
+                     "ratio ours/original, same settings"),
+    "bench_reward_model.py": (["--steps", "1", "--batch_size", "4", "--skip_ernie", "--device", "cpu"],
+                              "ratio ours / original:"),
     "bench_labeler.py": (["--saves", "5", "--generations", "1", "--undo_lines", "50"], "ratio 2 threads / 1 thread"),
     "bench_terminal.py": (["--ratings", "5", "--rounds", "1"], "PPO step on 4 ratings"),
 }

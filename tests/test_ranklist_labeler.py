@@ -10,7 +10,7 @@ from streamlit.proto.TextInput_pb2 import TextInput as TextInputProto
 from streamlit.testing.v1 import AppTest
 
 from conftest import REPO
-from utils.common import UserError
+from utils.common import UserError, pick_device
 from utils.ranklists import (append_rank_list, clean_field, format_rank_line, metadata_path, read_rank_list_table,
                              read_rank_lists, undo_rank_list)
 
@@ -140,7 +140,7 @@ def test_configuration_from_command_line(open_page, tmp_path):
     assert [s.label for s in at.selectbox] == ["句子1排名", "句子2排名", "句子3排名"]
     assert at.selectbox[0].options == ["-1", "1", "2", "3"]
     config = json.loads(at.sidebar.json[0].value)
-    assert (config["rank_list_len"], config["max_new_tokens"], config["device"]) == (3, 5, "cpu")
+    assert (config["rank_list_len"], config["max_new_tokens"], config["device"]) == (3, 5, str(pick_device()))
     assert config["model"].endswith("gpt2") and config["dataset_file"].startswith(str(tmp_path))
 
     help_page = open_page("--help")

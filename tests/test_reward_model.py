@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoTokenizer, BertConfig, BertModel
 
-from conftest import REPO, run_script
+from conftest import REPO, cpu_only, run_script
 from utils.common import UserError
 from utils.data import RANK_LIST_DIR
 from utils.logger import read_jsonl
@@ -258,7 +258,7 @@ def test_training_under_accelerate_with_two_processes(small_data, tmp_path, micr
     # without GPUs `--multi_gpu` starts torchrun, and the script's Accelerator(cpu=True) then runs gloo on CPUs
     result = subprocess.run([accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                              "--mixed_precision", "no", "--dynamo_backend", "no", *args], cwd=REPO,
-                            env=micro_env, capture_output=True, text=True, timeout=600)
+                            env=cpu_only(micro_env), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert " x 2; 20 steps" in result.stdout  # 640 lists, batches of 16, split over 2 processes
     assert result.stdout.count("global step 10, epoch: 1") == 1  # printed by the main process only

@@ -1,5 +1,5 @@
-"""Small helpers every script needs: errors for users, device, seed, text cleanup, model loading, files
-written atomically."""
+"""Small helpers every script needs: errors for users, device and precision, seed, text cleanup, model loading,
+files written atomically."""
 import contextlib
 import os
 import random
@@ -60,11 +60,39 @@ def parse_with_presets(parser, argv, presets):
     return args
 
 
+MIXED_PRECISION = ("no", "bf16", "fp16")
+
+
 def pick_device(name=None):
-    """`--device` if given, else CUDA when present, else CPU."""
-    if name:
-        return torch.device(name)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """`--device` if given, else CUDA when present, else CPU. On CUDA, TF32 matmuls are allowed (`allow_tf32`)."""
+    device = torch.device(name) if name else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda":
+        allow_tf32()
+    return device
+
+
+def allow_tf32():
+    """Let CUDA run float32 matmuls and convolutions in TF32 (Ampere GPUs and newer; ignored by older ones).
+    On one H100 it took the reward model's step from 6.3 to 14.6 step/s; the CPU is left as it is. The
+    legacy flags, as accelerate and transformers set them: mixing them with torch's newer `fp32_precision`
+    API makes later reads of either raise."""
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+
+
+def add_mixed_precision_argument(parser):
+    parser.add_argument("--mixed_precision", choices=MIXED_PRECISION,
+                        help="autocast through accelerate: bf16 (GPUs since Ampere, also the CPU) or fp16 (GPU "
+                             "only); default: what `accelerate launch` or `accelerate config` chose, else no")
+
+
+def accelerator_kwargs(device, mixed_precision=None):
+    """Keyword arguments for `Accelerator(...)` (and trl's `PPOConfig(accelerator_kwargs=...)`): the device
+    `pick_device` chose and `--mixed_precision` (None leaves it to `accelerate launch`'s configuration)."""
+    on_cpu = torch.device(device).type == "cpu"
+    if mixed_precision == "fp16" and on_cpu:  # accelerate would silently train in float32 instead
+        raise UserError("--mixed_precision fp16 needs a GPU; on the CPU use bf16 or no")
+    return {"cpu": on_cpu, "mixed_precision": mixed_precision}
 
 
 def set_seed(seed):
@@ -80,8 +108,43 @@ def clean_text(text):
     return re.sub(r"\s+", " ", text).strip()
 
 
+def sdpa_mask_without_vmap(batch_size, cache_position, kv_length, kv_offset=0, mask_function=None, attention_mask=None,
+                           local_size=None, allow_is_causal_skip=True, **kwargs):
+    """transformers 4.57's `sdpa_mask`, the same mask, with the mask function evaluated once on broadcast index
+    tensors instead of through four nested `torch.vmap`s. With padding (every PPO batch, every batched
+    `generate` step) the vmaps cost about 13 ms of Python per GPT-2 forward pass here, a third of a PPO step
+    on the tiny models (transformers 5 evaluates the mask this way too)."""
+    from transformers import masking_utils as masks  # here: importing it takes seconds, and few scripts need it
+
+    mask_function = mask_function or masks.causal_mask_function
+    q_length = cache_position.shape[0]
+    padding_mask = masks.prepare_padding_mask(attention_mask, kv_length, kv_offset, _slice=False)
+    if allow_is_causal_skip and masks._ignore_causal_mask_sdpa(padding_mask, q_length, kv_length, kv_offset,
+                                                               local_size):
+        return None  # SDPA's own is_causal
+    if padding_mask is not None:
+        mask_function = masks.and_masks(mask_function, masks.padding_mask_function(padding_mask))
+    device = cache_position.device
+    batch = torch.arange(batch_size, device=device)[:, None, None, None]
+    head = torch.zeros((1, 1, 1, 1), dtype=torch.long, device=device)
+    kv = (torch.arange(kv_length, device=device) + kv_offset)[None, None, None, :]
+    mask = mask_function(batch, head, cache_position[None, None, :, None], kv)
+    return mask.expand(batch_size, 1, q_length, kv_length)
+
+
+def use_fast_attention_masks():
+    """Every model of this process builds its SDPA attention masks with `sdpa_mask_without_vmap`."""
+    import transformers
+    from transformers.masking_utils import AttentionMaskInterface
+
+    if transformers.__version__.startswith("4."):
+        AttentionMaskInterface.register("sdpa", sdpa_mask_without_vmap)
+
+
 def load_pretrained(loader, name_or_path, **kwargs):
-    """`loader.from_pretrained(name_or_path)`, with one clear line when it cannot be found."""
+    """`loader.from_pretrained(name_or_path)`, with one clear line when it cannot be found; the model builds its
+    attention masks the fast way (`use_fast_attention_masks`)."""
+    use_fast_attention_masks()
     try:
         return loader.from_pretrained(name_or_path, **kwargs)
     except (OSError, ValueError) as e:

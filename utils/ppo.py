@@ -1,7 +1,7 @@
 """The PPO pieces every PPO script shares (trl 0.11.4's step-wise `PPOTrainer`).
 
     load_policy          policy GPT-2 with a value head (dropout off) + frozen reference model + tokenizer
-    make_ppo_trainer     a `PPOTrainer` without trl's deprecation noise
+    make_ppo_trainer     a `PPOTrainer` without trl's deprecation noise, with a fused Adam
     ppo_step             one PPO update from (queries, responses, float rewards); any batch size; NaN-safe
     save_ppo_checkpoint  an atomic `save_pretrained` folder (value head included) + tokenizer + ppo_state.json
     load_ppo_checkpoint_state / find_latest_checkpoint / distinct_2
@@ -107,7 +107,14 @@ def make_ppo_trainer(policy, ref_model, tokenizer, **ppo_config_kwargs):
         warnings.filterwarnings("ignore", category=FutureWarning, message=r".*(PPOTrainer|PPOConfig|deprecated)")
         warnings.filterwarnings("ignore", category=UserWarning, message=r"No dataset is provided")
         config = trl.PPOConfig(**ppo_config_kwargs)
-        return trl.PPOTrainer(config=config, model=policy, ref_model=ref_model, tokenizer=tokenizer)
+        return trl.PPOTrainer(config=config, model=policy, ref_model=ref_model, tokenizer=tokenizer,
+                              optimizer=fused_adam(policy, config.learning_rate))
+
+
+def fused_adam(model, learning_rate):
+    """The Adam that trl would make (same hyperparameters), as one fused kernel over all parameters instead of
+    a Python loop over them on the CPU (trl's default there) or a few multi-tensor calls on CUDA."""
+    return torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=learning_rate, fused=True)
 
 
 def unwrap_policy(trainer):

@@ -7,6 +7,7 @@
 Every folder carries the same character-level `BertTokenizer` as uer's hub models use. The set is built
 once, in a temporary folder renamed into place only when complete, so a killed build is never loaded.
 Run `python -m utils.tiny` to build it (or rebuild it with `--force`). `RLHF_TINY_DIR` moves the cache.
+The build trains on CUDA when there is a GPU (`--device` to choose), with the same recipe and random draws.
 """
 import argparse
 import collections
@@ -24,7 +25,7 @@ from tqdm import tqdm
 from transformers import (BertConfig, BertForMaskedLM, BertForSequenceClassification, BertModel,
                           BertTokenizer, GPT2Config, GPT2LMHeadModel, get_linear_schedule_with_warmup)
 
-from utils.common import folder_written_atomically, set_seed
+from utils.common import folder_written_atomically, pick_device, set_seed
 from utils.data import DATASETS_VERSION, NEGATIVE, POSITIVE, read_corpus_split
 
 LABELS = {NEGATIVE: "negative (stars 1, 2 and 3)", POSITIVE: "positive (stars 4 and 5)"}  # uer's JD classifier
@@ -49,8 +50,9 @@ def tiny_paths(root=None):
     return {name: os.path.join(root, name) for name in ("encoder", "classifier", "gpt2")}
 
 
-def ensure_tiny(root=None, preset="tiny"):
-    """Paths of the tiny models, building them first if they are missing, half-built or out of date."""
+def ensure_tiny(root=None, preset="tiny", device=None):
+    """Paths of the tiny models, building them first (on `device`, default CUDA when present) if they are missing,
+    half-built or out of date."""
     root = root or tiny_dir()
     if not is_current_build(root):
         os.makedirs(os.path.dirname(os.path.abspath(root)), exist_ok=True)
@@ -59,7 +61,7 @@ def ensure_tiny(root=None, preset="tiny"):
             if not is_current_build(root):
                 why = "an older recipe or dataset made them" if os.path.exists(os.path.join(root, REPORT)) else "once"
                 print(f"building the offline tiny models in {root} ({why}; about 7 minutes on 2 CPU cores) ...")
-                build_tiny(root, preset=preset)
+                build_tiny(root, preset=preset, device=device)
     return tiny_paths(root)
 
 
@@ -73,9 +75,10 @@ def is_current_build(root):
     return report.get("recipe_version") == RECIPE_VERSION and report.get("datasets_version") == DATASETS_VERSION
 
 
-def build_tiny(root, preset="tiny", seed=0, report_dir="logs"):
-    """Train tokenizer, encoder, classifier and GPT-2 into `root`; returns the quality report."""
-    cfg = PRESETS[preset]
+def build_tiny(root, preset="tiny", seed=0, report_dir="logs", device=None):
+    """Train tokenizer, encoder, classifier and GPT-2 into `root` on `device` (default CUDA when present);
+    returns the quality report."""
+    cfg = dict(PRESETS[preset], device=pick_device(device))
     set_seed(seed)
     start = time.time()
     train, test = read_corpus_split("train"), read_corpus_split("test")
@@ -102,14 +105,15 @@ def build_tiny(root, preset="tiny", seed=0, report_dir="logs"):
         report = {"preset": preset, "recipe_version": RECIPE_VERSION, "datasets_version": DATASETS_VERSION,
                   "classifier_test_acc": round(classifier_accuracy(classifier, tokenizer, test), 4),
                   "lm_test_perplexity": round(lm_perplexity(gpt2, tokenizer, test, cfg["seq_len"]), 2),
-                  "build_seconds": round(time.time() - start, 1), "train_sentences": len(train),
+                  "build_seconds": round(time.time() - start, 1), "device": cfg["device"].type,
+                  "train_sentences": len(train),
                   "classifier_train_sentences": len(classifier_train),
                   "test_sentences": len(test), "vocab_size": len(tokenizer)}
         with open(os.path.join(building, REPORT), "w") as f:
             json.dump(report, f, indent=1)
     print(f"tiny models ready in {root}: classifier accuracy {report['classifier_test_acc']:.3f} on "
           f"{len(test)} held-out sentences, GPT-2 perplexity {report['lm_test_perplexity']:.1f}, "
-          f"built in {report['build_seconds']:.0f}s")
+          f"built in {report['build_seconds']:.0f}s on {report['device']}")
     if report_dir:
         os.makedirs(report_dir, exist_ok=True)
         with open(os.path.join(report_dir, f"tiny_build_{preset}.json"), "w") as f:
@@ -176,6 +180,7 @@ def train_encoder(tokenizer, train, cfg, bar):
     """Masked-LM pretraining; returns the encoder as a `BertModel` (with pooler) for `AutoModel`.
     Dropout is off here and in GPT-2: in runs shorter than two epochs it only slows learning."""
     mlm = BertForMaskedLM(_bert_config(tokenizer, cfg, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
+    mlm.to(cfg["device"])
     special = torch.tensor(tokenizer.all_special_ids)
 
     def loss(batch):
@@ -185,9 +190,12 @@ def train_encoder(tokenizer, train, cfg, bar):
         maskable = ~torch.isin(inputs, special)
         chosen = (torch.rand(inputs.shape) < 0.15) & maskable
         inputs[chosen & (torch.rand(inputs.shape) < 0.8)] = tokenizer.mask_token_id
-        hidden = mlm.bert(input_ids=inputs, attention_mask=enc["attention_mask"]).last_hidden_state
+        # the masks are drawn on the CPU, so that every device sees the same ones
+        inputs, attention_mask, chosen, targets = (t.to(cfg["device"]) for t in
+                                                   (inputs, enc["attention_mask"], chosen, enc["input_ids"]))
+        hidden = mlm.bert(input_ids=inputs, attention_mask=attention_mask).last_hidden_state
         # the vocabulary projection only where a token was chosen: on every position it was most of the step
-        return torch.nn.functional.cross_entropy(mlm.cls(hidden[chosen]), enc["input_ids"][chosen])
+        return torch.nn.functional.cross_entropy(mlm.cls(hidden[chosen]), targets[chosen])
 
     _train(mlm, cfg["mlm_steps"], 1e-3, loss, _batches(train, cfg["batch_size"], 1), bar, "encoder")
     encoder = BertModel(mlm.config)
@@ -198,12 +206,12 @@ def train_encoder(tokenizer, train, cfg, bar):
 def train_classifier(tokenizer, encoder_dir, train, cfg, bar):
     classifier = BertForSequenceClassification.from_pretrained(
         encoder_dir, num_labels=2, id2label=LABELS, label2id={v: k for k, v in LABELS.items()},
-        hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+        hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1).to(cfg["device"])
 
     def loss(batch):
         enc = tokenizer([s for _, s in batch], truncation=True, max_length=cfg["seq_len"], padding=True,
-                        return_tensors="pt")
-        return classifier(**enc, labels=torch.tensor([label for label, _ in batch])).loss
+                        return_tensors="pt").to(cfg["device"])
+        return classifier(**enc, labels=torch.tensor([label for label, _ in batch], device=cfg["device"])).loss
 
     return _train(classifier, cfg["classifier_steps"], 3e-4, loss, _batches(train, cfg["batch_size"], 2), bar,
                   "classifier")
@@ -222,11 +230,11 @@ def train_gpt2(tokenizer, train, cfg, bar):
                         n_layer=cfg["gpt_layers"], n_head=cfg["heads"], bos_token_id=tokenizer.cls_token_id,
                         eos_token_id=tokenizer.sep_token_id, pad_token_id=tokenizer.pad_token_id,
                         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
-    gpt2 = GPT2LMHeadModel(config)
+    gpt2 = GPT2LMHeadModel(config).to(cfg["device"])
     blocks = _lm_blocks(tokenizer, [s for _, s in train], cfg["seq_len"])
 
     def loss(batch):
-        ids = torch.tensor(batch)
+        ids = torch.tensor(batch, device=cfg["device"])
         return gpt2(input_ids=ids, labels=ids).loss
 
     return _train(gpt2, cfg["lm_steps"], 2e-3, loss, _batches(blocks, cfg["batch_size"], 3), bar, "gpt2")
@@ -238,16 +246,16 @@ def classifier_accuracy(classifier, tokenizer, items, batch_size=64):
     correct = 0
     for i in range(0, len(items), batch_size):
         batch = items[i:i + batch_size]
-        enc = tokenizer([s for _, s in batch], truncation=True, padding=True, return_tensors="pt")
-        predicted = classifier(**enc).logits.argmax(-1)
+        enc = tokenizer([s for _, s in batch], truncation=True, padding=True, return_tensors="pt").to(classifier.device)
+        predicted = classifier(**enc).logits.argmax(-1).cpu()
         correct += (predicted == torch.tensor([label for label, _ in batch])).sum().item()
     return correct / len(items)
 
 
 @torch.no_grad()
 def lm_perplexity(gpt2, tokenizer, items, seq_len, batch_size=64):
-    blocks = _lm_blocks(tokenizer, [s for _, s in items], seq_len)
-    losses = [gpt2(input_ids=torch.tensor(blocks[i:i + batch_size]), labels=torch.tensor(blocks[i:i + batch_size])).loss
+    blocks = torch.tensor(_lm_blocks(tokenizer, [s for _, s in items], seq_len), device=gpt2.device)
+    losses = [gpt2(input_ids=blocks[i:i + batch_size], labels=blocks[i:i + batch_size]).loss
               for i in range(0, len(blocks), batch_size)]
     return math.exp(torch.stack(losses).mean().item())
 
@@ -257,11 +265,12 @@ def main():
     parser.add_argument("--out_dir", default=None, help="default: $RLHF_TINY_DIR or checkpoints/tiny")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
     parser.add_argument("--force", action="store_true", help="rebuild even if the models are there")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when present)")
     args = parser.parse_args()
     root = args.out_dir or tiny_dir()
     if args.force:
         shutil.rmtree(root, ignore_errors=True)
-    ensure_tiny(root, preset=args.preset)
+    ensure_tiny(root, preset=args.preset, device=args.device)
 
 
 if __name__ == "__main__":
