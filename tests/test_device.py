@@ -15,8 +15,8 @@ from utils.common import (UserError, accelerator_kwargs, pick_device, sdpa_mask_
 from utils.data import RANK_LIST_DIR
 from utils.generation import encode_prompt, generate_responses
 from utils.logger import read_jsonl
-from utils.ranklists import read_rank_lists
 from utils.ppo import _import_trl, load_policy, load_ppo_checkpoint_state, make_ppo_trainer, ppo_step, unwrap_policy
+from utils.ranklists import read_rank_lists
 from utils.reward_model import load_reward_model
 from utils.tiny import build_tiny
 
