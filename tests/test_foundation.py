@@ -165,7 +165,8 @@ def test_half_built_cache_is_rebuilt_not_loaded(micro_dir, tmp_path, monkeypatch
     (root / "gpt2" / "model.safetensors").write_bytes(b"half written")
     builds = []
     real_build = tiny.build_tiny
-    monkeypatch.setattr(tiny, "build_tiny", lambda r, preset: builds.append(r) or real_build(r, "micro", report_dir=None))
+    monkeypatch.setattr(tiny, "build_tiny", lambda r, preset, device: builds.append(r) or
+                        real_build(r, "micro", report_dir=None, device=device))
     paths = ensure_tiny(str(root))
     assert builds == [str(root)]
     GPT2LMHeadModel.from_pretrained(paths["gpt2"])  # loads: the half-written weights are gone
@@ -181,7 +182,8 @@ def test_cache_of_an_older_recipe_is_rebuilt(micro_dir, tmp_path, monkeypatch, c
     (root / REPORT).write_text(json.dumps({**report, "recipe_version": RECIPE_VERSION - 1}))
     builds = []
     real_build = tiny.build_tiny
-    monkeypatch.setattr(tiny, "build_tiny", lambda r, preset: builds.append(r) or real_build(r, "micro", report_dir=None))
+    monkeypatch.setattr(tiny, "build_tiny", lambda r, preset, device: builds.append(r) or
+                        real_build(r, "micro", report_dir=None, device=device))
     ensure_tiny(str(root))
     assert builds == [str(root)] and "an older recipe or dataset made them" in capsys.readouterr().out
     assert json.loads((root / REPORT).read_text())["recipe_version"] == RECIPE_VERSION
