@@ -173,8 +173,11 @@ def test_fused_adam_trains_like_trls_own_adam(micro_paths, device):
     start = AutoModelForCausalLM.from_pretrained(micro_paths["gpt2"]).state_dict()
     name = "transformer.h.0.attn.c_attn.weight"
     assert not torch.equal(ours_weights[name].cpu(), start[name])  # the step trained
+    # CUDA's embedding backward adds in no fixed order, and Adam turns a sign flip of a near-zero gradient into a
+    # step of the learning rate: there a few elements may differ
+    allowed = 0.0 if device == "cpu" else 1e-3
     for name, weight in ours_weights.items():
-        assert torch.allclose(weight, trl_weights[name], atol=1e-5), name
+        assert ((weight - trl_weights[name]).abs() > 1e-5).float().mean() <= allowed, name
 
 
 # ---------------------------------------------------------------- the tiny build on a device
