@@ -29,7 +29,8 @@ from accelerate import Accelerator
 from tqdm import tqdm
 
 from utils.answer_logprobs import answer_logprobs
-from utils.common import Lazy, UserError, parse_with_presets, pick_device, run_main, set_seed
+from utils.common import (Lazy, UserError, accelerator_kwargs, add_mixed_precision_argument, parse_with_presets,
+                          pick_device, run_main, set_seed)
 from utils.generation import decode, encode_prompt, generate_responses, read_prompts
 from utils.logger import TrainLogger
 from utils.ppo import distinct_2, load_policy, load_ppo_checkpoint_state, save_ppo_checkpoint
@@ -76,7 +77,7 @@ def parse_args(argv=None):
     p.add_argument("--log_name", default="GRPO-Sentiment-Zh")
     p.add_argument("--num_samples", type=int, default=5, help="random answers printed each epoch")
     p.add_argument("--reward_batch_size", type=int, default=64)
-    p.add_argument("--mixed_precision", choices=["no", "bf16", "fp16"], default="no")
+    add_mixed_precision_argument(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", help="default: cuda if available, else cpu")
     tiny = dict(TINY, model_name=Lazy("the tiny GPT-2", lambda: ensure_tiny()["gpt2"]),
@@ -260,7 +261,7 @@ def main(argv=None, reward_fn=None):
 
     # no critic: the value head that load_policy attaches is neither trained nor given gradients
     policy.v_head.requires_grad_(False)
-    accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision=args.mixed_precision)
+    accelerator = Accelerator(**accelerator_kwargs(device, args.mixed_precision))
     optimizer = torch.optim.Adam([p for p in policy.parameters() if p.requires_grad], lr=args.lr)
     policy, optimizer = accelerator.prepare(policy, optimizer)
     ref_model.to(accelerator.device)

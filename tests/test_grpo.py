@@ -10,7 +10,7 @@ import warnings
 import pytest
 import torch
 
-from conftest import REPO, run_script
+from conftest import REPO, cpu_only, run_script
 from grpo_sentiment_example import TINY
 from utils.answer_logprobs import answer_logprobs
 from utils.generation import encode_prompt, generate_responses
@@ -256,7 +256,7 @@ def test_accelerate_launch_two_processes(env, tmp_path):
     result = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", SCRIPT,
                              *SMALL, "--steps", "16", "--save_dir", save_dir, "--log_dir", log_dir],
-                            cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+                            cwd=REPO, env=cpu_only(env), capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "x 2 process(es)" in result.stdout
     records = read_jsonl(os.path.join(log_dir, LOG))
