@@ -35,8 +35,8 @@ import warnings
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
-from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, GPT2Config, GPT2LMHeadModel  # noqa: E402
-from transformers import masking_utils  # noqa: E402
+from transformers import (AutoTokenizer, BertConfig, BertForSequenceClassification, GPT2Config,  # noqa: E402
+                          GPT2LMHeadModel, masking_utils)
 
 from ppo_sentiment_example import TINY  # noqa: E402
 from utils.common import accelerator_kwargs, pick_device, set_seed, use_fast_attention_masks  # noqa: E402

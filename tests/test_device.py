@@ -93,7 +93,8 @@ def test_fp16_on_the_cpu_is_refused_before_anything_is_written(micro_dir, micro_
     result = run_script(["train_reward_model.py", "--tiny", "--device", "cpu", "--mixed_precision", "fp16",
                          "--save_dir", str(tmp_path / "rm"), "--img_log_dir", str(tmp_path / "rm_logs")], env=micro_env)
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1] == "error: --mixed_precision fp16 needs a GPU; on the CPU use bf16 or no"
+    assert result.stderr.strip().splitlines()[-1] == \
+        "error: --mixed_precision fp16 needs a GPU; on the CPU use bf16 or no"
     assert os.listdir(tmp_path) == []
 
 
