@@ -1,7 +1,9 @@
-"""Continue a prompt with a PPO-trained GPT-2 checkpoint (default: the newest one under --save_dir).
+"""Continue a prompt with a fine-tuned GPT-2 checkpoint (default: the newest one under --save_dir): PPO
+(ppo_sentiment_example.py, terminal_main.py) and DPO (train_dpo.py) save the same kind of folder.
 
     python inference_ppo_gpt.py --prompt 这部电影很 --num 5
     python inference_ppo_gpt.py --checkpoint checkpoints/ppo_sentiment_gpt/model_300_0.93 --compare_ref
+    python inference_ppo_gpt.py --save_dir checkpoints/dpo_sentiment_gpt --compare_ref
 """
 import argparse
 import os
@@ -14,7 +16,8 @@ from utils.ppo import find_latest_checkpoint, load_policy, load_ppo_checkpoint_s
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", help="checkpoint folder (default: the newest under --save_dir)")
-    p.add_argument("--save_dir", default=os.path.join("checkpoints", "ppo_sentiment_gpt"))
+    p.add_argument("--save_dir", default=os.path.join("checkpoints", "ppo_sentiment_gpt"),
+                   help="where to look for the newest checkpoint (DPO: checkpoints/dpo_sentiment_gpt)")
     p.add_argument("--prompt", default="这部电影很")
     p.add_argument("--num", type=int, default=5, help="continuations to write")
     p.add_argument("--gen_len", type=int, default=16, help="new tokens per continuation")
@@ -41,7 +44,9 @@ def main(argv=None):
     state = load_ppo_checkpoint_state(checkpoint)
     device = pick_device(args.device)
     policy, ref_model, tokenizer = load_policy(checkpoint, device, stop_at_sep=args.stop_at_sep)
-    print(f"checkpoint: {checkpoint} (epoch {state.get('epoch', '?')}, reference model {state['base_model']})")
+    algorithm = state.get("algorithm", "PPO")  # checkpoints written before DPO existed are PPO's
+    print(f"checkpoint: {checkpoint} ({algorithm}, epoch {state.get('epoch', '?')}, "
+          f"reference model {state['base_model']})")
     set_seed(args.seed)
     texts = continuations(policy, tokenizer, args.prompt, args.num, args.gen_len, args.stop_at_sep)
     if not args.compare_ref:
@@ -51,7 +56,7 @@ def main(argv=None):
     set_seed(args.seed)
     ref_texts = continuations(ref_model, tokenizer, args.prompt, args.num, args.gen_len, args.stop_at_sep)
     for i, (text, ref_text) in enumerate(zip(texts, ref_texts), start=1):
-        print(f"{i}. PPO: {text}\n   ref: {ref_text}")
+        print(f"{i}. {algorithm}: {text}\n   ref: {ref_text}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,345 @@
+"""DPO fine-tunes the Chinese GPT-2 straight from rank lists: no reward model, no PPO, no sampling while training.
+
+Every ordered pair i<j of a rank list (best first) is one preference: answer i is chosen (y_w), answer j is
+rejected (y_l), both to the same prompt x. DPO (Rafailov et al. 2023, eq. 7) trains the policy pi against a
+frozen copy of the starting model, the reference, with
+
+    loss = -log sigmoid(beta * [(log pi(y_w|x) - log ref(y_w|x)) - (log pi(y_l|x) - log ref(y_l|x))])
+
+log pi(y|x) is the sum of the log-probabilities of the answer's tokens: the prompt only conditions them.
+beta * log(pi/ref) is the "implicit reward" of an answer; beta plays the part of PPO's KL coefficient (a larger
+beta keeps the policy nearer the reference). The dev split is evaluated by its preference accuracy (share of
+pairs whose chosen answer has the larger implicit reward) and mean reward margin.
+
+Prompts come from the `.meta.jsonl` file that the labelling page writes beside its TSV. With `--tiny` and no
+`--train_path`, the rank lists are first made with AI feedback (`python -m utils.ai_feedback`: the tiny GPT-2
+writes K answers per prompt, the sentiment classifier ranks them), once, and reused afterwards.
+
+    python train_dpo.py --tiny                                                   # offline, a few minutes on a CPU
+    python train_dpo.py --train_path data/human_labeled/total_dataset.tsv        # the labelling page's lists
+    accelerate launch --multi_gpu --num_processes 2 train_dpo.py --tiny         # 2 processes (GPUs or CPUs)
+    python inference_ppo_gpt.py --save_dir checkpoints/dpo_sentiment_gpt --compare_ref
+
+Checkpoints are the PPO scripts' folders (`save_pretrained` + `ppo_state.json`, value head unused and unchanged).
+"""
+import argparse
+import functools
+import os
+import random
+import sys
+import time
+import warnings
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from torch.utils.data import DataLoader
+from transformers import get_linear_schedule_with_warmup
+
+from train_reward_model import SimilarLengthBatches
+from utils.ai_feedback import DEFAULT_OUTPUT as AI_FEEDBACK_FILE, ensure_ai_feedback
+from utils.common import UserError, pick_device, run_main, set_seed
+from utils.generation import banned_token_ids, decode, encode_prompt, generate_responses
+from utils.logger import TrainLogger
+from utils.ppo import load_policy, load_ppo_checkpoint_state, save_ppo_checkpoint
+from utils.preferences import preference_pairs, read_prompted_rank_lists
+from utils.ranklist_store import metadata_path
+from utils.tiny import ensure_tiny
+
+DEFAULT_TRAIN = os.path.join("data", "human_labeled", "total_dataset.tsv")  # the labelling page's file
+# the DPO paper's beta and a learning rate as small as its 1e-6 for the full-size GPT-2 ...
+ORIGINAL = dict(model_name="uer/gpt2-chinese-cluecorpussmall", beta=0.1, learning_rate=1e-6, batch_size=16,
+                num_train_epochs=3, valid_steps=100)
+# ... and for the tiny GPT-2 on a CPU: TODO tuned figures
+TINY = dict(beta=0.1, learning_rate=1e-4, batch_size=32, num_train_epochs=2, valid_steps=20)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tiny", action="store_true", help="offline tiny models, AI-feedback rank lists, CPU settings")
+    p.add_argument("--model_name", help=f"policy GPT-2 to fine-tune (default {ORIGINAL['model_name']})")
+    p.add_argument("--ref_model_name", help="frozen reference model (default: the model fine-tuned)")
+    p.add_argument("--train_path", help=f"rank lists, best first, with their .meta.jsonl (default {DEFAULT_TRAIN}; "
+                                        "with --tiny: AI-feedback rank lists, built once)")
+    p.add_argument("--ai_feedback_file", default=AI_FEEDBACK_FILE,
+                   help="with --tiny and no --train_path: where the AI-feedback rank lists are built once and reused")
+    p.add_argument("--dev_path", help="evaluation rank lists (default: --dev_ratio of the training lists)")
+    p.add_argument("--dev_ratio", type=float, default=0.1, help="share of the lists held out without --dev_path")
+    p.add_argument("--prompt_mode", choices=("meta", "none"), default="meta",
+                   help="meta: each list's prompt from its .meta.jsonl record (required); none: no prompts, "
+                        "the whole texts are the answers (e.g. the corpus-made reward-model lists)")
+    p.add_argument("--beta", type=float, help="strength of the KL to the reference (DPO's beta)")
+    p.add_argument("--learning_rate", type=float)
+    p.add_argument("--batch_size", type=int, help="preference pairs per step (per process)")
+    p.add_argument("--num_train_epochs", type=int)
+    p.add_argument("--warmup_ratio", type=float, default=0.1, help="share of the steps with a rising lr")
+    p.add_argument("--max_seq_len", type=int, default=128, help="longest prompt + answer in tokens (answers are cut)")
+    p.add_argument("--valid_steps", type=int, help="evaluate and save a checkpoint every N steps")
+    p.add_argument("--logging_steps", type=int, default=10)
+    p.add_argument("--save_dir", default=os.path.join("checkpoints", "dpo_sentiment_gpt"))
+    p.add_argument("--resume", help="continue from this checkpoint folder (its step and reference model)")
+    p.add_argument("--img_log_dir", default="logs")
+    p.add_argument("--img_log_name", default="DPO-Sentiment-Zh")
+    p.add_argument("--num_samples", type=int, default=3, help="answers printed at each evaluation")
+    p.add_argument("--gen_len", type=int, default=16, help="new tokens per printed answer")
+    p.add_argument("--skip_bad_lines", action="store_true", help="skip and count bad lines of the rank-list files")
+    p.add_argument("--mixed_precision", choices=("no", "bf16", "fp16"), default="no")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", help="default: cuda if available, else cpu")
+    args = p.parse_args(argv)
+    for key, value in (dict(ORIGINAL, **TINY, model_name=ensure_tiny()["gpt2"]) if args.tiny else ORIGINAL).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    for name in ("batch_size", "num_train_epochs", "valid_steps", "logging_steps", "max_seq_len"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name} must be at least 1")
+    if not 0 < args.dev_ratio < 1 and not args.dev_path:
+        raise UserError("--dev_ratio must be between 0 and 1")
+    return args
+
+
+# ---------------------------------------------------------------- data: rank lists -> preference pairs
+def read_lists(path, args):
+    """The rank lists of a file with their prompts (from its .meta.jsonl), checked as --prompt_mode asks."""
+    rank_lists = read_prompted_rank_lists(path, args.skip_bad_lines)
+    if args.prompt_mode == "none":
+        for rank_list in rank_lists:
+            rank_list.prompt = None
+        return rank_lists
+    unknown = sum(r.prompt is None for r in rank_lists)
+    if unknown:
+        meta = metadata_path(path)
+        why = f"{unknown} of its {len(rank_lists)} lists have no prompt in {meta}" if os.path.isfile(meta) else \
+            f"there is no {meta} beside it"
+        raise UserError(f"{path}: the prompts are not known ({why}); pass --prompt_mode none to train on the "
+                        "whole texts without prompts")
+    return rank_lists
+
+
+def to_pairs(rank_lists, name):
+    """Every ordered pair i<j of the lists; pairs of identical answers are left out and counted."""
+    pairs, identical = preference_pairs(rank_lists)
+    if identical:
+        print(f"{name}: left out {identical} pair(s) whose chosen and rejected answers are identical")
+    if not pairs:
+        raise UserError(f"no {name} preference pairs ({len(rank_lists)} rank lists, {identical} identical pairs left "
+                        "out): nothing to train on")
+    return pairs
+
+
+def read_data(args, accelerator):
+    """(train pairs, dev pairs), read and checked before any model is loaded."""
+    train_path = args.train_path or DEFAULT_TRAIN
+    if args.tiny and not args.train_path:
+        with accelerator.main_process_first():
+            tiny = ensure_tiny()
+            train_path = ensure_ai_feedback(args.ai_feedback_file, model_name=tiny["gpt2"],
+                                            sentiment_model=tiny["classifier"], seed=args.seed)
+    elif not os.path.isfile(train_path):
+        raise UserError(f"{train_path}: no such file (rank lists from the labelling page, or --tiny for "
+                        "AI-feedback rank lists)")
+    train_lists = read_lists(train_path, args)
+    if args.dev_path:
+        dev_lists = read_lists(args.dev_path, args)
+    else:  # hold out whole lists, so that no dev answer is trained on
+        n_dev = max(1, round(args.dev_ratio * len(train_lists)))
+        held_out = set(random.Random(args.seed).sample(range(len(train_lists)), min(n_dev, len(train_lists) - 1)))
+        dev_lists = [r for i, r in enumerate(train_lists) if i in held_out]
+        train_lists = [r for i, r in enumerate(train_lists) if i not in held_out]
+    return to_pairs(train_lists, "training"), to_pairs(dev_lists, "dev")
+
+
+def encode_pairs(tokenizer, pairs, max_seq_len):
+    """[(prompt ids, chosen ids, rejected ids)]; pairs that the model cannot score (an empty answer, a prompt
+    without room for an answer, or a token the model never writes, such as [UNK]) are left out and counted."""
+    banned = set(banned_token_ids(tokenizer))
+    encoded, unscorable = [], 0
+    for pair in pairs:
+        prompt = encode_prompt(tokenizer, pair["prompt"]).tolist()
+        room = max_seq_len - len(prompt)
+        answers = [tokenizer.encode(pair[key], add_special_tokens=False)[:room] for key in ("chosen", "rejected")]
+        ids = prompt + answers[0] + answers[1]
+        if room < 1 or not all(answers) or banned.intersection(ids) or answers[0] == answers[1]:
+            unscorable += 1
+        else:
+            encoded.append((prompt, *answers))
+    return encoded, unscorable
+
+
+def collate(batch, pad_token_id):
+    """2B right-padded sequences, the B chosen (prompt + chosen answer) then the B rejected ones, with a mask of
+    the answer tokens to score. Nothing predicts a sequence's first token, so without a prompt an answer's
+    first token only conditions the rest."""
+    sequences = [p + c for p, c, _ in batch] + [p + r for p, _, r in batch]
+    answer_starts = [max(len(p), 1) for p, _, _ in batch] * 2
+    width = max(len(s) for s in sequences)
+    input_ids = torch.full((len(sequences), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros_like(input_ids)
+    answer_mask = torch.zeros_like(input_ids, dtype=torch.float)
+    for i, (sequence, start) in enumerate(zip(sequences, answer_starts)):
+        input_ids[i, :len(sequence)] = torch.tensor(sequence)
+        attention_mask[i, :len(sequence)] = 1
+        answer_mask[i, start:len(sequence)] = 1.0
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "answer_mask": answer_mask}
+
+
+# ---------------------------------------------------------------- the DPO loss
+def answer_logps(lm, batch):
+    """log pi(answer | prompt) of every sequence: the sum of its answer tokens' log-probabilities."""
+    logits = lm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
+    token_logps = logits.log_softmax(-1).gather(2, batch["input_ids"][:, 1:, None]).squeeze(2)
+    return (token_logps * batch["answer_mask"][:, 1:]).sum(1)
+
+
+def dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta):
+    """Eq. 7 of the DPO paper, averaged over the pairs; also each pair's implicit rewards beta * log(pi / ref)."""
+    chosen_rewards = beta * (policy_chosen_logps - ref_chosen_logps)
+    rejected_rewards = beta * (policy_rejected_logps - ref_rejected_logps)
+    loss = -F.logsigmoid(chosen_rewards - rejected_rewards).mean()
+    return loss, chosen_rewards.detach(), rejected_rewards.detach()
+
+
+def pair_loss(lm, ref_lm, batch, beta, accelerator):
+    """The DPO loss of a batch: one forward of its chosen and rejected sequences through each model."""
+    policy_logps = answer_logps(lm, batch)
+    with torch.no_grad(), accelerator.autocast():
+        ref_logps = answer_logps(ref_lm, batch)
+    n = len(policy_logps) // 2
+    return dpo_loss(policy_logps[:n], policy_logps[n:], ref_logps[:n], ref_logps[n:], beta)
+
+
+@torch.no_grad()
+def evaluate(lm, ref_lm, dev_loader, beta, accelerator):
+    """Preference accuracy and mean reward margin over every dev pair (gathered from every process)."""
+    margins = []
+    for batch in dev_loader:
+        _, chosen_rewards, rejected_rewards = pair_loss(lm, ref_lm, batch, beta, accelerator)
+        margins.append(accelerator.gather_for_metrics(chosen_rewards - rejected_rewards))
+    margins = torch.cat(margins)
+    return {"preference_acc": (margins > 0).float().mean().item(), "reward_margin": margins.mean().item()}
+
+
+def all_finite(loss, accelerator):
+    """False on every process when any process's loss is NaN or infinite, so they all skip the update alike."""
+    bad = torch.tensor([float(not torch.isfinite(loss))], device=accelerator.device)
+    return accelerator.reduce(bad, reduction="sum").item() == 0
+
+
+def print_samples(policy, tokenizer, prompts, gen_len):
+    """One fresh answer per prompt: how the policy writes now."""
+    if not prompts:
+        return
+    responses = generate_responses(policy, tokenizer, [encode_prompt(tokenizer, p) for p in prompts], gen_len)
+    print(f"Random Sample {len(prompts)} text(s) of model output:")
+    for i, (prompt, response) in enumerate(zip(prompts, responses), start=1):
+        print(f"{i}. {prompt}{decode(tokenizer, response)}")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    device = pick_device(args.device)
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)
+    accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision=args.mixed_precision)
+    set_seed(args.seed)
+    resume_state = load_ppo_checkpoint_state(args.resume) if args.resume else None  # before anything is written
+    train_pairs, dev_pairs = read_data(args, accelerator)
+
+    # the policy and its frozen reference, as the PPO scripts load them (dropout off, unsampled tokens masked);
+    # DPO trains the language model alone: the value head is saved with it, unchanged
+    policy, ref_model, tokenizer = load_policy(args.resume or args.model_name, accelerator.device,
+                                               args.ref_model_name)
+    base_model = resume_state["base_model"] if resume_state else (args.ref_model_name or args.model_name)
+    if os.path.isdir(base_model):
+        base_model = os.path.abspath(base_model)  # a checkpoint must find its reference from any directory
+    policy.v_head.requires_grad_(False)
+    lm, ref_lm = policy.pretrained_model, ref_model.pretrained_model
+    max_seq_len = min(args.max_seq_len, lm.config.n_positions)
+    train_set, train_unscorable = encode_pairs(tokenizer, train_pairs, max_seq_len)
+    dev_set, _ = encode_pairs(tokenizer, dev_pairs, max_seq_len)
+    if train_unscorable:
+        accelerator.print(f"left out {train_unscorable} training pair(s) the model cannot score (an empty answer, "
+                          "no room after the prompt, or a token the model never writes such as [UNK])")
+    if not train_set or not dev_set:
+        raise UserError(f"no {'training' if not train_set else 'dev'} pairs the model can score: nothing to train on")
+
+    pad = functools.partial(collate, pad_token_id=tokenizer.pad_token_id)
+    batches = SimilarLengthBatches(train_set, args.batch_size, args.seed)
+    train_loader = DataLoader(train_set, batch_sampler=batches, collate_fn=pad)
+    dev_loader = DataLoader(sorted(dev_set, key=lambda p: len(p[0]) + max(len(p[1]), len(p[2]))),
+                            batch_size=args.batch_size, collate_fn=pad)
+    optimizer = torch.optim.AdamW(lm.parameters(), lr=args.learning_rate)
+    lm, optimizer, train_loader, dev_loader = accelerator.prepare(lm, optimizer, train_loader, dev_loader)
+    steps_per_epoch = len(train_loader)  # per process, after sharding the batches
+    total_steps = steps_per_epoch * args.num_train_epochs
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(args.warmup_ratio * total_steps), total_steps)
+    global_step = int(resume_state["step"]) if resume_state else 0
+    for _ in range(global_step):
+        scheduler.step()  # the learning rate where the checkpoint left it (AdamW's moments start afresh)
+    accelerator.print(f"{len(train_set)} train / {len(dev_set)} dev preference pairs; beta {args.beta}; "
+                      f"{accelerator.device} x {accelerator.num_processes}; {total_steps} steps"
+                      + (f", resuming after step {global_step}" if global_step else ""))
+    logger = (TrainLogger(args.img_log_dir, args.img_log_name, resume=bool(args.resume), redo_from=global_step + 1)
+              if accelerator.is_main_process else None)
+    sample_prompts = sorted({p["prompt"] for p in dev_pairs if p["prompt"]})[:args.num_samples]
+
+    def save(epoch, metrics):
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            state = dict(algorithm="DPO", epoch=epoch, step=global_step, kl_coef=args.beta, base_model=base_model,
+                         **metrics)
+            path = save_ppo_checkpoint(policy, tokenizer, os.path.join(args.save_dir, f"model_{global_step}"), state)
+            print(f"saved {path}")
+
+    recent, tic = [], time.time()
+    try:
+        for epoch in range(global_step // steps_per_epoch + 1, args.num_train_epochs + 1):
+            batches.epoch = epoch - 1  # the same shuffled order as an uninterrupted run
+            loader = train_loader
+            if global_step > (epoch - 1) * steps_per_epoch:  # resumed within this epoch
+                loader = accelerator.skip_first_batches(train_loader, global_step - (epoch - 1) * steps_per_epoch)
+            for batch in loader:
+                loss, chosen_rewards, rejected_rewards = pair_loss(lm, ref_lm, batch, args.beta, accelerator)
+                if not all_finite(loss, accelerator):
+                    warnings.warn(f"DPO update skipped at step {global_step + 1}: the loss is NaN or infinite")
+                    optimizer.zero_grad()
+                else:
+                    accelerator.backward(loss)
+                    optimizer.step()
+                    optimizer.zero_grad()
+                    recent.append(torch.stack([loss.detach(), (chosen_rewards > rejected_rewards).float().mean(),
+                                               (chosen_rewards - rejected_rewards).mean()]))
+                scheduler.step()
+                global_step += 1
+
+                if global_step % args.logging_steps == 0 and recent:
+                    loss_, acc, margin = accelerator.gather(torch.stack(recent)).mean(0).tolist()
+                    speed = args.logging_steps / (time.time() - tic)
+                    accelerator.print(f"global step {global_step}, epoch: {epoch}, loss: {loss_:.5f}, "
+                                      f"speed: {speed:.2f} step/s")
+                    if logger:
+                        logger.log({"step": global_step, "epoch": epoch, "train_loss": loss_, "train_acc": acc,
+                                    "train_margin": margin, "learning_rate": scheduler.get_last_lr()[0]})
+                    recent, tic = [], time.time()
+
+                if global_step % args.valid_steps == 0 or global_step == total_steps:
+                    metrics = evaluate(lm, ref_lm, dev_loader, args.beta, accelerator)
+                    accelerator.print("Evaluation acc: " + ", ".join(f"{k} {v:.5f}" for k, v in metrics.items()))
+                    if logger:
+                        logger.log({"step": global_step, "epoch": epoch, **metrics})
+                        logger.plot()
+                        print_samples(policy, tokenizer, sample_prompts, args.gen_len)
+                    save(epoch, metrics)
+                    tic = time.time()
+    except KeyboardInterrupt:
+        accelerator.print(f"\ninterrupted at step {global_step}; checkpoints so far are under {args.save_dir}")
+        sys.exit(130)
+    finally:
+        if logger:
+            logger.close()
+    if logger:
+        print(f"done: {global_step} steps, logs in {logger.jsonl_path} and {logger.png_path}")
+
+
+if __name__ == "__main__":
+    run_main(main)

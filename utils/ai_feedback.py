@@ -1,0 +1,106 @@
+"""Rank lists with AI feedback: the labelling page's job with a sentiment classifier as the labeller.
+
+For each prompt of the pool, the GPT-2 writes K answers (as on the labelling page: one batched sampling call,
+fixed length), the classifier's probability of the positive label ranks them, and the list is appended in the
+page's own format: the TSV (prompt + answer, best first, tab-separated) and its `.meta.jsonl` (prompt, scores).
+`train_dpo.py` and `train_reward_model.py` then read it as they read human labels.
+
+    python -m utils.ai_feedback --tiny                   # data/ai_feedback/sentiment_rank_lists.tsv (+ .meta.jsonl)
+    python -m utils.ai_feedback --model_name uer/gpt2-chinese-cluecorpussmall \\
+        --sentiment_model uer/roberta-base-finetuned-jd-binary-chinese --output my_lists.tsv
+
+The files are built under a temporary name and renamed into place when complete, so an interrupted build is
+never reused; `ensure_ai_feedback` builds them once and reuses them afterwards.
+"""
+import argparse
+import json
+import os
+
+from tqdm import tqdm
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from utils.common import UserError, load_pretrained, pick_device, run_main, set_seed
+from utils.generation import PROMPTS, decode, encode_prompt, generate_responses, read_prompts
+from utils.ranklist_store import append_rank_list, metadata_path
+from utils.rewards import SentimentPipelineReward
+from utils.tiny import ensure_tiny
+
+DEFAULT_OUTPUT = os.path.join("data", "ai_feedback", "sentiment_rank_lists.tsv")
+ORIGINAL_MODELS = dict(model_name="uer/gpt2-chinese-cluecorpussmall",
+                       sentiment_model="uer/roberta-base-finetuned-jd-binary-chinese")
+
+
+def build_ai_feedback(output, model_name, sentiment_model, prompts=PROMPTS, lists_per_prompt=128, k=4, gen_len=16,
+                      seed=0, device="cpu"):
+    """Write `lists_per_prompt` rank lists of `k` answers for every prompt to `output` and its meta file."""
+    if k < 2 or lists_per_prompt < 1 or gen_len < 1:
+        raise UserError("AI feedback needs k >= 2 answers per list, at least 1 list per prompt and gen_len >= 1")
+    set_seed(seed)
+    tokenizer = load_pretrained(AutoTokenizer, model_name)
+    model = load_pretrained(AutoModelForCausalLM, model_name).to(device)
+    labeller = SentimentPipelineReward(sentiment_model, device)
+    tmp = f"{output}.tmp{os.getpid()}"
+    try:
+        for prompt in tqdm(prompts, desc="AI feedback (prompts)"):
+            for _ in range(lists_per_prompt):
+                responses = generate_responses(model, tokenizer, [encode_prompt(tokenizer, prompt)] * k, gen_len)
+                texts = [prompt + decode(tokenizer, response) for response in responses]
+                scores = labeller(texts)
+                order = sorted(range(k), key=lambda i: -scores[i])
+                append_rank_list(tmp, [texts[i] for i in order],
+                                 {"prompt": prompt, "rank_list_len": k, "scores": [round(scores[i], 4) for i in order],
+                                  "annotator": f"AI feedback: {sentiment_model}", "model": model_name})
+        os.replace(metadata_path(tmp), metadata_path(output))  # the TSV last: its presence means "complete"
+        os.replace(tmp, output)
+    finally:
+        for leftover in (tmp, metadata_path(tmp), tmp + ".lock"):
+            if os.path.exists(leftover):
+                os.remove(leftover)
+    return output
+
+
+def ensure_ai_feedback(output=DEFAULT_OUTPUT, **build_kwargs):
+    """`output` (with its meta file) if a complete build by the same GPT-2 is there, else built now."""
+    if os.path.isfile(output) and written_by(output) == build_kwargs["model_name"]:
+        print(f"AI-feedback rank lists: reusing {output} (delete it, or run python -m utils.ai_feedback, to rebuild)")
+        return output
+    print(f"AI-feedback rank lists: building {output} (the classifier ranks the GPT-2's answers) ...")
+    os.makedirs(os.path.dirname(output) or ".", exist_ok=True)
+    return build_ai_feedback(output, **build_kwargs)
+
+
+def written_by(output):
+    """The GPT-2 that wrote the answers of an AI-feedback file (from its first meta record), or None."""
+    try:
+        with open(metadata_path(output), encoding="utf-8") as f:
+            return json.loads(f.readline()).get("model")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tiny", action="store_true", help="the offline tiny GPT-2 and classifier")
+    parser.add_argument("--model_name", help=f"GPT-2 that writes the answers (default {ORIGINAL_MODELS['model_name']})")
+    parser.add_argument("--sentiment_model",
+                        help=f"classifier that ranks them (default {ORIGINAL_MODELS['sentiment_model']})")
+    parser.add_argument("--output", default=DEFAULT_OUTPUT, help="rank-list TSV to write (its .meta.jsonl beside it)")
+    parser.add_argument("--prompts_file", help="one prompt per line (default: the original's four prompts)")
+    parser.add_argument("--lists_per_prompt", type=int, default=128)
+    parser.add_argument("--k", type=int, default=4, help="answers per rank list (the labelling page's K)")
+    parser.add_argument("--gen_len", type=int, default=16, help="new tokens per answer")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", help="default: cuda if available, else cpu")
+    args = parser.parse_args(argv)
+    models = dict(model_name=ensure_tiny()["gpt2"], sentiment_model=ensure_tiny()["classifier"]) if args.tiny \
+        else ORIGINAL_MODELS
+    os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
+    path = build_ai_feedback(args.output, args.model_name or models["model_name"],
+                             args.sentiment_model or models["sentiment_model"], read_prompts(args.prompts_file),
+                             args.lists_per_prompt, args.k, args.gen_len, args.seed, pick_device(args.device))
+    print(f"{path}: {args.lists_per_prompt * len(read_prompts(args.prompts_file))} rank lists of {args.k} "
+          f"(+ {metadata_path(path)})")
+
+
+if __name__ == "__main__":
+    run_main(main)

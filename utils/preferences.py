@@ -1,0 +1,137 @@
+"""Rank lists as pairwise preferences: every ordered pair i<j of a list (best first) says "text i is better
+than text j", the format DPO and other RLHF tools read: {"prompt": ..., "chosen": ..., "rejected": ...}.
+
+The labelling page saves each text as prompt + answer and writes the prompt to the `.meta.jsonl` file beside
+the TSV (one record per TSV line). With it, a pair's `chosen` and `rejected` are the answers alone; a rank
+list without a known prompt (no meta file, or a record without a prompt) gets prompt "" and the whole texts.
+
+    python -m utils.preferences data/human_labeled/total_dataset.tsv --output data/human_labeled/preferences.jsonl
+"""
+import argparse
+import json
+import os
+import sys
+from dataclasses import dataclass
+
+from utils.common import UserError, write_text_atomically
+from utils.data import parse_rank_list_line
+from utils.ranklist_store import metadata_path
+
+DEFAULT_OUTPUT = os.path.join("data", "human_labeled", "preferences.jsonl")
+
+
+@dataclass
+class PromptedRankList:
+    """One rank list, texts best first; `prompt` is None when no prompt is known."""
+    texts: list
+    prompt: str = None
+
+
+def read_prompted_rank_lists(path, skip_bad_lines=False):
+    """The rank lists of a TSV file with their prompts from its `.meta.jsonl` (if there is one).
+
+    The n-th non-blank line of the TSV belongs to the n-th non-blank record of the meta file. A bad TSV line,
+    a record that is not JSON, whose `rank_list_len` differs from the line's number of texts, whose prompt does
+    not begin every text, or a line without a record (or a record without a line) stops with `file:line:
+    reason`; with `skip_bad_lines` the line is left out and counted on stderr.
+    """
+    if not os.path.isfile(path):
+        raise UserError(f"{path}: no such file")
+    meta_file = metadata_path(path)
+    records = _numbered_lines(meta_file) if os.path.isfile(meta_file) else None
+    rank_lists, bad = [], []
+
+    def reject(where, reason):
+        if not skip_bad_lines:
+            raise UserError(f"{where}: {reason} (use --skip_bad_lines to skip such lines)")
+        bad.append(f"{where}: {reason}")
+
+    lines = [(number, fields, reason) for number, (fields, reason) in
+             ((n, parse_rank_list_line(raw, None)) for n, raw in _numbered_lines(path, keep_blank=True))
+             if fields != []]  # blank lines have no meta record
+    for index, (number, fields, reason) in enumerate(lines):
+        prompt = None
+        if reason is None and records is not None:
+            if index < len(records):
+                prompt, reason = _prompt_from_record(*records[index], meta_file, fields)
+            else:
+                reason = f"no record for this rank list in {meta_file} (it has {len(records)})"
+        if reason is not None:
+            reject(f"{path}:{number}", reason)
+        else:
+            rank_lists.append(PromptedRankList(fields, prompt))
+    for meta_number, _ in (records or [])[len(lines):]:
+        reject(f"{meta_file}:{meta_number}", f"a record without a rank list ({path} has {len(lines)} lists)")
+    if bad:
+        print(f"warning: skipped {len(bad)} bad line(s) (first: {bad[0]})", file=sys.stderr)
+    return rank_lists
+
+
+def _numbered_lines(path, keep_blank=False):
+    """[(line_number, raw bytes)] of a file, blank lines left out unless `keep_blank`."""
+    with open(path, "rb") as f:
+        return [(number, raw) for number, raw in enumerate(f, start=1) if keep_blank or raw.strip()]
+
+
+def _prompt_from_record(meta_number, raw, meta_file, texts):
+    """(prompt or None, None) for a record that matches the rank list `texts`, (None, reason) otherwise."""
+    where = f"{meta_file}:{meta_number}"
+    try:
+        record = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None, f"its record {where} is not a JSON object"
+    if not isinstance(record, dict):
+        return None, f"its record {where} is not a JSON object"
+    if "rank_list_len" in record and record["rank_list_len"] != len(texts):
+        return None, f"{len(texts)} texts, but its record {where} says rank_list_len {record['rank_list_len']}"
+    prompt = record.get("prompt")
+    if prompt is not None and not isinstance(prompt, str):
+        return None, f"the prompt in its record {where} is not a string"
+    if not prompt:
+        return None, None
+    for i, text in enumerate(texts, start=1):
+        if not text.startswith(prompt):
+            return None, f"text {i} does not begin with the prompt {prompt!r} of its record {where}"
+    return prompt, None
+
+
+def preference_pairs(rank_lists):
+    """(pairs, identical): every ordered pair i<j of every list as {prompt, chosen, rejected}, answers without
+    their prompt (prompt "" and the whole texts when none is known); `identical` counts the pairs left out
+    because chosen and rejected are the same text (they teach nothing)."""
+    pairs, identical = [], 0
+    for rank_list in rank_lists:
+        prompt = rank_list.prompt or ""
+        answers = [text[len(prompt):] for text in rank_list.texts]
+        for i in range(len(answers)):
+            for j in range(i + 1, len(answers)):
+                if answers[i] == answers[j]:
+                    identical += 1
+                else:
+                    pairs.append({"prompt": prompt, "chosen": answers[i], "rejected": answers[j]})
+    return pairs, identical
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("rank_list_files", nargs="+", metavar="TSV",
+                        help="rank-list files (texts best first, tab-separated), each with its .meta.jsonl if any")
+    parser.add_argument("--output", default=DEFAULT_OUTPUT, help="JSONL file to write (replaced atomically)")
+    parser.add_argument("--skip_bad_lines", action="store_true", help="skip and count bad lines")
+    args = parser.parse_args(argv)
+    rank_lists = [r for path in args.rank_list_files for r in read_prompted_rank_lists(path, args.skip_bad_lines)]
+    pairs, identical = preference_pairs(rank_lists)
+    write_text_atomically(args.output, "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs))
+    print(f"{args.output}: {len(pairs)} preference pairs from {len(rank_lists)} rank lists")
+    unknown = [r for r in rank_lists if r.prompt is None]
+    if unknown:
+        print(f"{len(unknown)} rank list(s) ({sum(len(r.texts) * (len(r.texts) - 1) // 2 for r in unknown)} pairs) "
+              "have no known prompt (no .meta.jsonl record with one): written with prompt \"\" and the whole texts")
+    if identical:
+        print(f"left out {identical} pair(s) whose two texts are identical")
+
+
+if __name__ == "__main__":
+    from utils.common import run_main
+
+    run_main(main)
