@@ -24,6 +24,7 @@ Checkpoints are the PPO scripts' folders (`save_pretrained` + `ppo_state.json`, 
 """
 import argparse
 import functools
+import math
 import os
 import random
 import sys
@@ -36,7 +37,6 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader
 from transformers import get_linear_schedule_with_warmup
 
-from train_reward_model import SimilarLengthBatches
 from utils.ai_feedback import DEFAULT_OUTPUT as AI_FEEDBACK_FILE, ensure_ai_feedback
 from utils.common import UserError, pick_device, run_main, set_seed
 from utils.generation import banned_token_ids, decode, encode_prompt, generate_responses
@@ -63,6 +63,7 @@ def parse_args(argv=None):
                                         "with --tiny: AI-feedback rank lists, built once)")
     p.add_argument("--ai_feedback_file", default=AI_FEEDBACK_FILE,
                    help="with --tiny and no --train_path: where the AI-feedback rank lists are built once and reused")
+    p.add_argument("--ai_feedback_lists", type=int, default=128, help="AI-feedback rank lists per prompt")
     p.add_argument("--dev_path", help="evaluation rank lists (default: --dev_ratio of the training lists)")
     p.add_argument("--dev_ratio", type=float, default=0.1, help="share of the lists held out without --dev_path")
     p.add_argument("--prompt_mode", choices=("meta", "none"), default="meta",
@@ -81,7 +82,7 @@ def parse_args(argv=None):
     p.add_argument("--img_log_dir", default="logs")
     p.add_argument("--img_log_name", default="DPO-Sentiment-Zh")
     p.add_argument("--num_samples", type=int, default=3, help="answers printed at each evaluation")
-    p.add_argument("--gen_len", type=int, default=16, help="new tokens per printed answer")
+    p.add_argument("--gen_len", type=int, default=16, help="new tokens per answer (AI feedback and printed samples)")
     p.add_argument("--skip_bad_lines", action="store_true", help="skip and count bad lines of the rank-list files")
     p.add_argument("--mixed_precision", choices=("no", "bf16", "fp16"), default="no")
     p.add_argument("--seed", type=int, default=0)
@@ -134,7 +135,8 @@ def read_data(args, accelerator):
         with accelerator.main_process_first():
             tiny = ensure_tiny()
             train_path = ensure_ai_feedback(args.ai_feedback_file, model_name=tiny["gpt2"],
-                                            sentiment_model=tiny["classifier"], seed=args.seed)
+                                            sentiment_model=tiny["classifier"], lists_per_prompt=args.ai_feedback_lists,
+                                            gen_len=args.gen_len, seed=args.seed)
     elif not os.path.isfile(train_path):
         raise UserError(f"{train_path}: no such file (rank lists from the labelling page, or --tiny for "
                         "AI-feedback rank lists)")
@@ -175,20 +177,39 @@ def collate(batch, pad_token_id):
     width = max(len(s) for s in sequences)
     input_ids = torch.full((len(sequences), width), pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros_like(input_ids)
-    answer_mask = torch.zeros_like(input_ids, dtype=torch.float)
+    answer_mask = torch.zeros_like(input_ids, dtype=torch.bool)
     for i, (sequence, start) in enumerate(zip(sequences, answer_starts)):
         input_ids[i, :len(sequence)] = torch.tensor(sequence)
         attention_mask[i, :len(sequence)] = 1
-        answer_mask[i, start:len(sequence)] = 1.0
+        answer_mask[i, start:len(sequence)] = True
     return {"input_ids": input_ids, "attention_mask": attention_mask, "answer_mask": answer_mask}
+
+
+class ShuffledBatches:
+    """Batches of pair indices in a new order each epoch, drawn from (seed, epoch): every process draws the same
+    order (accelerate deals the batches out), and a resumed run sees the order an uninterrupted one would."""
+
+    def __init__(self, num_items, size, seed):
+        self.num_items, self.size, self.seed, self.epoch = num_items, size, seed, 0
+
+    def __iter__(self):
+        order = list(range(self.num_items))
+        random.Random(self.seed + self.epoch).shuffle(order)
+        self.epoch += 1
+        return iter([order[i:i + self.size] for i in range(0, self.num_items, self.size)])
+
+    def __len__(self):
+        return math.ceil(self.num_items / self.size)
 
 
 # ---------------------------------------------------------------- the DPO loss
 def answer_logps(lm, batch):
     """log pi(answer | prompt) of every sequence: the sum of its answer tokens' log-probabilities."""
-    logits = lm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
+    logits = lm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # log-softmax in float32 at least
     token_logps = logits.log_softmax(-1).gather(2, batch["input_ids"][:, 1:, None]).squeeze(2)
-    return (token_logps * batch["answer_mask"][:, 1:]).sum(1)
+    # padding is a token the model never writes: its log-probability is huge and negative, so pick, not multiply
+    return torch.where(batch["answer_mask"][:, 1:], token_logps, 0.0).sum(1)
 
 
 def dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta):
@@ -264,7 +285,7 @@ def main(argv=None):
         raise UserError(f"no {'training' if not train_set else 'dev'} pairs the model can score: nothing to train on")
 
     pad = functools.partial(collate, pad_token_id=tokenizer.pad_token_id)
-    batches = SimilarLengthBatches(train_set, args.batch_size, args.seed)
+    batches = ShuffledBatches(len(train_set), args.batch_size, args.seed)
     train_loader = DataLoader(train_set, batch_sampler=batches, collate_fn=pad)
     dev_loader = DataLoader(sorted(dev_set, key=lambda p: len(p[0]) + max(len(p[1]), len(p[2]))),
                             batch_size=args.batch_size, collate_fn=pad)
@@ -281,7 +302,7 @@ def main(argv=None):
                       + (f", resuming after step {global_step}" if global_step else ""))
     logger = (TrainLogger(args.img_log_dir, args.img_log_name, resume=bool(args.resume), redo_from=global_step + 1)
               if accelerator.is_main_process else None)
-    sample_prompts = sorted({p["prompt"] for p in dev_pairs if p["prompt"]})[:args.num_samples]
+    sample_prompts = sorted({p["prompt"] for p in train_pairs if p["prompt"]})[:args.num_samples]
 
     def save(epoch, metrics):
         accelerator.wait_for_everyone()

@@ -1,0 +1,262 @@
+"""DPO: the loss against its per-pair definition, learning on a hand-made set, the script (AI-feedback lists,
+logs, checkpoints, resume, inference, accelerate) and bad input."""
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+from accelerate import Accelerator
+from safetensors.torch import load_file
+
+import train_dpo
+from conftest import REPO, run_script
+from train_dpo import collate, dpo_loss, encode_pairs, pair_loss
+from utils.ai_feedback import build_ai_feedback
+from utils.logger import read_jsonl
+from utils.ppo import load_policy, load_ppo_checkpoint_state
+from utils.ranklist_store import append_rank_list, metadata_path
+
+SCRIPT = os.path.join(REPO, "train_dpo.py")
+PAIRS = [  # hand-made: a positive answer chosen over a negative one
+    {"prompt": "这部电影很", "chosen": "好看，值得一看", "rejected": "难看，浪费时间"},
+    {"prompt": "刚收到货，感觉", "chosen": "质量很好，喜欢", "rejected": "质量太差，失望"},
+    {"prompt": "说实话，真的很", "chosen": "满意，推荐购买", "rejected": "糟糕，不会再买"},
+    {"prompt": "", "chosen": "很好，非常满意", "rejected": "很差，非常失望"},  # no prompt: the first token conditions
+]
+
+
+@pytest.fixture
+def env(micro_env):
+    return dict(micro_env, OMP_NUM_THREADS="1")
+
+
+@pytest.fixture(scope="module")
+def ai_lists(micro_paths, tmp_path_factory):
+    """AI-feedback rank lists from the micro models: 4 prompts x 6 lists of 4 answers of 6 tokens."""
+    path = str(tmp_path_factory.mktemp("ai") / "lists.tsv")
+    return build_ai_feedback(path, micro_paths["gpt2"], micro_paths["classifier"], lists_per_prompt=6, gen_len=6)
+
+
+def small_run(tmp_path, *extra):
+    return [SCRIPT, "--tiny", "--batch_size", "8", "--num_train_epochs", "1", "--gen_len", "6", "--num_samples", "2",
+            "--logging_steps", "2",
+            "--save_dir", str(tmp_path / "ck"), "--img_log_dir", str(tmp_path / "logs"), *extra]
+
+
+# ---------------------------------------------------------------- the loss
+def plain_answer_logp(model, prompt_ids, answer_ids):
+    """log p(answer | prompt), one token at a time from an unpadded sequence (the first token of a sequence
+    without prompt is given, not scored)."""
+    ids = torch.tensor([prompt_ids + answer_ids])
+    logprobs = model(input_ids=ids).logits[0].log_softmax(-1)
+    return sum(logprobs[t - 1, ids[0, t]].item() for t in range(max(len(prompt_ids), 1), ids.shape[1]))
+
+
+def test_dpo_loss_equals_the_per_pair_definition(micro_paths):
+    policy, ref_model, tokenizer = load_policy(micro_paths["gpt2"], "cpu")
+    lm, ref_lm = policy.pretrained_model.double(), ref_model.pretrained_model.double()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in lm.parameters():
+            p.add_(0.05 * torch.randn_like(p))  # a policy that has moved away from the reference
+    encoded, _ = encode_pairs(tokenizer, PAIRS, 64)
+    batch = collate(encoded, tokenizer.pad_token_id)
+    for beta in (0.1, 0.5):
+        loss, chosen_rewards, rejected_rewards = pair_loss(lm, ref_lm, batch, beta, Accelerator(cpu=True))
+        losses = []
+        for i, (prompt, chosen, rejected) in enumerate(encoded):
+            chosen_reward = beta * (plain_answer_logp(lm, prompt, chosen) - plain_answer_logp(ref_lm, prompt, chosen))
+            rejected_reward = beta * (plain_answer_logp(lm, prompt, rejected)
+                                      - plain_answer_logp(ref_lm, prompt, rejected))
+            assert chosen_rewards[i].item() == pytest.approx(chosen_reward, abs=1e-6)
+            assert rejected_rewards[i].item() == pytest.approx(rejected_reward, abs=1e-6)
+            losses.append(-math.log(1 / (1 + math.exp(-(chosen_reward - rejected_reward)))))
+        assert loss.item() == pytest.approx(sum(losses) / len(losses), abs=1e-6)
+        assert abs(chosen_rewards).min() > 1e-3  # the policy really differs from the reference
+
+
+def test_dpo_loss_is_log_2_when_the_policy_is_the_reference():
+    logps = torch.tensor([-3.0, -7.5])
+    loss, chosen_rewards, rejected_rewards = dpo_loss(logps, logps + 1, logps, logps + 1, beta=0.1)
+    assert loss.item() == pytest.approx(math.log(2)) and chosen_rewards.abs().max() == 0
+
+
+def test_a_few_steps_raise_the_chosen_over_rejected_margin(micro_paths):
+    policy, ref_model, tokenizer = load_policy(micro_paths["gpt2"], "cpu")
+    lm, ref_lm = policy.pretrained_model, ref_model.pretrained_model
+    batch = collate(encode_pairs(tokenizer, PAIRS, 64)[0], tokenizer.pad_token_id)
+    optimizer = torch.optim.AdamW(lm.parameters(), lr=1e-3)
+    accelerator = Accelerator(cpu=True)
+    torch.manual_seed(0)
+    margins = []
+    for _ in range(8):
+        loss, chosen_rewards, rejected_rewards = pair_loss(lm, ref_lm, batch, 0.1, accelerator)
+        margins.append((chosen_rewards - rejected_rewards).tolist())
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert margins[0] == [0.0] * len(PAIRS)  # the policy starts as the reference
+    assert min(margins[-1]) > 0.1, margins[-1]  # every pair, the one without a prompt too
+    assert loss.item() < math.log(2) - 0.05
+    assert all(p.grad is None for p in policy.v_head.parameters())  # the value head takes no part
+
+
+# ---------------------------------------------------------------- the script
+def test_tiny_run_builds_ai_feedback_once_then_trains_logs_saves_resumes_and_infers(env, tmp_path, capsys):
+    ai_file = tmp_path / "ai" / "lists.tsv"
+    args = small_run(tmp_path, "--ai_feedback_file", str(ai_file), "--ai_feedback_lists", "4", "--valid_steps", "3")
+    first = run_script(args, env=env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert f"AI-feedback rank lists: building {ai_file}" in first.stdout
+    lines = ai_file.read_text(encoding="utf-8").splitlines()
+    with open(metadata_path(str(ai_file)), encoding="utf-8") as f:
+        records = [json.loads(line) for line in f]
+    assert len(lines) == len(records) == 16  # 4 prompts x 4 lists
+    for line, record in zip(lines, records):  # the labelling page's format, best first by the classifier
+        texts = line.split("\t")
+        assert len(texts) == 4 and all(t.startswith(record["prompt"]) for t in texts)
+        assert record["scores"] == sorted(record["scores"], reverse=True)
+    # 16 lists -> 2 dev lists (12 pairs) and 14 training lists (84 pairs), less the pairs with a word piece that
+    # the micro GPT-2 wrote at the start of an answer ("##3" decodes to a text that encodes as [UNK])
+    n_train, n_dev = map(int, re.search(r"(\d+) train / (\d+) dev preference pairs", first.stdout).groups())
+    assert 72 <= n_train <= 84 and 6 <= n_dev <= 12
+    last = math.ceil(n_train / 8)
+    assert last >= 9 and f"{last} steps" in first.stdout
+    for step in (2, 4, 6, 8):
+        assert f"global step {step}, epoch: 1, loss: " in first.stdout
+    assert first.stdout.count("Evaluation acc: preference_acc ") == 4  # steps 3, 6, 9 and the last
+    assert "Random Sample 2 text(s) of model output:" in first.stdout
+    records = read_jsonl(str(tmp_path / "logs" / "DPO-Sentiment-Zh.jsonl"))
+    evaluations = [r for r in records if "preference_acc" in r]
+    assert [r["step"] for r in evaluations] == [3, 6, 9, last]
+    assert all(0 <= r["preference_acc"] <= 1 and math.isfinite(r["reward_margin"]) for r in evaluations)
+    assert all(math.isfinite(r["train_loss"]) for r in records if "train_loss" in r)
+    assert os.path.getsize(tmp_path / "logs" / "DPO-Sentiment-Zh.png") > 1000
+    saved = sorted(os.listdir(tmp_path / "ck"))
+    assert saved == sorted(["model_3", "model_6", "model_9", f"model_{last}"])
+    state = load_ppo_checkpoint_state(str(tmp_path / "ck" / f"model_{last}"))
+    assert state["algorithm"] == "DPO" and state["step"] == last and state["kl_coef"] == 0.1
+    assert os.path.isabs(state["base_model"]) and state["base_model"].endswith("gpt2")
+    # the language model learned, the value head did not move
+    early, final = (load_file(str(tmp_path / "ck" / name / "model.safetensors")) for name in ("model_3", f"model_{last}"))
+    heads = [k for k in final if k.startswith("v_head.")]
+    assert heads and all(torch.equal(early[k], final[k]) for k in heads)
+    assert any(not torch.equal(early[k], final[k]) for k in final if k not in heads)
+
+    # resume from step 6: the lists are reused, the steps after 6 are redone and logged once
+    second = run_script(args + ["--resume", str(tmp_path / "ck" / "model_6")], env=env)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert f"AI-feedback rank lists: reusing {ai_file}" in second.stdout
+    assert "resuming after step 6" in second.stdout and "global step 4," not in second.stdout
+    assert "global step 8, epoch: 1" in second.stdout and second.stdout.count("Evaluation acc: ") == 2
+    records = read_jsonl(str(tmp_path / "logs" / "DPO-Sentiment-Zh.jsonl"))
+    assert [r["step"] for r in records if "preference_acc" in r] == [3, 6, 9, last]
+    assert [r["step"] for r in records if "train_loss" in r] == list(range(2, last + 1, 2))
+
+    import inference_ppo_gpt  # in this process: the interpreter start-up is the slow part here
+
+    inference_ppo_gpt.main(["--save_dir", str(tmp_path / "ck"), "--prompt", "这部电影很", "--num", "3",
+                            "--compare_ref", "--gen_len", "6"])
+    out = capsys.readouterr().out
+    assert f"model_{last} (DPO, epoch 1," in out and out.count("DPO: 这部电影很") == 3 and out.count("ref: 这部电影很") == 3
+
+
+def test_two_processes_under_accelerate_launch(env, ai_lists, tmp_path):
+    # `--cpu --num_processes 2` starts a single process in accelerate 1.x (several need mpirun)
+    result = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                             "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                             *small_run(tmp_path, "--train_path", ai_lists, "--valid_steps", "1000")],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # 22 training lists (132 pairs, less those the micro model cannot score), batches of 8 shared by 2 processes
+    n_train, n_dev = map(int, re.search(r"(\d+) train / (\d+) dev preference pairs; beta 0.1; cpu(?::0)? x 2",
+                                        result.stdout).groups())
+    steps = math.ceil(math.ceil(n_train / 8) / 2)
+    assert n_train > 100 and f" x 2; {steps} steps" in result.stdout and f"done: {steps} steps" in result.stdout
+    assert result.stdout.count("global step 2, epoch: 1") == 1  # printed by the main process only
+    assert result.stdout.count("Evaluation acc: ") == 1
+    assert os.listdir(tmp_path / "ck") == [f"model_{steps}"]
+    evaluation = [r for r in read_jsonl(str(tmp_path / "logs" / "DPO-Sentiment-Zh.jsonl")) if "preference_acc" in r]
+    # every dev pair counted once: the accuracy is a whole number of pairs out of n_dev
+    assert len(evaluation) == 1 and evaluation[0]["preference_acc"] * n_dev == pytest.approx(
+        round(evaluation[0]["preference_acc"] * n_dev), abs=1e-4)
+
+
+def test_a_nan_loss_skips_the_update_with_a_warning(micro_dir, ai_lists, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RLHF_TINY_DIR", micro_dir)
+    calls = []
+
+    def nan_on_the_second_step(*args, **kwargs):
+        calls.append(1)
+        loss, chosen_rewards, rejected_rewards = dpo_loss(*args, **kwargs)
+        return (loss * float("nan") if len(calls) == 2 else loss), chosen_rewards, rejected_rewards
+
+    monkeypatch.setattr(train_dpo, "dpo_loss", nan_on_the_second_step)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train_dpo.main(small_run(tmp_path, "--train_path", ai_lists, "--valid_steps", "1000")[1:])
+    assert [str(w.message) for w in caught if "DPO update skipped" in str(w.message)] == \
+        ["DPO update skipped at step 2: the loss is NaN or infinite"]
+    records = read_jsonl(str(tmp_path / "logs" / "DPO-Sentiment-Zh.jsonl"))
+    assert all(math.isfinite(r["train_loss"]) for r in records if "train_loss" in r)
+    assert "Evaluation acc: " in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- bad input
+def labelled(tmp_path, lists, name="labels.tsv"):
+    path = str(tmp_path / name)
+    for prompt, answers in lists:
+        append_rank_list(path, [prompt + a for a in answers], {"prompt": prompt, "rank_list_len": len(answers)})
+    return path
+
+
+def assert_refused(result, message, tmp_path):
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == f"error: {message}"
+    assert "global step" not in result.stdout and not (tmp_path / "ck").exists()
+
+
+def test_rank_lists_without_prompts_need_prompt_mode_none(env, tmp_path):
+    path = tmp_path / "corpus.tsv"
+    path.write_text("".join(f"好评{i}很好\t一般{i}\t差评{i}很差\n" for i in range(10)), encoding="utf-8")
+    result = run_script(small_run(tmp_path, "--train_path", str(path)), env=env)
+    assert_refused(result, f"{path}: the prompts are not known (there is no {tmp_path / 'corpus.meta.jsonl'} beside "
+                           "it); pass --prompt_mode none to train on the whole texts without prompts", tmp_path)
+    result = run_script(small_run(tmp_path, "--train_path", str(path), "--prompt_mode", "none"), env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "27 train / 3 dev preference pairs" in result.stdout and "Evaluation acc: " in result.stdout
+
+
+def test_a_list_of_one_text_is_named_with_file_and_line(env, tmp_path):
+    path = labelled(tmp_path, [("这部电影很", ["好看", "难看"])] * 3)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write("这部电影很好看\n")
+    with open(metadata_path(path), "a", encoding="utf-8") as f:
+        f.write('{"prompt": "这部电影很"}\n')
+    result = run_script(small_run(tmp_path, "--train_path", path), env=env)
+    assert_refused(result, f"{path}:4: a rank list needs at least 2 tab-separated texts, found 1 "
+                           "(use --skip_bad_lines to skip such lines)", tmp_path)
+
+
+def test_identical_pairs_are_left_out_and_counted(env, tmp_path):
+    lists = [("这部电影很", ["好看", "好看", "难看"])] * 10  # per list: 1 identical pair, 2 real ones
+    result = run_script(small_run(tmp_path, "--train_path", labelled(tmp_path, lists)), env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "training: left out 9 pair(s) whose chosen and rejected answers are identical" in result.stdout
+    assert "dev: left out 1 pair(s)" in result.stdout and "18 train / 2 dev preference pairs" in result.stdout
+
+
+@pytest.mark.parametrize("case", ["all_identical", "one_list"])
+def test_an_empty_training_or_dev_set_stops_before_training(case, env, tmp_path):
+    if case == "all_identical":
+        path = labelled(tmp_path, [("这部电影很", ["好看", "好看"])] * 5)
+        message = "no training preference pairs (4 rank lists, 4 identical pairs left out): nothing to train on"
+    else:
+        path = labelled(tmp_path, [("这部电影很", ["好看", "难看"])])
+        message = "no dev preference pairs (0 rank lists, 0 identical pairs left out): nothing to train on"
+    assert_refused(run_script(small_run(tmp_path, "--train_path", path), env=env), message, tmp_path)
