@@ -19,7 +19,7 @@ from train_dpo import collate, dpo_loss, encode_pairs, pair_loss
 from utils.ai_feedback import build_ai_feedback
 from utils.logger import read_jsonl
 from utils.ppo import load_policy, load_ppo_checkpoint_state
-from utils.ranklist_store import append_rank_list, metadata_path
+from utils.ranklists import append_rank_list, metadata_path
 
 SCRIPT = os.path.join(REPO, "train_dpo.py")
 PAIRS = [  # hand-made: a positive answer chosen over a negative one
@@ -43,7 +43,8 @@ def ai_lists(micro_paths, tmp_path_factory):
 
 
 def small_run(tmp_path, *extra):
-    return [SCRIPT, "--tiny", "--batch_size", "8", "--num_train_epochs", "1", "--gen_len", "6", "--num_samples", "2",
+    return [SCRIPT, "--tiny", "--beta", "0.2", "--batch_size", "8", "--num_train_epochs", "1", "--gen_len", "6",
+            "--num_samples", "2",
             "--logging_steps", "2",
             "--save_dir", str(tmp_path / "ck"), "--img_log_dir", str(tmp_path / "logs"), *extra]
 
@@ -140,7 +141,7 @@ def test_tiny_run_builds_ai_feedback_once_then_trains_logs_saves_resumes_and_inf
     saved = sorted(os.listdir(tmp_path / "ck"))
     assert saved == sorted(["model_3", "model_6", "model_9", f"model_{last}"])
     state = load_ppo_checkpoint_state(str(tmp_path / "ck" / f"model_{last}"))
-    assert state["algorithm"] == "DPO" and state["step"] == last and state["kl_coef"] == 0.1
+    assert state["algorithm"] == "DPO" and state["step"] == last and state["kl_coef"] == 0.2
     assert os.path.isabs(state["base_model"]) and state["base_model"].endswith("gpt2")
     # the language model learned, the value head did not move
     early, final = (load_file(str(tmp_path / "ck" / name / "model.safetensors")) for name in ("model_3", f"model_{last}"))
@@ -174,7 +175,7 @@ def test_two_processes_under_accelerate_launch(env, ai_lists, tmp_path):
                             cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
     # 22 training lists (132 pairs, less those the micro model cannot score), batches of 8 shared by 2 processes
-    n_train, n_dev = map(int, re.search(r"(\d+) train / (\d+) dev preference pairs; beta 0.1; cpu(?::0)? x 2",
+    n_train, n_dev = map(int, re.search(r"(\d+) train / (\d+) dev preference pairs; beta 0.2; cpu(?::0)? x 2",
                                         result.stdout).groups())
     steps = math.ceil(math.ceil(n_train / 8) / 2)
     assert n_train > 100 and f" x 2; {steps} steps" in result.stdout and f"done: {steps} steps" in result.stdout

@@ -6,7 +6,7 @@ import pytest
 
 from conftest import run_script
 from utils.preferences import main, preference_pairs, read_prompted_rank_lists
-from utils.ranklist_store import append_rank_list, metadata_path
+from utils.ranklists import append_rank_list, metadata_path
 
 MOVIE = "这部电影很"
 SHOP = "刚收到货，感觉"
@@ -139,7 +139,10 @@ def test_skip_bad_lines_keeps_the_good_lists_and_counts_the_bad_one(spoil, tmp_p
     path = labelled_file(tmp_path)
     where, reason = spoil(path)
     lists = read_prompted_rank_lists(path, skip_bad_lines=True)
-    assert f"warning: skipped 1 bad line(s) (first: {where}: {reason})" in capsys.readouterr().err
+    file, line = where.rsplit(":", 1)
+    counted = "record(s)" if spoil is extra_record else "bad line(s)"
+    first = where if spoil is extra_record else f"line {line}"
+    assert f"warning: skipped 1 {counted} in {file} (first: {first}: {reason})" in capsys.readouterr().err
     good = {(r.prompt, len(r.texts)) for r in lists}
     # the spoiled list is the one left out; the other keeps its prompt
     assert len(lists) == (2 if spoil in (one_text_list, empty_field, extra_record) else 1)

@@ -21,7 +21,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from utils.common import UserError, load_pretrained, pick_device, run_main, set_seed
 from utils.generation import PROMPTS, decode, encode_prompt, generate_responses, read_prompts
-from utils.ranklist_store import append_rank_list, metadata_path
+from utils.ranklists import append_rank_list, metadata_path
 from utils.rewards import SentimentPipelineReward
 from utils.tiny import ensure_tiny
 

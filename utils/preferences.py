@@ -14,8 +14,7 @@ import sys
 from dataclasses import dataclass
 
 from utils.common import UserError, write_text_atomically
-from utils.data import parse_rank_list_line
-from utils.ranklist_store import metadata_path
+from utils.ranklists import metadata_path, parse_rank_list_line, read_checked_lines
 
 DEFAULT_OUTPUT = os.path.join("data", "human_labeled", "preferences.jsonl")
 
@@ -35,42 +34,37 @@ def read_prompted_rank_lists(path, skip_bad_lines=False):
     not begin every text, or a line without a record (or a record without a line) stops with `file:line:
     reason`; with `skip_bad_lines` the line is left out and counted on stderr.
     """
-    if not os.path.isfile(path):
-        raise UserError(f"{path}: no such file")
     meta_file = metadata_path(path)
-    records = _numbered_lines(meta_file) if os.path.isfile(meta_file) else None
-    rank_lists, bad = [], []
+    records = _records(meta_file) if os.path.isfile(meta_file) else None
+    seen = 0  # non-blank TSV lines so far: the index of the line's meta record
 
-    def reject(where, reason):
+    def parse_line(raw):
+        nonlocal seen
+        fields, reason = parse_rank_list_line(raw, None)
+        if fields == []:  # a blank line has no meta record
+            return None, None
+        seen += 1
+        if reason is not None or records is None:
+            return (None if reason else PromptedRankList(fields)), reason
+        if seen > len(records):
+            return None, f"no record for this rank list in {meta_file} (it has {len(records)})"
+        prompt, reason = _prompt_from_record(*records[seen - 1], meta_file, fields)
+        return (None if reason else PromptedRankList(fields, prompt)), reason
+
+    rank_lists = read_checked_lines(path, parse_line, skip_bad_lines)
+    extra = (records or [])[seen:]
+    if extra:
+        where, reason = f"{meta_file}:{extra[0][0]}", f"a record without a rank list ({path} has {seen} lists)"
         if not skip_bad_lines:
             raise UserError(f"{where}: {reason} (use --skip_bad_lines to skip such lines)")
-        bad.append(f"{where}: {reason}")
-
-    lines = [(number, fields, reason) for number, (fields, reason) in
-             ((n, parse_rank_list_line(raw, None)) for n, raw in _numbered_lines(path, keep_blank=True))
-             if fields != []]  # blank lines have no meta record
-    for index, (number, fields, reason) in enumerate(lines):
-        prompt = None
-        if reason is None and records is not None:
-            if index < len(records):
-                prompt, reason = _prompt_from_record(*records[index], meta_file, fields)
-            else:
-                reason = f"no record for this rank list in {meta_file} (it has {len(records)})"
-        if reason is not None:
-            reject(f"{path}:{number}", reason)
-        else:
-            rank_lists.append(PromptedRankList(fields, prompt))
-    for meta_number, _ in (records or [])[len(lines):]:
-        reject(f"{meta_file}:{meta_number}", f"a record without a rank list ({path} has {len(lines)} lists)")
-    if bad:
-        print(f"warning: skipped {len(bad)} bad line(s) (first: {bad[0]})", file=sys.stderr)
+        print(f"warning: skipped {len(extra)} record(s) in {meta_file} (first: {where}: {reason})", file=sys.stderr)
     return rank_lists
 
 
-def _numbered_lines(path, keep_blank=False):
-    """[(line_number, raw bytes)] of a file, blank lines left out unless `keep_blank`."""
-    with open(path, "rb") as f:
-        return [(number, raw) for number, raw in enumerate(f, start=1) if keep_blank or raw.strip()]
+def _records(meta_file):
+    """[(line_number, raw bytes)] of the non-blank lines of a meta file."""
+    with open(meta_file, "rb") as f:
+        return [(number, raw) for number, raw in enumerate(f, start=1) if raw.strip()]
 
 
 def _prompt_from_record(meta_number, raw, meta_file, texts):
