@@ -44,9 +44,8 @@ def ai_lists(micro_paths, tmp_path_factory):
 
 def small_run(tmp_path, *extra):
     return [SCRIPT, "--tiny", "--beta", "0.2", "--batch_size", "8", "--num_train_epochs", "1", "--gen_len", "6",
-            "--num_samples", "2",
-            "--logging_steps", "2",
-            "--save_dir", str(tmp_path / "ck"), "--img_log_dir", str(tmp_path / "logs"), *extra]
+            "--num_samples", "2", "--logging_steps", "2", "--save_dir", str(tmp_path / "ck"),
+            "--img_log_dir", str(tmp_path / "logs"), *extra]
 
 
 # ---------------------------------------------------------------- the loss
