@@ -23,7 +23,6 @@ writes K answers per prompt, the sentiment classifier ranks them), once, and reu
 Checkpoints are the PPO scripts' folders (`save_pretrained` + `ppo_state.json`, value head unused and unchanged).
 """
 import argparse
-import functools
 import math
 import os
 import random
@@ -38,6 +37,7 @@ from torch.utils.data import DataLoader
 from transformers import get_linear_schedule_with_warmup
 
 from utils.ai_feedback import DEFAULT_OUTPUT as AI_FEEDBACK_FILE, ensure_ai_feedback
+from utils.answer_logprobs import answer_logprobs
 from utils.common import Lazy, UserError, parse_with_presets, pick_device, run_main, set_seed
 from utils.generation import banned_token_ids, decode, encode_prompt, generate_responses
 from utils.logger import TrainLogger
@@ -153,37 +153,36 @@ def read_data(args, accelerator):
 
 
 def encode_pairs(tokenizer, pairs, max_seq_len):
-    """[(prompt ids, chosen ids, rejected ids)]; pairs that the model cannot score (an empty answer, a prompt
-    without room for an answer, or a token the model never writes, such as [UNK]) are left out and counted."""
+    """[(prompt ids, chosen ids, rejected ids)]; pairs that the model cannot score (no answer tokens to score, a
+    prompt without room for an answer, or a token the model never writes, such as [UNK]) are left out and counted.
+    Nothing predicts a sequence's first token, so without a prompt an answer's first token becomes its prompt."""
     banned = set(banned_token_ids(tokenizer))
     encoded, unscorable = [], 0
     for pair in pairs:
         prompt = encode_prompt(tokenizer, pair["prompt"]).tolist()
         room = max_seq_len - len(prompt)
         answers = [tokenizer.encode(pair[key], add_special_tokens=False)[:room] for key in ("chosen", "rejected")]
-        ids = prompt + answers[0] + answers[1]
-        if room < 1 or not all(answers) or banned.intersection(ids) or answers[0] == answers[1]:
+        if not prompt:
+            answers = [a if len(a) > 1 else [] for a in answers]  # a first token alone has nothing to score
+        if room < 1 or not all(answers) or banned.intersection(prompt + answers[0] + answers[1]) \
+                or answers[0] == answers[1]:
             unscorable += 1
         else:
             encoded.append((prompt, *answers))
     return encoded, unscorable
 
 
-def collate(batch, pad_token_id):
-    """2B right-padded sequences, the B chosen (prompt + chosen answer) then the B rejected ones, with a mask of
-    the answer tokens to score. Nothing predicts a sequence's first token, so without a prompt an answer's
-    first token only conditions the rest."""
-    sequences = [p + c for p, c, _ in batch] + [p + r for p, _, r in batch]
-    answer_starts = [max(len(p), 1) for p, _, _ in batch] * 2
-    width = max(len(s) for s in sequences)
-    input_ids = torch.full((len(sequences), width), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros_like(input_ids)
-    answer_mask = torch.zeros_like(input_ids, dtype=torch.bool)
-    for i, (sequence, start) in enumerate(zip(sequences, answer_starts)):
-        input_ids[i, :len(sequence)] = torch.tensor(sequence)
-        attention_mask[i, :len(sequence)] = 1
-        answer_mask[i, start:len(sequence)] = True
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "answer_mask": answer_mask}
+def collate(batch):
+    """The B chosen then the B rejected sequences of a batch, as (prompt ids, answer ids) tensors."""
+    queries, responses = [], []
+    for side in (1, 2):
+        for pair in batch:
+            prompt, answer = pair[0], pair[side]
+            if not prompt:
+                prompt, answer = answer[:1], answer[1:]
+            queries.append(torch.tensor(prompt))
+            responses.append(torch.tensor(answer))
+    return {"queries": queries, "responses": responses}
 
 
 class ShuffledBatches:
@@ -204,13 +203,10 @@ class ShuffledBatches:
 
 
 # ---------------------------------------------------------------- the DPO loss
-def answer_logps(lm, batch):
+def answer_logps(lm, batch, pad_token_id):
     """log pi(answer | prompt) of every sequence: the sum of its answer tokens' log-probabilities."""
-    logits = lm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # log-softmax in float32 at least
-    token_logps = logits.log_softmax(-1).gather(2, batch["input_ids"][:, 1:, None]).squeeze(2)
-    # padding is a token the model never writes: its log-probability is huge and negative, so pick, not multiply
-    return torch.where(batch["answer_mask"][:, 1:], token_logps, 0.0).sum(1)
+    logprobs, _ = answer_logprobs(lm, batch["queries"], batch["responses"], pad_token_id)
+    return logprobs.sum(-1)
 
 
 def dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta):
@@ -221,21 +217,21 @@ def dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_r
     return loss, chosen_rewards.detach(), rejected_rewards.detach()
 
 
-def pair_loss(lm, ref_lm, batch, beta, accelerator):
+def pair_loss(lm, ref_lm, batch, beta, accelerator, pad_token_id):
     """The DPO loss of a batch: one forward of its chosen and rejected sequences through each model."""
-    policy_logps = answer_logps(lm, batch)
+    policy_logps = answer_logps(lm, batch, pad_token_id)
     with torch.no_grad(), accelerator.autocast():
-        ref_logps = answer_logps(ref_lm, batch)
+        ref_logps = answer_logps(ref_lm, batch, pad_token_id)
     n = len(policy_logps) // 2
     return dpo_loss(policy_logps[:n], policy_logps[n:], ref_logps[:n], ref_logps[n:], beta)
 
 
 @torch.no_grad()
-def evaluate(lm, ref_lm, dev_loader, beta, accelerator):
+def evaluate(lm, ref_lm, dev_loader, beta, accelerator, pad_token_id):
     """Preference accuracy and mean reward margin over every dev pair (gathered from every process)."""
     margins = []
     for batch in dev_loader:
-        _, chosen_rewards, rejected_rewards = pair_loss(lm, ref_lm, batch, beta, accelerator)
+        _, chosen_rewards, rejected_rewards = pair_loss(lm, ref_lm, batch, beta, accelerator, pad_token_id)
         margins.append(accelerator.gather_for_metrics(chosen_rewards - rejected_rewards))
     margins = torch.cat(margins)
     return {"preference_acc": (margins > 0).float().mean().item(), "reward_margin": margins.mean().item()}
@@ -285,11 +281,10 @@ def main(argv=None):
     if not train_set or not dev_set:
         raise UserError(f"no {'training' if not train_set else 'dev'} pairs the model can score: nothing to train on")
 
-    pad = functools.partial(collate, pad_token_id=tokenizer.pad_token_id)
     batches = ShuffledBatches(len(train_set), args.batch_size, args.seed)
-    train_loader = DataLoader(train_set, batch_sampler=batches, collate_fn=pad)
+    train_loader = DataLoader(train_set, batch_sampler=batches, collate_fn=collate)
     dev_loader = DataLoader(sorted(dev_set, key=lambda p: len(p[0]) + max(len(p[1]), len(p[2]))),
-                            batch_size=args.batch_size, collate_fn=pad)
+                            batch_size=args.batch_size, collate_fn=collate)
     optimizer = torch.optim.AdamW(lm.parameters(), lr=args.learning_rate)
     lm, optimizer, train_loader, dev_loader = accelerator.prepare(lm, optimizer, train_loader, dev_loader)
     steps_per_epoch = len(train_loader)  # per process, after sharding the batches
@@ -321,7 +316,8 @@ def main(argv=None):
             if global_step > (epoch - 1) * steps_per_epoch:  # resumed within this epoch
                 loader = accelerator.skip_first_batches(train_loader, global_step - (epoch - 1) * steps_per_epoch)
             for batch in loader:
-                loss, chosen_rewards, rejected_rewards = pair_loss(lm, ref_lm, batch, args.beta, accelerator)
+                loss, chosen_rewards, rejected_rewards = pair_loss(lm, ref_lm, batch, args.beta, accelerator,
+                                                                   tokenizer.pad_token_id)
                 if not all_finite(loss, accelerator):
                     warnings.warn(f"DPO update skipped at step {global_step + 1}: the loss is NaN or infinite")
                     optimizer.zero_grad()
@@ -345,7 +341,7 @@ def main(argv=None):
                     recent, tic = [], time.time()
 
                 if global_step % args.valid_steps == 0 or global_step == total_steps:
-                    metrics = evaluate(lm, ref_lm, dev_loader, args.beta, accelerator)
+                    metrics = evaluate(lm, ref_lm, dev_loader, args.beta, accelerator, tokenizer.pad_token_id)
                     accelerator.print("Evaluation acc: " + ", ".join(f"{k} {v:.5f}" for k, v in metrics.items()))
                     if logger:
                         logger.log({"step": global_step, "epoch": epoch, **metrics})

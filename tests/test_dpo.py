@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 import train_dpo
 from conftest import REPO, run_script
-from train_dpo import collate, dpo_loss, encode_pairs, pair_loss
+from train_dpo import answer_logps, collate, dpo_loss, encode_pairs, pair_loss
 from utils.ai_feedback import build_ai_feedback
 from utils.logger import read_jsonl
 from utils.ppo import load_policy, load_ppo_checkpoint_state
@@ -49,6 +49,20 @@ def small_run(tmp_path, *extra):
 
 
 # ---------------------------------------------------------------- the loss
+def test_dpo_loss_equals_the_per_pair_definition():
+    torch.manual_seed(0)
+    logps = [-40 * torch.rand(9) for _ in range(4)]  # policy chosen / rejected, reference chosen / rejected
+    for beta in (0.1, 0.5, 2.0):
+        loss, chosen_rewards, rejected_rewards = dpo_loss(*logps, beta)
+        losses = []
+        for i, (pi_chosen, pi_rejected, ref_chosen, ref_rejected) in enumerate(zip(*(x.tolist() for x in logps))):
+            chosen_reward, rejected_reward = beta * (pi_chosen - ref_chosen), beta * (pi_rejected - ref_rejected)
+            assert chosen_rewards[i].item() == pytest.approx(chosen_reward, abs=1e-6)
+            assert rejected_rewards[i].item() == pytest.approx(rejected_reward, abs=1e-6)
+            losses.append(-math.log(1 / (1 + math.exp(-(chosen_reward - rejected_reward)))))
+        assert loss.item() == pytest.approx(sum(losses) / len(losses), abs=1e-6)
+
+
 def plain_answer_logp(model, prompt_ids, answer_ids):
     """log p(answer | prompt), one token at a time from an unpadded sequence (the first token of a sequence
     without prompt is given, not scored)."""
@@ -57,27 +71,14 @@ def plain_answer_logp(model, prompt_ids, answer_ids):
     return sum(logprobs[t - 1, ids[0, t]].item() for t in range(max(len(prompt_ids), 1), ids.shape[1]))
 
 
-def test_dpo_loss_equals_the_per_pair_definition(micro_paths):
-    policy, ref_model, tokenizer = load_policy(micro_paths["gpt2"], "cpu")
-    lm, ref_lm = policy.pretrained_model.double(), ref_model.pretrained_model.double()
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for p in lm.parameters():
-            p.add_(0.05 * torch.randn_like(p))  # a policy that has moved away from the reference
+def test_only_the_answer_tokens_are_scored_with_the_prompt_as_condition(micro_paths):
+    policy, _, tokenizer = load_policy(micro_paths["gpt2"], "cpu")
     encoded, _ = encode_pairs(tokenizer, PAIRS, 64)
-    batch = collate(encoded, tokenizer.pad_token_id)
-    for beta in (0.1, 0.5):
-        loss, chosen_rewards, rejected_rewards = pair_loss(lm, ref_lm, batch, beta, Accelerator(cpu=True))
-        losses = []
-        for i, (prompt, chosen, rejected) in enumerate(encoded):
-            chosen_reward = beta * (plain_answer_logp(lm, prompt, chosen) - plain_answer_logp(ref_lm, prompt, chosen))
-            rejected_reward = beta * (plain_answer_logp(lm, prompt, rejected)
-                                      - plain_answer_logp(ref_lm, prompt, rejected))
-            assert chosen_rewards[i].item() == pytest.approx(chosen_reward, abs=1e-6)
-            assert rejected_rewards[i].item() == pytest.approx(rejected_reward, abs=1e-6)
-            losses.append(-math.log(1 / (1 + math.exp(-(chosen_reward - rejected_reward)))))
-        assert loss.item() == pytest.approx(sum(losses) / len(losses), abs=1e-6)
-        assert abs(chosen_rewards).min() > 1e-3  # the policy really differs from the reference
+    with torch.no_grad():
+        logps = answer_logps(policy.pretrained_model, collate(encoded), tokenizer.pad_token_id)
+        plain = [plain_answer_logp(policy.pretrained_model, pair[0], pair[side]) for side in (1, 2) for pair in encoded]
+    assert len(encoded) == len(PAIRS) and encoded[3][0] == []  # the pair without a prompt is scored too
+    assert logps.tolist() == pytest.approx(plain, abs=1e-4)  # batched and padded vs one sequence at a time
 
 
 def test_dpo_loss_is_log_2_when_the_policy_is_the_reference():
@@ -89,13 +90,14 @@ def test_dpo_loss_is_log_2_when_the_policy_is_the_reference():
 def test_a_few_steps_raise_the_chosen_over_rejected_margin(micro_paths):
     policy, ref_model, tokenizer = load_policy(micro_paths["gpt2"], "cpu")
     lm, ref_lm = policy.pretrained_model, ref_model.pretrained_model
-    batch = collate(encode_pairs(tokenizer, PAIRS, 64)[0], tokenizer.pad_token_id)
+    batch = collate(encode_pairs(tokenizer, PAIRS, 64)[0])
     optimizer = torch.optim.AdamW(lm.parameters(), lr=1e-3)
     accelerator = Accelerator(cpu=True)
     torch.manual_seed(0)
     margins = []
     for _ in range(8):
-        loss, chosen_rewards, rejected_rewards = pair_loss(lm, ref_lm, batch, 0.1, accelerator)
+        loss, chosen_rewards, rejected_rewards = pair_loss(lm, ref_lm, batch, 0.1, accelerator,
+                                                           tokenizer.pad_token_id)
         margins.append((chosen_rewards - rejected_rewards).tolist())
         loss.backward()
         optimizer.step()
@@ -143,7 +145,8 @@ def test_tiny_run_builds_ai_feedback_once_then_trains_logs_saves_resumes_and_inf
     assert state["algorithm"] == "DPO" and state["step"] == last and state["kl_coef"] == 0.2
     assert os.path.isabs(state["base_model"]) and state["base_model"].endswith("gpt2")
     # the language model learned, the value head did not move
-    early, final = (load_file(str(tmp_path / "ck" / name / "model.safetensors")) for name in ("model_3", f"model_{last}"))
+    early, final = (load_file(str(tmp_path / "ck" / name / "model.safetensors"))
+                    for name in ("model_3", f"model_{last}"))
     heads = [k for k in final if k.startswith("v_head.")]
     assert heads and all(torch.equal(early[k], final[k]) for k in heads)
     assert any(not torch.equal(early[k], final[k]) for k in final if k not in heads)
