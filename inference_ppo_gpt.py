@@ -1,5 +1,6 @@
 """Continue a prompt with a fine-tuned GPT-2 checkpoint (default: the newest one under --save_dir): PPO
-(ppo_sentiment_example.py, terminal_main.py) and DPO (train_dpo.py) save the same kind of folder.
+(ppo_sentiment_example.py, terminal_main.py), GRPO (grpo_sentiment_example.py) and DPO (train_dpo.py) save the
+same kind of folder.
 
     python inference_ppo_gpt.py --prompt 这部电影很 --num 5
     python inference_ppo_gpt.py --checkpoint checkpoints/ppo_sentiment_gpt/model_300_0.93 --compare_ref
@@ -17,7 +18,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", help="checkpoint folder (default: the newest under --save_dir)")
     p.add_argument("--save_dir", default=os.path.join("checkpoints", "ppo_sentiment_gpt"),
-                   help="where to look for the newest checkpoint (DPO: checkpoints/dpo_sentiment_gpt)")
+                   help="where to look for the newest checkpoint (GRPO: checkpoints/grpo_sentiment_gpt, "
+                        "DPO: checkpoints/dpo_sentiment_gpt)")
     p.add_argument("--prompt", default="这部电影很")
     p.add_argument("--num", type=int, default=5, help="continuations to write")
     p.add_argument("--gen_len", type=int, default=16, help="new tokens per continuation")
@@ -44,7 +46,7 @@ def main(argv=None):
     state = load_ppo_checkpoint_state(checkpoint)
     device = pick_device(args.device)
     policy, ref_model, tokenizer = load_policy(checkpoint, device, stop_at_sep=args.stop_at_sep)
-    algorithm = state.get("algorithm", "PPO")  # checkpoints written before DPO existed are PPO's
+    algorithm = state.get("algorithm", "ppo").upper()  # PPO, GRPO or DPO (older checkpoints have no name: PPO's)
     print(f"checkpoint: {checkpoint} ({algorithm}, epoch {state.get('epoch', '?')}, "
           f"reference model {state['base_model']})")
     set_seed(args.seed)
