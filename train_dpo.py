@@ -38,7 +38,8 @@ from transformers import get_linear_schedule_with_warmup
 
 from utils.ai_feedback import DEFAULT_OUTPUT as AI_FEEDBACK_FILE, ensure_ai_feedback
 from utils.answer_logprobs import answer_logprobs
-from utils.common import Lazy, UserError, parse_with_presets, pick_device, run_main, set_seed
+from utils.common import (Lazy, UserError, accelerator_kwargs, add_mixed_precision_argument, parse_with_presets,
+                          pick_device, run_main, set_seed)
 from utils.generation import banned_token_ids, decode, encode_prompt, generate_responses
 from utils.logger import TrainLogger
 from utils.ppo import load_policy, load_ppo_checkpoint_state, save_ppo_checkpoint
@@ -88,7 +89,7 @@ def parse_args(argv=None):
     p.add_argument("--num_samples", type=int, default=3, help="answers printed at each evaluation")
     p.add_argument("--gen_len", type=int, default=16, help="new tokens per answer (AI feedback and printed samples)")
     p.add_argument("--skip_bad_lines", action="store_true", help="skip and count bad lines of the rank-list files")
-    p.add_argument("--mixed_precision", choices=("no", "bf16", "fp16"), default="no")
+    add_mixed_precision_argument(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", help="default: cuda if available, else cpu")
     args = parse_with_presets(p, argv, PRESETS)
@@ -258,7 +259,7 @@ def main(argv=None):
     device = pick_device(args.device)
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)
-    accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision=args.mixed_precision)
+    accelerator = Accelerator(**accelerator_kwargs(device, args.mixed_precision))
     set_seed(args.seed)
     resume_state = load_ppo_checkpoint_state(args.resume) if args.resume else None  # before anything is written
     train_pairs, dev_pairs = read_data(args, accelerator)
