@@ -5,7 +5,10 @@ in one batched `generate` call -> a reward source scores prompt + answer -> one 
 (with a KL penalty to the frozen reference model) -> log, print samples, save now and then.
 
 Reward sources (one loop): the sentiment-analysis pipeline (probability of the positive label, by default)
-or `--reward_model DIR`, a reward model saved by train_reward_model.py (the full RLHF loop).
+or `--reward_model DIR`, a reward model saved by train_reward_model.py (the full RLHF loop). A reward model's
+raw scores are normalised by the reference model's own answers, measured once before training
+(`--reward_norm`); the sentiment classifier then judges the answers every `save_freq` epochs, a scorer the
+policy is not trained on, so that reward hacking shows as a reward that rises while the judge stalls.
 
     python ppo_sentiment_example.py --tiny          # offline tiny models, about 4 minutes on a CPU
     python ppo_sentiment_example.py                 # the original's hub models and settings
@@ -17,17 +20,17 @@ import random
 import signal
 import sys
 import time
+from dataclasses import dataclass
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
-from utils.common import accelerator_kwargs, add_mixed_precision_argument, pick_device, run_main, set_seed
+from utils.common import UserError, accelerator_kwargs, add_mixed_precision_argument, pick_device, run_main, set_seed
 from utils.generation import decode, encode_prompt, generate_responses, read_prompts
 from utils.logger import TrainLogger
 from utils.ppo import (distinct_2, load_policy, load_ppo_checkpoint_state, make_ppo_trainer, ppo_step,
                        save_ppo_checkpoint, unwrap_policy)
-from utils.rewards import RewardModelReward, SentimentPipelineReward
+from utils.rewards import REWARD_NORMS, RewardNormalizer, make_reward_and_judge, mean_std
 from utils.tiny import ensure_tiny
 
 # The original's settings (uer's hub models, a GPU in mind) ...
@@ -43,6 +46,10 @@ ORIGINAL = dict(model_name="uer/gpt2-chinese-cluecorpussmall",
 # only wear down the answers' variety (distinct-2).
 TINY = dict(steps=128 * 100, batch_size=128, mini_batch_size=32, ppo_epochs=1, lr=3e-4, init_kl_coef=0.05,
             target=5.0, horizon=2000, save_freq=25)
+# With --reward_model the rewards are in units of the reference answers' standard deviation, about three times
+# the spread of the classifier's probabilities: a KL penalty as strong relative to the reward needs a larger
+# coefficient (see the README for the runs behind these figures).
+REWARD_MODEL_KL = dict(init_kl_coef=0.15)
 
 
 def parse_args(argv=None):
@@ -54,8 +61,19 @@ def parse_args(argv=None):
                    help=f"sentiment classifier for the reward (default {ORIGINAL['sentiment_model']})")
     p.add_argument("--reward_model",
                    help="reward-model folder from train_reward_model.py, used instead of the classifier")
-    p.add_argument("--normalize_reward", action="store_true",
-                   help="with --reward_model: scores to zero mean and unit variance (running statistics)")
+    p.add_argument("--reward_norm", choices=REWARD_NORMS,
+                   help="how raw scores become PPO rewards: 'reference' = (score - mean) / std of the reference "
+                        "model's own answers, measured once before training and kept in checkpoints (default with "
+                        "--reward_model); 'batch' = whitened within each batch; 'none' = the raw scores (default "
+                        "with the classifier, whose probabilities already have a fixed 0..1 scale)")
+    p.add_argument("--normalize_reward", dest="reward_norm", action="store_const", const="reference",
+                   help="the same as --reward_norm reference (the older name)")
+    p.add_argument("--judge_model",
+                   help="reward-model folder that judges the answers every save_freq epochs (default: with "
+                        "--reward_model the sentiment classifier judges; with the classifier as reward, none)")
+    p.add_argument("--ref_samples", type=int, default=256,
+                   help="answers of the reference model scored before training: the normalisation statistics "
+                        "and the judge's baseline")
     p.add_argument("--steps", type=int, help="total samples; epochs = ceil(steps / batch_size)")
     p.add_argument("--batch_size", type=int, help="samples per PPO epoch (per process)")
     p.add_argument("--mini_batch_size", type=int, help="forward and PPO mini-batch size")
@@ -85,26 +103,25 @@ def parse_args(argv=None):
     p.add_argument("--preset", choices=["gpu"], help="gpu: the whole batch in one mini-batch and bf16 (speed over "
                                                      "faithfulness; explicit arguments still win)")
     args = p.parse_args(argv)
-    defaults = dict(TINY, **tiny_models()) if args.tiny else ORIGINAL
+    defaults = dict(TINY, **tiny_models()) if args.tiny else dict(ORIGINAL)
+    if args.reward_model:
+        defaults.update(REWARD_MODEL_KL)
     if args.preset == "gpu":  # speed over faithfulness: at mini-batch 16 a GPU mostly waits on per-mini-batch
         # overhead, so the whole batch goes in one mini-batch, under bf16 autocast (its learning: README)
         defaults = dict(defaults, mini_batch_size=args.batch_size or defaults["batch_size"], mixed_precision="bf16")
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    if args.reward_norm is None:
+        args.reward_norm = "reference" if args.reward_model else "none"
+    if args.ref_samples < 2:
+        raise UserError("--ref_samples must be at least 2 (a standard deviation needs two scores)")
     return args
 
 
 def tiny_models():
     paths = ensure_tiny()
     return dict(model_name=paths["gpt2"], sentiment_model=paths["classifier"])
-
-
-def make_reward_source(args, device):
-    if args.reward_model:
-        return RewardModelReward(args.reward_model, device, batch_size=args.reward_batch_size,
-                                 normalize=args.normalize_reward)
-    return SentimentPipelineReward(args.sentiment_model, device, batch_size=args.reward_batch_size)
 
 
 def ppo_config(args):
@@ -115,45 +132,81 @@ def ppo_config(args):
                 seed=args.seed, accelerator_kwargs=accelerator_kwargs(args.device, args.mixed_precision))
 
 
-def run_epoch(trainer, tokenizer, reward_fn, prompts, args):
-    """One PPO epoch; returns (prompts + answers, rewards, trl stats or None, timings)."""
+def sample_texts(model, tokenizer, prompts, args):
+    """`args.batch_size` random prompts and the model's answers: (prompts, answers, query ids, response ids)."""
     chosen = random.choices(prompts, k=args.batch_size)
     queries = [encode_prompt(tokenizer, prompt) for prompt in chosen]
+    responses = generate_responses(model, tokenizer, queries, args.gen_len, args.stop_at_sep)
+    return chosen, [decode(tokenizer, response) for response in responses], queries, responses
+
+
+def measure_reference(trainer, tokenizer, prompts, reward_fn, judge, args):
+    """Raw reward and judge scores (None without a judge) of `args.ref_samples` answers of the reference model,
+    written from the same prompts with the same sampling as the policy's."""
+    reference = trainer.accelerator.unwrap_model(trainer.ref_model)
+    texts = []
+    while len(texts) < args.ref_samples:
+        chosen, answers, _, _ = sample_texts(reference, tokenizer, prompts, args)
+        texts += [prompt + answer for prompt, answer in zip(chosen, answers)]
+    texts = texts[:args.ref_samples]
+    return reward_fn(texts), judge(texts) if judge else None
+
+
+@dataclass
+class Epoch:
+    prompts: list
+    answers: list
+    scores: list  # raw scores of the reward source
+    rewards: list  # what PPO was given: the scores after normalisation
+    stats: dict  # trl's statistics, None when the update was skipped
+    timing: dict
+
+
+def run_epoch(trainer, tokenizer, reward_fn, normalize, prompts, args):
+    """One PPO epoch: sample, score, normalise, update. Returns an `Epoch`."""
     t0 = time.time()
-    responses = generate_responses(unwrap_policy(trainer), tokenizer, queries, args.gen_len, args.stop_at_sep)
-    answers = [decode(tokenizer, response) for response in responses]
+    chosen, answers, queries, responses = sample_texts(unwrap_policy(trainer), tokenizer, prompts, args)
     t1 = time.time()
-    rewards = reward_fn([prompt + answer for prompt, answer in zip(chosen, answers)])
+    scores = reward_fn([prompt + answer for prompt, answer in zip(chosen, answers)])
+    rewards = normalize(scores)
     t2 = time.time()
     stats = ppo_step(trainer, queries, responses, rewards)
     t3 = time.time()
     timing = dict(time_generate=t1 - t0, time_reward=t2 - t1, time_optimize=t3 - t2, time_epoch=t3 - t0)
-    return chosen, answers, rewards, stats, timing
+    return Epoch(chosen, answers, scores, rewards, stats, timing)
 
 
-def epoch_record(epoch, trainer, answers, rewards, stats, timing):
-    """What the JSONL log keeps for one epoch (reward mean and std over all processes' samples)."""
-    finite = torch.tensor([r for r in rewards if np.isfinite(r)], dtype=torch.float64)
-    moments = torch.stack([finite.sum(), finite.square().sum(), torch.tensor(float(len(finite)), dtype=torch.float64)])
-    if trainer.accelerator.num_processes > 1:
-        moments = trainer.accelerator.reduce(moments.to(trainer.accelerator.device), reduction="sum").cpu()
-    total, squares, count = moments.tolist()
-    mean = total / count if count else float("nan")
-    std = max(squares / count - mean ** 2, 0.0) ** 0.5 if count else float("nan")
-    record = dict(epoch=epoch, reward_mean=mean, reward_std=std, kl_coef=float(trainer.kl_ctl.value),
-                  response_len=float(np.mean([len(a) for a in answers])), distinct_2=distinct_2(answers),
+def epoch_record(epoch_number, trainer, epoch):
+    """What the JSONL log keeps for one epoch: the raw score and the reward PPO was given (means and standard
+    deviations over all processes' samples), KL, variety, losses, timings."""
+    accelerator, stats = trainer.accelerator, epoch.stats
+    raw_score_mean, raw_score_std = mean_std(epoch.scores, accelerator)
+    reward_mean, reward_std = mean_std(epoch.rewards, accelerator)
+    record = dict(epoch=epoch_number, raw_score_mean=raw_score_mean, raw_score_std=raw_score_std,
+                  reward_mean=reward_mean, reward_std=reward_std, kl_coef=float(trainer.kl_ctl.value),
+                  response_len=float(np.mean([len(a) for a in epoch.answers])), distinct_2=distinct_2(epoch.answers),
                   skipped=stats is None)
     if stats is not None:
         record.update(kl=float(stats["objective/kl"]), kl_coef=float(stats["objective/kl_coef"]),
                       policy_loss=float(stats["ppo/loss/policy"]), value_loss=float(stats["ppo/loss/value"]),
                       entropy=float(stats["ppo/policy/entropy"]))
-    record.update({key: round(value, 4) for key, value in timing.items()})
+    record.update({key: round(value, 4) for key, value in epoch.timing.items()})
     return record
 
 
+def judge_record(judge, texts, judge_ref, accelerator):
+    """The judge's mean score of this epoch's answers, its standard deviation, and the reference's mean."""
+    mean, std = mean_std(judge(texts), accelerator)
+    return {f"judge_{judge.name}": mean, f"judge_{judge.name}_std": std, f"judge_ref_{judge.name}": judge_ref}
+
+
 def print_epoch(record, chosen, answers, num_samples):
+    judged = [key for key in record if key.startswith("judge_ref_")]
+    judge = "".join(f"  judge {key[10:]}: {record['judge_' + key[10:]]:.4f} (reference {record[key]:.4f})"
+                    for key in judged)
     lines = [f"epoch {record['epoch']} mean-reward: {record['reward_mean']:.4f}  "
-             f"kl: {record.get('kl', float('nan')):.3f}  distinct-2: {record['distinct_2']:.2f}  "
+             f"raw-score: {record['raw_score_mean']:.4f} ± {record['raw_score_std']:.4f}  "
+             f"kl: {record.get('kl', float('nan')):.3f}  distinct-2: {record['distinct_2']:.2f}{judge}  "
              f"({record['time_epoch']:.1f}s)",
              f"Random Sample {num_samples} text(s) of model output:"]
     for i, k in enumerate(random.sample(range(len(answers)), min(num_samples, len(answers))), start=1):
@@ -161,8 +214,35 @@ def print_epoch(record, chosen, answers, num_samples):
     tqdm.write("\n".join(lines))
 
 
-def checkpoint_name(save_dir, epoch, reward):
-    return os.path.join(save_dir, f"model_{epoch}_{reward:.2f}")
+def reference_baseline(trainer, tokenizer, prompts, reward_fn, judge, resume_state, args):
+    """(normaliser, {judge name: the reference's mean judge score}): taken from the checkpoint when resuming, so a
+    resumed run gives the same rewards for the same scores; else measured on the reference model's answers."""
+    saved = resume_state or {}
+    normalize = RewardNormalizer(args.reward_norm)
+    reuse_norm = (saved.get("reward_norm") or {}).get("mode") == args.reward_norm
+    if reuse_norm:
+        normalize = RewardNormalizer.from_state(saved["reward_norm"])
+    judge_ref = dict(saved.get("judge_ref") or {})
+    measure_norm = args.reward_norm == "reference" and not reuse_norm
+    measure_judge = judge is not None and judge.name not in judge_ref
+    if not (measure_norm or measure_judge):
+        return normalize, judge_ref
+    scores, judged = measure_reference(trainer, tokenizer, prompts, reward_fn, judge if measure_judge else None, args)
+    accelerator = trainer.accelerator
+    mean, std = mean_std(scores, accelerator)
+    line = f"reference model, {args.ref_samples} answers per process: raw score {mean:.4f} ± {std:.4f}"
+    if measure_norm:
+        normalize.measure(scores, accelerator)
+        line += " (the rewards' zero and unit)"
+    if measure_judge:
+        judge_ref[judge.name] = mean_std(judged, accelerator)[0]
+        line += f", judge {judge.name} {judge_ref[judge.name]:.4f}"
+    accelerator.print(line)
+    return normalize, judge_ref
+
+
+def checkpoint_name(save_dir, epoch, score):
+    return os.path.join(save_dir, f"model_{epoch}_{score:.2f}")
 
 
 def raise_keyboard_interrupt(signum, frame):
@@ -170,7 +250,7 @@ def raise_keyboard_interrupt(signum, frame):
 
 
 def main(argv=None, reward_fn=None):
-    """Train; `reward_fn` (texts -> floats) replaces the reward source the arguments choose."""
+    """Train; `reward_fn` (texts -> floats) replaces the reward source the arguments choose (and its judge)."""
     args = parse_args(argv)
     set_seed(args.seed)
     device = pick_device(args.device)
@@ -180,7 +260,9 @@ def main(argv=None, reward_fn=None):
     if args.resume:
         resume_state = load_ppo_checkpoint_state(args.resume)  # before anything is loaded or written
         start_epoch = int(resume_state.get("epoch", 0))
-    reward_fn = reward_fn or make_reward_source(args, device)
+    judge = None
+    if reward_fn is None:  # loaded and checked before anything is written
+        reward_fn, judge = make_reward_and_judge(args, device)
     policy, ref_model, tokenizer = load_policy(args.resume or args.model_name, device, args.ref_model_name,
                                                   stop_at_sep=args.stop_at_sep)
     base_model = resume_state["base_model"] if resume_state else (args.ref_model_name or args.model_name)
@@ -195,17 +277,19 @@ def main(argv=None, reward_fn=None):
     main_process = accelerator.is_main_process
     accelerator.print(f"PPO on {accelerator.device} x {accelerator.num_processes} process(es), "
                       f"{args.batch_size} samples per process and epoch")
+    normalize, judge_ref = reference_baseline(trainer, tokenizer, prompts, reward_fn, judge, resume_state, args)
     logger = (TrainLogger(args.log_dir, args.log_name, x_key="epoch", resume=bool(args.resume), redo_from=start_epoch)
               if main_process else None)
 
     total_epochs = int(np.ceil(args.steps / args.batch_size))
     signal.signal(signal.SIGTERM, raise_keyboard_interrupt)  # `kill` saves like Ctrl-C does
-    completed, last_saved, reward_mean = start_epoch, start_epoch, float("nan")
+    completed, last_saved, reward_mean, raw_score_mean = start_epoch, start_epoch, float("nan"), float("nan")
 
     def save(reason):
-        path = checkpoint_name(args.save_dir, completed, reward_mean)
+        path = checkpoint_name(args.save_dir, completed, raw_score_mean)
         state = dict(epoch=completed, kl_coef=float(trainer.kl_ctl.value), base_model=base_model,
-                     reward_mean=reward_mean, reason=reason)
+                     reward_mean=reward_mean, raw_score_mean=raw_score_mean, reason=reason,
+                     reward_norm=normalize.state(), judge_ref=judge_ref)
         # after Ctrl-C the other processes may be gone: the main process saves alone, without a barrier
         save_ppo_checkpoint(unwrap_policy(trainer) if reason == "interrupted" else trainer, tokenizer, path, state)
         if main_process:
@@ -214,12 +298,15 @@ def main(argv=None, reward_fn=None):
     try:
         for epoch in tqdm(range(start_epoch, total_epochs), initial=start_epoch, total=total_epochs,
                           disable=not main_process, desc="PPO epochs"):
-            chosen, answers, rewards, stats, timing = run_epoch(trainer, tokenizer, reward_fn, prompts, args)
-            record = epoch_record(epoch, trainer, answers, rewards, stats, timing)
-            reward_mean, completed = record["reward_mean"], epoch + 1
+            result = run_epoch(trainer, tokenizer, reward_fn, normalize, prompts, args)
+            record = epoch_record(epoch, trainer, result)
+            reward_mean, raw_score_mean, completed = record["reward_mean"], record["raw_score_mean"], epoch + 1
+            if judge and (completed % args.save_freq == 0 or completed == total_epochs):
+                texts = [prompt + answer for prompt, answer in zip(result.prompts, result.answers)]
+                record.update(judge_record(judge, texts, judge_ref[judge.name], accelerator))
             if main_process:
                 logger.log(record)
-                print_epoch(record, chosen, answers, args.num_samples)
+                print_epoch(record, result.prompts, result.answers, args.num_samples)
             if completed % args.save_freq == 0:
                 save("periodic")
                 last_saved = completed

@@ -42,7 +42,11 @@ def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="nghuyong/ernie-3.0-base-zh", help="encoder: hub name or local folder")
     parser.add_argument("--train_path", default=DEFAULT_TRAIN, help="training rank lists (TSV, best first)")
-    parser.add_argument("--dev_path", default=DEFAULT_DEV, help="evaluation rank lists (TSV, best first)")
+    parser.add_argument("--dev_path", help="evaluation rank lists (TSV, best first); default: the corpus dev.tsv "
+                                           "with the default --train_path, else a --dev_ratio share of --train_path")
+    parser.add_argument("--dev_ratio", type=float, default=0.1,
+                        help="without --dev_path: the share of --train_path's rank lists held out for evaluation "
+                             "(a random split, the same for the same --seed)")
     parser.add_argument("--save_dir", default=os.path.join("checkpoints", "reward_model", "sentiment_analysis"))
     parser.add_argument("--img_log_dir", default=os.path.join("logs", "reward_model", "sentiment_analysis"))
     parser.add_argument("--img_log_name", default="ERNIE Reward Model")
@@ -73,12 +77,28 @@ def parse_args():
 
 def read_data(args, accelerator):
     """Train and dev rank lists, read (and checked) before any model is loaded."""
-    if DEFAULT_TRAIN in (args.train_path, args.dev_path):
+    dev_path = args.dev_path or (DEFAULT_DEV if args.train_path == DEFAULT_TRAIN else None)
+    if DEFAULT_TRAIN in (args.train_path, dev_path):
         with accelerator.main_process_first():  # one process builds the corpus datasets if missing
             ensure_datasets()
     train = read_rank_lists(args.train_path, skip_bad_lines=args.skip_bad_lines)
-    dev = read_rank_lists(args.dev_path, skip_bad_lines=args.skip_bad_lines)
-    return train, dev
+    if dev_path is None:
+        train, dev = split_rank_lists(train, args.dev_ratio, args.seed, args.train_path)
+        accelerator.print(f"no --dev_path: {len(dev)} of the {len(train) + len(dev)} rank lists in {args.train_path} "
+                          f"held out for evaluation (--dev_ratio {args.dev_ratio})")
+        return train, dev
+    return train, read_rank_lists(dev_path, skip_bad_lines=args.skip_bad_lines)
+
+
+def split_rank_lists(rank_lists, dev_ratio, seed, path):
+    """(train, dev): a random `dev_ratio` share of the lists (at least one) held out, the same for the same seed."""
+    n_dev = max(1, round(len(rank_lists) * dev_ratio))
+    if not 0 < dev_ratio < 1 or n_dev >= len(rank_lists):
+        raise UserError(f"{path}: cannot hold out --dev_ratio {dev_ratio} of {len(rank_lists)} rank list(s) for "
+                        "evaluation and train on the rest; give more lists, another ratio, or a --dev_path")
+    held_out = set(random.Random(seed).sample(range(len(rank_lists)), n_dev))
+    return ([r for i, r in enumerate(rank_lists) if i not in held_out],
+            [r for i, r in enumerate(rank_lists) if i in held_out])
 
 
 def load_encoder(args, accelerator):

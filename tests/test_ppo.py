@@ -1,6 +1,7 @@
 """PPO sentiment example: learning, logs, checkpoints and resume, reward sources, bad input, accelerate."""
 import hashlib
 import json
+import math
 import os
 import signal
 import subprocess
@@ -19,12 +20,12 @@ from utils.logger import read_jsonl
 from utils.ppo import (distinct_2, load_policy, load_ppo_checkpoint_state, make_ppo_trainer, ppo_step,
                        save_ppo_checkpoint, unwrap_policy)
 from utils.reward_model import RewardModel, save_reward_model
-from utils.rewards import RewardModelReward, SentimentPipelineReward
+from utils.rewards import RewardModelReward, RewardNormalizer, SentimentPipelineReward
 
 SCRIPT = os.path.join(REPO, "ppo_sentiment_example.py")
 SMALL = ["--tiny", "--batch_size", "8", "--mini_batch_size", "4", "--gen_len", "6", "--num_samples", "2"]
-FIELDS = ("epoch", "reward_mean", "reward_std", "kl", "kl_coef", "response_len", "distinct_2", "time_generate",
-          "time_reward", "time_optimize", "time_epoch")
+FIELDS = ("epoch", "raw_score_mean", "raw_score_std", "reward_mean", "reward_std", "kl", "kl_coef", "response_len",
+          "distinct_2", "time_generate", "time_reward", "time_optimize", "time_epoch")
 
 
 @pytest.fixture
@@ -208,37 +209,97 @@ def test_run_logs_sigterm_saves_resume_and_inference(env, tmp_path, capsys):
     assert out.count("ref: 这部电影很") == 3 and "[SEP]" not in out
 
 
-def test_reward_model_drives_the_loop(env, micro_paths, tmp_path):
-    """The RLHF loop: a reward-model checkpoint (every text scores 5.0) replaces the classifier."""
-    encoder = AutoModel.from_pretrained(micro_paths["encoder"])
-    reward_model = RewardModel(encoder)
-    with torch.no_grad():
-        reward_model.head.weight.zero_()
-        reward_model.head.bias.fill_(5.0)
-    save_reward_model(reward_model, AutoTokenizer.from_pretrained(micro_paths["encoder"]), str(tmp_path / "rm"))
+def save_micro_reward_model(micro_paths, path, constant=None):
+    """A reward-model checkpoint on the micro encoder: a random head (seed 0), or one that scores every text `constant`."""
+    torch.manual_seed(0)
+    reward_model = RewardModel(AutoModel.from_pretrained(micro_paths["encoder"]))
+    if constant is not None:
+        with torch.no_grad():
+            reward_model.head.weight.zero_()
+            reward_model.head.bias.fill_(constant)
+    save_reward_model(reward_model, AutoTokenizer.from_pretrained(micro_paths["encoder"]), str(path))
+    return str(path)
+
+
+def test_reward_model_with_equal_scores_warns_and_trains_without_nan(env, micro_paths, tmp_path):
+    """A reward model that scores every text 5.0: the raw score is logged as it is, the reference normalisation
+    warns about the missing spread instead of dividing by zero, and PPO steps without NaN."""
+    reward_model = save_micro_reward_model(micro_paths, tmp_path / "rm", constant=5.0)
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("\n好评如潮\n\n   \n", encoding="utf-8")  # blank lines are skipped
-    result = run_script([SCRIPT, *SMALL, "--steps", "16", "--reward_model", str(tmp_path / "rm"), "--prompts_file",
+    result = run_script([SCRIPT, *SMALL, "--steps", "16", "--reward_model", reward_model, "--prompts_file",
                          str(prompts), "--save_dir", str(tmp_path / "ck"), "--log_dir", str(tmp_path / "logs")], env=env)
     assert result.returncode == 0, result.stderr
+    assert "all the same score" in result.stderr and "not scaled" in result.stderr
     records = read_jsonl(str(tmp_path / "logs" / "PPO-Sentiment-Zh.jsonl"))
-    assert [r["reward_mean"] for r in records] == [pytest.approx(5.0, abs=1e-4)] * 2
+    assert [r["raw_score_mean"] for r in records] == [pytest.approx(5.0, abs=1e-4)] * 2
+    assert [r["reward_mean"] for r in records] == [pytest.approx(0.0, abs=1e-4)] * 2
+    for record in records:
+        assert not record["skipped"] and all(math.isfinite(record[key]) for key in FIELDS), record
     samples = [line for line in result.stdout.splitlines() if line[:3] in ("1. ", "2. ")]
     assert samples and all(line[3:].startswith("好评如潮") for line in samples)
 
 
-def test_reward_model_scores_can_be_normalised(micro_paths, tmp_path):
-    torch.manual_seed(0)
-    save_reward_model(RewardModel(AutoModel.from_pretrained(micro_paths["encoder"])),
-                      AutoTokenizer.from_pretrained(micro_paths["encoder"]), str(tmp_path / "rm"))
-    texts = ["这部电影很好看", "太差了", "还行吧，一般般", "物流很快，包装完好", "再也不买了"] * 4
-    raw = RewardModelReward(str(tmp_path / "rm"), "cpu")(texts)
-    normalised = RewardModelReward(str(tmp_path / "rm"), "cpu", normalize=True)
-    first = normalised(texts)
-    assert sum(first) / len(first) == pytest.approx(0.0, abs=1e-6)
-    assert sum(x * x for x in first) / len(first) == pytest.approx(1.0, abs=1e-3)
-    assert first != pytest.approx(raw) and max(raw) - min(raw) > 0
-    assert normalised(texts) == pytest.approx(first, abs=1e-5)  # the same texts again: the same statistics
+def test_reward_model_loop_logs_raw_scores_and_judge_and_resumes_its_normalisation(env, micro_paths, tmp_path):
+    """The RLHF loop with a micro reward model: raw score, reward and judge fields in every record where they
+    belong, KL bounded, and a resumed run normalises with the statistics its checkpoint kept (not measured again)."""
+    reward_model = save_micro_reward_model(micro_paths, tmp_path / "rm")
+    save_dir, log_dir = tmp_path / "ck", tmp_path / "logs"
+    common = [SCRIPT, *SMALL, "--reward_model", reward_model, "--save_dir", str(save_dir), "--log_dir", str(log_dir),
+              "--save_freq", "2", "--ref_samples", "32"]
+    first = run_script([*common, "--steps", "24"], env=env)  # 3 epochs: saved after 2 and at the end
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.count("reference model, 32 answers per process: raw score") == 1
+    periodic = str(save_dir / checkpoints(save_dir)[0])
+    state = load_ppo_checkpoint_state(periodic)
+    assert state["epoch"] == 2 and state["reward_norm"]["mode"] == "reference" and state["reward_norm"]["std"] > 0
+    judge_ref = state["judge_ref"]["positive_prob"]
+    assert 0 < judge_ref < 1
+
+    resumed = run_script([*common, "--steps", "40", "--resume", periodic], env=env)  # epochs 2..4
+    assert resumed.returncode == 0, resumed.stderr
+    assert "reference model," not in resumed.stdout  # nothing measured again
+    records = read_jsonl(str(log_dir / "PPO-Sentiment-Zh.jsonl"))
+    assert [r["epoch"] for r in records] == list(range(5))
+    mean, std = state["reward_norm"]["mean"], state["reward_norm"]["std"]
+    for record in records:
+        assert all(isinstance(record[key], (int, float)) for key in FIELDS), record
+        # the reward PPO was given is the raw score in the same fixed units before and after the resume
+        assert record["reward_mean"] == pytest.approx((record["raw_score_mean"] - mean) / std, rel=1e-6, abs=1e-6)
+        assert record["reward_std"] == pytest.approx(record["raw_score_std"] / std, rel=1e-6, abs=1e-6)
+        assert abs(record["kl"]) < 5.0, record
+    judged = [r["epoch"] for r in records if "judge_positive_prob" in r]
+    assert judged == [1, 3, 4]  # every save_freq epochs and at the end: 2 epochs done, 4 done, the end (5 done)
+    for record in records:
+        if "judge_positive_prob" in record:
+            assert 0 < record["judge_positive_prob"] < 1 and record["judge_ref_positive_prob"] == judge_ref
+    assert "judge positive_prob: " in resumed.stdout and f"(reference {judge_ref:.4f})" in resumed.stdout
+    assert "raw-score: " in resumed.stdout
+
+
+def test_reward_normaliser_modes():
+    scores = [1.0, 2.0, 3.0, 6.0]
+    assert RewardNormalizer("none")(scores) == scores
+    reference = RewardNormalizer("reference").measure([0.0, 2.0])  # mean 1, std 1
+    assert reference(scores) == [0.0, 1.0, 2.0, 5.0]
+    assert reference(scores) == [0.0, 1.0, 2.0, 5.0]  # fixed: scoring more texts does not move it
+    assert RewardNormalizer.from_state(reference.state())(scores) == [0.0, 1.0, 2.0, 5.0]
+    whitened = RewardNormalizer("batch")(scores)
+    assert sum(whitened) == pytest.approx(0.0) and sum(x * x for x in whitened) / 4 == pytest.approx(1.0)
+    with pytest.warns(UserWarning, match="all the same score"):
+        flat = RewardNormalizer("reference").measure([0.7] * 8)
+    assert flat([0.7, 1.7]) == pytest.approx([0.0, 1.0])
+    with pytest.warns(UserWarning, match="all the same score"):
+        assert RewardNormalizer("batch")([0.3] * 4) == [0.0] * 4
+    with pytest.raises(UserError, match="unknown reward normalisation"):
+        RewardNormalizer("running")
+
+
+def test_reward_model_gives_raw_scores(micro_paths, tmp_path):
+    reward_model = save_micro_reward_model(micro_paths, tmp_path / "rm")
+    texts = ["这部电影很好看", "太差了", "还行吧，一般般"]
+    reward = RewardModelReward(reward_model, "cpu", batch_size=2)
+    assert reward(texts) == reward(texts) and len(set(reward(texts))) == 3
 
 
 # ---------------------------------------------------------------- bad input
@@ -269,7 +330,22 @@ def test_bad_reward_model_folder(env, micro_paths, tmp_path):
     result = run_script([SCRIPT, *SMALL, "--reward_model", micro_paths["classifier"], "--save_dir",
                          str(tmp_path / "ck"), "--log_dir", str(tmp_path / "logs")], env=env)
     assert_one_line_error(result, micro_paths["classifier"], "not a reward-model checkpoint")
-    assert not os.path.exists(tmp_path / "ck")
+    assert not os.path.exists(tmp_path / "ck") and not os.path.exists(tmp_path / "logs")
+
+
+def test_bad_judge_model_folder(micro_dir, micro_paths, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RLHF_TINY_DIR", micro_dir)
+    log_dir = tmp_path / "logs"
+    log_dir.mkdir()
+    (log_dir / "PPO-Sentiment-Zh.jsonl").write_text('{"epoch": 0}\n')  # an earlier run's log stays as it was
+    before = tree_digest(str(tmp_path))
+    for folder, fragment in ((micro_paths["gpt2"], "not a reward-model checkpoint"),
+                             (str(tmp_path / "nowhere"), "no such checkpoint folder")):
+        code, stderr = run_in_process([*SMALL, "--judge_model", folder, "--save_dir", str(tmp_path / "ck"),
+                                       "--log_dir", str(log_dir)], capsys)
+        assert code == 2
+        assert_error_line(stderr, folder, fragment)
+        assert tree_digest(str(tmp_path)) == before
 
 
 def test_classifier_with_other_labels(micro_dir, micro_paths, tmp_path, monkeypatch, capsys):

@@ -1,4 +1,5 @@
 """Training logger: one JSON record per step in `<log_dir>/<name>.jsonl`, curves in `<log_dir>/<name>.png`."""
+import fnmatch
 import json
 import math
 import os
@@ -9,6 +10,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from utils.common import write_text_atomically  # noqa: E402
+
+# the order in which panels are read: what is optimised first (the raw score before the reward made from it, then
+# the independent judge), then how far the policy moved (KL) and how varied it stays, then losses and training
+# metrics, then timings; it serves the PPO, reward-model and terminal logs alike
+READING_ORDER = ("raw_score*", "reward*", "judge*", "kl", "kl_*", "distinct*", "response_len", "*loss*",
+                 "entropy", "*acc*", "kendall_tau", "learning_rate", "time_*", "seconds")
 
 
 class TrainLogger:
@@ -38,30 +45,57 @@ class TrainLogger:
         self._file.flush()
         os.fsync(self._file.fileno())
 
-    def plot(self, metrics=None):
-        """One panel per numeric metric (all of them unless `metrics` names some), against `x_key`; records
-        without the metric are left out."""
+    def panels(self, metrics=None, order=READING_ORDER):
+        """[(metric, its companions)] in reading order, one per panel: all numeric metrics unless `metrics` names
+        some. A metric's place is the first pattern of `order` it matches (fnmatch); unmatched ones come last,
+        ties by name. Companions share their metric's panel instead of getting their own: `<name>_std` (a band
+        around `<name>_mean` or `<name>`) and `<a>_ref_<b>` (the reference model's value, beside `<a>_<b>`)."""
+        numeric = sorted({k for r in self.records for k, v in r.items() if k != self.x_key and _is_number(v)})
+        companion_of = {k: _companion_of(k, numeric) for k in numeric}
         if metrics is None:
-            metrics = sorted({k for r in self.records for k, v in r.items() if k != self.x_key and _is_number(v)})
-        if not metrics:
+            metrics = [k for k in numeric if companion_of[k] is None]
+        metrics = sorted(metrics, key=lambda k: (_place(k, order), k))
+        return [(m, [k for k in numeric if companion_of[k] == m]) for m in metrics]
+
+    def plot(self, metrics=None, order=READING_ORDER):
+        """Draw `panels(metrics, order)` into the PNG (three panels a row, records without a metric left out)."""
+        panels = self.panels(metrics, order)
+        if not panels:
             return
-        cols = min(3, len(metrics))
-        rows = math.ceil(len(metrics) / cols)
+        cols = min(3, len(panels))
+        rows = math.ceil(len(panels) / cols)
         plt.style.use("seaborn-v0_8-darkgrid")
-        fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.2 * rows), squeeze=False)
-        for ax, metric in zip(axes.flat, metrics):
-            points = [(r[self.x_key], r[metric]) for r in self.records if _is_number(r.get(metric))]
-            ax.plot(*zip(*points), marker="." if len(points) < 50 else None)
+        # constrained layout keeps the figure's title clear of the panels' titles
+        fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.2 * rows + 0.4), squeeze=False, layout="constrained")
+        for ax, (metric, companions) in zip(axes.flat, panels):
+            self._draw(ax, metric)
+            for companion in companions:
+                if companion.endswith("_std"):
+                    self._draw_band(ax, metric, companion)
+                else:
+                    self._draw(ax, companion, linestyle="--", label="reference")
+                    ax.legend(loc="best", fontsize="small")
             ax.set_title(metric)
             ax.set_xlabel(self.x_key)
-        for ax in list(axes.flat)[len(metrics):]:
+        for ax in list(axes.flat)[len(panels):]:
             ax.axis("off")
         fig.suptitle(self.name)
-        fig.tight_layout()
         tmp = self.png_path + ".tmp.png"
         fig.savefig(tmp, dpi=80)
         plt.close(fig)
         os.replace(tmp, self.png_path)
+
+    def _draw(self, ax, metric, **style):
+        points = [(r[self.x_key], r[metric]) for r in self.records if _is_number(r.get(metric))]
+        if points:
+            ax.plot(*zip(*points), marker="." if len(points) < 50 else None, **style)
+
+    def _draw_band(self, ax, mean_key, std_key):
+        rows = [(r[self.x_key], r[mean_key], r[std_key]) for r in self.records
+                if _is_number(r.get(mean_key)) and _is_number(r.get(std_key))]
+        if rows:
+            x, mean, std = zip(*rows)
+            ax.fill_between(x, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], alpha=0.2)
 
     def close(self):
         self._file.close()
@@ -96,6 +130,19 @@ def read_jsonl(path):
     except json.JSONDecodeError:
         pass
     return records
+
+
+def _place(metric, order):
+    return next((i for i, pattern in enumerate(order) if fnmatch.fnmatchcase(metric, pattern)), len(order))
+
+
+def _companion_of(key, keys):
+    """The metric whose panel `key` is drawn in (`x_std` -> `x_mean`, `a_ref_b` -> `a_b`), or None."""
+    if key.endswith("_std"):
+        return next((name for name in (key[:-4] + "_mean", key[:-4]) if name in keys), None)
+    if "_ref_" in key and key.replace("_ref_", "_", 1) in keys:
+        return key.replace("_ref_", "_", 1)
+    return None
 
 
 def _is_number(value):
