@@ -201,12 +201,14 @@ def judge_record(judge, texts, judge_ref, accelerator):
     return {f"judge_{judge.name}": mean, f"judge_{judge.name}_std": std, f"judge_ref_{judge.name}": judge_ref}
 
 
-def print_epoch(record, chosen, answers, num_samples):
+def print_epoch(record, chosen, answers, num_samples, show_raw):
+    """The original's epoch line and samples, with the raw score when the reward is normalised (`show_raw`) and
+    the judge's score when it judged this epoch."""
+    raw = f"  raw-score: {record['raw_score_mean']:.4f} ± {record['raw_score_std']:.4f}" if show_raw else ""
     judged = [key for key in record if key.startswith("judge_ref_")]
     judge = "".join(f"  judge {key[10:]}: {record['judge_' + key[10:]]:.4f} (reference {record[key]:.4f})"
                     for key in judged)
-    lines = [f"epoch {record['epoch']} mean-reward: {record['reward_mean']:.4f}  "
-             f"raw-score: {record['raw_score_mean']:.4f} ± {record['raw_score_std']:.4f}  "
+    lines = [f"epoch {record['epoch']} mean-reward: {record['reward_mean']:.4f}{raw}  "
              f"kl: {record.get('kl', float('nan')):.3f}  distinct-2: {record['distinct_2']:.2f}{judge}  "
              f"({record['time_epoch']:.1f}s)",
              f"Random Sample {num_samples} text(s) of model output:"]
@@ -307,7 +309,7 @@ def main(argv=None, reward_fn=None):
                 record.update(judge_record(judge, texts, judge_ref[judge.name], accelerator))
             if main_process:
                 logger.log(record)
-                print_epoch(record, result.prompts, result.answers, args.num_samples)
+                print_epoch(record, result.prompts, result.answers, args.num_samples, normalize.mode != "none")
             if completed % args.save_freq == 0:
                 save("periodic")
                 last_saved = completed
