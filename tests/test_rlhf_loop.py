@@ -11,7 +11,7 @@ import pytest
 from conftest import REPO, run_script
 from utils.generation import PROMPTS
 from utils.logger import TrainLogger, read_jsonl
-from utils.ranklist_store import append_rank_list, metadata_path
+from utils.ranklists import append_rank_list, metadata_path
 
 README = os.path.join(REPO, "README.md")
 WALKTHROUGH_MARK = "<!-- walkthrough: tests/test_rlhf_loop.py runs this block -->"
