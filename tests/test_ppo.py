@@ -420,17 +420,23 @@ def test_nan_reward_skips_the_epoch(micro_dir, tmp_path, monkeypatch, capsys):
 
 
 # ---------------------------------------------------------------- several processes
-def test_accelerate_launch_two_processes(env, tmp_path):
+def test_accelerate_launch_two_processes(env, micro_paths, tmp_path):
+    """Two processes with a reward model: reference statistics and judge scores pooled over both, logged once."""
     save_dir, log_dir = str(tmp_path / "ck"), str(tmp_path / "logs")
+    reward_model = save_micro_reward_model(micro_paths, tmp_path / "rm")
     # `--cpu --num_processes 2` starts a single process in accelerate 1.x (several need mpirun)
     result = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", SCRIPT,
-                             *SMALL, "--steps", "16", "--save_dir", save_dir, "--log_dir", log_dir],
+                             *SMALL, "--steps", "16", "--save_dir", save_dir, "--log_dir", log_dir,
+                             "--reward_model", reward_model, "--ref_samples", "16"],
                             cwd=REPO, env=cpu_only(env), capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "x 2 process(es)" in result.stdout
+    assert result.stdout.count("reference model, 16 answers per process") == 1
     records = read_jsonl(os.path.join(log_dir, "PPO-Sentiment-Zh.jsonl"))
     assert [r["epoch"] for r in records] == [0, 1]  # written once, by the main process
     assert result.stdout.count("epoch 1 mean-reward") == 1
+    assert 0 < records[1]["judge_positive_prob"] < 1 and 0 < records[1]["judge_ref_positive_prob"] < 1
     saved = checkpoints(save_dir)
-    assert len(saved) == 1 and load_ppo_checkpoint_state(os.path.join(save_dir, saved[0]))["epoch"] == 2
+    state = load_ppo_checkpoint_state(os.path.join(save_dir, saved[0]))
+    assert len(saved) == 1 and state["epoch"] == 2 and state["reward_norm"]["std"] > 0
