@@ -80,9 +80,12 @@ def parse_args(argv=None):
     p.add_argument("--mini_batch_size", type=int, help="forward and PPO mini-batch size")
     p.add_argument("--ppo_epochs", type=int, help="optimisation passes over each batch")
     p.add_argument("--lr", type=float, help="learning rate")
-    p.add_argument("--init_kl_coef", type=float, help="initial KL coefficient (adaptive)")
-    p.add_argument("--target", type=float, help="KL target of the adaptive controller")
-    p.add_argument("--horizon", type=int, help="horizon of the adaptive KL controller")
+    p.add_argument("--init_kl_coef", type=float,
+                   help=f"initial KL coefficient (adaptive; {REWARD_MODEL_KL['init_kl_coef']} with --reward_model)")
+    p.add_argument("--target", type=float,
+                   help=f"KL target of the adaptive controller ({REWARD_MODEL_KL['target']} with --reward_model)")
+    p.add_argument("--horizon", type=int,
+                   help=f"horizon of the adaptive KL controller ({REWARD_MODEL_KL['horizon']} with --reward_model)")
     p.add_argument("--gamma", type=float, default=1.0)
     p.add_argument("--lam", type=float, default=0.95)
     p.add_argument("--cliprange", type=float, default=0.2)
