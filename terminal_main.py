@@ -43,7 +43,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from utils.common import UserError, accelerator_kwargs, add_mixed_precision_argument, pick_device, run_main
+from utils.common import (Lazy, UserError, accelerator_kwargs, add_mixed_precision_argument, parse_with_presets,
+                          pick_device, run_main)
 from utils.generation import decode, encode_prompt, generate_responses, read_prompts
 from utils.logger import TrainLogger
 from utils.ppo import load_policy, load_ppo_checkpoint_state, make_ppo_trainer, ppo_step, save_ppo_checkpoint
@@ -56,10 +57,10 @@ COMMANDS = {"s": "skip", "r": "regenerate", "q": "quit", "?": "help", "？": "he
 SLOW_STEP_ENV = "RLHF_TEST_SLOW_STEP"
 
 
-def parse_args():
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model_name", default="uer/gpt2-chinese-cluecorpussmall")
-    parser.add_argument("--tiny", action="store_true", help="use the offline tiny GPT-2 instead of --model_name")
+    parser.add_argument("--model_name", help="the GPT-2 that writes the answers")
+    parser.add_argument("--tiny", action="store_true", help="the offline tiny GPT-2 unless --model_name is given")
     parser.add_argument("--resume", metavar="DIR", help="continue from a checkpoint this script saved")
     parser.add_argument("--device", help="default: cuda if available, else cpu")
     add_mixed_precision_argument(parser)
@@ -74,7 +75,8 @@ def parse_args():
     parser.add_argument("--log_dir", default="./logs")
     parser.add_argument("--save_dir", default=os.path.join("checkpoints", "terminal_human_feedback"))
     parser.add_argument("--seed", type=int, help="fix the sampling (default: different answers every run)")
-    args = parser.parse_args()
+    args = parse_with_presets(parser, argv, {"default": {"model_name": "uer/gpt2-chinese-cluecorpussmall"},
+                                             "tiny": {"model_name": Lazy("the tiny GPT-2", lambda: ensure_tiny()["gpt2"])}})
     if args.batch_size < 1 or args.max_new_tokens < 1:
         raise UserError("--batch_size and --max_new_tokens must be at least 1")
     if not (math.isfinite(args.min_reward) and math.isfinite(args.max_reward) and args.min_reward < args.max_reward):
@@ -435,7 +437,7 @@ def main():
     except OSError as e:
         raise UserError(f"cannot write checkpoints to {args.save_dir}: {e.strerror} (choose another --save_dir)")
     state = load_ppo_checkpoint_state(args.resume) if args.resume else {}
-    base_model = state.get("base_model") or (ensure_tiny()["gpt2"] if args.tiny else args.model_name)
+    base_model = state.get("base_model") or args.model_name
     # trl seeds random, numpy and torch with PPOConfig.seed: a fixed default would repeat every run's answers
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     # trl's statistics take a std() over the batch, undefined for one rating (set once: filters are process-wide)
