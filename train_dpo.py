@@ -59,6 +59,10 @@ PRESETS = {
 }
 
 
+# the PNG's panels in reading order: the dev preferences, then the training batches' loss, accuracy and margin
+PANELS = ("preference_acc", "reward_margin", "train_loss", "train_acc", "train_margin", "learning_rate")
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tiny", action="store_true", help="offline tiny models, AI-feedback rank lists, CPU settings")
@@ -346,7 +350,7 @@ def main(argv=None):
                     accelerator.print("Evaluation acc: " + ", ".join(f"{k} {v:.5f}" for k, v in metrics.items()))
                     if logger:
                         logger.log({"step": global_step, "epoch": epoch, **metrics})
-                        logger.plot()
+                        logger.plot(PANELS, order=PANELS)
                         print_samples(policy, tokenizer, sample_prompts, args.gen_len)
                     save(epoch, metrics)
                     tic = time.time()
