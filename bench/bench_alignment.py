@@ -55,7 +55,7 @@ def train(method, args):
     command = [sys.executable, os.path.join(REPO, script), "--tiny", "--seed", str(args.seed),
                "--save_dir", os.path.join(folder, "checkpoints"), log_option, os.path.join(folder, "logs")]
     if method == "ppo_rm":
-        command += ["--reward_model", args.reward_model, "--normalize_reward"]
+        command += ["--reward_model", args.reward_model]
     if method == "dpo":
         command += ["--ai_feedback_file", os.path.join(folder, "ai_feedback.tsv")]
     if args.quick:
