@@ -40,13 +40,15 @@ from utils.tiny import ensure_tiny
 # The original PPO example's models and scale (a GPU in mind), with GRPO's usual settings ...
 ORIGINAL = dict(model_name="uer/gpt2-chinese-cluecorpussmall",
                 sentiment_model="uer/roberta-base-finetuned-jd-binary-chinese",
-                steps=20000, batch_size=128, mini_batch_size=16, grpo_epochs=1, lr=1.41e-5, beta=0.04, save_freq=5)
+                total_samples=20000, batch_size=128, mini_batch_size=16, grpo_epochs=1, learning_rate=1.41e-5, beta=0.04,
+                save_freq=5)
 # ... and those that make the tiny models learn on a 2-core CPU in a few minutes. Group whitening gives every
 # group unit-size advantages even when its rewards hardly differ, so once the classifier's reward saturates
 # (about 0.96) the policy keeps being pushed by noise: with lr 3e-4 and beta 0.04 the reward passed 0.9 in
 # 4 epochs, and by epoch 12 the KL was 16 and distinct-2 0.37. A smaller learning rate and a strong KL penalty
 # (beta 0.5) settle instead at a reward near 0.8 with a KL near 1 and the answers' variety kept.
-TINY = dict(steps=128 * 40, batch_size=128, mini_batch_size=32, grpo_epochs=1, lr=1e-4, beta=0.5, save_freq=20)
+TINY = dict(total_samples=128 * 40, batch_size=128, mini_batch_size=32, grpo_epochs=1, learning_rate=1e-4, beta=0.5,
+            save_freq=20)
 EPS = 1e-4  # added to the group's std: a group whose answers all score the same gets zero advantage, not NaN
 
 
@@ -58,16 +60,17 @@ def parse_args(argv=None):
     p.add_argument("--sentiment_model", help="sentiment classifier for the reward")
     p.add_argument("--reward_model",
                    help="reward-model folder from train_reward_model.py, used instead of the classifier")
-    p.add_argument("--steps", type=int, help="total samples; epochs = ceil(steps / batch_size)")
+    p.add_argument("--total_samples", "--steps", type=int,
+                   help="answers to train on in all; epochs = ceil(total_samples / batch_size)")
     p.add_argument("--batch_size", type=int, help="answers per epoch (per process): prompts x group_size")
     p.add_argument("--group_size", type=int, default=8, help="answers per prompt (G)")
     p.add_argument("--mini_batch_size", type=int, help="answers per gradient step")
     p.add_argument("--grpo_epochs", type=int, help="optimisation passes over each batch")
-    p.add_argument("--lr", type=float, help="learning rate")
+    p.add_argument("--learning_rate", "--lr", type=float)
     p.add_argument("--beta", type=float, help="coefficient of the KL penalty to the reference model")
     p.add_argument("--cliprange", type=float, default=0.2, help="the policy ratio is clipped to 1 +- this")
     p.add_argument("--max_grad_norm", type=float, default=1.0)
-    p.add_argument("--gen_len", type=int, default=16, help="new tokens per answer")
+    p.add_argument("--max_new_tokens", "--gen_len", type=int, default=16, help="new tokens per answer")
     p.add_argument("--stop_at_sep", action="store_true", help="let [SEP] end an answer early")
     p.add_argument("--prompts_file", help="one prompt per line (default: the original's four prompts)")
     p.add_argument("--save_freq", type=int, help="save a checkpoint every N epochs")
@@ -75,7 +78,7 @@ def parse_args(argv=None):
     p.add_argument("--resume", help="continue from this checkpoint folder (its epoch count too)")
     p.add_argument("--log_dir", default="logs")
     p.add_argument("--log_name", default="GRPO-Sentiment-Zh")
-    p.add_argument("--num_samples", type=int, default=5, help="random answers printed each epoch")
+    p.add_argument("--print_samples", "--num_samples", type=int, default=5, help="random answers printed each epoch")
     p.add_argument("--reward_batch_size", type=int, default=64)
     add_mixed_precision_argument(p)
     p.add_argument("--seed", type=int, default=0)
@@ -175,7 +178,7 @@ def run_epoch(accelerator, policy, ref_model, optimizer, tokenizer, reward_fn, p
               for _ in range(args.group_size)]  # each group: one prompt, group_size answers
     queries = [encode_prompt(tokenizer, prompt) for prompt in chosen]
     t0 = time.time()
-    responses = generate_responses(accelerator.unwrap_model(policy), tokenizer, queries, args.gen_len,
+    responses = generate_responses(accelerator.unwrap_model(policy), tokenizer, queries, args.max_new_tokens,
                                    args.stop_at_sep)
     answers = [decode(tokenizer, response) for response in responses]
     t1 = time.time()
@@ -262,7 +265,7 @@ def main(argv=None, reward_fn=None):
     # no critic: the value head that load_policy attaches is neither trained nor given gradients
     policy.v_head.requires_grad_(False)
     accelerator = Accelerator(**accelerator_kwargs(device, args.mixed_precision))
-    optimizer = torch.optim.Adam([p for p in policy.parameters() if p.requires_grad], lr=args.lr)
+    optimizer = torch.optim.Adam([p for p in policy.parameters() if p.requires_grad], lr=args.learning_rate)
     policy, optimizer = accelerator.prepare(policy, optimizer)
     ref_model.to(accelerator.device)
     set_seed(args.seed + 1000 * start_epoch + accelerator.process_index)  # processes sample different prompts
@@ -272,7 +275,7 @@ def main(argv=None, reward_fn=None):
     logger = (TrainLogger(args.log_dir, args.log_name, x_key="epoch", resume=bool(args.resume), redo_from=start_epoch)
               if main_process else None)
 
-    total_epochs = int(np.ceil(args.steps / args.batch_size))
+    total_epochs = int(np.ceil(args.total_samples / args.batch_size))
     STOP_REQUESTS.clear()
     previous_handlers = {signum: signal.signal(signum, request_stop) for signum in (signal.SIGTERM, signal.SIGINT)}
     completed, last_saved, reward_mean = start_epoch, start_epoch, float("nan")
@@ -297,7 +300,7 @@ def main(argv=None, reward_fn=None):
             reward_mean, completed = record["reward_mean"], epoch + 1
             if main_process:
                 logger.log(record)
-                print_epoch(record, chosen, answers, args.num_samples)
+                print_epoch(record, chosen, answers, args.print_samples)
             if any_process(accelerator, bool(STOP_REQUESTS)):  # all processes stop after the same epoch
                 if completed > last_saved:
                     save("interrupted")

@@ -22,7 +22,7 @@ def parse_args(argv=None):
                         "DPO: checkpoints/dpo_sentiment_gpt)")
     p.add_argument("--prompt", default="这部电影很")
     p.add_argument("--num", type=int, default=5, help="continuations to write")
-    p.add_argument("--gen_len", type=int, default=16, help="new tokens per continuation")
+    p.add_argument("--max_new_tokens", "--gen_len", type=int, default=16, help="new tokens per continuation")
     p.add_argument("--stop_at_sep", action="store_true", help="let [SEP] end a continuation early")
     p.add_argument("--compare_ref", action="store_true", help="also show the reference (base) model's continuations")
     p.add_argument("--seed", type=int, default=0)
@@ -40,8 +40,8 @@ def continuations(model, tokenizer, prompt, num, gen_len, stop_at_sep):
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.num < 1 or args.gen_len < 1:
-        raise UserError("--num and --gen_len must be at least 1")
+    if args.num < 1 or args.max_new_tokens < 1:
+        raise UserError("--num and --max_new_tokens must be at least 1")
     checkpoint = args.checkpoint or find_latest_checkpoint(args.save_dir)
     state = load_ppo_checkpoint_state(checkpoint)
     device = pick_device(args.device)
@@ -50,13 +50,13 @@ def main(argv=None):
     print(f"checkpoint: {checkpoint} ({algorithm}, epoch {state.get('epoch', '?')}, "
           f"reference model {state['base_model']})")
     set_seed(args.seed)
-    texts = continuations(policy, tokenizer, args.prompt, args.num, args.gen_len, args.stop_at_sep)
+    texts = continuations(policy, tokenizer, args.prompt, args.num, args.max_new_tokens, args.stop_at_sep)
     if not args.compare_ref:
         for i, text in enumerate(texts, start=1):
             print(f"{i}. {text}")
         return
     set_seed(args.seed)
-    ref_texts = continuations(ref_model, tokenizer, args.prompt, args.num, args.gen_len, args.stop_at_sep)
+    ref_texts = continuations(ref_model, tokenizer, args.prompt, args.num, args.max_new_tokens, args.stop_at_sep)
     for i, (text, ref_text) in enumerate(zip(texts, ref_texts), start=1):
         print(f"{i}. {algorithm}: {text}\n   ref: {ref_text}")
 

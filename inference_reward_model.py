@@ -23,16 +23,17 @@ EXAMPLE_TEXTS = [
 ]
 
 
-def parse_args():
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("texts", nargs="*", help="texts to score; '-' reads one per line from stdin")
-    parser.add_argument("--model_name", "--model", default=DEFAULT_MODEL, help="a checkpoint folder written by train_reward_model.py")
+    parser.add_argument("--model_name", "--model", default=DEFAULT_MODEL,
+                        help="a checkpoint folder written by train_reward_model.py")
     parser.add_argument("--eval_tsv", default=None, help="rank-list TSV file (best first) to evaluate on")
     parser.add_argument("--skip_bad_lines", action="store_true", help="with --eval_tsv: skip and count bad lines")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--max_seq_len", type=int, default=128)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when present)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.eval_tsv and args.texts:
         raise UserError("give either texts or --eval_tsv, not both")
     return args

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
-from utils.common import UserError, accelerator_kwargs, add_mixed_precision_argument, pick_device, run_main, set_seed
+from utils.common import (Lazy, UserError, accelerator_kwargs, add_mixed_precision_argument, parse_with_presets,
+                          pick_device, run_main, set_seed)
 from utils.generation import decode, encode_prompt, generate_responses, read_prompts
 from utils.logger import TrainLogger
 from utils.ppo import (distinct_2, load_policy, load_ppo_checkpoint_state, make_ppo_trainer, ppo_step,
@@ -36,7 +37,8 @@ from utils.tiny import ensure_tiny
 # The original's settings (uer's hub models, a GPU in mind) ...
 ORIGINAL = dict(model_name="uer/gpt2-chinese-cluecorpussmall",
                 sentiment_model="uer/roberta-base-finetuned-jd-binary-chinese",
-                steps=20000, batch_size=128, mini_batch_size=16, ppo_epochs=4, lr=1.41e-5, init_kl_coef=0.2,
+                total_samples=20000, batch_size=128, mini_batch_size=16, ppo_epochs=4, learning_rate=1.41e-5,
+                init_kl_coef=0.2,
                 target=6.0, horizon=10000, save_freq=5)
 # ... and those that make the tiny models learn visibly on a 2-core CPU in about 4 minutes: a larger
 # learning rate; 1 PPO epoch per batch (the step is most of an epoch's time); the original's batch of 128
@@ -44,8 +46,8 @@ ORIGINAL = dict(model_name="uer/gpt2-chinese-cluecorpussmall",
 # and uses up the KL budget); a weaker KL penalty that adapts within a few epochs, aiming at KL 5 (at 6 the
 # answers grew too alike). 100 epochs: the reward passes 0.9 after about 25 and levels off, and longer runs
 # only wear down the answers' variety (distinct-2).
-TINY = dict(steps=128 * 100, batch_size=128, mini_batch_size=32, ppo_epochs=1, lr=3e-4, init_kl_coef=0.05,
-            target=5.0, horizon=2000, save_freq=25)
+TINY = dict(total_samples=128 * 100, batch_size=128, mini_batch_size=32, ppo_epochs=1, learning_rate=3e-4,
+            init_kl_coef=0.05, target=5.0, horizon=2000, save_freq=25)
 # With --reward_model the rewards are in units of the reference answers' standard deviation and unbounded: the
 # classifier's probability stops at 1, a reward model's score does not, so the policy keeps pushing and the KL
 # keeps growing (KL 11 and distinct-2 0.30 by epoch 12 with the classifier's 0.05). A stronger penalty that adapts
@@ -56,10 +58,9 @@ REWARD_MODEL_KL = dict(init_kl_coef=0.3, target=3.0, horizon=500)
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tiny", action="store_true", help="offline tiny models and CPU-friendly settings")
-    p.add_argument("--model_name", help=f"policy GPT-2 (default {ORIGINAL['model_name']})")
+    p.add_argument("--model_name", help="policy GPT-2")
     p.add_argument("--ref_model_name", help="reference model for the KL penalty (default: the base model)")
-    p.add_argument("--sentiment_model",
-                   help=f"sentiment classifier for the reward (default {ORIGINAL['sentiment_model']})")
+    p.add_argument("--sentiment_model", help="sentiment classifier for the reward")
     p.add_argument("--reward_model",
                    help="reward-model folder from train_reward_model.py, used instead of the classifier")
     p.add_argument("--reward_norm", choices=REWARD_NORMS,
@@ -75,11 +76,12 @@ def parse_args(argv=None):
     p.add_argument("--ref_samples", type=int, default=256,
                    help="answers of the reference model scored before training: the normalisation statistics "
                         "and the judge's baseline")
-    p.add_argument("--steps", type=int, help="total samples; epochs = ceil(steps / batch_size)")
+    p.add_argument("--total_samples", "--steps", type=int,
+                   help="answers to train on in all; epochs = ceil(total_samples / batch_size)")
     p.add_argument("--batch_size", type=int, help="samples per PPO epoch (per process)")
     p.add_argument("--mini_batch_size", type=int, help="forward and PPO mini-batch size")
     p.add_argument("--ppo_epochs", type=int, help="optimisation passes over each batch")
-    p.add_argument("--lr", type=float, help="learning rate")
+    p.add_argument("--learning_rate", "--lr", type=float)
     p.add_argument("--init_kl_coef", type=float,
                    help=f"initial KL coefficient (adaptive; {REWARD_MODEL_KL['init_kl_coef']} with --reward_model)")
     p.add_argument("--target", type=float,
@@ -91,7 +93,7 @@ def parse_args(argv=None):
     p.add_argument("--cliprange", type=float, default=0.2)
     p.add_argument("--cliprange_value", type=float, default=0.2)
     p.add_argument("--vf_coef", type=float, default=0.1)
-    p.add_argument("--gen_len", type=int, default=16, help="new tokens per answer")
+    p.add_argument("--max_new_tokens", "--gen_len", type=int, default=16, help="new tokens per answer")
     p.add_argument("--stop_at_sep", action="store_true", help="let [SEP] end an answer early")
     p.add_argument("--prompts_file", help="one prompt per line (default: the original's four prompts)")
     p.add_argument("--save_freq", type=int, help="save a checkpoint every N epochs")
@@ -99,37 +101,32 @@ def parse_args(argv=None):
     p.add_argument("--resume", help="continue from this checkpoint folder (epoch count and KL coefficient too)")
     p.add_argument("--log_dir", default="logs")
     p.add_argument("--log_name", default="PPO-Sentiment-Zh")
-    p.add_argument("--num_samples", type=int, default=5, help="random answers printed each epoch")
+    p.add_argument("--print_samples", "--num_samples", type=int, default=5, help="random answers printed each epoch")
     p.add_argument("--reward_batch_size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", help="default: cuda if available, else cpu")
     add_mixed_precision_argument(p)
     p.add_argument("--preset", choices=["gpu"], help="gpu: the whole batch in one mini-batch and bf16 (speed over "
                                                      "faithfulness; explicit arguments still win)")
-    args = p.parse_args(argv)
-    defaults = dict(TINY, **tiny_models()) if args.tiny else dict(ORIGINAL)
-    if args.reward_model:
-        defaults.update(REWARD_MODEL_KL)
-    if args.preset == "gpu":  # speed over faithfulness: at mini-batch 16 a GPU mostly waits on per-mini-batch
-        # overhead, so the whole batch goes in one mini-batch, under bf16 autocast (its learning: README)
-        defaults = dict(defaults, mini_batch_size=args.batch_size or defaults["batch_size"], mixed_precision="bf16")
-    for key, value in defaults.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    if args.reward_norm is None:
-        args.reward_norm = "reference" if args.reward_model else "none"
+    tiny = dict(TINY, model_name=Lazy("the tiny GPT-2", lambda: ensure_tiny()["gpt2"]),
+                sentiment_model=Lazy("the tiny classifier", lambda: ensure_tiny()["classifier"]))
+    args = parse_with_presets(p, argv, {"default": dict(ORIGINAL), "tiny": tiny}, situational_defaults)
     if args.ref_samples < 2:
         raise UserError("--ref_samples must be at least 2 (a standard deviation needs two scores)")
     return args
 
 
-def tiny_models():
-    paths = ensure_tiny()
-    return dict(model_name=paths["gpt2"], sentiment_model=paths["classifier"])
+def situational_defaults(args, preset):
+    """Defaults that depend on other options: a reward model's normalisation and KL settings, the GPU preset."""
+    defaults = dict(REWARD_MODEL_KL, reward_norm="reference") if args.reward_model else dict(reward_norm="none")
+    if args.preset == "gpu":  # speed over faithfulness: at mini-batch 16 a GPU mostly waits on per-mini-batch
+        # overhead, so the whole batch goes in one mini-batch, under bf16 autocast (its learning: README)
+        defaults.update(mini_batch_size=args.batch_size or preset["batch_size"], mixed_precision="bf16")
+    return defaults
 
 
 def ppo_config(args):
-    return dict(learning_rate=args.lr, batch_size=args.batch_size, mini_batch_size=args.mini_batch_size,
+    return dict(learning_rate=args.learning_rate, batch_size=args.batch_size, mini_batch_size=args.mini_batch_size,
                 ppo_epochs=args.ppo_epochs, init_kl_coef=args.init_kl_coef, adap_kl_ctrl=True,
                 target=args.target, horizon=args.horizon, gamma=args.gamma, lam=args.lam,
                 cliprange=args.cliprange, cliprange_value=args.cliprange_value, vf_coef=args.vf_coef,
@@ -140,7 +137,7 @@ def sample_texts(model, tokenizer, prompts, args):
     """`args.batch_size` random prompts and the model's answers: (prompts, answers, query ids, response ids)."""
     chosen = random.choices(prompts, k=args.batch_size)
     queries = [encode_prompt(tokenizer, prompt) for prompt in chosen]
-    responses = generate_responses(model, tokenizer, queries, args.gen_len, args.stop_at_sep)
+    responses = generate_responses(model, tokenizer, queries, args.max_new_tokens, args.stop_at_sep)
     return chosen, [decode(tokenizer, response) for response in responses], queries, responses
 
 
@@ -287,7 +284,7 @@ def main(argv=None, reward_fn=None):
     logger = (TrainLogger(args.log_dir, args.log_name, x_key="epoch", resume=bool(args.resume), redo_from=start_epoch)
               if main_process else None)
 
-    total_epochs = int(np.ceil(args.steps / args.batch_size))
+    total_epochs = int(np.ceil(args.total_samples / args.batch_size))
     signal.signal(signal.SIGTERM, raise_keyboard_interrupt)  # `kill` saves like Ctrl-C does
     completed, last_saved, reward_mean, raw_score_mean = start_epoch, start_epoch, float("nan"), float("nan")
 
@@ -312,7 +309,7 @@ def main(argv=None, reward_fn=None):
                 record.update(judge_record(judge, texts, judge_ref[judge.name], accelerator))
             if main_process:
                 logger.log(record)
-                print_epoch(record, result.prompts, result.answers, args.num_samples, normalize.mode != "none")
+                print_epoch(record, result.prompts, result.answers, args.print_samples, normalize.mode != "none")
             if completed % args.save_freq == 0:
                 save("periodic")
                 last_saved = completed

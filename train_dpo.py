@@ -79,7 +79,7 @@ def parse_args(argv=None):
                    help="meta: each list's prompt from its .meta.jsonl record (required); none: no prompts, "
                         "the whole texts are the answers (e.g. the corpus-made reward-model lists)")
     p.add_argument("--beta", type=float, help="strength of the KL to the reference (DPO's beta)")
-    p.add_argument("--learning_rate", type=float)
+    p.add_argument("--learning_rate", "--lr", type=float)
     p.add_argument("--batch_size", type=int, help="preference pairs per step (per process)")
     p.add_argument("--num_train_epochs", type=int)
     p.add_argument("--warmup_ratio", type=float, default=0.1, help="share of the steps with a rising lr")
@@ -88,10 +88,11 @@ def parse_args(argv=None):
     p.add_argument("--logging_steps", type=int, default=10)
     p.add_argument("--save_dir", default=os.path.join("checkpoints", "dpo_sentiment_gpt"))
     p.add_argument("--resume", help="continue from this checkpoint folder (its step and reference model)")
-    p.add_argument("--img_log_dir", default="logs")
-    p.add_argument("--img_log_name", default="DPO-Sentiment-Zh")
-    p.add_argument("--num_samples", type=int, default=3, help="answers printed at each evaluation")
-    p.add_argument("--gen_len", type=int, default=16, help="new tokens per answer (AI feedback and printed samples)")
+    p.add_argument("--log_dir", "--img_log_dir", default="logs")
+    p.add_argument("--log_name", "--img_log_name", default="DPO-Sentiment-Zh")
+    p.add_argument("--print_samples", "--num_samples", type=int, default=3, help="answers printed at each evaluation")
+    p.add_argument("--max_new_tokens", "--gen_len", type=int, default=16,
+                   help="new tokens per answer (AI feedback and printed samples)")
     p.add_argument("--skip_bad_lines", action="store_true", help="skip and count bad lines of the rank-list files")
     add_mixed_precision_argument(p)
     p.add_argument("--seed", type=int, default=0)
@@ -142,7 +143,7 @@ def read_data(args, accelerator):
             tiny = ensure_tiny()
             train_path = ensure_ai_feedback(args.ai_feedback_file, model_name=tiny["gpt2"],
                                             sentiment_model=tiny["classifier"], lists_per_prompt=args.ai_feedback_lists,
-                                            gen_len=args.gen_len, seed=args.seed)
+                                            gen_len=args.max_new_tokens, seed=args.seed)
     elif not os.path.isfile(train_path):
         raise UserError(f"{train_path}: no such file (rank lists from the labelling page, or --tiny for "
                         "AI-feedback rank lists)")
@@ -301,9 +302,9 @@ def main(argv=None):
     accelerator.print(f"{len(train_set)} train / {len(dev_set)} dev preference pairs; beta {args.beta}; "
                       f"{accelerator.device} x {accelerator.num_processes}; {total_steps} steps"
                       + (f", resuming after step {global_step}" if global_step else ""))
-    logger = (TrainLogger(args.img_log_dir, args.img_log_name, resume=bool(args.resume), redo_from=global_step + 1)
+    logger = (TrainLogger(args.log_dir, args.log_name, resume=bool(args.resume), redo_from=global_step + 1)
               if accelerator.is_main_process else None)
-    sample_prompts = sorted({p["prompt"] for p in train_pairs if p["prompt"]})[:args.num_samples]
+    sample_prompts = sorted({p["prompt"] for p in train_pairs if p["prompt"]})[:args.print_samples]
 
     def save(epoch, metrics):
         accelerator.wait_for_everyone()
@@ -351,7 +352,7 @@ def main(argv=None):
                     if logger:
                         logger.log({"step": global_step, "epoch": epoch, **metrics})
                         logger.plot(PANELS, order=PANELS)
-                        print_samples(policy, tokenizer, sample_prompts, args.gen_len)
+                        print_samples(policy, tokenizer, sample_prompts, args.max_new_tokens)
                     save(epoch, metrics)
                     tic = time.time()
     except KeyboardInterrupt:

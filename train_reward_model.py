@@ -22,8 +22,8 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader
 from transformers import AutoModel, AutoTokenizer, get_linear_schedule_with_warmup
 
-from utils.common import (UserError, accelerator_kwargs, add_mixed_precision_argument, load_pretrained,
-                          pick_device, run_main, set_seed)
+from utils.common import (Lazy, UserError, accelerator_kwargs, add_mixed_precision_argument, load_pretrained,
+                          parse_with_presets, pick_device, run_main, set_seed)
 from utils.data import RANK_LIST_DIR, ensure_datasets
 from utils.logger import TrainLogger
 from utils.ranklists import read_rank_lists
@@ -35,12 +35,15 @@ DEFAULT_TRAIN = os.path.join(RANK_LIST_DIR, "train.tsv")
 DEFAULT_DEV = os.path.join(RANK_LIST_DIR, "dev.tsv")
 # --tiny: a 3-layer encoder needs a larger step than ERNIE's 1e-5, and was pretrained on texts of at most
 # 64 tokens; on the corpus-made lists its dev ranking peaked within the first epoch (more epochs lowered it)
-TINY_DEFAULTS = dict(learning_rate=5e-4, num_train_epochs=1, batch_size=16, valid_steps=50, max_seq_len=64)
+ORIGINAL = dict(model_name="nghuyong/ernie-3.0-base-zh", learning_rate=1e-5, num_train_epochs=10, batch_size=32,
+                valid_steps=50, max_seq_len=128)
+TINY = dict(model_name=Lazy("the tiny encoder", lambda: ensure_tiny()["encoder"]), learning_rate=5e-4,
+            num_train_epochs=1, batch_size=16, valid_steps=50, max_seq_len=64)
 
 
-def parse_args():
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="nghuyong/ernie-3.0-base-zh", help="encoder: hub name or local folder")
+    parser.add_argument("--model_name", "--model", help="encoder: hub name or local folder")
     parser.add_argument("--train_path", default=DEFAULT_TRAIN, help="training rank lists (TSV, best first)")
     parser.add_argument("--dev_path", help="evaluation rank lists (TSV, best first); default: the corpus dev.tsv "
                                            "with the default --train_path, else a --dev_ratio share of --train_path")
@@ -48,27 +51,24 @@ def parse_args():
                         help="without --dev_path: the share of --train_path's rank lists held out for evaluation "
                              "(a random split, the same for the same --seed)")
     parser.add_argument("--save_dir", default=os.path.join("checkpoints", "reward_model", "sentiment_analysis"))
-    parser.add_argument("--img_log_dir", default=os.path.join("logs", "reward_model", "sentiment_analysis"))
-    parser.add_argument("--img_log_name", default="ERNIE Reward Model")
-    parser.add_argument("--batch_size", type=int, default=32, help="rank lists per step")
-    parser.add_argument("--max_seq_len", type=int, default=128, help="longest text in tokens (longer ones are cut)")
-    parser.add_argument("--learning_rate", type=float, default=1e-5)
+    parser.add_argument("--log_dir", "--img_log_dir",
+                        default=os.path.join("logs", "reward_model", "sentiment_analysis"))
+    parser.add_argument("--log_name", "--img_log_name", default="ERNIE Reward Model")
+    parser.add_argument("--batch_size", type=int, help="rank lists per step")
+    parser.add_argument("--max_seq_len", type=int, help="longest text in tokens (longer ones are cut)")
+    parser.add_argument("--learning_rate", "--lr", type=float)
     parser.add_argument("--weight_decay", type=float, default=0.0)
-    parser.add_argument("--num_train_epochs", type=int, default=10)
+    parser.add_argument("--num_train_epochs", type=int)
     parser.add_argument("--warmup_ratio", type=float, default=0.06, help="share of the steps with a rising lr")
-    parser.add_argument("--valid_steps", type=int, default=50, help="evaluate and save every N steps")
+    parser.add_argument("--valid_steps", type=int, help="evaluate and save every N steps")
     parser.add_argument("--logging_steps", type=int, default=10)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when present)")
     add_mixed_precision_argument(parser)
     parser.add_argument("--tiny", action="store_true",
-                        help="offline: the project's tiny encoder, with settings tuned for it "
-                             f"({', '.join(f'{k} {v}' for k, v in TINY_DEFAULTS.items())}) unless given")
+                        help="offline: the project's tiny encoder, with settings tuned for it, unless given")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--skip_bad_lines", action="store_true", help="skip and count bad TSV lines")
-    args = parser.parse_args()
-    if args.tiny:  # parse again so that the tiny settings are defaults that explicit arguments still override
-        parser.set_defaults(**TINY_DEFAULTS)
-        args = parser.parse_args()
+    args = parse_with_presets(parser, argv, {"default": dict(ORIGINAL), "tiny": dict(TINY)})
     for name in ("batch_size", "max_seq_len", "num_train_epochs", "valid_steps", "logging_steps"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name} must be at least 1")
@@ -101,13 +101,8 @@ def split_rank_lists(rank_lists, dev_ratio, seed, path):
             [r for i, r in enumerate(rank_lists) if i in held_out])
 
 
-def load_encoder(args, accelerator):
-    if args.tiny:
-        with accelerator.main_process_first():
-            path = ensure_tiny()["encoder"]
-    else:
-        path = args.model
-    return load_pretrained(AutoModel, path), load_pretrained(AutoTokenizer, path)
+def load_encoder(args):
+    return load_pretrained(AutoModel, args.model_name), load_pretrained(AutoTokenizer, args.model_name)
 
 
 class SimilarLengthBatches:
@@ -194,7 +189,7 @@ def main():
     set_seed(args.seed)
 
     train_lists, dev_lists = read_data(args, accelerator)
-    encoder, tokenizer = load_encoder(args, accelerator)
+    encoder, tokenizer = load_encoder(args)
     model = RewardModel(encoder)
     max_seq_len = usable_seq_len(model, args.max_seq_len)
     tokenizer.model_max_length = max_seq_len  # saved with the checkpoint, so scoring cuts texts where training did
@@ -209,7 +204,7 @@ def main():
     accelerator.print(f"{len(train_lists)} train / {len(dev_lists)} dev rank lists; encoder "
                       f"{type(encoder).__name__} ({sum(p.numel() for p in encoder.parameters()) / 1e6:.1f}M "
                       f"parameters) on {accelerator.device} x {accelerator.num_processes}; {total_steps} steps")
-    logger = TrainLogger(args.img_log_dir, args.img_log_name) if accelerator.is_main_process else None
+    logger = TrainLogger(args.log_dir, args.log_name) if accelerator.is_main_process else None
 
     global_step, best_acc, recent_losses, tic = 0, None, [], time.time()
     try:

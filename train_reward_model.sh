@@ -17,12 +17,12 @@ if [ "${TINY:-0}" = "1" ]; then
     exec "$PYTHON" train_reward_model.py --tiny "$@"
 fi
 exec "$PYTHON" train_reward_model.py \
-    --model "nghuyong/ernie-3.0-base-zh" \
+    --model_name "nghuyong/ernie-3.0-base-zh" \
     --train_path "$DATA/train.tsv" \
     --dev_path "$DATA/dev.tsv" \
     --save_dir "checkpoints/reward_model/sentiment_analysis" \
-    --img_log_dir "logs/reward_model/sentiment_analysis" \
-    --img_log_name "ERNIE Reward Model" \
+    --log_dir "logs/reward_model/sentiment_analysis" \
+    --log_name "ERNIE Reward Model" \
     --batch_size 32 \
     --max_seq_len 128 \
     --learning_rate 1e-5 \

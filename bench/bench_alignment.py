@@ -32,28 +32,28 @@ from utils.tiny import ensure_tiny  # noqa: E402
 
 # name: (title, script, its log-folder option, what it needs besides the prompts)
 METHODS = {
-    "ppo": ("PPO + classifier", "ppo_sentiment_example.py", "--log_dir", "classifier, value head, online sampling"),
-    "ppo_rm": ("PPO + reward model", "ppo_sentiment_example.py", "--log_dir",
-               "reward model, value head, online sampling"),
-    "grpo": ("GRPO + classifier", "grpo_sentiment_example.py", "--log_dir", "classifier, G answers per prompt"),
-    "dpo": ("DPO + AI-feedback lists", "train_dpo.py", "--img_log_dir", "rank lists (offline), no sampling"),
+    "ppo": ("PPO + classifier", "ppo_sentiment_example.py", "classifier, value head, online sampling"),
+    "ppo_rm": ("PPO + reward model", "ppo_sentiment_example.py", "reward model, value head, online sampling"),
+    "grpo": ("GRPO + classifier", "grpo_sentiment_example.py", "classifier, G answers per prompt"),
+    "dpo": ("DPO + AI-feedback lists", "train_dpo.py", "rank lists (offline), no sampling"),
 }
 QUICK = {  # the smallest settings: enough for every script to train a little and save a checkpoint
-    "ppo": ["--steps", "16", "--batch_size", "8", "--mini_batch_size", "4", "--gen_len", "6", "--num_samples", "0"],
-    "grpo": ["--steps", "16", "--batch_size", "8", "--group_size", "4", "--mini_batch_size", "4", "--gen_len", "6",
-             "--num_samples", "0"],
-    "dpo": ["--num_train_epochs", "1", "--ai_feedback_lists", "4", "--batch_size", "4", "--gen_len", "6",
-            "--num_samples", "0"],
+    "ppo": ["--total_samples", "16", "--batch_size", "8", "--mini_batch_size", "4", "--max_new_tokens", "6",
+            "--print_samples", "0"],
+    "grpo": ["--total_samples", "16", "--batch_size", "8", "--group_size", "4", "--mini_batch_size", "4",
+             "--max_new_tokens", "6", "--print_samples", "0"],
+    "dpo": ["--num_train_epochs", "1", "--ai_feedback_lists", "4", "--batch_size", "4", "--max_new_tokens", "6",
+            "--print_samples", "0"],
 }
 QUICK["ppo_rm"] = QUICK["ppo"]
 
 
 def train(method, args):
     """Run the method's script (--tiny, --seed) into its own folders; (wall seconds, newest checkpoint)."""
-    title, script, log_option, _ = METHODS[method]
+    title, script, _ = METHODS[method]
     folder = os.path.join(args.out_dir, method)
     command = [sys.executable, os.path.join(REPO, script), "--tiny", "--seed", str(args.seed),
-               "--save_dir", os.path.join(folder, "checkpoints"), log_option, os.path.join(folder, "logs")]
+               "--save_dir", os.path.join(folder, "checkpoints"), "--log_dir", os.path.join(folder, "logs")]
     if method == "ppo_rm":
         command += ["--reward_model", args.reward_model]
     if method == "dpo":
@@ -79,7 +79,7 @@ def main(argv=None):
     parser.add_argument("--out_dir", default=os.path.join("checkpoints", "bench_alignment"))
     parser.add_argument("--quick", action="store_true", help="smallest settings (a smoke test)")
     parser.add_argument("--num", type=int, default=64, help="judged answers per prompt")
-    parser.add_argument("--gen_len", type=int, default=16, help="tokens per judged answer")
+    parser.add_argument("--max_new_tokens", "--gen_len", type=int, default=16, help="tokens per judged answer")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     args.reward_model, args.out_dir = os.path.abspath(args.reward_model), os.path.abspath(args.out_dir)
@@ -103,13 +103,13 @@ def main(argv=None):
         policy, ref_model, tokenizer = load_policy(checkpoint, "cpu", ref_model_name_or_path=base)
         if not judged:
             judged["reference"] = (None, judge(ref_model, ref_model, tokenizer, scorer, prompts, args.num,
-                                               args.gen_len))
-        judged[method] = (wall, judge(policy, ref_model, tokenizer, scorer, prompts, args.num, args.gen_len))
+                                               args.max_new_tokens))
+        judged[method] = (wall, judge(policy, ref_model, tokenizer, scorer, prompts, args.num, args.max_new_tokens))
     if not judged:
         sys.exit("nothing to compare")
 
     reference = judged["reference"][1]
-    print(f"\n{judged['reference'][1]['answers']} answers per model ({args.num} per prompt, {args.gen_len} tokens, "
+    print(f"\n{judged['reference'][1]['answers']} answers per model ({args.num} per prompt, {args.max_new_tokens} tokens, "
           "pure sampling, the same seed); NB = naive Bayes positive probability")
     print(f"{'method':<26} {'train s':>8} {'NB ref':>7} {'NB tuned':>8} {'gain':>6} {'distinct-2':>10} "
           f"{'KL to ref':>9}  needs")
@@ -117,7 +117,7 @@ def main(argv=None):
           f"{reference['distinct_2']:>10.3f} {0.0:>9.3f}")
     for method in trained:
         wall, m = judged[method]
-        title, _, _, needs = METHODS[method]
+        title, _, needs = METHODS[method]
         print(f"{title:<26} {wall:>8.0f} {reference['positive']:>7.3f} {m['positive']:>8.3f} "
               f"{m['positive'] - reference['positive']:>+6.3f} {m['distinct_2']:>10.3f} {m['kl']:>9.3f}  {needs}")
 

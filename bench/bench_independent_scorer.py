@@ -62,7 +62,7 @@ def main(argv=None):
     parser.add_argument("--checkpoint", required=True, help="a checkpoint folder (PPO, GRPO or DPO)")
     parser.add_argument("--prompts_file", help="one prompt per line (default: the original's four prompts)")
     parser.add_argument("--num", type=int, default=64, help="answers per prompt")
-    parser.add_argument("--gen_len", type=int, default=16)
+    parser.add_argument("--max_new_tokens", "--gen_len", type=int, default=16, help="new tokens per judged answer")
     parser.add_argument("--seed", type=int, default=123)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -71,7 +71,7 @@ def main(argv=None):
     prompts = read_prompts(args.prompts_file)
     print(f"{'model':<10} {'answers':>7} {'NB positive':>11} {'distinct-2':>10} {'length':>6} {'KL to ref':>9}")
     for name, model in (("reference", ref_model), ("tuned", policy)):
-        m = judge(model, ref_model, tokenizer, scorer, prompts, args.num, args.gen_len, args.seed)
+        m = judge(model, ref_model, tokenizer, scorer, prompts, args.num, args.max_new_tokens, args.seed)
         print(f"{name:<10} {m['answers']:>7} {m['positive']:>11.3f} {m['distinct_2']:>10.3f} {m['length']:>6.1f} "
               f"{m['kl']:>9.3f}")
 

@@ -19,7 +19,7 @@ import os
 from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from utils.common import UserError, load_pretrained, pick_device, run_main, set_seed
+from utils.common import Lazy, UserError, load_pretrained, parse_with_presets, pick_device, run_main, set_seed
 from utils.generation import PROMPTS, decode, encode_prompt, generate_responses, read_prompts
 from utils.ranklists import append_rank_list, metadata_path
 from utils.rewards import SentimentPipelineReward
@@ -34,7 +34,7 @@ def build_ai_feedback(output, model_name, sentiment_model, prompts=PROMPTS, list
                       seed=0, device="cpu"):
     """Write `lists_per_prompt` rank lists of `k` answers for every prompt to `output` and its meta file."""
     if k < 2 or lists_per_prompt < 1 or gen_len < 1:
-        raise UserError("AI feedback needs k >= 2 answers per list, at least 1 list per prompt and gen_len >= 1")
+        raise UserError("AI feedback needs --rank_list_len >= 2 answers per list, --lists_per_prompt >= 1 and --max_new_tokens >= 1")
     set_seed(seed)
     tokenizer = load_pretrained(AutoTokenizer, model_name)
     model = load_pretrained(AutoModelForCausalLM, model_name).to(device)
@@ -81,24 +81,23 @@ def written_by(output):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", action="store_true", help="the offline tiny GPT-2 and classifier")
-    parser.add_argument("--model_name", help=f"GPT-2 that writes the answers (default {ORIGINAL_MODELS['model_name']})")
-    parser.add_argument("--sentiment_model",
-                        help=f"classifier that ranks them (default {ORIGINAL_MODELS['sentiment_model']})")
+    parser.add_argument("--model_name", help="GPT-2 that writes the answers")
+    parser.add_argument("--sentiment_model", help="classifier that ranks them")
     parser.add_argument("--output", default=DEFAULT_OUTPUT, help="rank-list TSV to write (its .meta.jsonl beside it)")
     parser.add_argument("--prompts_file", help="one prompt per line (default: the original's four prompts)")
     parser.add_argument("--lists_per_prompt", type=int, default=128)
-    parser.add_argument("--k", type=int, default=4, help="answers per rank list (the labelling page's K)")
-    parser.add_argument("--gen_len", type=int, default=16, help="new tokens per answer")
+    parser.add_argument("--rank_list_len", "--k", type=int, default=4, help="answers per rank list (the labelling page's K)")
+    parser.add_argument("--max_new_tokens", "--gen_len", type=int, default=16, help="new tokens per answer")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", help="default: cuda if available, else cpu")
-    args = parser.parse_args(argv)
-    models = dict(model_name=ensure_tiny()["gpt2"], sentiment_model=ensure_tiny()["classifier"]) if args.tiny \
-        else ORIGINAL_MODELS
+    tiny = dict(model_name=Lazy("the tiny GPT-2", lambda: ensure_tiny()["gpt2"]),
+                sentiment_model=Lazy("the tiny classifier", lambda: ensure_tiny()["classifier"]))
+    args = parse_with_presets(parser, argv, {"default": dict(ORIGINAL_MODELS), "tiny": tiny})
     os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
-    path = build_ai_feedback(args.output, args.model_name or models["model_name"],
-                             args.sentiment_model or models["sentiment_model"], read_prompts(args.prompts_file),
-                             args.lists_per_prompt, args.k, args.gen_len, args.seed, pick_device(args.device))
-    print(f"{path}: {args.lists_per_prompt * len(read_prompts(args.prompts_file))} rank lists of {args.k} "
+    path = build_ai_feedback(args.output, args.model_name, args.sentiment_model, read_prompts(args.prompts_file),
+                             args.lists_per_prompt, args.rank_list_len, args.max_new_tokens, args.seed,
+                             pick_device(args.device))
+    print(f"{path}: {args.lists_per_prompt * len(read_prompts(args.prompts_file))} rank lists of {args.rank_list_len} "
           f"(+ {metadata_path(path)})")
 
 

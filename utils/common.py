@@ -41,10 +41,11 @@ class Lazy:
         return self.label
 
 
-def parse_with_presets(parser, argv, presets):
+def parse_with_presets(parser, argv, presets, situational=None):
     """Parse `argv` with the one --tiny rule every script follows: an option left out takes its value from
     `presets["tiny"]` when --tiny is given, else from `presets["default"]`; an option given explicitly always
-    wins. Each such option's --help line shows both values."""
+    wins. Each such option's --help line shows both values. `situational(args, preset)`, if given, returns
+    defaults that depend on other options (say, a reward model's KL settings); they beat the preset's."""
     default, tiny = presets["default"], presets["tiny"]
     for action in parser._actions:
         if action.dest in default or action.dest in tiny:
@@ -54,7 +55,10 @@ def parse_with_presets(parser, argv, presets):
             default.setdefault(action.dest, action.default)
             action.default = None
     args = parser.parse_args(argv)
-    for key, value in {**default, **(tiny if args.tiny else {})}.items():
+    preset = {**default, **(tiny if args.tiny else {})}
+    if situational:
+        preset.update(situational(args, preset))
+    for key, value in preset.items():
         if getattr(args, key) is None:
             setattr(args, key, value.compute() if isinstance(value, Lazy) else value)
     return args
