@@ -34,7 +34,7 @@ from utils.common import (Lazy, UserError, accelerator_kwargs, add_mixed_precisi
 from utils.generation import decode, encode_prompt, generate_responses, read_prompts
 from utils.logger import TrainLogger
 from utils.ppo import distinct_2, load_policy, load_ppo_checkpoint_state, save_ppo_checkpoint
-from utils.rewards import RewardModelReward, SentimentPipelineReward
+from utils.reward_sources import RewardModelReward, SentimentPipelineReward
 from utils.tiny import ensure_tiny
 
 # The original PPO example's models and scale (a GPU in mind), with GRPO's usual settings ...

@@ -31,7 +31,7 @@ from utils.generation import decode, encode_prompt, generate_responses, read_pro
 from utils.logger import TrainLogger
 from utils.ppo import (distinct_2, load_policy, load_ppo_checkpoint_state, make_ppo_trainer, ppo_step,
                        save_ppo_checkpoint, unwrap_policy)
-from utils.rewards import REWARD_NORMS, RewardNormalizer, make_reward_and_judge, mean_std
+from utils.reward_sources import REWARD_NORMS, RewardNormalizer, make_reward_and_judge, mean_std
 from utils.tiny import ensure_tiny
 
 # The original's settings (uer's hub models, a GPU in mind) ...

@@ -42,7 +42,7 @@ from ppo_sentiment_example import TINY  # noqa: E402
 from utils.common import accelerator_kwargs, pick_device, set_seed, use_fast_attention_masks  # noqa: E402
 from utils.generation import PROMPTS, decode, encode_prompt, generate_responses  # noqa: E402
 from utils.ppo import _import_trl, load_policy, make_ppo_trainer, ppo_step, unwrap_policy  # noqa: E402
-from utils.rewards import SentimentPipelineReward  # noqa: E402
+from utils.reward_sources import SentimentPipelineReward  # noqa: E402
 from utils.tiny import LABELS, ensure_tiny  # noqa: E402
 
 GEN_LEN = 16

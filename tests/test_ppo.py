@@ -20,7 +20,7 @@ from utils.logger import read_jsonl
 from utils.ppo import (distinct_2, load_policy, load_ppo_checkpoint_state, make_ppo_trainer, ppo_step,
                        save_ppo_checkpoint, unwrap_policy)
 from utils.reward_model import RewardModel, save_reward_model
-from utils.rewards import RewardModelReward, RewardNormalizer, SentimentPipelineReward
+from utils.reward_sources import RewardModelReward, RewardNormalizer, SentimentPipelineReward
 
 SCRIPT = os.path.join(REPO, "ppo_sentiment_example.py")
 SMALL = ["--tiny", "--batch_size", "8", "--mini_batch_size", "4", "--gen_len", "6", "--num_samples", "2"]

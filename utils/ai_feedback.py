@@ -22,7 +22,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from utils.common import Lazy, UserError, load_pretrained, parse_with_presets, pick_device, run_main, set_seed
 from utils.generation import PROMPTS, decode, encode_prompt, generate_responses, read_prompts
 from utils.ranklists import append_rank_list, metadata_path
-from utils.rewards import SentimentPipelineReward
+from utils.reward_sources import SentimentPipelineReward
 from utils.tiny import ensure_tiny
 
 DEFAULT_OUTPUT = os.path.join("data", "ai_feedback", "sentiment_rank_lists.tsv")

@@ -1,7 +1,8 @@
-"""A person's ratings from `terminal_main.py` turned into rank lists for the reward model.
+"""The ratings log of `terminal_main.py`: its name, how it is read, and how it becomes rank lists.
 
-Each line of `logs/Terminal-Human-Feedback.jsonl` is one rating: the prompt, the model's answer, the reward the
-person typed (and the PPO step, the time, the seconds spent). Answers to the same prompt, ordered by their
+`terminal_main.py` appends each rating to `logs/<RATINGS_NAME>.jsonl`, one record per line: the prompt, the
+model's answer, the reward the person typed (and the PPO step, the time, the seconds spent); this module reads
+those records back. Answers to the same prompt, ordered by their
 reward, are a rank list (best first, tab-separated), the format `train_reward_model.py` reads:
 
     python -m utils.ratings logs/Terminal-Human-Feedback.jsonl data/human_labeled/terminal_rank_lists.tsv
