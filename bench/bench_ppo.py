@@ -47,7 +47,7 @@ from utils.tiny import LABELS, ensure_tiny  # noqa: E402
 
 GEN_LEN = 16
 ORIGINAL_PPO = dict(mini_batch_size=16, ppo_epochs=4, learning_rate=1.41e-5)
-TINY_PPO = dict(mini_batch_size=TINY["mini_batch_size"], ppo_epochs=TINY["ppo_epochs"], learning_rate=TINY["lr"])
+TINY_PPO = dict(mini_batch_size=TINY["mini_batch_size"], ppo_epochs=TINY["ppo_epochs"], learning_rate=TINY["learning_rate"])
 UER_GPT2 = dict(n_layer=12, n_embd=768, n_head=12, vocab_size=21128, n_positions=1024)
 UER_ROBERTA = dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12, intermediate_size=3072,
                    vocab_size=21128, max_position_embeddings=512)
