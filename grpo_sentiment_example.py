@@ -29,9 +29,10 @@ from accelerate import Accelerator
 from tqdm import tqdm
 
 from utils.answer_logprobs import answer_logprobs
-from utils.common import (Lazy, UserError, accelerator_kwargs, add_mixed_precision_argument, parse_with_presets,
+from utils.common import (Lazy, UserError, accelerator_kwargs, parse_with_presets,
                           pick_device, run_main, set_seed)
-from utils.generation import decode, encode_prompt, generate_responses, read_prompts
+from utils.generation import (add_rollout_arguments, decode, encode_prompt, generate_responses, random_samples,
+                              read_prompts)
 from utils.logger import TrainLogger
 from utils.ppo import distinct_2, load_policy, load_ppo_checkpoint_state, save_ppo_checkpoint
 from utils.reward_sources import RewardModelReward, SentimentPipelineReward
@@ -70,19 +71,7 @@ def parse_args(argv=None):
     p.add_argument("--beta", type=float, help="coefficient of the KL penalty to the reference model")
     p.add_argument("--cliprange", type=float, default=0.2, help="the policy ratio is clipped to 1 +- this")
     p.add_argument("--max_grad_norm", type=float, default=1.0)
-    p.add_argument("--max_new_tokens", "--gen_len", type=int, default=16, help="new tokens per answer")
-    p.add_argument("--stop_at_sep", action="store_true", help="let [SEP] end an answer early")
-    p.add_argument("--prompts_file", help="one prompt per line (default: the original's four prompts)")
-    p.add_argument("--save_freq", type=int, help="save a checkpoint every N epochs")
-    p.add_argument("--save_dir", default=os.path.join("checkpoints", "grpo_sentiment_gpt"))
-    p.add_argument("--resume", help="continue from this checkpoint folder (its epoch count too)")
-    p.add_argument("--log_dir", default="logs")
-    p.add_argument("--log_name", default="GRPO-Sentiment-Zh")
-    p.add_argument("--print_samples", "--num_samples", type=int, default=5, help="random answers printed each epoch")
-    p.add_argument("--reward_batch_size", type=int, default=64)
-    add_mixed_precision_argument(p)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", help="default: cuda if available, else cpu")
+    add_rollout_arguments(p, save_dir=os.path.join("checkpoints", "grpo_sentiment_gpt"), log_name="GRPO-Sentiment-Zh")
     tiny = dict(TINY, model_name=Lazy("the tiny GPT-2", lambda: ensure_tiny()["gpt2"]),
                 sentiment_model=Lazy("the tiny classifier", lambda: ensure_tiny()["classifier"]))
     args = parse_with_presets(p, argv, {"default": dict(ORIGINAL), "tiny": tiny})
@@ -222,13 +211,10 @@ def epoch_record(epoch, accelerator, answers, rewards, stats, sampled_kl, group_
 
 
 def print_epoch(record, chosen, answers, num_samples):
-    lines = [f"epoch {record['epoch']} mean-reward: {record['reward_mean']:.4f}  "
-             f"kl: {record.get('kl', float('nan')):.3f}  distinct-2: {record['distinct_2']:.2f}  "
-             f"group-std: {record.get('group_reward_std', float('nan')):.3f}  ({record['time_epoch']:.1f}s)",
-             f"Random Sample {num_samples} text(s) of model output:"]
-    for i, k in enumerate(random.sample(range(len(answers)), min(num_samples, len(answers))), start=1):
-        lines.append(f"{i}. {chosen[k]}{answers[k]}")
-    tqdm.write("\n".join(lines))
+    tqdm.write(f"epoch {record['epoch']} mean-reward: {record['reward_mean']:.4f}  "
+               f"kl: {record.get('kl', float('nan')):.3f}  distinct-2: {record['distinct_2']:.2f}  "
+               f"group-std: {record.get('group_reward_std', float('nan')):.3f}  ({record['time_epoch']:.1f}s)\n"
+               + random_samples(chosen, answers, num_samples))
 
 
 STOP_REQUESTS = []

@@ -25,9 +25,10 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
-from utils.common import (Lazy, UserError, accelerator_kwargs, add_mixed_precision_argument, parse_with_presets,
+from utils.common import (Lazy, UserError, accelerator_kwargs, parse_with_presets,
                           pick_device, run_main, set_seed)
-from utils.generation import decode, encode_prompt, generate_responses, read_prompts
+from utils.generation import (add_rollout_arguments, decode, encode_prompt, generate_responses, random_samples,
+                              read_prompts)
 from utils.logger import TrainLogger
 from utils.ppo import (distinct_2, load_policy, load_ppo_checkpoint_state, make_ppo_trainer, ppo_step,
                        save_ppo_checkpoint, unwrap_policy)
@@ -38,8 +39,7 @@ from utils.tiny import ensure_tiny
 ORIGINAL = dict(model_name="uer/gpt2-chinese-cluecorpussmall",
                 sentiment_model="uer/roberta-base-finetuned-jd-binary-chinese",
                 total_samples=20000, batch_size=128, mini_batch_size=16, ppo_epochs=4, learning_rate=1.41e-5,
-                init_kl_coef=0.2,
-                target=6.0, horizon=10000, save_freq=5)
+                init_kl_coef=0.2, target=6.0, horizon=10000, save_freq=5)
 # ... and those that make the tiny models learn visibly on a 2-core CPU in about 4 minutes: a larger
 # learning rate; 1 PPO epoch per batch (the step is most of an epoch's time); the original's batch of 128
 # in mini-batches of 32 (each update less noisy: trl whitens advantages, so noise alone moves the policy
@@ -93,19 +93,7 @@ def parse_args(argv=None):
     p.add_argument("--cliprange", type=float, default=0.2)
     p.add_argument("--cliprange_value", type=float, default=0.2)
     p.add_argument("--vf_coef", type=float, default=0.1)
-    p.add_argument("--max_new_tokens", "--gen_len", type=int, default=16, help="new tokens per answer")
-    p.add_argument("--stop_at_sep", action="store_true", help="let [SEP] end an answer early")
-    p.add_argument("--prompts_file", help="one prompt per line (default: the original's four prompts)")
-    p.add_argument("--save_freq", type=int, help="save a checkpoint every N epochs")
-    p.add_argument("--save_dir", default=os.path.join("checkpoints", "ppo_sentiment_gpt"))
-    p.add_argument("--resume", help="continue from this checkpoint folder (epoch count and KL coefficient too)")
-    p.add_argument("--log_dir", default="logs")
-    p.add_argument("--log_name", default="PPO-Sentiment-Zh")
-    p.add_argument("--print_samples", "--num_samples", type=int, default=5, help="random answers printed each epoch")
-    p.add_argument("--reward_batch_size", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", help="default: cuda if available, else cpu")
-    add_mixed_precision_argument(p)
+    add_rollout_arguments(p, save_dir=os.path.join("checkpoints", "ppo_sentiment_gpt"), log_name="PPO-Sentiment-Zh")
     p.add_argument("--preset", choices=["gpu"], help="gpu: the whole batch in one mini-batch and bf16 (speed over "
                                                      "faithfulness; explicit arguments still win)")
     tiny = dict(TINY, model_name=Lazy("the tiny GPT-2", lambda: ensure_tiny()["gpt2"]),
@@ -208,13 +196,9 @@ def print_epoch(record, chosen, answers, num_samples, show_raw):
     judged = [key for key in record if key.startswith("judge_ref_")]
     judge = "".join(f"  judge {key[10:]}: {record['judge_' + key[10:]]:.4f} (reference {record[key]:.4f})"
                     for key in judged)
-    lines = [f"epoch {record['epoch']} mean-reward: {record['reward_mean']:.4f}{raw}  "
-             f"kl: {record.get('kl', float('nan')):.3f}  distinct-2: {record['distinct_2']:.2f}{judge}  "
-             f"({record['time_epoch']:.1f}s)",
-             f"Random Sample {num_samples} text(s) of model output:"]
-    for i, k in enumerate(random.sample(range(len(answers)), min(num_samples, len(answers))), start=1):
-        lines.append(f"{i}. {chosen[k]}{answers[k]}")
-    tqdm.write("\n".join(lines))
+    tqdm.write(f"epoch {record['epoch']} mean-reward: {record['reward_mean']:.4f}{raw}  "
+               f"kl: {record.get('kl', float('nan')):.3f}  distinct-2: {record['distinct_2']:.2f}{judge}  "
+               f"({record['time_epoch']:.1f}s)\n" + random_samples(chosen, answers, num_samples))
 
 
 def reference_baseline(trainer, tokenizer, prompts, reward_fn, judge, resume_state, args):

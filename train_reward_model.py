@@ -108,7 +108,8 @@ def load_encoder(args):
 class SimilarLengthBatches:
     """Shuffled batches of rank lists of similar length, so that padding each batch to its longest
     text wastes little: the lists are shuffled, sorted by length within windows of 50 batches, cut
-    into batches, and the batches shuffled. Every process draws the same order (same seed)."""
+    into batches, and the full batches shuffled (a short one stays last). Every process draws the
+    same order (same seed)."""
 
     def __init__(self, rank_lists, batch_size, seed, window=50):
         self.lengths = [max(len(t) for t in r) for r in rank_lists]
@@ -123,8 +124,11 @@ class SimilarLengthBatches:
         order = [i for w in range(0, len(order), span)
                  for i in sorted(order[w:w + span], key=self.lengths.__getitem__)]
         batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        rng.shuffle(batches)
-        return iter(batches)
+        # a short batch stays last: accelerate deals the batches out to its processes in rounds, and a round whose
+        # last batch is short is dropped unless it is the epoch's last (steps lost, the final evaluation skipped)
+        full = [batch for batch in batches if len(batch) == self.batch_size]
+        rng.shuffle(full)
+        return iter(full + [batch for batch in batches if len(batch) < self.batch_size])
 
     def __len__(self):
         return math.ceil(len(self.lengths) / self.batch_size)

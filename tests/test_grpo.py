@@ -13,7 +13,7 @@ import torch
 from conftest import REPO, cpu_only, run_script
 from grpo_sentiment_example import TINY
 from utils.answer_logprobs import answer_logprobs
-from utils.generation import encode_prompt, generate_responses
+from utils.generation import encode_prompt
 from utils.logger import read_jsonl
 from utils.ppo import load_policy, load_ppo_checkpoint_state, save_ppo_checkpoint
 

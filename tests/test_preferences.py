@@ -1,6 +1,5 @@
 """Preference export: rank lists (+ the labelling page's .meta.jsonl) -> prompt/chosen/rejected JSONL."""
 import json
-import os
 
 import pytest
 

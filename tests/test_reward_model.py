@@ -344,3 +344,16 @@ def test_shell_wrapper_runs_the_tiny_configuration(small_data, tmp_path, micro_e
                             env=dict(micro_env, PYTHON=sys.executable), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Evaluation acc: " in result.stdout and (tmp_path / "ckpt" / "model_best" / HEAD_FILE).exists()
+
+
+def test_training_batches_cover_every_list_once_with_the_short_batch_last():
+    """accelerate drops a round of batches whose last batch is short unless it is the epoch's last."""
+    from train_reward_model import SimilarLengthBatches
+
+    rank_lists = [["好" * (i % 7 + 1), "差"] for i in range(103)]
+    sampler = SimilarLengthBatches(rank_lists, batch_size=8, seed=0, window=2)
+    for _ in range(3):  # three epochs, three orders
+        batches = list(sampler)
+        assert sorted(i for batch in batches for i in batch) == list(range(103))
+        assert [len(batch) for batch in batches] == [8] * 12 + [7]
+    assert list(SimilarLengthBatches(rank_lists, 8, seed=0, window=2)) != batches

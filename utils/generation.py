@@ -1,7 +1,9 @@
 """Batched sampling from a GPT-2 that uses uer's BertTokenizer (prompts without [CLS]/[SEP])."""
+import random
+
 import torch
 
-from utils.common import UserError, clean_text
+from utils.common import UserError, add_mixed_precision_argument, clean_text
 
 PROMPTS = ["刚收到货，感觉", "这部电影很", "说实话，真的很", "这次购物总的来说体验很"]  # the original's four
 
@@ -69,6 +71,31 @@ def generate_responses(model, tokenizer, queries, max_new_tokens, stop_at_sep=Fa
         ended = (row == tokenizer.sep_token_id).nonzero()
         responses.append(row[: ended[0, 0] + 1] if len(ended) else row)
     return responses
+
+
+def add_rollout_arguments(parser, save_dir, log_name):
+    """The options every online-sampling script (PPO, GRPO) shares: answers, prompts, checkpoints, logs, device."""
+    parser.add_argument("--max_new_tokens", "--gen_len", type=int, default=16, help="new tokens per answer")
+    parser.add_argument("--stop_at_sep", action="store_true", help="let [SEP] end an answer early")
+    parser.add_argument("--prompts_file", help="one prompt per line (default: the original's four prompts)")
+    parser.add_argument("--save_freq", type=int, help="save a checkpoint every N epochs")
+    parser.add_argument("--save_dir", default=save_dir)
+    parser.add_argument("--resume", help="continue from this checkpoint folder (its epoch count and KL settings too)")
+    parser.add_argument("--log_dir", default="logs")
+    parser.add_argument("--log_name", default=log_name)
+    parser.add_argument("--print_samples", "--num_samples", type=int, default=5,
+                        help="random answers printed each epoch")
+    parser.add_argument("--reward_batch_size", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", help="default: cuda if available, else cpu")
+    add_mixed_precision_argument(parser)
+
+
+def random_samples(prompts, answers, num_samples):
+    """The original's "Random Sample N text(s) of model output:" block: `num_samples` random prompt + answer."""
+    picked = random.sample(range(len(answers)), min(num_samples, len(answers)))
+    return "\n".join([f"Random Sample {num_samples} text(s) of model output:"]
+                     + [f"{i}. {prompts[k]}{answers[k]}" for i, k in enumerate(picked, start=1)])
 
 
 def decode(tokenizer, token_ids):
