@@ -10,7 +10,7 @@ raw scores are normalised by the reference model's own answers, measured once be
 (`--reward_norm`); the sentiment classifier then judges the answers every `save_freq` epochs, a scorer the
 policy is not trained on, so that reward hacking shows as a reward that rises while the judge stalls.
 
-    python ppo_sentiment_example.py --tiny          # offline tiny models, about 4 minutes on a CPU
+    python ppo_sentiment_example.py --tiny          # offline tiny models, about 5 minutes on a CPU
     python ppo_sentiment_example.py                 # the original's hub models and settings
     accelerate launch --multi_gpu --num_processes 2 ppo_sentiment_example.py ...  # 2 processes (GPUs or CPUs)
 """
@@ -40,7 +40,7 @@ ORIGINAL = dict(model_name="uer/gpt2-chinese-cluecorpussmall",
                 sentiment_model="uer/roberta-base-finetuned-jd-binary-chinese",
                 total_samples=20000, batch_size=128, mini_batch_size=16, ppo_epochs=4, learning_rate=1.41e-5,
                 init_kl_coef=0.2, target=6.0, horizon=10000, save_freq=5)
-# ... and those that make the tiny models learn visibly on a 2-core CPU in about 4 minutes: a larger
+# ... and those that make the tiny models learn visibly on a 2-core CPU in about 5 minutes: a larger
 # learning rate; 1 PPO epoch per batch (the step is most of an epoch's time); the original's batch of 128
 # in mini-batches of 32 (each update less noisy: trl whitens advantages, so noise alone moves the policy
 # and uses up the KL budget); a weaker KL penalty that adapts within a few epochs, aiming at KL 5 (at 6 the
