@@ -44,7 +44,7 @@ ORIGINAL = dict(model_name="uer/gpt2-chinese-cluecorpussmall",
 # learning rate; 1 PPO epoch per batch (the step is most of an epoch's time); the original's batch of 128
 # in mini-batches of 32 (each update less noisy: trl whitens advantages, so noise alone moves the policy
 # and uses up the KL budget); a weaker KL penalty that adapts within a few epochs, aiming at KL 5 (at 6 the
-# answers grew too alike). 100 epochs: the reward passes 0.9 after about 25 and levels off, and longer runs
+# answers grew too alike). 100 epochs: the reward passes 0.9 after 25-30 and levels off, and longer runs
 # only wear down the answers' variety (distinct-2).
 TINY = dict(total_samples=128 * 100, batch_size=128, mini_batch_size=32, ppo_epochs=1, learning_rate=3e-4,
             init_kl_coef=0.05, target=5.0, horizon=2000, save_freq=25)
