@@ -76,7 +76,7 @@ def test_preset_gpu_puts_the_batch_in_one_mini_batch_under_bf16(micro_dir, monke
     tiny = parse(["--tiny", "--preset", "gpu"])
     assert (tiny.batch_size, tiny.mini_batch_size, tiny.mixed_precision, tiny.ppo_epochs) == (128, 128, "bf16", 1)
     full = parse(["--preset", "gpu", "--batch_size", "64"])
-    assert (full.mini_batch_size, full.mixed_precision, full.ppo_epochs, full.lr) == (64, "bf16", 4, 1.41e-5)
+    assert (full.mini_batch_size, full.mixed_precision, full.ppo_epochs, full.learning_rate) == (64, "bf16", 4, 1.41e-5)
     explicit = parse(["--tiny", "--preset", "gpu", "--mini_batch_size", "32", "--mixed_precision", "no"])
     assert (explicit.mini_batch_size, explicit.mixed_precision) == (32, "no")
     assert parse(["--tiny"]).mixed_precision is None  # accelerate launch's configuration decides
