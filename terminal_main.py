@@ -11,8 +11,8 @@ step) are thrown away, so that a rating always belongs to an answer its rater ha
 
 With --async_update (the default) each PPO step runs in the background while the person already reads and
 rates the next answers; the model wrote those before the step, so an answer can be one update behind.
-It is the default because it measured less waiting per rating (full-size GPT-2 on a CPU, 3 s reading per answer:
-3.09 -> 0.85 s at --batch_size 1, 2.03 -> 0.48 s at --batch_size 4 on a quiet machine; `bench/bench_terminal.py --waiting full_size`).
+It is the default because it measured less waiting per rating (full-size GPT-2 on a quiet CPU, 3 s reading per
+answer: 3.09 -> 0.85 s at --batch_size 1, 2.03 -> 0.48 s at --batch_size 4; `bench/bench_terminal.py --waiting full_size`).
 --no-async_update waits for every step before the next answer, as the original did.
 
 A person's ratings are the most expensive data here, so every rating is appended to
