@@ -35,7 +35,7 @@ from utils.generation import (add_rollout_arguments, decode, encode_prompt, gene
                               read_prompts)
 from utils.logger import TrainLogger
 from utils.ppo import distinct_2, load_policy, load_ppo_checkpoint_state, save_ppo_checkpoint
-from utils.reward_sources import RewardModelReward, SentimentPipelineReward
+from utils.reward_sources import make_reward_source
 from utils.tiny import ensure_tiny
 
 # The original PPO example's models and scale (a GPU in mind), with GRPO's usual settings ...
@@ -88,12 +88,6 @@ def check_sizes(args):
                         "(each epoch writes group_size answers to each of batch_size / group_size prompts)")
     if args.mini_batch_size < 1 or args.grpo_epochs < 1:
         raise UserError("--mini_batch_size and --grpo_epochs must be at least 1")
-
-
-def make_reward_source(args, device):
-    if args.reward_model:
-        return RewardModelReward(args.reward_model, device, batch_size=args.reward_batch_size)
-    return SentimentPipelineReward(args.sentiment_model, device, batch_size=args.reward_batch_size)
 
 
 # ---------------------------------------------------------------- the algorithm

@@ -1,8 +1,9 @@
-"""Reward sources for the PPO loop: plain callables, list of texts in, list of floats out.
+"""Reward sources for the PPO and GRPO loops: plain callables, list of texts in, list of floats out.
 
     SentimentPipelineReward   probability of the positive label from a `sentiment-analysis` pipeline
     RewardModelReward         the raw scalar score of a reward model saved by train_reward_model.py
-    make_reward_and_judge     the reward source and the independent judge that the arguments choose
+    make_reward_source        the reward source that the arguments choose (PPO, GRPO)
+    make_reward_and_judge     the same and the independent judge (PPO)
     RewardNormalizer          raw scores -> the rewards PPO is given (none | reference | batch)
 
 (terminal_main.py plugs a person in the same way.)
@@ -63,18 +64,22 @@ class RewardModelReward:
         return score_texts(self.model, self.tokenizer, list(texts), self.batch_size, self.max_seq_len)
 
 
+def make_reward_source(args, device):
+    """The reward the arguments choose: `args.reward_model` (a reward-model folder) if given, else the sentiment
+    classifier `args.sentiment_model`."""
+    if args.reward_model:
+        return RewardModelReward(args.reward_model, device, batch_size=args.reward_batch_size)
+    return SentimentPipelineReward(args.sentiment_model, device, batch_size=args.reward_batch_size)
+
+
 def make_reward_and_judge(args, device):
     """(reward source, judge or None), both loaded and checked here, before a script writes anything.
 
-    The reward is `args.reward_model` (a reward-model folder) if given, else the sentiment classifier
-    `args.sentiment_model`. The judge is a scorer the policy is not trained on: `args.judge_model` (a reward-model
-    folder) if given, else the sentiment classifier when a reward model is the reward, else none.
+    The reward is `make_reward_source`'s. The judge is a scorer the policy is not trained on: `args.judge_model`
+    (a reward-model folder) if given, else the sentiment classifier when a reward model is the reward, else none.
     """
+    reward = make_reward_source(args, device)
     batch_size = args.reward_batch_size
-    if args.reward_model:
-        reward = RewardModelReward(args.reward_model, device, batch_size=batch_size)
-    else:
-        reward = SentimentPipelineReward(args.sentiment_model, device, batch_size=batch_size)
     judge = None
     if getattr(args, "judge_model", None):
         judge = RewardModelReward(args.judge_model, device, batch_size=batch_size)
