@@ -34,7 +34,9 @@ from utils.common import (Lazy, UserError, accelerator_kwargs, parse_with_preset
 from utils.generation import (add_rollout_arguments, decode, encode_prompt, generate_responses, random_samples,
                               read_prompts)
 from utils.logger import TrainLogger
-from utils.ppo import distinct_2, load_policy, load_ppo_checkpoint_state, save_ppo_checkpoint
+from utils.checkpoints import load_checkpoint_state, save_policy_checkpoint
+from utils.generation import distinct_2
+from utils.policy import load_policy
 from utils.reward_sources import make_reward_source
 from utils.tiny import ensure_tiny
 
@@ -233,7 +235,7 @@ def main(argv=None, reward_fn=None):
     prompts = read_prompts(args.prompts_file)
     start_epoch, resume_state = 0, None
     if args.resume:
-        resume_state = load_ppo_checkpoint_state(args.resume)  # before anything is loaded or written
+        resume_state = load_checkpoint_state(args.resume)  # before anything is loaded or written
         start_epoch = int(resume_state.get("epoch", 0))
     reward_fn = reward_fn or make_reward_source(args, device)
     policy, ref_model, tokenizer = load_policy(args.resume or args.model_name, device, args.ref_model_name,
@@ -267,7 +269,7 @@ def main(argv=None, reward_fn=None):
         if reason != "killed":  # after a second Ctrl-C the other processes may be gone: no barrier then
             accelerator.wait_for_everyone()
         if main_process:
-            save_ppo_checkpoint(accelerator.unwrap_model(policy), tokenizer, path, state)
+            save_policy_checkpoint(accelerator.unwrap_model(policy), tokenizer, path, state)
             tqdm.write(f"saved {path}")
 
     try:

@@ -11,7 +11,8 @@ import os
 
 from utils.common import UserError, pick_device, run_main, set_seed
 from utils.generation import decode, encode_prompt, generate_responses
-from utils.ppo import find_latest_checkpoint, load_policy, load_ppo_checkpoint_state
+from utils.checkpoints import find_latest_checkpoint, load_checkpoint_state
+from utils.policy import load_policy
 
 
 def parse_args(argv=None):
@@ -43,7 +44,7 @@ def main(argv=None):
     if args.num < 1 or args.max_new_tokens < 1:
         raise UserError("--num and --max_new_tokens must be at least 1")
     checkpoint = args.checkpoint or find_latest_checkpoint(args.save_dir)
-    state = load_ppo_checkpoint_state(checkpoint)
+    state = load_checkpoint_state(checkpoint)
     device = pick_device(args.device)
     policy, ref_model, tokenizer = load_policy(checkpoint, device, stop_at_sep=args.stop_at_sep)
     algorithm = state.get("algorithm", "ppo").upper()  # PPO, GRPO or DPO (older checkpoints have no name: PPO's)

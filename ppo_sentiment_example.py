@@ -30,8 +30,10 @@ from utils.common import (Lazy, UserError, accelerator_kwargs, parse_with_preset
 from utils.generation import (add_rollout_arguments, decode, encode_prompt, generate_responses, random_samples,
                               read_prompts)
 from utils.logger import TrainLogger
-from utils.ppo import (distinct_2, load_policy, load_ppo_checkpoint_state, make_ppo_trainer, ppo_step,
-                       save_ppo_checkpoint, unwrap_policy)
+from utils.checkpoints import load_checkpoint_state, save_policy_checkpoint
+from utils.generation import distinct_2
+from utils.policy import load_policy, unwrap_policy
+from utils.ppo import make_ppo_trainer, ppo_step
 from utils.reward_sources import REWARD_NORMS, RewardNormalizer, make_reward_and_judge, mean_std
 from utils.tiny import ensure_tiny
 
@@ -245,7 +247,7 @@ def main(argv=None, reward_fn=None):
     prompts = read_prompts(args.prompts_file)
     start_epoch, resume_state = 0, None
     if args.resume:
-        resume_state = load_ppo_checkpoint_state(args.resume)  # before anything is loaded or written
+        resume_state = load_checkpoint_state(args.resume)  # before anything is loaded or written
         start_epoch = int(resume_state.get("epoch", 0))
     judge = None
     if reward_fn is None:  # loaded and checked before anything is written
@@ -278,7 +280,7 @@ def main(argv=None, reward_fn=None):
                      reward_mean=reward_mean, raw_score_mean=raw_score_mean, reason=reason,
                      reward_norm=normalize.state(), judge_ref=judge_ref)
         # after Ctrl-C the other processes may be gone: the main process saves alone, without a barrier
-        save_ppo_checkpoint(unwrap_policy(trainer) if reason == "interrupted" else trainer, tokenizer, path, state)
+        save_policy_checkpoint(unwrap_policy(trainer) if reason == "interrupted" else trainer, tokenizer, path, state)
         if main_process:
             tqdm.write(f"saved {path}")
 

@@ -47,7 +47,9 @@ from utils.common import (Lazy, UserError, accelerator_kwargs, add_mixed_precisi
                           pick_device, run_main)
 from utils.generation import decode, encode_prompt, generate_responses, read_prompts
 from utils.logger import TrainLogger
-from utils.ppo import load_policy, load_ppo_checkpoint_state, make_ppo_trainer, ppo_step, save_ppo_checkpoint
+from utils.checkpoints import load_checkpoint_state, save_policy_checkpoint
+from utils.policy import load_policy
+from utils.ppo import make_ppo_trainer, ppo_step
 from utils.ratings import RATINGS_NAME
 from utils.tiny import ensure_tiny
 
@@ -394,7 +396,7 @@ def finish(t, reason):
         train(t, background=False)
     progress, save_dir = t.progress, t.args.save_dir
     if progress.steps_this_run:
-        save_ppo_checkpoint(t.trainer, t.tokenizer, save_dir,
+        save_policy_checkpoint(t.trainer, t.tokenizer, save_dir,
                             {"step": progress.step, "ratings": progress.ratings, "base_model": t.base_model})
         t.console.print(f"checkpoint: {save_dir} (PPO step {progress.step}, {progress.ratings} ratings behind it; "
                         f"continue with --resume {save_dir})")
@@ -436,7 +438,7 @@ def main():
         check_writable(os.path.dirname(os.path.abspath(args.save_dir)))
     except OSError as e:
         raise UserError(f"cannot write checkpoints to {args.save_dir}: {e.strerror} (choose another --save_dir)")
-    state = load_ppo_checkpoint_state(args.resume) if args.resume else {}
+    state = load_checkpoint_state(args.resume) if args.resume else {}
     base_model = state.get("base_model") or args.model_name
     # trl seeds random, numpy and torch with PPOConfig.seed: a fixed default would repeat every run's answers
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)

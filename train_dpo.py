@@ -42,7 +42,8 @@ from utils.common import (Lazy, UserError, accelerator_kwargs, add_mixed_precisi
                           pick_device, run_main, set_seed)
 from utils.generation import banned_token_ids, decode, encode_prompt, generate_responses
 from utils.logger import TrainLogger
-from utils.ppo import load_policy, load_ppo_checkpoint_state, save_ppo_checkpoint
+from utils.checkpoints import load_checkpoint_state, save_policy_checkpoint
+from utils.policy import load_policy
 from utils.preferences import preference_pairs, read_prompted_rank_lists
 from utils.ranklists import metadata_path
 from utils.tiny import ensure_tiny
@@ -266,7 +267,7 @@ def main(argv=None):
         torch.cuda.set_device(device)
     accelerator = Accelerator(**accelerator_kwargs(device, args.mixed_precision))
     set_seed(args.seed)
-    resume_state = load_ppo_checkpoint_state(args.resume) if args.resume else None  # before anything is written
+    resume_state = load_checkpoint_state(args.resume) if args.resume else None  # before anything is written
     train_pairs, dev_pairs = read_data(args, accelerator)
 
     # the policy and its frozen reference, as the PPO scripts load them (dropout off, unsampled tokens masked);
@@ -311,7 +312,7 @@ def main(argv=None):
         if accelerator.is_main_process:
             state = dict(algorithm="DPO", epoch=epoch, step=global_step, kl_coef=args.beta, base_model=base_model,
                          **metrics)
-            path = save_ppo_checkpoint(policy, tokenizer, os.path.join(args.save_dir, f"model_{global_step}"), state)
+            path = save_policy_checkpoint(policy, tokenizer, os.path.join(args.save_dir, f"model_{global_step}"), state)
             print(f"saved {path}")
 
     recent, tic = [], time.time()

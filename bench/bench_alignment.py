@@ -27,7 +27,8 @@ from bench_ranking_ceiling import naive_bayes_scorer  # noqa: E402
 
 from utils.data import read_corpus_split  # noqa: E402
 from utils.generation import read_prompts  # noqa: E402
-from utils.ppo import find_latest_checkpoint, load_policy  # noqa: E402
+from utils.checkpoints import find_latest_checkpoint  # noqa: E402
+from utils.policy import load_policy  # noqa: E402
 from utils.tiny import ensure_tiny  # noqa: E402
 
 # name: (title, script, its log-folder option, what it needs besides the prompts)

@@ -20,7 +20,8 @@ from utils.answer_logprobs import answer_logprobs  # noqa: E402
 from utils.common import set_seed  # noqa: E402
 from utils.data import read_corpus_split  # noqa: E402
 from utils.generation import decode, encode_prompt, generate_responses, read_prompts  # noqa: E402
-from utils.ppo import distinct_2, load_policy  # noqa: E402
+from utils.generation import distinct_2  # noqa: E402
+from utils.policy import load_policy  # noqa: E402
 
 
 def sample(model, tokenizer, prompts, num, gen_len, seed):

@@ -41,7 +41,8 @@ from transformers import (AutoTokenizer, BertConfig, BertForSequenceClassificati
 from ppo_sentiment_example import TINY  # noqa: E402
 from utils.common import accelerator_kwargs, pick_device, set_seed, use_fast_attention_masks  # noqa: E402
 from utils.generation import PROMPTS, decode, encode_prompt, generate_responses  # noqa: E402
-from utils.ppo import _import_trl, load_policy, make_ppo_trainer, ppo_step, unwrap_policy  # noqa: E402
+from utils.policy import import_trl, load_policy, unwrap_policy  # noqa: E402
+from utils.ppo import make_ppo_trainer, ppo_step  # noqa: E402
 from utils.reward_sources import SentimentPipelineReward  # noqa: E402
 from utils.tiny import LABELS, ensure_tiny  # noqa: E402
 
@@ -115,7 +116,7 @@ def our_trainer(gpt2_dir, batch_size, device, mixed_precision=None, **ppo):
 def original_trainer(gpt2_dir, batch_size, device, **ppo):
     """trl's `PPOTrainer` as the original built it: trl's own optimizer (Adam, a loop over the parameters)."""
     policy, ref_model, tokenizer = load_policy(gpt2_dir, device)
-    trl = _import_trl()
+    trl = import_trl()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=UserWarning, message=r"No dataset is provided")

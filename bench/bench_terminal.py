@@ -33,7 +33,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 from utils.generation import PROMPTS, encode_prompt, generate_responses  # noqa: E402
 from utils.logger import TrainLogger  # noqa: E402
-from utils.ppo import load_policy, make_ppo_trainer, ppo_step  # noqa: E402
+from utils.policy import load_policy  # noqa: E402
+from utils.ppo import make_ppo_trainer, ppo_step  # noqa: E402
 from utils.tiny import ensure_tiny  # noqa: E402
 
 RECORD = {"rating": 1, "step": 1, "prompt": PROMPTS[0], "answer": "点小，不过质量很好，物流也很快，下次还会再来。",

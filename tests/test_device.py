@@ -15,7 +15,9 @@ from utils.common import (UserError, accelerator_kwargs, pick_device, sdpa_mask_
 from utils.data import RANK_LIST_DIR
 from utils.generation import encode_prompt, generate_responses
 from utils.logger import read_jsonl
-from utils.ppo import _import_trl, load_policy, load_ppo_checkpoint_state, make_ppo_trainer, ppo_step, unwrap_policy
+from utils.checkpoints import load_checkpoint_state
+from utils.policy import import_trl, load_policy, unwrap_policy
+from utils.ppo import make_ppo_trainer, ppo_step
 from utils.ranklists import read_rank_lists
 from utils.reward_model import load_reward_model
 from utils.tiny import build_tiny
@@ -148,7 +150,7 @@ def test_gpt2_samples_and_scores_alike_with_either_mask_builder(micro_paths):
 
 def trl_default_trainer(policy, ref_model, tokenizer, **config):
     """trl's PPOTrainer with its own optimizer (Adam, default settings)."""
-    trl = _import_trl()
+    trl = import_trl()
     with pytest.warns((FutureWarning, UserWarning)):
         return trl.PPOTrainer(config=trl.PPOConfig(**config), model=policy, ref_model=ref_model, tokenizer=tokenizer)
 
@@ -215,7 +217,7 @@ def test_ppo_with_the_classifier_on_cuda(micro_dir, tmp_path, monkeypatch, capsy
     assert [r["epoch"] for r in records] == [0, 1, 2] and not any(r["skipped"] for r in records)
     assert all(0.0 <= r["reward_mean"] <= 1.0 and abs(r["kl"]) < 10 for r in records), records
     [saved] = os.listdir(save_dir)
-    assert load_ppo_checkpoint_state(str(save_dir / saved))["epoch"] == 3
+    assert load_checkpoint_state(str(save_dir / saved))["epoch"] == 3
     policy, _, _ = load_policy(str(save_dir / saved), "cpu")  # a GPU checkpoint loads on the CPU
     assert next(policy.parameters()).device.type == "cpu"
 
@@ -256,7 +258,7 @@ def test_terminal_step_on_cuda(micro_env, tmp_path):
     child.expect(r"checkpoint: .*PPO step 1, 2 ratings behind it")
     assert wait_for_exit(child) == 0
     assert [r["reward"] for r in read_jsonl(jsonl)] == [1.5, -1.0]
-    assert load_ppo_checkpoint_state(save_dir)["step"] == 1
+    assert load_checkpoint_state(save_dir)["step"] == 1
 
 
 @pytest.mark.gpu

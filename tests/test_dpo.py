@@ -18,7 +18,8 @@ from conftest import REPO, run_script
 from train_dpo import answer_logps, collate, dpo_loss, encode_pairs, pair_loss
 from utils.ai_feedback import build_ai_feedback
 from utils.logger import read_jsonl
-from utils.ppo import load_policy, load_ppo_checkpoint_state
+from utils.checkpoints import load_checkpoint_state
+from utils.policy import load_policy
 from utils.ranklists import append_rank_list, metadata_path
 
 SCRIPT = os.path.join(REPO, "train_dpo.py")
@@ -141,7 +142,7 @@ def test_tiny_run_builds_ai_feedback_once_then_trains_logs_saves_resumes_and_inf
     assert os.path.getsize(tmp_path / "logs" / "DPO-Sentiment-Zh.png") > 1000
     saved = sorted(os.listdir(tmp_path / "ck"))
     assert saved == sorted(["model_3", "model_6", "model_9", f"model_{last}"])
-    state = load_ppo_checkpoint_state(str(tmp_path / "ck" / f"model_{last}"))
+    state = load_checkpoint_state(str(tmp_path / "ck" / f"model_{last}"))
     assert state["algorithm"] == "DPO" and state["step"] == last and state["kl_coef"] == 0.2
     assert os.path.isabs(state["base_model"]) and state["base_model"].endswith("gpt2")
     # the language model learned, the value head did not move

@@ -15,7 +15,8 @@ from grpo_sentiment_example import TINY
 from utils.answer_logprobs import answer_logprobs
 from utils.generation import encode_prompt
 from utils.logger import read_jsonl
-from utils.ppo import load_policy, load_ppo_checkpoint_state, save_ppo_checkpoint
+from utils.checkpoints import load_checkpoint_state, save_policy_checkpoint
+from utils.policy import load_policy
 
 SCRIPT = os.path.join(REPO, "grpo_sentiment_example.py")
 SMALL = ["--tiny", "--batch_size", "8", "--group_size", "4", "--mini_batch_size", "4", "--gen_len", "6",
@@ -195,7 +196,7 @@ def test_run_logs_sigterm_saves_resume_and_inference(env, tmp_path, capsys):
         assert record["response_len"] >= 5 and record["kl_coef"] == TINY["beta"]
     assert os.path.getsize(os.path.join(log_dir, "GRPO-Sentiment-Zh.png")) > 1000
     interrupted = os.path.join(save_dir, checkpoints(save_dir)[-1])
-    state = load_ppo_checkpoint_state(interrupted)
+    state = load_checkpoint_state(interrupted)
     assert state["epoch"] == done and state["algorithm"] == "grpo", (checkpoints(save_dir), err)
     assert state["reason"] == "interrupted" or (done % 2 == 0 and state["reason"] == "periodic"), state
     assert checkpoints(save_dir)[0].startswith("model_2_")  # the periodic one
@@ -208,7 +209,7 @@ def test_run_logs_sigterm_saves_resume_and_inference(env, tmp_path, capsys):
     assert "epoch 1 mean-reward" not in result.stdout
     assert [r["epoch"] for r in read_jsonl(jsonl)] == list(range(done + 1))
     final = [name for name in checkpoints(save_dir) if name.startswith(f"model_{done + 1}_")]
-    assert final and load_ppo_checkpoint_state(os.path.join(save_dir, final[0]))["epoch"] == done + 1
+    assert final and load_checkpoint_state(os.path.join(save_dir, final[0]))["epoch"] == done + 1
 
     import inference_ppo_gpt
 
@@ -263,7 +264,7 @@ def test_accelerate_launch_two_processes(env, tmp_path):
     assert [r["epoch"] for r in records] == [0, 1]  # written once, by the main process
     assert result.stdout.count("epoch 1 mean-reward") == 1
     saved = checkpoints(save_dir)
-    assert len(saved) == 1 and load_ppo_checkpoint_state(os.path.join(save_dir, saved[0]))["epoch"] == 2
+    assert len(saved) == 1 and load_checkpoint_state(os.path.join(save_dir, saved[0]))["epoch"] == 2
 
 
 # ---------------------------------------------------------------- the judge the README's figures come from
@@ -274,7 +275,7 @@ def test_bench_independent_scorer_compares_a_checkpoint_with_its_reference(micro
     policy, _, tokenizer = load_policy(micro_paths["gpt2"], "cpu")
     with torch.no_grad():
         policy.pretrained_model.lm_head.weight.mul_(3.0)  # sharper: a different model, far from the reference
-    checkpoint = save_ppo_checkpoint(policy, tokenizer, str(tmp_path / "model_1_0.50"),
+    checkpoint = save_policy_checkpoint(policy, tokenizer, str(tmp_path / "model_1_0.50"),
                                      {"epoch": 1, "kl_coef": 0.5, "base_model": micro_paths["gpt2"]})
     bench_independent_scorer.main(["--checkpoint", checkpoint, "--num", "4", "--gen_len", "5"])
     rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:]}

@@ -17,8 +17,10 @@ from conftest import REPO, cpu_only, run_script
 from utils.common import UserError, set_seed
 from utils.generation import encode_prompt, generate_responses
 from utils.logger import read_jsonl
-from utils.ppo import (distinct_2, load_policy, load_ppo_checkpoint_state, make_ppo_trainer, ppo_step,
-                       save_ppo_checkpoint, unwrap_policy)
+from utils.checkpoints import load_checkpoint_state, save_policy_checkpoint
+from utils.generation import distinct_2
+from utils.policy import load_policy, unwrap_policy
+from utils.ppo import make_ppo_trainer, ppo_step
 from utils.reward_model import RewardModel, save_reward_model
 from utils.reward_sources import RewardModelReward, RewardNormalizer, SentimentPipelineReward
 
@@ -104,10 +106,10 @@ def test_checkpoint_reloads_to_the_same_generations(micro_paths, tmp_path):
     queries = [encode_prompt(tokenizer, "这部电影很")] * 8
     responses = generate_responses(unwrap_policy(trainer), tokenizer, queries, 6)
     ppo_step(trainer, queries, responses, [float(i % 2) for i in range(8)])
-    out = save_ppo_checkpoint(trainer, tokenizer, str(tmp_path / "model_1_0.50"),
+    out = save_policy_checkpoint(trainer, tokenizer, str(tmp_path / "model_1_0.50"),
                               {"epoch": 1, "base_model": micro_paths["gpt2"]})
     assert not os.path.exists(out + ".tmp")
-    state = load_ppo_checkpoint_state(out)
+    state = load_checkpoint_state(out)
     assert state["epoch"] == 1 and state["kl_coef"] == pytest.approx(float(trainer.kl_ctl.value))
 
     policy, ref_model, reloaded_tokenizer = load_policy(out, "cpu")
@@ -181,7 +183,7 @@ def test_run_logs_sigterm_saves_resume_and_inference(env, tmp_path, capsys):
         assert record["response_len"] >= 5  # fixed-length answers: 6 tokens, at least 5 characters
     assert os.path.getsize(os.path.join(log_dir, "PPO-Sentiment-Zh.png")) > 1000
     interrupted = os.path.join(save_dir, checkpoints(save_dir)[-1])
-    state = load_ppo_checkpoint_state(interrupted)
+    state = load_checkpoint_state(interrupted)
     assert state["epoch"] == done, (checkpoints(save_dir), err)
     # a SIGTERM right after a periodic save (every 2 epochs) has nothing newer to save
     assert state["reason"] == "interrupted" or (done % 2 == 0 and state["reason"] == "periodic"), state
@@ -190,7 +192,7 @@ def test_run_logs_sigterm_saves_resume_and_inference(env, tmp_path, capsys):
     # resume from the periodic checkpoint: the epoch count and the KL coefficient carry over, and the epochs
     # after that checkpoint are redone, logged once
     periodic = os.path.join(save_dir, checkpoints(save_dir)[0])
-    periodic_state = load_ppo_checkpoint_state(periodic)
+    periodic_state = load_checkpoint_state(periodic)
     result = run_script([SCRIPT, *common, "--steps", str(8 * (done + 1)), "--resume", periodic], env=env)
     assert result.returncode == 0, result.stderr
     assert "epoch 2 mean-reward" in result.stdout and f"epoch {done} mean-reward" in result.stdout
@@ -199,7 +201,7 @@ def test_run_logs_sigterm_saves_resume_and_inference(env, tmp_path, capsys):
     assert [r["epoch"] for r in records] == list(range(done + 1))
     assert records[2]["kl_coef"] == pytest.approx(periodic_state["kl_coef"])
     final = [name for name in checkpoints(save_dir) if name.startswith(f"model_{done + 1}_")]
-    assert final and load_ppo_checkpoint_state(os.path.join(save_dir, final[0]))["epoch"] == done + 1
+    assert final and load_checkpoint_state(os.path.join(save_dir, final[0]))["epoch"] == done + 1
 
     import inference_ppo_gpt  # in this process: the interpreter start-up is the slow part here
 
@@ -251,7 +253,7 @@ def test_reward_model_loop_logs_raw_scores_and_judge_and_resumes_its_normalisati
     assert first.returncode == 0, first.stderr
     assert first.stdout.count("reference model, 32 answers per process: raw score") == 1
     periodic = str(save_dir / checkpoints(save_dir)[0])
-    state = load_ppo_checkpoint_state(periodic)
+    state = load_checkpoint_state(periodic)
     assert state["epoch"] == 2 and state["reward_norm"]["mode"] == "reference" and state["reward_norm"]["std"] > 0
     judge_ref = state["judge_ref"]["positive_prob"]
     assert 0 < judge_ref < 1
@@ -381,7 +383,7 @@ def test_resume_missing_or_corrupt(env, micro_dir, micro_paths, tmp_path, monkey
     assert not os.path.exists(log_dir) and not os.path.exists(save_dir)
 
     trainer, tokenizer = micro_trainer(micro_paths)
-    corrupt = save_ppo_checkpoint(trainer, tokenizer, str(save_dir / "model_4_0.70"),
+    corrupt = save_policy_checkpoint(trainer, tokenizer, str(save_dir / "model_4_0.70"),
                                   {"epoch": 4, "base_model": micro_paths["gpt2"]})
     with open(os.path.join(corrupt, "ppo_state.json"), "w") as f:
         f.write('{"epoch": 4, "kl_')
@@ -396,7 +398,7 @@ def test_resume_missing_or_corrupt(env, micro_dir, micro_paths, tmp_path, monkey
         json.dump({"epoch": 4, "kl_coef": 0.2, "base_model": micro_paths["gpt2"]}, f)
     os.remove(os.path.join(corrupt, "model.safetensors"))
     with pytest.raises(UserError, match="incomplete PPO checkpoint"):
-        load_ppo_checkpoint_state(corrupt)
+        load_checkpoint_state(corrupt)
 
 
 def test_nan_reward_skips_the_epoch(micro_dir, tmp_path, monkeypatch, capsys):
@@ -438,5 +440,5 @@ def test_accelerate_launch_two_processes(env, micro_paths, tmp_path):
     assert result.stdout.count("epoch 1 mean-reward") == 1
     assert 0 < records[1]["judge_positive_prob"] < 1 and 0 < records[1]["judge_ref_positive_prob"] < 1
     saved = checkpoints(save_dir)
-    state = load_ppo_checkpoint_state(os.path.join(save_dir, saved[0]))
+    state = load_checkpoint_state(os.path.join(save_dir, saved[0]))
     assert len(saved) == 1 and state["epoch"] == 2 and state["reward_norm"]["std"] > 0

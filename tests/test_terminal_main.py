@@ -19,7 +19,8 @@ from terminal_main import MAX_REPLY_BYTES, SLOW_STEP_ENV, parse_args, parse_repl
 from utils.generation import PROMPTS, read_prompts
 from utils.common import UserError
 from utils.logger import read_jsonl
-from utils.ppo import load_policy, load_ppo_checkpoint_state
+from utils.checkpoints import load_checkpoint_state
+from utils.policy import load_policy
 from utils.ranklists import read_rank_lists
 from utils.ratings import ratings_to_rank_lists, read_ratings
 
@@ -260,7 +261,7 @@ def test_ratings_go_on_during_a_background_step_and_stopping_waits_for_it(micro_
     assert wait_for_exit(child) == 0
     records = read_jsonl(jsonl)
     assert [(r["reward"], r["step"]) for r in records] == [(1.0, 1), (-1.0, 1), (0.5, 2), (1.5, 2)]
-    assert load_ppo_checkpoint_state(save_dir)["step"] == 2
+    assert load_checkpoint_state(save_dir)["step"] == 2
     load_policy(save_dir, "cpu")  # loadable
 
     # --resume continues the step count; Ctrl-D during a background step also waits for it and saves
@@ -298,7 +299,7 @@ def test_quitting_during_a_background_step_waits_for_it_and_saves(micro_env, tmp
     child.expect(r"checkpoint: .*PPO step 2, 2 ratings behind it")
     assert wait_for_exit(child) == 0
     assert [(r["reward"], r["step"]) for r in read_jsonl(jsonl)] == [(1.0, 1), (-1.0, 2)]
-    assert load_ppo_checkpoint_state(save_dir)["step"] == 2
+    assert load_checkpoint_state(save_dir)["step"] == 2
 
 
 # ---------------------------------------------------------------- refused at the start

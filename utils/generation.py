@@ -101,3 +101,9 @@ def random_samples(prompts, answers, num_samples):
 def decode(tokenizer, token_ids):
     """Readable Chinese: no special tokens, no spaces between characters."""
     return clean_text(tokenizer.decode(token_ids, skip_special_tokens=True))
+
+
+def distinct_2(texts):
+    """Distinct character bigrams / all character bigrams over `texts` (1.0 = no bigram repeats)."""
+    bigrams = [text[i:i + 2] for text in texts for i in range(len(text) - 1)]
+    return len(set(bigrams)) / len(bigrams) if bigrams else 0.0

@@ -1,0 +1,75 @@
+"""Policy checkpoints, one layout for every algorithm: a `save_pretrained` folder (value head included), the
+tokenizer, and a state file that records where training stands (epoch, KL coefficient) and the base (reference)
+model. `AutoModelForCausalLMWithValueHead.from_pretrained` reloads the folder.
+
+    save_policy_checkpoint / load_checkpoint_state / find_latest_checkpoint
+"""
+import json
+import os
+
+from utils.common import UserError, folder_written_atomically
+
+STATE_FILE = "ppo_state.json"  # the name every checkpoint so far was written with
+REQUIRED_STATE = ("kl_coef", "base_model")
+
+
+def save_policy_checkpoint(trainer_or_policy, tokenizer, out_dir, state):
+    """Save policy (value head included), tokenizer and `state` into `out_dir`, atomically.
+
+    Everything is written into `out_dir.tmp` first and moved into place when complete, so an interrupted save
+    never leaves a half checkpoint. With a trainer, `kl_coef` defaults to its current
+    KL coefficient, and in a distributed run only the main process writes.
+    """
+    state = dict(state)
+    policy = trainer_or_policy
+    if hasattr(trainer_or_policy, "accelerator"):
+        trainer = trainer_or_policy
+        policy = trainer.accelerator.unwrap_model(trainer.model)
+        state.setdefault("kl_coef", float(trainer.kl_ctl.value))
+        trainer.accelerator.wait_for_everyone()
+        if not trainer.accelerator.is_main_process:
+            return out_dir
+    missing = [key for key in REQUIRED_STATE if key not in state]
+    if missing:
+        raise ValueError(f"save_policy_checkpoint: state needs {', '.join(missing)}")
+    with folder_written_atomically(out_dir) as tmp:
+        policy.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        with open(os.path.join(tmp, STATE_FILE), "w", encoding="utf-8") as f:
+            json.dump(state, f, indent=1, ensure_ascii=False)
+    return os.path.normpath(out_dir)
+
+
+def load_checkpoint_state(path):
+    """The `ppo_state.json` of a checkpoint folder; UserError (one line) if it is not a complete checkpoint."""
+    if not os.path.isdir(path):
+        raise UserError(f"{path}: no such PPO checkpoint folder")
+    state_file = os.path.join(path, STATE_FILE)
+    if not os.path.isfile(state_file):
+        raise UserError(f"{path}: not a PPO checkpoint (no {STATE_FILE}; expected a folder saved by "
+                        "ppo_sentiment_example.py or terminal_main.py)")
+    try:
+        with open(state_file, encoding="utf-8") as f:
+            state = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{state_file}: corrupt checkpoint state ({e})") from e
+    if not isinstance(state, dict) or any(key not in state for key in REQUIRED_STATE):
+        raise UserError(f"{state_file}: corrupt checkpoint state (needs {', '.join(REQUIRED_STATE)})")
+    for name in ("config.json", "model.safetensors"):
+        if not os.path.isfile(os.path.join(path, name)):
+            raise UserError(f"{path}: incomplete PPO checkpoint ({name} is missing)")
+    return state
+
+
+def find_latest_checkpoint(save_dir):
+    """The most recently saved complete checkpoint folder under `save_dir`; UserError if there is none."""
+    candidates = []
+    if os.path.isdir(save_dir):
+        for name in os.listdir(save_dir):
+            path = os.path.join(save_dir, name)
+            if os.path.isfile(os.path.join(path, STATE_FILE)) and not name.endswith((".tmp", ".previous")):
+                candidates.append((os.path.getmtime(os.path.join(path, STATE_FILE)), path))
+    if not candidates:
+        raise UserError(f"no PPO checkpoint under {save_dir} (train one with ppo_sentiment_example.py, "
+                        "or pass a checkpoint folder)")
+    return max(candidates)[1]
