@@ -7,6 +7,16 @@ its group's mean, divided by the group's std (the same for every token of the an
 objective with a KL penalty to the frozen reference model (k3 estimator, coefficient `beta`). No value head,
 no critic: the other answers to the same prompt are the baseline.
 
+The field has since changed some of these choices; each is a flag here (named as in trl's GRPOTrainer):
+  --scale_rewards group|batch|none   divide by the group's std (the paper), the whole batch's std, or nothing
+                                     (Dr. GRPO, Liu et al. 2025: a group whose rewards differ by a thousandth
+                                     then gets a thousandth-size advantage, not a unit-size one)
+  --loss_type grpo|dr_grpo           average each answer's token losses over its own length (the paper), or sum
+                                     them and divide by a constant, max_new_tokens (Dr. GRPO: no length bias)
+  --epsilon_high                     clip the ratio to [1 - cliprange, 1 + epsilon_high] (DAPO's clip-higher)
+  --advantage group_mean|rloo        baseline: the group's mean, or the mean of the *other* answers
+                                     (RLOO, Ahmadian et al. 2024: leave-one-out)
+
 The same reward sources as the PPO example: the sentiment-analysis pipeline (probability of the positive
 label) or `--reward_model DIR` (raw scores: the group whitening normalises them).
 
@@ -44,14 +54,14 @@ from utils.tiny import ensure_tiny
 ORIGINAL = dict(model_name="uer/gpt2-chinese-cluecorpussmall",
                 sentiment_model="uer/roberta-base-finetuned-jd-binary-chinese",
                 total_samples=20000, batch_size=128, mini_batch_size=16, grpo_epochs=1, learning_rate=1.41e-5, beta=0.04,
-                save_freq=5)
+                save_freq=5, scale_rewards="group", loss_type="grpo", advantage="group_mean")
 # ... and those that make the tiny models learn on a 2-core CPU in a few minutes. Group whitening gives every
 # group unit-size advantages even when its rewards hardly differ, so once the classifier's reward saturates
 # (about 0.96) the policy keeps being pushed by noise: with lr 3e-4 and beta 0.04 the reward passed 0.9 in
 # 4 epochs, and by epoch 12 the KL was 16 and distinct-2 0.37. A smaller learning rate and a strong KL penalty
 # (beta 0.5) settle instead at a reward near 0.8 with a KL near 1 and the answers' variety kept.
 TINY = dict(total_samples=128 * 40, batch_size=128, mini_batch_size=32, grpo_epochs=1, learning_rate=1e-4, beta=0.5,
-            save_freq=20)
+            save_freq=20, scale_rewards="group", loss_type="grpo", advantage="group_mean")
 EPS = 1e-4  # added to the group's std: a group whose answers all score the same gets zero advantage, not NaN
 
 
@@ -71,7 +81,16 @@ def parse_args(argv=None):
     p.add_argument("--grpo_epochs", type=int, help="optimisation passes over each batch")
     p.add_argument("--learning_rate", "--lr", type=float)
     p.add_argument("--beta", type=float, help="coefficient of the KL penalty to the reference model")
-    p.add_argument("--cliprange", type=float, default=0.2, help="the policy ratio is clipped to 1 +- this")
+    p.add_argument("--cliprange", "--epsilon", type=float, default=0.2,
+                   help="the policy ratio is clipped to [1 - this, 1 + epsilon_high]")
+    p.add_argument("--epsilon_high", type=float,
+                   help="upper clip of the ratio (DAPO's clip-higher, e.g. 0.28; default: --cliprange)")
+    p.add_argument("--scale_rewards", choices=SCALE_REWARDS,
+                   help="divide the advantages by the group's reward std, the batch's, or not at all (Dr. GRPO)")
+    p.add_argument("--loss_type", choices=LOSS_TYPES,
+                   help="grpo: each answer's token mean; dr_grpo: token sum / max_new_tokens (Dr. GRPO)")
+    p.add_argument("--advantage", choices=BASELINES,
+                   help="baseline subtracted from each reward: the group's mean, or the other answers' mean (RLOO)")
     p.add_argument("--max_grad_norm", type=float, default=1.0)
     add_rollout_arguments(p, save_dir=os.path.join("checkpoints", "grpo_sentiment_gpt"), log_name="GRPO-Sentiment-Zh")
     tiny = dict(TINY, model_name=Lazy("the tiny GPT-2", lambda: ensure_tiny()["gpt2"]),
@@ -90,36 +109,64 @@ def check_sizes(args):
                         "(each epoch writes group_size answers to each of batch_size / group_size prompts)")
     if args.mini_batch_size < 1 or args.grpo_epochs < 1:
         raise UserError("--mini_batch_size and --grpo_epochs must be at least 1")
+    if args.epsilon_high is None:
+        args.epsilon_high = args.cliprange
+    if not (0 < args.cliprange < 1 and args.epsilon_high > 0):
+        raise UserError(f"--cliprange {args.cliprange} must be in (0, 1) and --epsilon_high {args.epsilon_high} "
+                        "positive")
 
 
 # ---------------------------------------------------------------- the algorithm
-def group_advantages(rewards, group_size):
-    """(reward - group mean) / (group std + EPS) for consecutive groups of `group_size` rewards; and the std's."""
-    groups = torch.tensor(rewards, dtype=torch.float32).view(-1, group_size)
-    mean, std = groups.mean(dim=1, keepdim=True), groups.std(dim=1, keepdim=True)
-    return ((groups - mean) / (std + EPS)).flatten(), std.flatten()
+SCALE_REWARDS, LOSS_TYPES, BASELINES = ("group", "batch", "none"), ("grpo", "dr_grpo"), ("group_mean", "rloo")
 
 
-def grpo_loss(logprobs, old_logprobs, ref_logprobs, advantages, mask, cliprange, beta):
-    """GRPO's objective (negated), averaged over each answer's tokens, then over answers; and its parts.
+def group_advantages(rewards, group_size, baseline="group_mean", scale_rewards="group"):
+    """Each answer's advantage, for consecutive groups of `group_size` rewards; and each group's reward std.
 
-    Per token: the clipped surrogate -min(ratio * A, clip(ratio, 1 - eps, 1 + eps) * A), as in PPO but with the
-    answer's group-relative advantage A, plus beta times the k3 estimate of KL(policy || reference):
-    exp(ref - logp) - (ref - logp) - 1, which is never negative.
+    baseline "group_mean": reward - the group's mean (GRPO); "rloo": reward - the mean of the group's other
+    G - 1 rewards (leave-one-out), which is G / (G - 1) times the former. Then divided by the group's std + EPS
+    ("group", the paper), by the whole batch's std + EPS ("batch"), or left as it is ("none", Dr. GRPO).
     """
+    groups = torch.tensor(rewards, dtype=torch.float32).view(-1, group_size)
+    if baseline == "rloo":
+        advantages = groups - (groups.sum(dim=1, keepdim=True) - groups) / (group_size - 1)
+    else:
+        advantages = groups - groups.mean(dim=1, keepdim=True)
+    group_std = groups.std(dim=1, keepdim=True)
+    if scale_rewards == "group":
+        advantages = advantages / (group_std + EPS)
+    elif scale_rewards == "batch":
+        advantages = advantages / (groups.std() + EPS)
+    return advantages.flatten(), group_std.flatten()
+
+
+def grpo_loss(logprobs, old_logprobs, ref_logprobs, advantages, mask, cliprange, beta, epsilon_high=None,
+              loss_type="grpo", max_new_tokens=None):
+    """GRPO's objective (negated), per token, then averaged as `loss_type` says; and its parts.
+
+    Per token: the clipped surrogate -min(ratio * A, clip(ratio, 1 - cliprange, 1 + epsilon_high) * A), as in
+    PPO but with the answer's group-relative advantage A, plus beta times the k3 estimate of
+    KL(policy || reference): exp(ref - logp) - (ref - logp) - 1, which is never negative.
+    "grpo": the mean over each answer's tokens, then over answers (a long answer's tokens weigh less each);
+    "dr_grpo": the sum over all tokens divided by answers x max_new_tokens, a constant (every token weighs alike).
+    """
+    epsilon_high = cliprange if epsilon_high is None else epsilon_high
     ratio = torch.exp(logprobs - old_logprobs)
     advantages = advantages.unsqueeze(1)
-    surrogate = -torch.min(ratio * advantages, torch.clamp(ratio, 1 - cliprange, 1 + cliprange) * advantages)
+    surrogate = -torch.min(ratio * advantages, torch.clamp(ratio, 1 - cliprange, 1 + epsilon_high) * advantages)
     log_ratio_ref = ref_logprobs - logprobs
     kl = torch.exp(log_ratio_ref) - log_ratio_ref - 1
 
-    def per_answer_mean(x):
+    def average(x):
+        if loss_type == "dr_grpo":
+            return (x * mask).sum() / (mask.shape[0] * max_new_tokens)
         return ((x * mask).sum(dim=1) / mask.sum(dim=1)).mean()
 
-    policy_loss, kl_penalty = per_answer_mean(surrogate), per_answer_mean(kl)
-    clipped = per_answer_mean((torch.abs(ratio - 1) > cliprange).float())
+    policy_loss, kl_penalty = average(surrogate), average(kl)
+    clipped = ((ratio < 1 - cliprange) | (ratio > 1 + epsilon_high)).float()
+    clip_frac = ((clipped * mask).sum(dim=1) / mask.sum(dim=1)).mean()
     return policy_loss + beta * kl_penalty, dict(policy_loss=policy_loss.item(), kl_penalty=kl_penalty.item(),
-                                                 clip_frac=clipped.item())
+                                                 clip_frac=clip_frac.item())
 
 
 def grpo_update(accelerator, policy, ref_model, optimizer, tokenizer, queries, responses, advantages, args):
@@ -138,7 +185,8 @@ def grpo_update(accelerator, policy, ref_model, optimizer, tokenizer, queries, r
             idx = order[start:start + args.mini_batch_size]
             logprobs, _ = answer_logprobs(policy, [queries[i] for i in idx], [responses[i] for i in idx], pad)
             loss, parts = grpo_loss(logprobs, old_logprobs[idx], ref_logprobs[idx], advantages[idx], mask[idx],
-                                    args.cliprange, args.beta)
+                                    args.cliprange, args.beta, args.epsilon_high, args.loss_type,
+                                    args.max_new_tokens)
             optimizer.zero_grad()
             accelerator.backward(loss)
             accelerator.clip_grad_norm_(optimizer_params(optimizer), args.max_grad_norm)
@@ -175,7 +223,7 @@ def run_epoch(accelerator, policy, ref_model, optimizer, tokenizer, reward_fn, p
         warnings.warn(f"GRPO update skipped: {bad} of {len(rewards)} rewards on this process are NaN or infinite "
                       "(or some on another process); the model is not updated with this batch", stacklevel=2)
     else:
-        advantages, group_std = group_advantages(rewards, args.group_size)
+        advantages, group_std = group_advantages(rewards, args.group_size, args.advantage, args.scale_rewards)
         stats, sampled_kl = grpo_update(accelerator, policy, ref_model, optimizer, tokenizer, queries, responses,
                                         advantages, args)
     t3 = time.time()

@@ -127,12 +127,14 @@ def test_a_few_grpo_epochs_learn_an_easy_reward(micro_dir, tmp_path, monkeypatch
     assert records[0]["kl"] == pytest.approx(0.0, abs=1e-4) and records[-1]["kl"] > 0.01  # moved from the reference
 
 
-def test_equal_rewards_give_zero_advantage_and_finite_logs(micro_dir, micro_paths, tmp_path, monkeypatch):
+@pytest.mark.parametrize("variant", [[], ["--scale_rewards", "none", "--advantage", "rloo", "--loss_type", "dr_grpo",
+                                      "--epsilon_high", "0.28"]], ids=["paper", "dr_grpo_rloo"])
+def test_equal_rewards_give_zero_advantage_and_finite_logs(variant, micro_dir, micro_paths, tmp_path, monkeypatch):
     """A constant reward: every group's std is 0, no NaN anywhere, and (no advantage, no KL yet) no update."""
     import grpo_sentiment_example
 
     monkeypatch.setenv("RLHF_TINY_DIR", micro_dir)
-    grpo_sentiment_example.main([*SMALL, "--steps", "16", "--save_dir", str(tmp_path / "ck"), "--log_dir",
+    grpo_sentiment_example.main([*SMALL, *variant, "--steps", "16", "--save_dir", str(tmp_path / "ck"), "--log_dir",
                                  str(tmp_path / "logs")], reward_fn=lambda texts: [0.5] * len(texts))
     records = read_jsonl(str(tmp_path / "logs" / LOG))
     assert len(records) == 2 and not any(r["skipped"] for r in records)
@@ -282,3 +284,115 @@ def test_bench_independent_scorer_compares_a_checkpoint_with_its_reference(micro
     assert set(rows) == {"reference", "tuned"} and all(row[1] == "16" for row in rows.values())
     assert all(0.0 <= float(row[2]) <= 1.0 and 0.0 < float(row[3]) <= 1.0 for row in rows.values())
     assert float(rows["reference"][5]) == 0.0 and float(rows["tuned"][5]) > 1.0
+
+
+# ---------------------------------------------------------------- the field's variants, each against a direct computation
+REWARDS = [0.9, 0.5, 0.1, 0.3, 0.2, 0.2, 0.2, 0.2]  # two groups of 4: one spread out, one all equal but one
+
+
+def direct_advantages(rewards, group_size, baseline, scale):
+    """The same advantages with plain Python loops over a hand-made batch."""
+    out, batch_mean = [], sum(rewards) / len(rewards)
+    batch_std = math.sqrt(sum((r - batch_mean) ** 2 for r in rewards) / (len(rewards) - 1))
+    for start in range(0, len(rewards), group_size):
+        group = rewards[start:start + group_size]
+        mean = sum(group) / group_size
+        std = math.sqrt(sum((r - mean) ** 2 for r in group) / (group_size - 1))
+        for i, r in enumerate(group):
+            others = (sum(group) - r) / (group_size - 1)
+            advantage = r - (others if baseline == "rloo" else mean)
+            out.append({"group": advantage / (std + 1e-4), "batch": advantage / (batch_std + 1e-4),
+                        "none": advantage}[scale])
+    return out
+
+
+@pytest.mark.parametrize("baseline", ["group_mean", "rloo"])
+@pytest.mark.parametrize("scale", ["group", "batch", "none"])
+def test_group_advantages_match_a_direct_computation(baseline, scale):
+    from grpo_sentiment_example import group_advantages
+
+    advantages, _ = group_advantages(REWARDS, 4, baseline, scale)
+    assert advantages.tolist() == pytest.approx(direct_advantages(REWARDS, 4, baseline, scale), rel=1e-5, abs=1e-6)
+
+
+def test_rloo_is_the_group_mean_advantage_times_g_over_g_minus_1():
+    from grpo_sentiment_example import group_advantages
+
+    mean_based, _ = group_advantages(REWARDS, 4, "group_mean", "none")
+    rloo, _ = group_advantages(REWARDS, 4, "rloo", "none")
+    assert rloo.tolist() == pytest.approx((mean_based * 4 / 3).tolist())
+
+
+@pytest.mark.parametrize("baseline", ["group_mean", "rloo"])
+def test_unscaled_advantages_of_an_all_equal_group_are_zero_not_nan(baseline):
+    from grpo_sentiment_example import group_advantages
+
+    advantages, std = group_advantages([0.7] * 4 + [0.96, 0.961, 0.96, 0.96], 4, baseline, "none")
+    assert advantages[:4].tolist() == [0.0] * 4 and torch.isfinite(advantages).all()
+    # Dr. GRPO's point: a group whose rewards differ by a thousandth keeps a thousandth-size advantage ...
+    assert advantages[4:].abs().max().item() < 0.002
+    # ... where the paper's group scaling blows it up to unit size
+    scaled, _ = group_advantages([0.96, 0.961, 0.96, 0.96], 4, baseline, "group")
+    assert scaled.abs().max().item() > 1.0
+
+
+def direct_loss(logprobs, old, ref, advantages, mask, low, high, beta, loss_type, max_new_tokens):
+    """The GRPO loss token by token in plain Python."""
+    per_answer, total, tokens = [], 0.0, 0
+    for i in range(len(advantages)):
+        answer = []
+        for t in range(len(mask[i])):
+            if not mask[i][t]:
+                continue
+            ratio = math.exp(logprobs[i][t] - old[i][t])
+            surrogate = -min(ratio * advantages[i], min(max(ratio, 1 - low), 1 + high) * advantages[i])
+            d = ref[i][t] - logprobs[i][t]
+            answer.append(surrogate + beta * (math.exp(d) - d - 1))
+        per_answer.append(sum(answer) / len(answer))
+        total += sum(answer)
+    if loss_type == "dr_grpo":
+        return total / (len(advantages) * max_new_tokens)
+    return sum(per_answer) / len(per_answer)
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "dr_grpo"])
+@pytest.mark.parametrize("epsilon_high", [None, 0.28])
+def test_grpo_loss_variants_match_a_direct_computation(loss_type, epsilon_high):
+    from grpo_sentiment_example import grpo_loss
+
+    torch.manual_seed(0)
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0], [1.0, 1.0, 0.0]])
+    old = torch.randn(3, 3) - 2
+    logprobs = old + torch.tensor([[0.25, -0.3, 0.1], [0.22, 0.0, 0.0], [-0.1, 0.4, 0.9]])  # ratios inside and out
+    ref = old + 0.3 * torch.randn(3, 3)
+    advantages = torch.tensor([1.0, 0.5, -1.0])
+    loss, _ = grpo_loss(logprobs, old, ref, advantages, mask, 0.2, 0.1, epsilon_high, loss_type, max_new_tokens=4)
+    expected = direct_loss(logprobs.tolist(), old.tolist(), ref.tolist(), advantages.tolist(), mask.tolist(),
+                           0.2, 0.2 if epsilon_high is None else epsilon_high, 0.1, loss_type, 4)
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_clip_higher_lets_a_positive_advantage_push_the_ratio_further():
+    from grpo_sentiment_example import grpo_loss
+
+    mask, old, advantages = torch.ones(1, 1), torch.zeros(1, 1), torch.tensor([1.0])
+    new = old + math.log(1.25)  # ratio 1.25: clipped at 1.2 symmetrically, not at 1 + 0.28
+    _, symmetric = grpo_loss(new, old, new, advantages, mask, 0.2, 0.0)
+    _, higher = grpo_loss(new, old, new, advantages, mask, 0.2, 0.0, epsilon_high=0.28)
+    assert symmetric["policy_loss"] == pytest.approx(-1.2) and symmetric["clip_frac"] == 1.0
+    assert higher["policy_loss"] == pytest.approx(-1.25) and higher["clip_frac"] == 0.0
+
+
+@pytest.mark.parametrize("bad, fragment", [(["--epsilon_high", "-0.1"], "--epsilon_high -0.1"),
+                                           (["--cliprange", "1.5"], "--cliprange 1.5"),
+                                           (["--scale_rewards", "std"], "--scale_rewards")])
+def test_bad_variant_options_are_one_line_errors(bad, fragment, micro_dir, monkeypatch, capsys):
+    import grpo_sentiment_example
+    from utils.common import run_main
+
+    monkeypatch.setenv("RLHF_TINY_DIR", micro_dir)
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(lambda: grpo_sentiment_example.main(["--tiny", *bad]))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert fragment in err and "Traceback" not in err
