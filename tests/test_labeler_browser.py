@@ -4,7 +4,7 @@ ranks four answers and saves them.
 Needs Debian's chromium at /usr/bin/chromium (`.ci/run` installs it) and the `playwright` package; Playwright
 drives that browser directly, no `playwright install` download. Prints how long the page takes to show the
 answers once the model is loaded (from the password's submission), and how long a save takes (targets: 3 s and 100 ms). The page runs on the
-micro models; `LABELER_TINY_DIR=checkpoints/tiny python -m pytest -s tests/test_labeler_browser.py` measures it on
+micro models; `LABELER_TINY_DIR=~/.cache/rlhf-zh/tiny/recipe2-datasets1 python -m pytest -s tests/test_labeler_browser.py` measures it on
 the project's tiny models instead, the issue's target.
 """
 import os

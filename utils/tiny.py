@@ -38,7 +38,7 @@ PRESETS = {
     # about 7 minutes on 2 CPU cores
     "tiny": dict(hidden=192, heads=4, encoder_layers=3, gpt_layers=4, seq_len=64, batch_size=32,
                  mlm_steps=400, classifier_steps=500, lm_steps=900, max_sentences=None, max_test_sentences=None,
-                 bf16=True),
+                 bf16=False),
     # seconds: for the tests
     "micro": dict(hidden=32, heads=2, encoder_layers=1, gpt_layers=1, seq_len=32, batch_size=16,
                   mlm_steps=15, classifier_steps=40, lm_steps=40, max_sentences=1500, max_test_sentences=200,
