@@ -302,8 +302,8 @@ def main(argv=None, reward_fn=None):
     main_process = accelerator.is_main_process
     accelerator.print(f"GRPO on {accelerator.device} x {accelerator.num_processes} process(es), "
                       f"{args.batch_size // args.group_size} prompts x {args.group_size} answers per process and epoch")
-    logger = (TrainLogger(args.log_dir, args.log_name, x_key="epoch", resume=bool(args.resume), redo_from=start_epoch)
-              if main_process else None)
+    logger = (TrainLogger(args.log_dir, args.log_name, x_key="epoch", resume=bool(args.resume), redo_from=start_epoch,
+                          report_to=args.report_to) if main_process else None)
 
     total_epochs = int(np.ceil(args.total_samples / args.batch_size))
     STOP_REQUESTS.clear()

@@ -267,8 +267,8 @@ def main(argv=None, reward_fn=None):
     accelerator.print(f"PPO on {accelerator.device} x {accelerator.num_processes} process(es), "
                       f"{args.batch_size} samples per process and epoch")
     normalize, judge_ref = reference_baseline(trainer, tokenizer, prompts, reward_fn, judge, resume_state, args)
-    logger = (TrainLogger(args.log_dir, args.log_name, x_key="epoch", resume=bool(args.resume), redo_from=start_epoch)
-              if main_process else None)
+    logger = (TrainLogger(args.log_dir, args.log_name, x_key="epoch", resume=bool(args.resume), redo_from=start_epoch,
+                          report_to=args.report_to) if main_process else None)
 
     total_epochs = int(np.ceil(args.total_samples / args.batch_size))
     signal.signal(signal.SIGTERM, raise_keyboard_interrupt)  # `kill` saves like Ctrl-C does

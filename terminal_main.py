@@ -43,8 +43,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from utils.common import (Lazy, UserError, accelerator_kwargs, add_mixed_precision_argument, parse_with_presets,
-                          pick_device, run_main)
+from utils.common import (Lazy, UserError, accelerator_kwargs, add_mixed_precision_argument, add_report_to_argument,
+                          parse_with_presets, pick_device, run_main)
 from utils.generation import decode, encode_prompt, generate_responses, read_prompts
 from utils.logger import TrainLogger
 from utils.checkpoints import load_checkpoint_state, save_policy_checkpoint
@@ -75,6 +75,7 @@ def parse_args(argv=None):
     parser.add_argument("--max_reward", type=float, default=2.0)
     parser.add_argument("--learning_rate", type=float, default=1.41e-5)
     parser.add_argument("--log_dir", default="./logs")
+    add_report_to_argument(parser)
     parser.add_argument("--save_dir", default=os.path.join("checkpoints", "terminal_human_feedback"))
     parser.add_argument("--seed", type=int, help="fix the sampling (default: different answers every run)")
     args = parse_with_presets(parser, argv, {"default": {"model_name": "uer/gpt2-chinese-cluecorpussmall"},
@@ -88,12 +89,12 @@ def parse_args(argv=None):
 
 
 # ---------------------------------------------------------------- files, checked before anything slow
-def open_ratings_log(log_dir):
+def open_ratings_log(log_dir, report_to="none"):
     """The ratings JSONL (appended to, never truncated) and its PNG: a folder we cannot write stops us now."""
     path = os.path.join(log_dir, f"{RATINGS_NAME}.jsonl")
     try:
         check_writable(log_dir)
-        return TrainLogger(log_dir, RATINGS_NAME, x_key="rating", resume=True)
+        return TrainLogger(log_dir, RATINGS_NAME, x_key="rating", resume=True, report_to=report_to)
     except OSError as e:
         raise UserError(f"cannot write the ratings log {path}: {e.strerror} (choose another --log_dir)") from e
     except ValueError as e:
@@ -433,7 +434,7 @@ def show_start_screen(t):
 def main():
     args = parse_args()
     prompts = read_prompts(args.prompts_file)
-    ratings_log = open_ratings_log(args.log_dir)
+    ratings_log = open_ratings_log(args.log_dir, args.report_to)
     try:  # fail now, not after an hour of rating
         check_writable(os.path.dirname(os.path.abspath(args.save_dir)))
     except OSError as e:

@@ -38,8 +38,8 @@ from transformers import get_linear_schedule_with_warmup
 
 from utils.ai_feedback import DEFAULT_OUTPUT as AI_FEEDBACK_FILE, ensure_ai_feedback
 from utils.answer_logprobs import answer_logprobs
-from utils.common import (Lazy, UserError, accelerator_kwargs, add_mixed_precision_argument, parse_with_presets,
-                          pick_device, run_main, set_seed)
+from utils.common import (Lazy, UserError, accelerator_kwargs, add_mixed_precision_argument, add_report_to_argument,
+                          parse_with_presets, pick_device, run_main, set_seed)
 from utils.generation import banned_token_ids, decode, encode_prompt, generate_responses
 from utils.logger import TrainLogger
 from utils.checkpoints import load_checkpoint_state, save_policy_checkpoint
@@ -91,6 +91,7 @@ def parse_args(argv=None):
     p.add_argument("--resume", help="continue from this checkpoint folder (its step and reference model)")
     p.add_argument("--log_dir", "--img_log_dir", default="logs")
     p.add_argument("--log_name", "--img_log_name", default="DPO-Sentiment-Zh")
+    add_report_to_argument(p)
     p.add_argument("--print_samples", "--num_samples", type=int, default=3, help="answers printed at each evaluation")
     p.add_argument("--max_new_tokens", "--gen_len", type=int, default=16,
                    help="new tokens per answer (AI feedback and printed samples)")
@@ -303,8 +304,8 @@ def main(argv=None):
     accelerator.print(f"{len(train_set)} train / {len(dev_set)} dev preference pairs; beta {args.beta}; "
                       f"{accelerator.device} x {accelerator.num_processes}; {total_steps} steps"
                       + (f", resuming after step {global_step}" if global_step else ""))
-    logger = (TrainLogger(args.log_dir, args.log_name, resume=bool(args.resume), redo_from=global_step + 1)
-              if accelerator.is_main_process else None)
+    logger = (TrainLogger(args.log_dir, args.log_name, resume=bool(args.resume), redo_from=global_step + 1,
+                          report_to=args.report_to) if accelerator.is_main_process else None)
     sample_prompts = sorted({p["prompt"] for p in train_pairs if p["prompt"]})[:args.print_samples]
 
     def save(epoch, metrics):

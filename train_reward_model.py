@@ -22,8 +22,8 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader
 from transformers import AutoModel, AutoTokenizer, get_linear_schedule_with_warmup
 
-from utils.common import (Lazy, UserError, accelerator_kwargs, add_mixed_precision_argument, load_pretrained,
-                          parse_with_presets, pick_device, run_main, set_seed)
+from utils.common import (Lazy, UserError, accelerator_kwargs, add_mixed_precision_argument, add_report_to_argument,
+                          load_pretrained, parse_with_presets, pick_device, run_main, set_seed)
 from utils.data import RANK_LIST_DIR, ensure_datasets
 from utils.logger import TrainLogger
 from utils.ranklists import read_rank_lists
@@ -54,6 +54,7 @@ def parse_args(argv=None):
     parser.add_argument("--log_dir", "--img_log_dir",
                         default=os.path.join("logs", "reward_model", "sentiment_analysis"))
     parser.add_argument("--log_name", "--img_log_name", default="ERNIE Reward Model")
+    add_report_to_argument(parser)
     parser.add_argument("--batch_size", type=int, help="rank lists per step")
     parser.add_argument("--max_seq_len", type=int, help="longest text in tokens (longer ones are cut)")
     parser.add_argument("--learning_rate", "--lr", type=float)
@@ -208,7 +209,7 @@ def main():
     accelerator.print(f"{len(train_lists)} train / {len(dev_lists)} dev rank lists; encoder "
                       f"{type(encoder).__name__} ({sum(p.numel() for p in encoder.parameters()) / 1e6:.1f}M "
                       f"parameters) on {accelerator.device} x {accelerator.num_processes}; {total_steps} steps")
-    logger = TrainLogger(args.log_dir, args.log_name) if accelerator.is_main_process else None
+    logger = TrainLogger(args.log_dir, args.log_name, report_to=args.report_to) if accelerator.is_main_process else None
 
     global_step, best_acc, recent_losses, tic = 0, None, [], time.time()
     try:

@@ -1,6 +1,7 @@
 """Small helpers every script needs: errors for users, device and precision, seed, text cleanup, model loading,
 files written atomically."""
 import contextlib
+import importlib.util
 import os
 import random
 import re
@@ -55,6 +56,8 @@ def parse_with_presets(parser, argv, presets, situational=None):
             default.setdefault(action.dest, action.default)
             action.default = None
     args = parser.parse_args(argv)
+    if hasattr(args, "report_to"):  # before the presets build or load any model
+        check_tracker_installed(args.report_to)
     preset = {**default, **(tiny if args.tiny else {})}
     if situational:
         preset.update(situational(args, preset))
@@ -62,6 +65,23 @@ def parse_with_presets(parser, argv, presets, situational=None):
         if getattr(args, key) is None:
             setattr(args, key, value.compute() if isinstance(value, Lazy) else value)
     return args
+
+
+TRACKER_PACKAGES = {"tensorboard": "tensorboard", "swanlab": "swanlab", "wandb": "wandb"}  # --report_to: pip name
+
+
+def add_report_to_argument(parser):
+    parser.add_argument("--report_to", choices=("none", *TRACKER_PACKAGES), default="none",
+                        help="also log the JSONL's numbers to this tracker (its package is not in requirements.txt: "
+                             "pip install it)")
+
+
+def check_tracker_installed(report_to):
+    """One line naming the package to install, before anything is loaded (parse_with_presets calls this)."""
+    package = TRACKER_PACKAGES.get(report_to)
+    if package and importlib.util.find_spec(package) is None:
+        raise UserError(f"--report_to {report_to} needs the '{package}' package, which is not installed: "
+                        f"pip install {package}")
 
 
 MIXED_PRECISION = ("no", "bf16", "fp16")

@@ -3,7 +3,7 @@ import random
 
 import torch
 
-from utils.common import UserError, add_mixed_precision_argument, clean_text
+from utils.common import UserError, add_mixed_precision_argument, add_report_to_argument, clean_text
 
 PROMPTS = ["刚收到货，感觉", "这部电影很", "说实话，真的很", "这次购物总的来说体验很"]  # the original's four
 
@@ -83,6 +83,7 @@ def add_rollout_arguments(parser, save_dir, log_name):
     parser.add_argument("--resume", help="continue from this checkpoint folder (its epoch count and KL settings too)")
     parser.add_argument("--log_dir", default="logs")
     parser.add_argument("--log_name", default=log_name)
+    add_report_to_argument(parser)
     parser.add_argument("--print_samples", "--num_samples", type=int, default=5,
                         help="random answers printed each epoch")
     parser.add_argument("--reward_batch_size", type=int, default=64)

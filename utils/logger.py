@@ -1,4 +1,5 @@
-"""Training logger: one JSON record per step in `<log_dir>/<name>.jsonl`, curves in `<log_dir>/<name>.png`."""
+"""Training logger: one JSON record per step in `<log_dir>/<name>.jsonl`, curves in `<log_dir>/<name>.png`, and
+with `--report_to` the same numbers in TensorBoard, SwanLab or Weights & Biases (through accelerate's trackers)."""
 import fnmatch
 import json
 import math
@@ -9,7 +10,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from utils.common import write_text_atomically  # noqa: E402
+from utils.common import check_tracker_installed, write_text_atomically  # noqa: E402
+
 
 # the order in which panels are read: what is optimised first (the raw score before the reward made from it, then
 # the independent judge), then how far the policy moved (KL) and how varied it stays, then losses and training
@@ -21,9 +23,10 @@ READING_ORDER = ("raw_score*", "reward*", "judge*", "kl", "kl_*", "distinct*", "
 class TrainLogger:
     """Appends each record to the JSONL file at once (flushed), and redraws the PNG on `plot()`."""
 
-    def __init__(self, log_dir, name, x_key="step", resume=False, redo_from=None):
+    def __init__(self, log_dir, name, x_key="step", resume=False, redo_from=None, report_to="none"):
         """`resume` keeps the records already on disk, except those whose `x_key` is `redo_from` or later (a run
-        resumed from a checkpoint redoes them, so they would otherwise appear twice)."""
+        resumed from a checkpoint redoes them, so they would otherwise appear twice). `report_to` also sends each
+        record's numbers to that tracker (TensorBoard's files go to `<log_dir>/tensorboard/<name>`)."""
         os.makedirs(log_dir, exist_ok=True)
         self.jsonl_path = os.path.join(log_dir, f"{name}.jsonl")
         self.png_path = os.path.join(log_dir, f"{name}.png")
@@ -38,12 +41,16 @@ class TrainLogger:
         else:
             write_text_atomically(self.jsonl_path, "")
         self._file = open(self.jsonl_path, "a", encoding="utf-8")
+        self.tracker = start_tracker(report_to, log_dir, name)
 
     def log(self, record):
         self.records.append(record)
         self._file.write(_json_line(record))
         self._file.flush()
         os.fsync(self._file.fileno())
+        if self.tracker:
+            numbers = {k: v for k, v in record.items() if k != self.x_key and _is_number(v)}
+            self.tracker.log(numbers, step=record.get(self.x_key))
 
     def panels(self, metrics=None, order=READING_ORDER):
         """[(metric, its companions)] in reading order, one per panel: all numeric metrics unless `metrics` names
@@ -99,6 +106,23 @@ class TrainLogger:
 
     def close(self):
         self._file.close()
+        if self.tracker:
+            self.tracker.finish()
+            self.tracker = None
+
+
+def start_tracker(report_to, log_dir, name):
+    """accelerate's tracker for `report_to` ("none": None), started."""
+    check_tracker_installed(report_to)
+    if report_to == "none":
+        return None
+    from accelerate.tracking import SwanLabTracker, TensorBoardTracker, WandBTracker
+
+    tracker = {"tensorboard": lambda: TensorBoardTracker(name, os.path.join(log_dir, "tensorboard")),
+               "swanlab": lambda: SwanLabTracker(name, logdir=os.path.join(log_dir, "swanlog")),
+               "wandb": lambda: WandBTracker(name)}[report_to]()
+    tracker.start()
+    return tracker
 
 
 def _json_line(record):
