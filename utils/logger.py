@@ -116,7 +116,10 @@ def start_tracker(report_to, log_dir, name):
     check_tracker_installed(report_to)
     if report_to == "none":
         return None
+    from accelerate import PartialState
     from accelerate.tracking import SwanLabTracker, TensorBoardTracker, WandBTracker
+
+    PartialState()  # the trackers ask it which process is the main one (the scripts have made it already)
 
     tracker = {"tensorboard": lambda: TensorBoardTracker(name, os.path.join(log_dir, "tensorboard")),
                "swanlab": lambda: SwanLabTracker(name, logdir=os.path.join(log_dir, "swanlog")),
