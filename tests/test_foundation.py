@@ -280,6 +280,35 @@ def test_device_choice():
 
 
 # ---------------------------------------------------------------- logger and text
+def test_default_figure_is_compact(tmp_path):
+    """About six panels a reader asks for; the raw score only where it differs from the reward; the losses share
+    one panel; the rest (kl_coef, response_len, time_generate ...) stays in the JSONL."""
+    ppo = TrainLogger(str(tmp_path), "ppo", x_key="epoch")
+    for epoch in range(3):
+        ppo.log(dict(epoch=epoch, raw_score_mean=0.5 + epoch, raw_score_std=0.1, reward_mean=0.5 + epoch,
+                     reward_std=0.1, kl=0.1 * epoch, kl_coef=0.05, response_len=16.0, distinct_2=0.8, policy_loss=0.2,
+                     value_loss=0.1, entropy=3.0, time_generate=1.0, time_epoch=2.0, skipped=False))
+    panels = ppo.compact_panels()
+    assert [title for title, _ in panels] == ["reward", "KL", "distinct-2", "losses", "entropy", "seconds per epoch"]
+    assert panels[0][1] == [("reward_mean", ["reward_std"])]
+    assert [metric for metric, _ in panels[3][1]] == ["policy_loss", "value_loss"]
+    ppo.plot()
+    assert (tmp_path / "ppo.png").read_bytes()[:4] == b"\x89PNG"
+
+    normalized = TrainLogger(str(tmp_path), "rm_reward", x_key="epoch")  # a reward model's scores, normalized
+    normalized.log(dict(epoch=0, raw_score_mean=0.03, reward_mean=0.05, judge_positive_prob=0.6,
+                        judge_ref_positive_prob=0.5, kl=0.0))
+    assert [title for title, _ in normalized.compact_panels()] == ["raw score", "reward", "judge", "KL"]
+    assert normalized.compact_panels()[2][1] == [("judge_positive_prob", ["judge_ref_positive_prob"])]
+
+    reward_model = TrainLogger(str(tmp_path), "rm")
+    reward_model.log(dict(step=10, epoch=1, train_loss=0.6, learning_rate=1e-4))
+    reward_model.log(dict(step=50, pairwise_acc=0.7, exact_order_acc=0.1, kendall_tau=0.4, best_vs_worst_acc=0.8))
+    assert reward_model.compact_panels() == [
+        ("losses", [("train_loss", [])]),
+        ("dev metrics", [(m, []) for m in ("best_vs_worst_acc", "exact_order_acc", "kendall_tau", "pairwise_acc")])]
+
+
 def test_logger_writes_jsonl_as_it_goes_and_a_png(tmp_path):
     logger = TrainLogger(str(tmp_path), "Run", x_key="epoch")
     for epoch in range(3):

@@ -20,6 +20,14 @@ READING_ORDER = ("raw_score*", "reward*", "judge*", "kl", "kl_*", "distinct*", "
                  "entropy", "*acc*", "kendall_tau", "learning_rate", "time_*", "seconds")
 
 
+# the default figure: one panel per question a reader asks of a run, in this order (title, the metrics drawn in it);
+# a panel none of whose metrics was logged is left out, and so is the raw score where it equals the reward (a
+# classifier's probability is both). Everything else stays in the JSONL and the trackers.
+COMPACT_PANELS = (("raw score", ("raw_score_mean",)), ("reward", ("reward_mean",)), ("judge", ("judge_*",)),
+                  ("KL", ("kl",)), ("distinct-2", ("distinct_2",)), ("losses", ("*loss*",)), ("entropy", ("entropy",)),
+                  ("dev metrics", ("*_acc", "kendall_tau")), ("seconds per epoch", ("time_epoch",)))
+
+
 class TrainLogger:
     """Appends each record to the JSONL file at once (flushed), and redraws the PNG on `plot()`."""
 
@@ -64,9 +72,30 @@ class TrainLogger:
         metrics = sorted(metrics, key=lambda k: (_place(k, order), k))
         return [(m, [k for k in numeric if companion_of[k] == m]) for m in metrics]
 
+    def compact_panels(self):
+        """[(title, [(metric, its companions)])]: COMPACT_PANELS as far as this log has their metrics."""
+        numeric = sorted({k for r in self.records for k, v in r.items() if k != self.x_key and _is_number(v)})
+        companion_of = {k: _companion_of(k, numeric) for k in numeric}
+        drawn = []
+        for title, patterns in COMPACT_PANELS:
+            members = [k for k in numeric
+                       if companion_of[k] is None and any(fnmatch.fnmatchcase(k, p) for p in patterns)]
+            if members == ["raw_score_mean"] and self._same_as_reward("raw_score_mean"):
+                continue
+            if members:
+                drawn.append((title, [(m, [k for k in numeric if companion_of[k] == m]) for m in members]))
+        return drawn
+
+    def _same_as_reward(self, metric):
+        return all(r.get(metric) == r.get("reward_mean") for r in self.records)
+
     def plot(self, metrics=None, order=READING_ORDER):
-        """Draw `panels(metrics, order)` into the PNG (three panels a row, records without a metric left out)."""
-        panels = self.panels(metrics, order)
+        """Draw the compact figure, or `panels(metrics, order)` when `metrics` names some, into the PNG (three
+        panels a row, records without a metric left out)."""
+        if metrics is None:
+            panels = self.compact_panels()
+        else:
+            panels = [(metric, [(metric, companions)]) for metric, companions in self.panels(metrics, order)]
         if not panels:
             return
         cols = min(3, len(panels))
@@ -74,15 +103,17 @@ class TrainLogger:
         plt.style.use("seaborn-v0_8-darkgrid")
         # constrained layout keeps the figure's title clear of the panels' titles
         fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.2 * rows + 0.4), squeeze=False, layout="constrained")
-        for ax, (metric, companions) in zip(axes.flat, panels):
-            self._draw(ax, metric)
-            for companion in companions:
-                if companion.endswith("_std"):
-                    self._draw_band(ax, metric, companion)
-                else:
-                    self._draw(ax, companion, linestyle="--", label="reference")
-                    ax.legend(loc="best", fontsize="small")
-            ax.set_title(metric)
+        for ax, (title, members) in zip(axes.flat, panels):
+            for metric, companions in members:
+                self._draw(ax, metric, label=metric)
+                for companion in companions:
+                    if companion.endswith("_std"):
+                        self._draw_band(ax, metric, companion)
+                    else:
+                        self._draw(ax, companion, linestyle="--", label=f"{metric} (reference)")
+            if len(members) > 1 or any(not c.endswith("_std") for _, companions in members for c in companions):
+                ax.legend(loc="best", fontsize="small")  # more than one line
+            ax.set_title(title)
             ax.set_xlabel(self.x_key)
         for ax in list(axes.flat)[len(panels):]:
             ax.axis("off")
