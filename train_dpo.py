@@ -11,6 +11,19 @@ beta * log(pi/ref) is the "implicit reward" of an answer; beta plays the part of
 beta keeps the policy nearer the reference). The dev split is evaluated by its preference accuracy (share of
 pairs whose chosen answer has the larger implicit reward) and mean reward margin.
 
+`--loss plackett_luce` trains on whole rank lists instead of their pairs (the DPO paper's appendix A.3): under
+the Plackett-Luce model a list y_1 > y_2 > ... > y_K is drawn best first, each answer with probability
+softmax of the implicit rewards r of the answers still left, so
+
+    loss = -sum_{k=1}^{K-1} [r_k - log sum_{j>=k} exp(r_j)],   r_k = beta * (log pi(y_k|x) - log ref(y_k|x))
+
+For K = 2 this is exactly the pairs loss above. It needs whole lists (K >= 3 somewhere): on data with only
+pairs (a preference JSONL, or rank lists of 2) it stops with a message, as --loss pairs is the same thing there.
+
+Training data: rank lists (TSV, best first, with their .meta.jsonl), or the preference JSONL that
+`python -m utils.preferences` and other tools write ({"prompt", "chosen", "rejected"} per line); the format is
+told from the file's first line.
+
 Prompts come from the `.meta.jsonl` file that the labelling page writes beside its TSV. With `--tiny` and no
 `--train_path`, the rank lists are first made with AI feedback (`python -m utils.ai_feedback`: the tiny GPT-2
 writes K answers per prompt, the sentiment classifier ranks them), once, and reused afterwards.
@@ -44,7 +57,7 @@ from utils.generation import banned_token_ids, decode, encode_prompt, generate_r
 from utils.logger import TrainLogger
 from utils.checkpoints import load_checkpoint_state, save_policy_checkpoint
 from utils.policy import load_policy
-from utils.preferences import preference_pairs, read_prompted_rank_lists
+from utils.preferences import preference_pairs, read_preference_jsonl, read_prompted_rank_lists
 from utils.ranklists import metadata_path
 from utils.tiny import ensure_tiny
 
@@ -60,6 +73,7 @@ PRESETS = {
 }
 
 
+LOSSES = ("pairs", "plackett_luce")
 # the PNG's panels in reading order: the dev preferences, then the training batches' loss, accuracy and margin
 PANELS = ("preference_acc", "reward_margin", "train_loss", "train_acc", "train_margin", "learning_rate")
 
@@ -80,8 +94,12 @@ def parse_args(argv=None):
                    help="meta: each list's prompt from its .meta.jsonl record (required); none: no prompts, "
                         "the whole texts are the answers (e.g. the corpus-made reward-model lists)")
     p.add_argument("--beta", type=float, help="strength of the KL to the reference (DPO's beta)")
+    p.add_argument("--loss", choices=LOSSES, default="pairs",
+                   help="pairs: every ordered pair of each rank list (DPO); plackett_luce: each whole list "
+                        "(the DPO paper's appendix A.3; --batch_size then counts lists)")
     p.add_argument("--learning_rate", "--lr", type=float)
-    p.add_argument("--batch_size", type=int, help="preference pairs per step (per process)")
+    p.add_argument("--batch_size", type=int, help="preference pairs (or with --loss plackett_luce, rank lists) "
+                                                  "per step (per process)")
     p.add_argument("--num_train_epochs", type=int)
     p.add_argument("--warmup_ratio", type=float, default=0.1, help="share of the steps with a rising lr")
     p.add_argument("--max_seq_len", type=int, default=128, help="longest prompt + answer in tokens (answers are cut)")
@@ -95,7 +113,8 @@ def parse_args(argv=None):
     p.add_argument("--print_samples", "--num_samples", type=int, default=3, help="answers printed at each evaluation")
     p.add_argument("--max_new_tokens", "--gen_len", type=int, default=16,
                    help="new tokens per answer (AI feedback and printed samples)")
-    p.add_argument("--skip_bad_lines", action="store_true", help="skip and count bad lines of the rank-list files")
+    p.add_argument("--skip_bad_lines", action="store_true",
+                   help="skip and count bad lines of the rank-list or preference files")
     add_mixed_precision_argument(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", help="default: cuda if available, else cpu")
@@ -109,8 +128,20 @@ def parse_args(argv=None):
 
 
 # ---------------------------------------------------------------- data: rank lists -> preference pairs
+def is_preference_jsonl(path):
+    """True when the file's first non-blank line is a JSON object (a preference JSONL), not a rank list."""
+    with open(path, "rb") as f:
+        for raw in f:
+            if raw.strip():
+                return raw.lstrip().startswith(b"{")
+    return False
+
+
 def read_lists(path, args):
-    """The rank lists of a file with their prompts (from its .meta.jsonl), checked as --prompt_mode asks."""
+    """The rank lists of a file with their prompts, checked as --prompt_mode asks. A preference JSONL's pairs
+    are lists of 2 with the prompt their line gives ("" for none); rank lists take theirs from the .meta.jsonl."""
+    if is_preference_jsonl(path):
+        return read_preference_jsonl(path, args.skip_bad_lines)
     rank_lists = read_prompted_rank_lists(path, args.skip_bad_lines)
     if args.prompt_mode == "none":
         for rank_list in rank_lists:
@@ -127,18 +158,28 @@ def read_lists(path, args):
 
 
 def to_pairs(rank_lists, name):
-    """Every ordered pair i<j of the lists; pairs of identical answers are left out and counted."""
+    """Every ordered pair i<j of the lists, as lists of 2: (prompt, [chosen, rejected]); pairs of identical
+    answers are left out and counted."""
     pairs, identical = preference_pairs(rank_lists)
     if identical:
         print(f"{name}: left out {identical} pair(s) whose chosen and rejected answers are identical")
     if not pairs:
         raise UserError(f"no {name} preference pairs ({len(rank_lists)} rank lists, {identical} identical pairs left "
                         "out): nothing to train on")
-    return pairs
+    return [(pair["prompt"], [pair["chosen"], pair["rejected"]]) for pair in pairs]
+
+
+def to_whole_lists(rank_lists, path):
+    """Each list as (prompt, [answers best first]) for the Plackett-Luce loss; data that has only pairs stops."""
+    if all(len(r.texts) == 2 for r in rank_lists):
+        raise UserError(f"{path}: --loss plackett_luce needs whole rank lists of 3 or more answers, but every item "
+                        "here is a pair (on pairs it is exactly --loss pairs: use that)")
+    return [(r.prompt or "", [text[len(r.prompt or ""):] for text in r.texts]) for r in rank_lists]
 
 
 def read_data(args, accelerator):
-    """(train pairs, dev pairs), read and checked before any model is loaded."""
+    """(train items, dev items), each item (prompt, [answers best first]): pairs, or with --loss plackett_luce
+    whole lists; read and checked before any model is loaded."""
     train_path = args.train_path or DEFAULT_TRAIN
     if args.tiny and not args.train_path:
         with accelerator.main_process_first():
@@ -147,8 +188,8 @@ def read_data(args, accelerator):
                                             sentiment_model=tiny["classifier"], lists_per_prompt=args.ai_feedback_lists,
                                             gen_len=args.max_new_tokens, seed=args.seed)
     elif not os.path.isfile(train_path):
-        raise UserError(f"{train_path}: no such file (rank lists from the labelling page, or --tiny for "
-                        "AI-feedback rank lists)")
+        raise UserError(f"{train_path}: no such file (rank lists from the labelling page, a preference JSONL, or "
+                        "--tiny for AI-feedback rank lists)")
     train_lists = read_lists(train_path, args)
     if args.dev_path:
         dev_lists = read_lists(args.dev_path, args)
@@ -157,40 +198,50 @@ def read_data(args, accelerator):
         held_out = set(random.Random(args.seed).sample(range(len(train_lists)), min(n_dev, len(train_lists) - 1)))
         dev_lists = [r for i, r in enumerate(train_lists) if i in held_out]
         train_lists = [r for i, r in enumerate(train_lists) if i not in held_out]
+    if args.loss == "plackett_luce":
+        return to_whole_lists(train_lists, train_path), to_whole_lists(dev_lists, args.dev_path or train_path)
     return to_pairs(train_lists, "training"), to_pairs(dev_lists, "dev")
 
 
-def encode_pairs(tokenizer, pairs, max_seq_len):
-    """[(prompt ids, chosen ids, rejected ids)]; pairs that the model cannot score (no answer tokens to score, a
-    prompt without room for an answer, or a token the model never writes, such as [UNK]) are left out and counted.
-    Nothing predicts a sequence's first token, so without a prompt an answer's first token becomes its prompt."""
+def encode_lists(tokenizer, items, max_seq_len):
+    """[(prompt ids, [answer ids best first])] of [(prompt, [answers best first])], and how many answers were
+    left out: those the model cannot score (no answer tokens to score, a prompt without room for an answer, or a
+    token the model never writes, such as [UNK]) and repeats of an answer higher in the list. What is left is
+    still a ranking; a list left with fewer than 2 answers is left out. Nothing predicts a sequence's first
+    token, so without a prompt an answer's first token becomes its prompt."""
     banned = set(banned_token_ids(tokenizer))
-    encoded, unscorable = [], 0
-    for pair in pairs:
-        prompt = encode_prompt(tokenizer, pair["prompt"]).tolist()
+    encoded, left_out = [], 0
+    for prompt_text, answer_texts in items:
+        prompt = encode_prompt(tokenizer, prompt_text).tolist()
         room = max_seq_len - len(prompt)
-        answers = [tokenizer.encode(pair[key], add_special_tokens=False)[:room] for key in ("chosen", "rejected")]
-        if not prompt:
-            answers = [a if len(a) > 1 else [] for a in answers]  # a first token alone has nothing to score
-        if room < 1 or not all(answers) or banned.intersection(prompt + answers[0] + answers[1]) \
-                or answers[0] == answers[1]:
-            unscorable += 1
+        answers = []
+        for text in answer_texts:
+            answer = tokenizer.encode(text, add_special_tokens=False)[:room]
+            if not prompt and len(answer) < 2:
+                answer = []  # a first token alone has nothing to score
+            if room < 1 or not answer or banned.intersection(prompt + answer) or answer in answers:
+                left_out += 1
+            else:
+                answers.append(answer)
+        if len(answers) >= 2:
+            encoded.append((prompt, answers))
         else:
-            encoded.append((prompt, *answers))
-    return encoded, unscorable
+            left_out += len(answers)
+    return encoded, left_out
 
 
 def collate(batch):
-    """The B chosen then the B rejected sequences of a batch, as (prompt ids, answer ids) tensors."""
+    """Every answer of every list of a batch, list after list, as (prompt ids, answer ids) tensors; and the
+    lists' sizes."""
     queries, responses = [], []
-    for side in (1, 2):
-        for pair in batch:
-            prompt, answer = pair[0], pair[side]
+    for prompt, answers in batch:
+        for answer in answers:
+            query = prompt
             if not prompt:
-                prompt, answer = answer[:1], answer[1:]
-            queries.append(torch.tensor(prompt))
+                query, answer = answer[:1], answer[1:]
+            queries.append(torch.tensor(query))
             responses.append(torch.tensor(answer))
-    return {"queries": queries, "responses": responses}
+    return {"queries": queries, "responses": responses, "sizes": [len(answers) for _, answers in batch]}
 
 
 class ShuffledBatches:
@@ -225,22 +276,50 @@ def dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_r
     return loss, chosen_rewards.detach(), rejected_rewards.detach()
 
 
-def pair_loss(lm, ref_lm, batch, beta, accelerator, pad_token_id):
-    """The DPO loss of a batch: one forward of its chosen and rejected sequences through each model."""
+def plackett_luce_loss(policy_logps, ref_logps, sizes, beta):
+    """The DPO paper's appendix A.3, averaged over the lists: -log P(the list's order) under Plackett-Luce with
+    the implicit rewards r = beta * log(pi / ref); each list's answers are consecutive, best first. Also the
+    implicit rewards, detached."""
+    rewards = beta * (policy_logps - ref_logps)
+    losses = []
+    for r in torch.split(rewards, sizes):
+        # log sum_{j >= k} exp(r_j) for every k: a cumulative logsumexp from the worst answer up
+        rest = torch.logcumsumexp(r.flip(0), dim=0).flip(0)
+        losses.append(-(r - rest)[:-1].sum())  # the last answer is drawn with probability 1
+    return torch.stack(losses).mean(), rewards.detach()
+
+
+def list_margins(rewards, sizes):
+    """r_i - r_j of every ordered pair i<j within each list (best first): > 0 where the order is right."""
+    margins = []
+    for r in torch.split(rewards, sizes):
+        i, j = torch.triu_indices(len(r), len(r), offset=1)
+        margins.append(r[i] - r[j])
+    return torch.cat(margins)
+
+
+def preference_loss(lm, ref_lm, batch, beta, loss_type, accelerator, pad_token_id):
+    """The loss of a batch (one forward of all its answers through each model) and the implicit-reward margins
+    of every ordered pair within its lists. With --loss pairs every list is a pair: chosen, then rejected."""
     policy_logps = answer_logps(lm, batch, pad_token_id)
     with torch.no_grad(), accelerator.autocast():
         ref_logps = answer_logps(ref_lm, batch, pad_token_id)
-    n = len(policy_logps) // 2
-    return dpo_loss(policy_logps[:n], policy_logps[n:], ref_logps[:n], ref_logps[n:], beta)
+    if loss_type == "plackett_luce":
+        loss, rewards = plackett_luce_loss(policy_logps, ref_logps, batch["sizes"], beta)
+        return loss, list_margins(rewards, batch["sizes"])
+    loss, chosen_rewards, rejected_rewards = dpo_loss(policy_logps[0::2], policy_logps[1::2], ref_logps[0::2],
+                                                      ref_logps[1::2], beta)
+    return loss, chosen_rewards - rejected_rewards
 
 
 @torch.no_grad()
-def evaluate(lm, ref_lm, dev_loader, beta, accelerator, pad_token_id):
-    """Preference accuracy and mean reward margin over every dev pair (gathered from every process)."""
+def evaluate(lm, ref_lm, dev_loader, beta, loss_type, accelerator, pad_token_id):
+    """Preference accuracy and mean reward margin over every dev pair (within each dev list; gathered from every
+    process)."""
     margins = []
     for batch in dev_loader:
-        _, chosen_rewards, rejected_rewards = pair_loss(lm, ref_lm, batch, beta, accelerator, pad_token_id)
-        margins.append(accelerator.gather_for_metrics(chosen_rewards - rejected_rewards))
+        _, batch_margins = preference_loss(lm, ref_lm, batch, beta, loss_type, accelerator, pad_token_id)
+        margins.append(accelerator.gather_for_metrics(batch_margins))
     margins = torch.cat(margins)
     return {"preference_acc": (margins > 0).float().mean().item(), "reward_margin": margins.mean().item()}
 
@@ -269,7 +348,8 @@ def main(argv=None):
     accelerator = Accelerator(**accelerator_kwargs(device, args.mixed_precision))
     set_seed(args.seed)
     resume_state = load_checkpoint_state(args.resume) if args.resume else None  # before anything is written
-    train_pairs, dev_pairs = read_data(args, accelerator)
+    train_items, dev_items = read_data(args, accelerator)
+    unit = "rank lists" if args.loss == "plackett_luce" else "preference pairs"
 
     # the policy and its frozen reference, as the PPO scripts load them (dropout off, unsampled tokens masked);
     # DPO trains the language model alone: the value head is saved with it, unchanged
@@ -281,17 +361,18 @@ def main(argv=None):
     policy.v_head.requires_grad_(False)
     lm, ref_lm = policy.pretrained_model, ref_model.pretrained_model
     max_seq_len = min(args.max_seq_len, lm.config.n_positions)
-    train_set, train_unscorable = encode_pairs(tokenizer, train_pairs, max_seq_len)
-    dev_set, _ = encode_pairs(tokenizer, dev_pairs, max_seq_len)
+    train_set, train_unscorable = encode_lists(tokenizer, train_items, max_seq_len)
+    dev_set, _ = encode_lists(tokenizer, dev_items, max_seq_len)
     if train_unscorable:
-        accelerator.print(f"left out {train_unscorable} training pair(s) the model cannot score (an empty answer, "
-                          "no room after the prompt, or a token the model never writes such as [UNK])")
+        accelerator.print(f"left out {train_unscorable} training answer(s) the model cannot score (an empty answer, "
+                          "no room after the prompt, or a token the model never writes such as [UNK]) and "
+                          f"{len(train_items) - len(train_set)} {unit} left with fewer than 2 answers")
     if not train_set or not dev_set:
-        raise UserError(f"no {'training' if not train_set else 'dev'} pairs the model can score: nothing to train on")
+        raise UserError(f"no {'training' if not train_set else 'dev'} {unit} the model can score: nothing to train on")
 
     batches = ShuffledBatches(len(train_set), args.batch_size, args.seed)
     train_loader = DataLoader(train_set, batch_sampler=batches, collate_fn=collate)
-    dev_loader = DataLoader(sorted(dev_set, key=lambda p: len(p[0]) + max(len(p[1]), len(p[2]))),
+    dev_loader = DataLoader(sorted(dev_set, key=lambda item: len(item[0]) + max(map(len, item[1]))),
                             batch_size=args.batch_size, collate_fn=collate)
     optimizer = torch.optim.AdamW(lm.parameters(), lr=args.learning_rate)
     lm, optimizer, train_loader, dev_loader = accelerator.prepare(lm, optimizer, train_loader, dev_loader)
@@ -301,18 +382,18 @@ def main(argv=None):
     global_step = int(resume_state["step"]) if resume_state else 0
     for _ in range(global_step):
         scheduler.step()  # the learning rate where the checkpoint left it (AdamW's moments start afresh)
-    accelerator.print(f"{len(train_set)} train / {len(dev_set)} dev preference pairs; beta {args.beta}; "
+    accelerator.print(f"{len(train_set)} train / {len(dev_set)} dev {unit}; beta {args.beta}; "
                       f"{accelerator.device} x {accelerator.num_processes}; {total_steps} steps"
                       + (f", resuming after step {global_step}" if global_step else ""))
     logger = (TrainLogger(args.log_dir, args.log_name, resume=bool(args.resume), redo_from=global_step + 1,
                           report_to=args.report_to) if accelerator.is_main_process else None)
-    sample_prompts = sorted({p["prompt"] for p in train_pairs if p["prompt"]})[:args.print_samples]
+    sample_prompts = sorted({prompt for prompt, _ in train_items if prompt})[:args.print_samples]
 
     def save(epoch, metrics):
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             state = dict(algorithm="DPO", epoch=epoch, step=global_step, kl_coef=args.beta, base_model=base_model,
-                         **metrics)
+                         loss=args.loss, **metrics)
             path = save_policy_checkpoint(policy, tokenizer, os.path.join(args.save_dir, f"model_{global_step}"), state)
             print(f"saved {path}")
 
@@ -324,8 +405,8 @@ def main(argv=None):
             if global_step > (epoch - 1) * steps_per_epoch:  # resumed within this epoch
                 loader = accelerator.skip_first_batches(train_loader, global_step - (epoch - 1) * steps_per_epoch)
             for batch in loader:
-                loss, chosen_rewards, rejected_rewards = pair_loss(lm, ref_lm, batch, args.beta, accelerator,
-                                                                   tokenizer.pad_token_id)
+                loss, margins = preference_loss(lm, ref_lm, batch, args.beta, args.loss, accelerator,
+                                                tokenizer.pad_token_id)
                 if not all_finite(loss, accelerator):
                     warnings.warn(f"DPO update skipped at step {global_step + 1}: the loss is NaN or infinite")
                     optimizer.zero_grad()
@@ -333,8 +414,7 @@ def main(argv=None):
                     accelerator.backward(loss)
                     optimizer.step()
                     optimizer.zero_grad()
-                    recent.append(torch.stack([loss.detach(), (chosen_rewards > rejected_rewards).float().mean(),
-                                               (chosen_rewards - rejected_rewards).mean()]))
+                    recent.append(torch.stack([loss.detach(), (margins > 0).float().mean(), margins.mean()]))
                 scheduler.step()
                 global_step += 1
 
@@ -349,7 +429,8 @@ def main(argv=None):
                     recent, tic = [], time.time()
 
                 if global_step % args.valid_steps == 0 or global_step == total_steps:
-                    metrics = evaluate(lm, ref_lm, dev_loader, args.beta, accelerator, tokenizer.pad_token_id)
+                    metrics = evaluate(lm, ref_lm, dev_loader, args.beta, args.loss, accelerator,
+                                       tokenizer.pad_token_id)
                     accelerator.print("Evaluation acc: " + ", ".join(f"{k} {v:.5f}" for k, v in metrics.items()))
                     if logger:
                         logger.log({"step": global_step, "epoch": epoch, **metrics})

@@ -15,7 +15,8 @@ from safetensors.torch import load_file
 
 import train_dpo
 from conftest import REPO, run_script
-from train_dpo import answer_logps, collate, dpo_loss, encode_pairs, pair_loss
+from train_dpo import (answer_logps, collate, dpo_loss, encode_lists, list_margins, plackett_luce_loss,
+                       preference_loss)
 from utils.ai_feedback import build_ai_feedback
 from utils.logger import read_jsonl
 from utils.checkpoints import load_checkpoint_state
@@ -29,6 +30,7 @@ PAIRS = [  # hand-made: a positive answer chosen over a negative one
     {"prompt": "说实话，真的很", "chosen": "满意，推荐购买", "rejected": "糟糕，不会再买"},
     {"prompt": "", "chosen": "很好，非常满意", "rejected": "很差，非常失望"},  # no prompt: the first token conditions
 ]
+PAIR_ITEMS = [(pair["prompt"], [pair["chosen"], pair["rejected"]]) for pair in PAIRS]  # pairs are lists of 2
 
 
 @pytest.fixture
@@ -74,10 +76,11 @@ def plain_answer_logp(model, prompt_ids, answer_ids):
 
 def test_only_the_answer_tokens_are_scored_with_the_prompt_as_condition(micro_paths):
     policy, _, tokenizer = load_policy(micro_paths["gpt2"], "cpu")
-    encoded, _ = encode_pairs(tokenizer, PAIRS, 64)
+    encoded, _ = encode_lists(tokenizer, PAIR_ITEMS, 64)
     with torch.no_grad():
         logps = answer_logps(policy.pretrained_model, collate(encoded), tokenizer.pad_token_id)
-        plain = [plain_answer_logp(policy.pretrained_model, pair[0], pair[side]) for side in (1, 2) for pair in encoded]
+        plain = [plain_answer_logp(policy.pretrained_model, prompt, answer) for prompt, answers in encoded
+                 for answer in answers]
     assert len(encoded) == len(PAIRS) and encoded[3][0] == []  # the pair without a prompt is scored too
     assert logps.tolist() == pytest.approx(plain, abs=1e-4)  # batched and padded vs one sequence at a time
 
@@ -91,15 +94,14 @@ def test_dpo_loss_is_log_2_when_the_policy_is_the_reference():
 def test_a_few_steps_raise_the_chosen_over_rejected_margin(micro_paths):
     policy, ref_model, tokenizer = load_policy(micro_paths["gpt2"], "cpu")
     lm, ref_lm = policy.pretrained_model, ref_model.pretrained_model
-    batch = collate(encode_pairs(tokenizer, PAIRS, 64)[0])
+    batch = collate(encode_lists(tokenizer, PAIR_ITEMS, 64)[0])
     optimizer = torch.optim.AdamW(lm.parameters(), lr=1e-3)
     accelerator = Accelerator(cpu=True)
     torch.manual_seed(0)
     margins = []
     for _ in range(8):
-        loss, chosen_rewards, rejected_rewards = pair_loss(lm, ref_lm, batch, 0.1, accelerator,
-                                                           tokenizer.pad_token_id)
-        margins.append((chosen_rewards - rejected_rewards).tolist())
+        loss, batch_margins = preference_loss(lm, ref_lm, batch, 0.1, "pairs", accelerator, tokenizer.pad_token_id)
+        margins.append(batch_margins.tolist())
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
@@ -107,6 +109,66 @@ def test_a_few_steps_raise_the_chosen_over_rejected_margin(micro_paths):
     assert min(margins[-1]) > 0.1, margins[-1]  # every pair, the one without a prompt too
     assert loss.item() < math.log(2) - 0.05
     assert all(p.grad is None for p in policy.v_head.parameters())  # the value head takes no part
+
+
+# ---------------------------------------------------------------- Plackett-Luce on whole lists
+def direct_plackett_luce(rewards):
+    """-log P(order) of one list (best first) under Plackett-Luce, term by term in plain Python."""
+    nll = 0.0
+    for k in range(len(rewards) - 1):
+        nll -= math.log(math.exp(rewards[k]) / sum(math.exp(r) for r in rewards[k:]))
+    return nll
+
+
+def test_plackett_luce_loss_equals_the_direct_computation_on_hand_made_lists():
+    policy = torch.tensor([-10.0, -12.0, -9.0, -15.0, -20.0, -18.0, -19.0])  # a list of 4, then one of 3
+    ref = torch.tensor([-11.0, -11.5, -10.0, -13.0, -19.0, -18.5, -20.0])
+    for beta in (0.1, 0.5, 2.0):
+        loss, rewards = plackett_luce_loss(policy, ref, [4, 3], beta)
+        r = (beta * (policy - ref)).tolist()
+        assert rewards.tolist() == pytest.approx(r)
+        assert loss.item() == pytest.approx((direct_plackett_luce(r[:4]) + direct_plackett_luce(r[4:])) / 2, rel=1e-6)
+    # margins: every ordered pair within each list, none across them
+    assert list_margins(torch.tensor([3.0, 2.0, 0.0, 5.0, 1.0]), [3, 2]).tolist() == [1.0, 3.0, 2.0, 4.0]
+
+
+def test_plackett_luce_on_lists_of_2_is_exactly_the_pairs_loss():
+    torch.manual_seed(0)
+    policy, ref = -40 * torch.rand(10), -40 * torch.rand(10)  # 5 pairs, chosen then rejected
+    for beta in (0.1, 0.5):
+        pl, rewards = plackett_luce_loss(policy, ref, [2] * 5, beta)
+        dpo, chosen, rejected = dpo_loss(policy[0::2], policy[1::2], ref[0::2], ref[1::2], beta)
+        assert pl.item() == pytest.approx(dpo.item(), rel=1e-6)
+        assert list_margins(rewards, [2] * 5).tolist() == pytest.approx((chosen - rejected).tolist())
+
+
+def test_lists_keep_their_order_without_unscorable_or_repeated_answers(micro_paths):
+    _, _, tokenizer = load_policy(micro_paths["gpt2"], "cpu")
+    encoded, left_out = encode_lists(tokenizer, [("这部电影很", ["好看", "好看", "一般", "难看"]),
+                                                 ("刚收到货", ["很好", "很好"])], 64)
+    assert left_out == 3  # the repeat in each list, then the single answer the second list keeps
+    assert len(encoded) == 1 and [tokenizer.decode(a).replace(" ", "") for a in encoded[0][1]] == ["好看", "一般", "难看"]
+
+
+def test_plackett_luce_steps_order_a_whole_list(micro_paths):
+    policy, ref_model, tokenizer = load_policy(micro_paths["gpt2"], "cpu")
+    lm, ref_lm = policy.pretrained_model, ref_model.pretrained_model
+    batch = collate(encode_lists(tokenizer, [("这部电影很", ["好看，值得一看", "还行吧", "难看，浪费时间"]),
+                                             ("刚收到货，感觉", ["很满意", "一般般", "太差了"])], 64)[0])
+    optimizer = torch.optim.AdamW(lm.parameters(), lr=1e-3)
+    accelerator = Accelerator(cpu=True)
+    torch.manual_seed(0)
+    for step in range(16):
+        loss, margins = preference_loss(lm, ref_lm, batch, 0.1, "plackett_luce", accelerator, tokenizer.pad_token_id)
+        if step == 0:
+            assert loss.item() == pytest.approx(math.log(6))  # the policy is the reference: each order 1 / 3!
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    with torch.no_grad():
+        loss, margins = preference_loss(lm, ref_lm, batch, 0.1, "plackett_luce", accelerator, tokenizer.pad_token_id)
+    assert len(margins) == 6 and min(margins.tolist()) > 0, margins  # every pair of both lists in order
+    assert loss.item() < math.log(6) - 0.3
 
 
 # ---------------------------------------------------------------- the script
@@ -264,3 +326,62 @@ def test_an_empty_training_or_dev_set_stops_before_training(case, env, tmp_path)
         path = labelled(tmp_path, [("这部电影很", ["好看", "难看"])])
         message = "no dev preference pairs (0 rank lists, 0 identical pairs left out): nothing to train on"
     assert_refused(run_script(small_run(tmp_path, "--train_path", path), env=env), message, tmp_path)
+
+
+# ---------------------------------------------------------------- Plackett-Luce and the preference JSONL, as a user runs them
+def test_plackett_luce_trains_on_whole_lists(env, ai_lists, tmp_path):
+    result = run_script(small_run(tmp_path, "--train_path", ai_lists, "--loss", "plackett_luce", "--batch_size", "4",
+                                  "--valid_steps", "1000"), env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    n_train, n_dev = map(int, re.search(r"(\d+) train / (\d+) dev rank lists", result.stdout).groups())
+    assert 18 <= n_train <= 22 and 1 <= n_dev <= 2  # 24 lists of 4, 2 held out, a few with an unscorable answer
+    assert f"{math.ceil(n_train / 4)} steps" in result.stdout and "Evaluation acc: preference_acc " in result.stdout
+    state = load_checkpoint_state(os.path.join(tmp_path / "ck", os.listdir(tmp_path / "ck")[0]))
+    assert state["loss"] == "plackett_luce"
+
+
+def write_jsonl(path, records):
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)) + "\n"
+                            for r in records), encoding="utf-8")
+    return str(path)
+
+
+def test_the_preference_jsonl_that_utils_preferences_writes_trains(env, tmp_path):
+    lists = labelled(tmp_path, [("这部电影很", ["好看", "一般", "难看"]), ("刚收到货，感觉", ["很好", "不错", "很差"])] * 5)
+    jsonl = str(tmp_path / "prefs.jsonl")
+    made = run_script(["-m", "utils.preferences", lists, "--output", jsonl], env=env)
+    assert made.returncode == 0, made.stderr
+    result = run_script(small_run(tmp_path, "--train_path", jsonl), env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "27 train / 3 dev preference pairs" in result.stdout and "Evaluation acc: " in result.stdout
+    # pairs only: Plackett-Luce would be the pairs loss itself, so it is refused with the way out
+    result = run_script(small_run(tmp_path / "pl", "--train_path", jsonl, "--loss", "plackett_luce"), env=env)
+    assert_refused(result, f"{jsonl}: --loss plackett_luce needs whole rank lists of 3 or more answers, but every "
+                           "item here is a pair (on pairs it is exactly --loss pairs: use that)", tmp_path / "pl")
+
+
+def test_plackett_luce_refuses_rank_lists_of_two(env, tmp_path):
+    path = labelled(tmp_path, [("这部电影很", ["好看", "难看"])] * 5)
+    result = run_script(small_run(tmp_path, "--train_path", path, "--loss", "plackett_luce"), env=env)
+    assert_refused(result, f"{path}: --loss plackett_luce needs whole rank lists of 3 or more answers, but every "
+                           "item here is a pair (on pairs it is exactly --loss pairs: use that)", tmp_path)
+
+
+GOOD = {"prompt": "这部电影很", "chosen": "好看", "rejected": "难看"}
+
+
+@pytest.mark.parametrize("bad, reason", [
+    ({"prompt": "这部电影很", "chosen": "好看"}, 'no "rejected" field (a preference line has prompt, chosen, rejected)'),
+    ({**GOOD, "chosen": " "}, 'empty "chosen" answer'),
+    ({**GOOD, "rejected": "好看"}, '"chosen" and "rejected" are the same answer (it teaches nothing)'),
+    ({**GOOD, "prompt": None}, '"prompt" is not a string'),
+    ("[1, 2]", "not a JSON object"),
+], ids=["missing_field", "empty_chosen", "chosen_is_rejected", "prompt_not_text", "not_an_object"])
+def test_a_bad_preference_line_is_named_with_file_and_line_or_skipped(bad, reason, env, tmp_path):
+    path = write_jsonl(tmp_path / "prefs.jsonl", [GOOD] * 3 + [bad] + [GOOD] * 7)
+    assert_refused(run_script(small_run(tmp_path, "--train_path", path), env=env),
+                   f"{path}:4: {reason} (use --skip_bad_lines to skip such lines)", tmp_path)
+    result = run_script(small_run(tmp_path, "--train_path", path, "--skip_bad_lines"), env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"warning: skipped 1 bad line(s) in {path} (first: line 4: {reason})" in result.stderr
+    assert "9 train / 1 dev preference pairs" in result.stdout

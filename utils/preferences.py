@@ -106,6 +106,50 @@ def preference_pairs(rank_lists):
     return pairs, identical
 
 
+PAIR_FIELDS = ("prompt", "chosen", "rejected")
+
+
+def read_preference_jsonl(path, skip_bad_lines=False):
+    """The pairs of a preference JSONL (what `main` writes: {"prompt", "chosen", "rejected"} per line, answers
+    without their prompt) as rank lists of 2, chosen first, with their prompt ("" for none).
+
+    A line that is not a JSON object, lacks one of the three fields or has one that is not text, has an empty
+    `chosen` or `rejected`, or whose `chosen` equals its `rejected` stops with `file:line: reason`; with
+    `skip_bad_lines` it is left out and counted on stderr (the rank-list reader's checked lines).
+    """
+    def parse_line(raw):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return None, "not valid UTF-8 text"
+        if not line.strip():
+            return None, None
+        try:
+            record = json.loads(line)
+        except ValueError:
+            return None, "not a JSON object"
+        if not isinstance(record, dict):
+            return None, "not a JSON object"
+        for field in PAIR_FIELDS:
+            if field not in record:
+                return None, f"no \"{field}\" field (a preference line has {', '.join(PAIR_FIELDS)})"
+            if not isinstance(record[field], str):
+                return None, f"\"{field}\" is not a string"
+        prompt, chosen, rejected = (record[field] for field in PAIR_FIELDS)
+        for field, answer in (("chosen", chosen), ("rejected", rejected)):
+            if not answer.strip():
+                return None, f"empty \"{field}\" answer"
+        if chosen == rejected:
+            return None, "\"chosen\" and \"rejected\" are the same answer (it teaches nothing)"
+        return PromptedRankList([prompt + chosen, prompt + rejected], prompt), None
+
+    pairs = read_checked_lines(path, parse_line, skip_bad_lines)
+    if not pairs:
+        raise UserError(f"{path}: no preference pairs in this file (expected one JSON object per line with "
+                        f"{', '.join(PAIR_FIELDS)})")
+    return pairs
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("rank_list_files", nargs="+", metavar="TSV",
