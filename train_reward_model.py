@@ -2,7 +2,9 @@
 
 Each line of the TSV files is one rank list, texts separated by tabs, best first. An encoder (ERNIE 3.0 base
 by default) plus a linear head scores every text; the loss is the mean over every ordered pair i<j of a list
-of -log sigmoid(r_i - r_j), so better texts learn higher scores.
+of -log sigmoid(r_i - r_j), so better texts learn higher scores. `--loss listwise` uses each whole list instead
+(ListMLE: -log of the list's probability under the Plackett-Luce model, drawing the best text first with
+probability softmax of the scores, then the best of the rest, ...); for lists of 2 the two are the same.
 
     python train_reward_model.py --tiny                        # offline tiny encoder, a few minutes on a CPU
     accelerate launch --multi_gpu --num_processes 2 train_reward_model.py --tiny   # 2 processes (GPUs or CPUs)
@@ -27,7 +29,7 @@ from utils.common import (Lazy, UserError, accelerator_kwargs, add_mixed_precisi
 from utils.data import RANK_LIST_DIR, ensure_datasets
 from utils.logger import TrainLogger
 from utils.ranklists import read_rank_lists
-from utils.reward_model import (RewardModel, encode_rank_lists, rank_list_loss, ranking_metrics,
+from utils.reward_model import (RewardModel, encode_rank_lists, listwise_loss, rank_list_loss, ranking_metrics,
                                 save_reward_model, scores_to_lists, usable_seq_len)
 from utils.tiny import ensure_tiny
 
@@ -56,6 +58,8 @@ def parse_args(argv=None):
     parser.add_argument("--log_name", "--img_log_name", default="ERNIE Reward Model")
     add_report_to_argument(parser)
     parser.add_argument("--batch_size", type=int, help="rank lists per step")
+    parser.add_argument("--loss", choices=("pairwise", "listwise"), default="pairwise",
+                        help="pairwise: every ordered pair of each list; listwise: each whole list (ListMLE)")
     parser.add_argument("--max_seq_len", type=int, help="longest text in tokens (longer ones are cut)")
     parser.add_argument("--learning_rate", "--lr", type=float)
     parser.add_argument("--weight_decay", type=float, default=0.0)
@@ -216,7 +220,7 @@ def main():
         for epoch in range(1, args.num_train_epochs + 1):
             for batch in train_loader:
                 scores, list_mask = score_batch(model, batch)
-                loss = rank_list_loss(scores, list_mask)
+                loss = (listwise_loss if args.loss == "listwise" else rank_list_loss)(scores, list_mask)
                 accelerator.backward(loss)
                 optimizer.step()
                 scheduler.step()

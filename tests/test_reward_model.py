@@ -1,5 +1,6 @@
 """Reward model: loss, metrics, checkpoints, training (also under accelerate), inference and bad input."""
 import json
+import math
 import os
 import random
 import shutil
@@ -16,7 +17,8 @@ from utils.common import UserError
 from utils.data import RANK_LIST_DIR
 from utils.logger import read_jsonl
 from utils.ranklists import read_rank_lists
-from utils.reward_model import (HEAD_FILE, META_FILE, RewardModel, load_reward_model, rank_list_loss,
+from utils.reward_model import (HEAD_FILE, META_FILE, RewardModel, listwise_loss, load_reward_model,
+                                rank_list_loss,
                                 ranking_metrics, save_reward_model, score_texts)
 
 POSITIVE = "买过很多箱这个苹果了，一如既往的好，汁多味甜～"
@@ -46,6 +48,33 @@ def test_rank_list_loss_equals_the_pair_loop_with_lists_of_different_lengths():
     assert abs(rank_list_loss(scores, mask).item() - expected.item()) < 1e-6
     full = torch.randn(8, 4)
     assert abs(rank_list_loss(full).item() - loop_loss(full).item()) < 1e-6
+
+
+def direct_list_mle(scores):
+    """-log P(order) of one list under Plackett-Luce, term by term."""
+    return -sum(math.log(math.exp(scores[k]) / sum(math.exp(s) for s in scores[k:])) for k in range(len(scores) - 1))
+
+
+def test_listwise_loss_equals_the_direct_computation_with_lists_of_different_lengths():
+    torch.manual_seed(0)
+    lengths = [4, 2, 3, 5]
+    scores = torch.randn(len(lengths), 5, dtype=torch.float64) * 3
+    mask = torch.tensor([[i < n for i in range(5)] for n in lengths])
+    expected = sum(direct_list_mle(row[:n].tolist()) for row, n in zip(scores, lengths)) / len(lengths)
+    assert listwise_loss(scores, mask).item() == pytest.approx(expected, rel=1e-9)
+    scores[~mask] = 1e4  # what stands in the padded places must not matter
+    assert listwise_loss(scores, mask).item() == pytest.approx(expected, rel=1e-9)
+    scores.requires_grad_(True)
+    listwise_loss(scores, mask).backward()
+    assert torch.isfinite(scores.grad).all() and (scores.grad[~mask] == 0).all()
+
+
+def test_listwise_loss_on_lists_of_2_is_exactly_the_pairwise_loss():
+    torch.manual_seed(0)
+    pairs = torch.randn(16, 2) * 4
+    assert listwise_loss(pairs).item() == pytest.approx(rank_list_loss(pairs).item(), rel=1e-6)
+    right, wrong = torch.tensor([[3.0, 2.0, 1.0, 0.0]]), torch.tensor([[0.0, 1.0, 2.0, 3.0]])
+    assert listwise_loss(right) < math.log(24) < listwise_loss(wrong)  # log 4! is the loss of equal scores
 
 
 def test_rank_list_loss_prefers_the_given_order():

@@ -58,6 +58,22 @@ def rank_list_loss(scores, mask=None):
     return -F.logsigmoid(diff[pairs]).mean()
 
 
+def listwise_loss(scores, mask=None):
+    """ListMLE: the mean over lists of -log P(the list's order) under Plackett-Luce on the scores,
+    -sum_k [r_k - log sum_{j>=k} exp(r_j)] over each list's texts but its last (best first; `mask` as for
+    rank_list_loss). For lists of 2 it is exactly rank_list_loss; for longer ones each list weighs alike
+    (the pairwise loss weighs a list by its number of pairs) and the order at the top counts most.
+    """
+    if mask is None:
+        mask = torch.ones_like(scores, dtype=torch.bool)
+    scores = torch.where(mask, scores, torch.full_like(scores, -1e9))  # padded texts: never drawn
+    # log sum_{j>=k} exp(r_j) for every k: a cumulative logsumexp from the end of the row
+    rest = torch.logcumsumexp(scores.flip(1), dim=1).flip(1)
+    positions = torch.arange(scores.shape[1], device=scores.device)
+    drawn = mask & (positions < mask.sum(dim=1, keepdim=True) - 1)  # the last text is drawn with probability 1
+    return -((scores - rest) * drawn).sum(dim=1).mean()
+
+
 def ranking_metrics(score_lists):
     """How well scores follow rank lists (each list of floats in the file's best-first order).
 
