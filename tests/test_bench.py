@@ -1,5 +1,7 @@
 """The bench scripts the README lists run on the micro models (smallest settings) and print their ratios;
 the figures themselves come from full runs on the tiny models."""
+import json
+import math
 import os
 
 import pytest
@@ -64,3 +66,36 @@ def test_bench_alignment_trains_and_judges_every_method(micro_env, micro_paths, 
     for title, row in rows.items():
         if title != "reference GPT-2":
             assert float(row[0]) > 0 and 0.0 <= float(row[2]) <= 1.0 and 0.0 < float(row[4]) <= 1.0, row
+
+
+def test_bench_frontier_records_failed_runs_goes_on_and_resumes(micro_env, tmp_path):
+    """A NaN strength fails its run (recorded with its reason), the next runs are judged, the PNG is drawn, and
+    a second call reruns nothing that is already in the JSONL."""
+    out = tmp_path / "out"
+    command = ["bench/bench_frontier.py", "--quick", "--num", "2", "--gen_len", "4", "--out_dir", str(out),
+               "--methods", "grpo_dr", "dpo_pl", "--values", "grpo_dr=nan,0.1"]
+    first = run_script(command, env=micro_env)
+    assert first.returncode == 0, first.stdout + first.stderr[-3000:]
+    records = [json.loads(line) for line in (out / "frontier.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert records[0]["method"] == "reference" and 0 <= records[0]["positive"] <= 1
+    finals = {(r["method"], r["value"]): r for r in records if r.get("final")}
+    assert set(k for k in finals if k[0] == "grpo_dr") == {("grpo_dr", 0.1)} | {k for k in finals if k[1] != k[1]}
+    failed = [r for r in records if r["method"] == "grpo_dr" and r["value"] != r["value"]]  # the NaN beta
+    assert len(failed) == 1 and failed[0]["status"] == "failed" and failed[0]["reason"], failed
+    for key in (("grpo_dr", 0.1), ("dpo_pl", 0.5)):
+        point = finals[key]
+        assert point["status"] == "ok" and 0 <= point["positive"] <= 1 and 0 < point["distinct_2"] <= 1, point
+        assert point["gain"] == pytest.approx(point["positive"] - records[0]["positive"])
+        assert isinstance(point["collapsed"], bool) and math.isfinite(point["kl"])
+    assert os.path.getsize(out / "frontier.png") > 1000
+    assert "frontier runs" in first.stderr and "best point per method" in first.stdout
+    second = run_script(command, env=micro_env)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "3 run(s) already in" in second.stdout and "frontier runs" not in second.stderr
+    assert len((out / "frontier.jsonl").read_text(encoding="utf-8").splitlines()) == len(records)
+
+
+def test_bench_frontier_refuses_values_for_an_unknown_method(micro_env, tmp_path):
+    result = run_script(["bench/bench_frontier.py", "--values", "sft=0.1", "--out_dir", str(tmp_path)], env=micro_env)
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith(
+        "error: --values sft=0.1: unknown method 'sft'") and "Traceback" not in result.stderr

@@ -61,15 +61,21 @@ def load_checkpoint_state(path):
     return state
 
 
-def find_latest_checkpoint(save_dir):
-    """The most recently saved complete checkpoint folder under `save_dir`; UserError if there is none."""
+def list_checkpoints(save_dir):
+    """The complete checkpoint folders under `save_dir`, oldest save first."""
     candidates = []
     if os.path.isdir(save_dir):
         for name in os.listdir(save_dir):
             path = os.path.join(save_dir, name)
             if os.path.isfile(os.path.join(path, STATE_FILE)) and not name.endswith((".tmp", ".previous")):
                 candidates.append((os.path.getmtime(os.path.join(path, STATE_FILE)), path))
+    return [path for _, path in sorted(candidates)]
+
+
+def find_latest_checkpoint(save_dir):
+    """The most recently saved complete checkpoint folder under `save_dir`; UserError if there is none."""
+    candidates = list_checkpoints(save_dir)
     if not candidates:
         raise UserError(f"no PPO checkpoint under {save_dir} (train one with ppo_sentiment_example.py, "
                         "or pass a checkpoint folder)")
-    return max(candidates)[1]
+    return candidates[-1]
