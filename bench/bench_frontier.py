@@ -54,10 +54,10 @@ SWEEPS = {
     "ppo_rm": ("PPO + reward model", "ppo_sentiment_example.py", "--target", [1.5, 3.0, 6.0],
                ["--total_samples", str(128 * 40)]),
     "grpo": ("GRPO (paper)", "grpo_sentiment_example.py", "--beta", [0.1, 0.25, 0.5], []),
-    "grpo_dr": ("Dr. GRPO + RLOO + clip-higher", "grpo_sentiment_example.py", "--beta", [0.03, 0.06, 0.12],
+    "grpo_dr": ("Dr. GRPO + RLOO + clip-higher", "grpo_sentiment_example.py", "--beta", [0.01, 0.03, 0.1],
                 FIELD_GRPO),
-    "dpo": ("DPO, pairs", "train_dpo.py", "--beta", [0.1, 0.3, 1.0], []),
-    "dpo_pl": ("DPO, Plackett-Luce", "train_dpo.py", "--beta", [0.1, 0.3, 1.0],
+    "dpo": ("DPO, pairs", "train_dpo.py", "--beta", [0.1, 0.25, 0.5, 1.0], []),
+    "dpo_pl": ("DPO, Plackett-Luce", "train_dpo.py", "--beta", [0.1, 0.25, 0.5, 1.0],
                ["--loss", "plackett_luce", "--batch_size", "16", "--num_train_epochs", "3"]),
 }
 QUICK_VALUES = {"ppo": [3.0], "ppo_rm": [3.0], "grpo": [0.5], "grpo_dr": [0.1], "dpo": [0.5], "dpo_pl": [0.5]}

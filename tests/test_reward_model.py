@@ -253,6 +253,16 @@ def test_training_learns_to_rank_and_logs_like_the_original(trained):
     assert sorted(os.listdir(out / "ckpt")) == ["model_20", "model_40", "model_best"]
 
 
+def test_listwise_training_learns_to_rank_too(small_data, tmp_path, micro_env):
+    result = run_script(train_args(small_data, tmp_path, "--loss", "listwise"), env=micro_env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    records = read_jsonl(str(tmp_path / "logs" / "RM.jsonl"))
+    losses = [r["train_loss"] for r in records if "train_loss" in r]
+    assert losses[-1] < losses[0] - 0.05, losses  # ListMLE falls from log K! (no preference)
+    evals = [r for r in records if "pairwise_acc" in r]
+    assert evals[-1]["best_vs_worst_acc"] >= 0.68 and evals[-1]["pairwise_acc"] >= 0.6, evals[-1]
+
+
 def test_inference_metrics_match_the_training_evaluation(trained, small_data, micro_env):
     """The dev metrics the training printed are those of the whole dev file (not just a last batch)."""
     out, _ = trained
