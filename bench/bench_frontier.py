@@ -154,12 +154,9 @@ def checkpoints_to_judge(folder, intermediate):
     """The run's last checkpoint and up to `intermediate` earlier ones, evenly spaced, oldest first."""
     saved = list_checkpoints(os.path.join(folder, "checkpoints"))
     earlier = saved[:-1]
-    if intermediate and earlier:
-        step = len(earlier) / intermediate
-        earlier = sorted({earlier[min(len(earlier) - 1, int((i + 1) * step) - 1)] for i in range(intermediate)})
-    else:
-        earlier = []
-    return earlier + saved[-1:]
+    picked = {min(len(earlier) - 1, max(0, math.ceil((i + 1) * len(earlier) / (intermediate + 1)) - 1))
+              for i in range(intermediate)} if earlier else set()
+    return [earlier[i] for i in sorted(picked)] + saved[-1:]
 
 
 class Judge:
