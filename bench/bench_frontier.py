@@ -43,6 +43,7 @@ from utils.policy import load_policy  # noqa: E402
 from utils.tiny import ensure_tiny  # noqa: E402
 
 COLLAPSED = 0.5  # distinct-2 below this: the answers have collapsed into a few phrases
+PAPER_GRPO = ["--scale_rewards", "group", "--loss_type", "grpo", "--advantage", "group_mean"]
 # Dr. GRPO (no std scaling, token-sum loss over a constant), RLOO's leave-one-out baseline, DAPO's clip-higher
 FIELD_GRPO = ["--scale_rewards", "none", "--loss_type", "dr_grpo", "--advantage", "rloo", "--epsilon_high", "0.28"]
 # name: (title, script, swept option, values, fixed options). PPO runs 40 epochs instead of its --tiny 100 to
@@ -53,7 +54,7 @@ SWEEPS = {
             ["--total_samples", str(128 * 40)]),
     "ppo_rm": ("PPO + reward model", "ppo_sentiment_example.py", "--target", [1.5, 3.0, 6.0],
                ["--total_samples", str(128 * 40)]),
-    "grpo": ("GRPO (paper)", "grpo_sentiment_example.py", "--beta", [0.1, 0.25, 0.5], []),
+    "grpo": ("GRPO (paper)", "grpo_sentiment_example.py", "--beta", [0.1, 0.25, 0.5], PAPER_GRPO),
     "grpo_dr": ("Dr. GRPO + RLOO + clip-higher", "grpo_sentiment_example.py", "--beta", [0.01, 0.03, 0.1],
                 FIELD_GRPO),
     "dpo": ("DPO, pairs", "train_dpo.py", "--beta", [0.1, 0.25, 0.5, 1.0], []),
