@@ -18,6 +18,8 @@ BENCHES = {
                               "ratio ours / original:"),
     "bench_labeler.py": (["--saves", "5", "--generations", "1", "--undo_lines", "50"], "ratio 2 threads / 1 thread"),
     "bench_terminal.py": (["--ratings", "5", "--rounds", "1"], "PPO step on 4 ratings"),
+    "bench_tiny_build.py": (["--preset", "micro", "--steps", "2", "--rounds", "1", "--device", "cpu"],
+                            "training steps of the whole build: float32"),
 }
 
 
