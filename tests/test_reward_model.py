@@ -375,14 +375,31 @@ def test_an_unreachable_model_is_one_line(small_data, tmp_path, micro_env):
     assert not (tmp_path / "ckpt").exists()
 
 
-def test_shell_wrapper_runs_the_tiny_configuration(small_data, tmp_path, micro_env):
-    train = write_lists(tmp_path / "train.tsv", read_rank_lists(small_data["train"])[:32])
-    dev = write_lists(tmp_path / "dev.tsv", small_data["dev_lists"][:24])
-    args = train_args(dict(small_data, train=train, dev=dev), tmp_path)[2:]
-    result = subprocess.run(["sh", "train_reward_model.sh", "--tiny", *args, "--valid_steps", "1000"], cwd=REPO,
-                            env=dict(micro_env, PYTHON=sys.executable), capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "Evaluation acc: " in result.stdout and (tmp_path / "ckpt" / "model_best" / HEAD_FILE).exists()
+@pytest.mark.parametrize("how", ["--tiny", "TINY=1", "original"])
+def test_shell_wrapper_passes_its_configuration_to_the_trainer(how, tmp_path, micro_dir, monkeypatch):
+    """The wrapper is what is tested here (training is tested above): PYTHON is a stand-in that records the
+    command line the wrapper runs, which the trainer's own parser then reads."""
+    import train_reward_model
+
+    recorder = tmp_path / "python"
+    recorder.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {tmp_path / "argv.txt"}\n')
+    recorder.chmod(0o755)
+    env = dict(os.environ, PYTHON=str(recorder), **({"TINY": "1"} if how == "TINY=1" else {}))
+    result = subprocess.run(["sh", "train_reward_model.sh", *(["--tiny"] if how == "--tiny" else []),
+                             "--valid_steps", "1000"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    argv = (tmp_path / "argv.txt").read_text().splitlines()
+    assert argv[0] == "train_reward_model.py" and argv[-2:] == ["--valid_steps", "1000"]  # extra arguments last
+    monkeypatch.setenv("RLHF_TINY_DIR", micro_dir)
+    args = train_reward_model.parse_args(argv[1:])
+    assert args.valid_steps == 1000
+    if how == "original":  # the original tutorial's configuration, option by option
+        assert (args.model_name, args.batch_size, args.max_seq_len, args.learning_rate, args.num_train_epochs,
+                args.logging_steps) == ("nghuyong/ernie-3.0-base-zh", 32, 128, 1e-5, 10, 10)
+        assert args.train_path == os.path.join(RANK_LIST_DIR, "train.tsv") and args.log_name == "ERNIE Reward Model"
+    else:
+        assert argv[1] == "--tiny" and args.model_name == os.path.join(micro_dir, "encoder")
+        assert vars(args) == vars(train_reward_model.parse_args(["--tiny", "--valid_steps", "1000"]))
 
 
 def test_training_batches_cover_every_list_once_with_the_short_batch_last():
