@@ -155,6 +155,24 @@ def test_micro_models_load_with_the_real_pipeline(micro_paths):
     assert tokenizer.tokenize("iphone 128g") == ["i", "##p", "##h", "##o", "##n", "##e", "1", "##2", "##8", "##g"]
 
 
+def test_the_build_tokenizes_with_the_rust_twin_and_gets_the_saved_tokenizers_ids(tmp_path):
+    """The build trains on ids from the fast (Rust) tokenizer; the folders keep the Python BertTokenizer that uer's
+    hub models have. Both give the same ids: checked on the held-out splits and every training sentence that
+    is not only Chinese characters (Latin words, digits, symbols: where WordPiece could differ)."""
+    from utils.tiny import _lm_blocks, build_tokenizer, rust_twin
+
+    train = [s for _, s in read_corpus_split("train")]
+    slow = build_tokenizer(train, str(tmp_path), model_max_length=128)
+    fast = rust_twin(str(tmp_path), 128)
+    sentences = [s for split in ("dev", "test") for _, s in read_corpus_split(split)]
+    sentences += [s for s in train if re.search(r"[^\u4e00-\u9fff，。！？、]", s)]
+    assert len(sentences) > 5000
+    for options in (dict(truncation=True, max_length=64, padding=True), dict(truncation=True, padding=True)):
+        assert fast(sentences, **options)["input_ids"] == slow(sentences, **options)["input_ids"]
+    stream = [i for s in sentences for i in slow.convert_tokens_to_ids(slow.tokenize(s)) + [slow.sep_token_id]]
+    assert _lm_blocks(fast, sentences, 64) == [stream[i:i + 64] for i in range(0, len(stream) - 63, 64)]
+
+
 def test_half_built_cache_is_rebuilt_not_loaded(micro_dir, tmp_path, monkeypatch):
     import utils.tiny as tiny
     from transformers import GPT2LMHeadModel
