@@ -1,6 +1,8 @@
 """Policy checkpoints, one layout for every algorithm: a `save_pretrained` folder (value head included), the
 tokenizer, and a state file that records where training stands (epoch, KL coefficient) and the base (reference)
-model. `AutoModelForCausalLMWithValueHead.from_pretrained` reloads the folder.
+model. `AutoModelForCausalLMWithValueHead.from_pretrained` reloads the folder. A LoRA policy's checkpoint holds
+its adapters (peft's adapter_config.json + adapter_model.safetensors) and its value head (value_head.safetensors)
+instead of the full model; `utils.policy.load_policy` reloads both kinds.
 
     save_policy_checkpoint / load_checkpoint_state / find_latest_checkpoint
 """
@@ -10,6 +12,8 @@ import os
 from utils.common import UserError, folder_written_atomically
 
 STATE_FILE = "ppo_state.json"  # the name every checkpoint so far was written with
+ADAPTER_CONFIG = "adapter_config.json"
+VALUE_HEAD_FILE = "value_head.safetensors"
 REQUIRED_STATE = ("kl_coef", "base_model")
 
 
@@ -33,7 +37,14 @@ def save_policy_checkpoint(trainer_or_policy, tokenizer, out_dir, state):
     if missing:
         raise ValueError(f"save_policy_checkpoint: state needs {', '.join(missing)}")
     with folder_written_atomically(out_dir) as tmp:
-        policy.save_pretrained(tmp, safe_serialization=True)
+        if getattr(policy, "is_peft_model", False):  # trl would pickle the value head: safetensors instead
+            from safetensors.torch import save_file
+
+            policy.pretrained_model.save_pretrained(tmp)
+            save_file({k: v.contiguous() for k, v in policy.v_head.state_dict().items()},
+                      os.path.join(tmp, VALUE_HEAD_FILE))
+        else:
+            policy.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         with open(os.path.join(tmp, STATE_FILE), "w", encoding="utf-8") as f:
             json.dump(state, f, indent=1, ensure_ascii=False)
@@ -55,7 +66,10 @@ def load_checkpoint_state(path):
         raise UserError(f"{state_file}: corrupt checkpoint state ({e})") from e
     if not isinstance(state, dict) or any(key not in state for key in REQUIRED_STATE):
         raise UserError(f"{state_file}: corrupt checkpoint state (needs {', '.join(REQUIRED_STATE)})")
-    for name in ("config.json", "model.safetensors"):
+    required = ("config.json", "model.safetensors")
+    if os.path.isfile(os.path.join(path, ADAPTER_CONFIG)):
+        required = (ADAPTER_CONFIG, "adapter_model.safetensors", VALUE_HEAD_FILE)
+    for name in required:
         if not os.path.isfile(os.path.join(path, name)):
             raise UserError(f"{path}: incomplete PPO checkpoint ({name} is missing)")
     return state

@@ -1,9 +1,58 @@
-"""Batched sampling from a GPT-2 that uses uer's BertTokenizer (prompts without [CLS]/[SEP])."""
+"""Batched sampling from a causal LM, and the text handling every tokenizer needs alike: uer's GPT-2 with its BERT
+WordPiece tokenizer (prompts without [CLS]/[SEP], [SEP] ends a text, spaces between Chinese characters removed
+after decoding) as well as byte-level BPE models such as Qwen2 or Llama (their own end and padding tokens, their
+chat template for prompts, decoded text kept as it is).
+
+    prepare_tokenizer   end and padding tokens set, chat template kept or dropped (--chat_template)
+    encode_prompt       a prompt's token ids (through the chat template when the tokenizer has one)
+    end_token_ids / banned_token_ids / generate_responses / decode
+"""
 import random
 
 import torch
+from transformers import BertTokenizer, BertTokenizerFast
 
 from utils.common import UserError, add_mixed_precision_argument, add_report_to_argument, clean_text
+
+CHAT_TEMPLATE_CHOICES = ("auto", "none")
+_said = set()
+
+
+def say_once(message):
+    """Print `message` the first time this process asks for it."""
+    if message not in _said:
+        _said.add(message)
+        print(message, flush=True)
+
+
+def is_wordpiece(tokenizer):
+    """A BERT-style WordPiece tokenizer (uer's Chinese GPT-2): its decoding puts spaces between Chinese characters."""
+    if isinstance(tokenizer, (BertTokenizer, BertTokenizerFast)):
+        return True
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    return backend is not None and type(backend.model).__name__ == "WordPiece"
+
+
+def prepare_tokenizer(tokenizer, name, chat_template="auto"):
+    """Give `tokenizer` what generation needs, from its own special tokens: an end-of-sequence token (a BERT
+    tokenizer's [SEP]) and a padding token (the end-of-sequence token when it has none, as transformers
+    recommends). `chat_template` "none" drops the tokenizer's chat template, so prompts are plain text."""
+    if chat_template not in CHAT_TEMPLATE_CHOICES:
+        raise UserError(f"--chat_template {chat_template}: expected one of {', '.join(CHAT_TEMPLATE_CHOICES)}")
+    if tokenizer.eos_token is None:
+        if tokenizer.sep_token is None:
+            raise UserError(f"{name}: the tokenizer has neither an end-of-sequence nor a separator token, so no "
+                            "answer could end (expected a causal language model's tokenizer)")
+        tokenizer.eos_token = tokenizer.sep_token  # BertTokenizer has none; [SEP] ends a text
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+        say_once(f"note: {name}: the tokenizer has no padding token; its end-of-sequence token "
+                 f"{tokenizer.eos_token} pads instead (as transformers recommends)")
+    if chat_template == "none":
+        tokenizer.chat_template = None
+    elif not tokenizer.chat_template and not is_wordpiece(tokenizer):  # uer's GPT-2 never had one
+        say_once(f"note: --chat_template auto: {name} defines no chat template; prompts are given as plain text")
+    return tokenizer
 
 PROMPTS = ["刚收到货，感觉", "这部电影很", "说实话，真的很", "这次购物总的来说体验很"]  # the original's four
 
@@ -31,16 +80,55 @@ def read_prompts(path=None):
 
 
 def encode_prompt(tokenizer, prompt):
-    """Token ids of a prompt, without the [CLS] ... [SEP] wrapping that would make the model answer after an end mark."""
-    return torch.tensor(tokenizer.encode(prompt, add_special_tokens=False), dtype=torch.long)
+    """Token ids of a prompt. With a chat template, the prompt is the user's turn and the ids end where the
+    assistant's reply begins. Without one, the plain text: a WordPiece tokenizer's [CLS] ... [SEP] wrapping is left
+    out (the model would answer after an end mark), other tokenizers keep their start token but no end token."""
+    if tokenizer.chat_template:
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                            tokenize=True)
+    elif is_wordpiece(tokenizer):
+        ids = tokenizer.encode(prompt, add_special_tokens=False)
+    else:
+        ids = tokenizer.encode(prompt)
+        if ids and ids[-1] == tokenizer.eos_token_id:
+            ids = ids[:-1]
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def end_of_turn_id(tokenizer):
+    """The special token the chat template closes an assistant's reply with (Qwen's <|im_end|>, Llama 3's
+    <|eot_id|>), found by rendering a short conversation; None without a template or such a token."""
+    reply = "好的"
+    rendered = tokenizer.apply_chat_template([{"role": "user", "content": "你好"},
+                                              {"role": "assistant", "content": reply}], tokenize=False)
+    after_reply = rendered[rendered.rfind(reply) + len(reply):]
+    special = special_token_ids(tokenizer)
+    return next((i for i in tokenizer.encode(after_reply, add_special_tokens=False) if i in special), None)
+
+
+def end_token_ids(tokenizer):
+    """The tokens that end an answer: the end-of-sequence token ([SEP] for uer's GPT-2), and with a chat
+    template the token that closes the assistant's turn."""
+    ends = [tokenizer.eos_token_id]
+    if tokenizer.chat_template:
+        turn_end = end_of_turn_id(tokenizer)
+        if turn_end is not None and turn_end not in ends:
+            ends.append(turn_end)
+    return ends
+
+
+def special_token_ids(tokenizer):
+    """Every special token of the tokenizer, including added ones marked special (a chat template's)."""
+    added = [i for i, token in tokenizer.added_tokens_decoder.items() if token.special]
+    return set(tokenizer.all_special_ids) | set(added)
 
 
 def banned_token_ids(tokenizer, stop_at_sep=False):
-    """[PAD]/[UNK]/[CLS]/[MASK] are never sampled; [SEP] only when it may end an answer."""
-    banned = [tokenizer.pad_token_id, tokenizer.unk_token_id, tokenizer.cls_token_id, tokenizer.mask_token_id]
-    if not stop_at_sep:
-        banned.append(tokenizer.sep_token_id)
-    return banned
+    """The special tokens are never sampled ([PAD]/[UNK]/[CLS]/[MASK] for uer's GPT-2), except the end tokens
+    when they may end an answer (`stop_at_sep`)."""
+    banned = special_token_ids(tokenizer)
+    ends = set(end_token_ids(tokenizer))
+    return sorted(banned - ends if stop_at_sep else banned | ends)
 
 
 @torch.no_grad()
@@ -48,7 +136,8 @@ def generate_responses(model, tokenizer, queries, max_new_tokens, stop_at_sep=Fa
     """Sample one answer per query tensor in a single `generate` call (pure sampling, left padding).
 
     Returns the answers' new token ids, each without padding; an answer is exactly `max_new_tokens` long
-    unless `stop_at_sep` lets [SEP] end it early (the [SEP] is then kept, as trl expects an end token).
+    unless `stop_at_sep` lets an end token ([SEP], eos, end of turn) end it early (that token is then kept, as trl
+    expects an end token).
     Sampling runs in eval mode (dropout off), so the rollouts match the log-probabilities PPO computes.
     """
     was_training = model.training
@@ -56,6 +145,7 @@ def generate_responses(model, tokenizer, queries, max_new_tokens, stop_at_sep=Fa
     device = next(model.parameters()).device
     width = max(len(q) for q in queries)
     pad = tokenizer.pad_token_id
+    ends = end_token_ids(tokenizer)
     input_ids = torch.full((len(queries), width), pad, dtype=torch.long)
     attention_mask = torch.zeros((len(queries), width), dtype=torch.long)
     for i, query in enumerate(queries):
@@ -64,11 +154,11 @@ def generate_responses(model, tokenizer, queries, max_new_tokens, stop_at_sep=Fa
     output = model.generate(
         input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), do_sample=True, top_k=0,
         top_p=1.0, max_new_tokens=max_new_tokens, min_new_tokens=1, pad_token_id=pad,
-        eos_token_id=tokenizer.sep_token_id, suppress_tokens=banned_token_ids(tokenizer, stop_at_sep))
+        eos_token_id=ends, suppress_tokens=banned_token_ids(tokenizer, stop_at_sep))
     model.train(was_training)
     responses = []
     for row in output[:, width:].cpu():
-        ended = (row == tokenizer.sep_token_id).nonzero()
+        ended = torch.isin(row, torch.tensor(ends)).nonzero()
         responses.append(row[: ended[0, 0] + 1] if len(ended) else row)
     return responses
 
@@ -76,7 +166,8 @@ def generate_responses(model, tokenizer, queries, max_new_tokens, stop_at_sep=Fa
 def add_rollout_arguments(parser, save_dir, log_name):
     """The options every online-sampling script (PPO, GRPO) shares: answers, prompts, checkpoints, logs, device."""
     parser.add_argument("--max_new_tokens", "--gen_len", type=int, default=16, help="new tokens per answer")
-    parser.add_argument("--stop_at_sep", action="store_true", help="let [SEP] end an answer early")
+    parser.add_argument("--stop_at_sep", action="store_true", help="let the end token ([SEP] for uer's GPT-2; eos or the end of the assistant's turn for others) end "
+                             "an answer early")
     parser.add_argument("--prompts_file", help="one prompt per line (default: the original's four prompts)")
     parser.add_argument("--save_freq", type=int, help="save a checkpoint every N epochs")
     parser.add_argument("--save_dir", default=save_dir)
@@ -100,8 +191,9 @@ def random_samples(prompts, answers, num_samples):
 
 
 def decode(tokenizer, token_ids):
-    """Readable Chinese: no special tokens, no spaces between characters."""
-    return clean_text(tokenizer.decode(token_ids, skip_special_tokens=True))
+    """The answer's text without special tokens; a WordPiece tokenizer's spaces between Chinese characters removed."""
+    text = tokenizer.decode(token_ids, skip_special_tokens=True)
+    return clean_text(text) if is_wordpiece(tokenizer) else text
 
 
 def distinct_2(texts):

@@ -1,9 +1,14 @@
-"""The policy every script trains: any of our GPT-2 folders or checkpoints with a value head, plus its frozen
-reference model and tokenizer.
+"""The policy every script trains: any causal LM (uer's GPT-2, a Qwen2- or Llama-style model, our checkpoints)
+with a value head, plus its frozen reference model and tokenizer; LoRA adapters through peft when asked.
 
-    load_policy     policy GPT-2 with a value head (dropout off) + frozen reference model + tokenizer
-    import_trl      trl 0.11.4 without its deprecation noise (its value-head model class)
-    unwrap_policy   the policy without its distributed wrapper
+    load_policy        policy with a value head (dropout off) + frozen reference model + tokenizer
+    load_causal_lm     a causal LM for generation only (labelling page, AI feedback) + tokenizer
+    add_model_arguments / lora_options   the --chat_template and --lora_* options every policy script shares
+    AdaptersOff        a LoRA policy's reference: the same weights with the adapters switched off
+    import_trl         trl 0.11.4 without its deprecation noise (its value-head model class)
+    unwrap_policy      the policy without its distributed wrapper
+
+`python -m utils.policy merge CHECKPOINT OUT` merges a LoRA checkpoint's adapters into a full model folder.
 """
 import os
 import warnings
@@ -11,11 +16,17 @@ import warnings
 import torch
 import transformers
 from accelerate import PartialState
-from transformers import AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-from utils.checkpoints import STATE_FILE, load_checkpoint_state
-from utils.common import UserError, load_pretrained
-from utils.generation import banned_token_ids
+from utils.checkpoints import (ADAPTER_CONFIG, STATE_FILE, VALUE_HEAD_FILE, load_checkpoint_state,
+                               save_policy_checkpoint)
+from utils.common import UserError, load_pretrained, run_main
+from utils.generation import CHAT_TEMPLATE_CHOICES, banned_token_ids, prepare_tokenizer
+
+# LoRA's default target modules where peft's own defaults (query and value only) are not the usual choice
+LORA_TARGETS = {model_type: ["q_proj", "k_proj", "v_proj", "o_proj"]
+                for model_type in ("llama", "qwen2", "qwen3", "mistral", "gemma", "gemma2")}
 
 
 def import_trl():
@@ -52,42 +63,254 @@ def forbid_tokens(model, token_ids):
     return model.pretrained_model.get_output_embeddings().register_forward_hook(mask_logits)
 
 
-def load_policy(model_name_or_path, device, ref_model_name_or_path=None, stop_at_sep=False):
+def add_model_arguments(parser, lora=True):
+    """--chat_template for every script that generates; --lora_* for the ones that train a policy."""
+    parser.add_argument("--chat_template", choices=CHAT_TEMPLATE_CHOICES, default="auto",
+                        help="auto: a prompt becomes the user's turn in the tokenizer's chat template when it has "
+                             "one (the answer is the assistant's reply); none: always the plain prompt")
+    if lora:
+        parser.add_argument("--lora_r", type=int, default=0,
+                            help="train LoRA adapters of this rank instead of every weight (0: off); the reference "
+                                 "model is then the same weights with the adapters off")
+        parser.add_argument("--lora_alpha", type=float, default=16.0, help="LoRA scaling numerator (alpha / r)")
+        parser.add_argument("--lora_dropout", type=float, default=0.0,
+                            help="dropout on the adapters' input during updates (0: rollouts and updates see the "
+                                 "same model, as everywhere here)")
+        parser.add_argument("--lora_target_modules",
+                            help="comma-separated module names to adapt (default: q_proj,k_proj,v_proj,o_proj for "
+                                 "Qwen2/Llama, c_attn for GPT-2, peft's defaults otherwise)")
+
+
+def lora_options(args):
+    """The LoRA settings of parsed `args` for `load_policy` (None when --lora_r is 0 or absent)."""
+    r = getattr(args, "lora_r", 0) or 0
+    if r < 0:
+        raise UserError(f"--lora_r {r}: expected 0 (off) or a positive rank")
+    if r == 0:
+        return None
+    if not 0.0 <= args.lora_dropout < 1.0:
+        raise UserError(f"--lora_dropout {args.lora_dropout}: expected a probability in [0, 1)")
+    targets = args.lora_target_modules
+    return {"r": r, "lora_alpha": args.lora_alpha, "lora_dropout": args.lora_dropout,
+            "target_modules": [t.strip() for t in targets.split(",") if t.strip()] if targets else None}
+
+
+def check_causal_lm(name_or_path):
+    """UserError (one line) unless `name_or_path` holds a model with a causal-LM head (not an encoder, not a
+    classifier): AutoModelForCausalLM would otherwise put a fresh, untrained LM head on it."""
+    config = load_pretrained(AutoConfig, name_or_path)
+    causal = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
+    architectures = config.architectures or []
+    if architectures and not any(a in causal or a.endswith("LMHeadModel") for a in architectures):
+        raise UserError(f"{name_or_path}: a {', '.join(architectures)} has no causal language-model head "
+                        "(expected a GPT-2, Qwen2, Llama or other *ForCausalLM model to generate with)")
+    if not architectures and config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        raise UserError(f"{name_or_path}: model type '{config.model_type}' is not a causal language model")
+
+
+def is_lora_checkpoint(path):
+    return os.path.isfile(os.path.join(path, ADAPTER_CONFIG))
+
+
+def _quietly(load, *args, **kwargs):
+    """A checkpoint also holds the value head's weights, which the bare LM inside reports as unused."""
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        return load(*args, **kwargs)
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+
+
+def _with_lora(base, base_name, options):
+    """`base` with fresh LoRA adapters (peft): target modules from `options`, else our per-architecture defaults,
+    else peft's."""
+    from peft import LoraConfig, get_peft_model
+
+    targets = options["target_modules"] or LORA_TARGETS.get(base.config.model_type)
+    config = LoraConfig(r=options["r"], lora_alpha=options["lora_alpha"], lora_dropout=options["lora_dropout"],
+                        target_modules=targets, task_type="CAUSAL_LM")
+    try:
+        return get_peft_model(base, config)
+    except ValueError as e:
+        linear = sorted({n.rsplit(".", 1)[-1] for n, m in base.named_modules()
+                         if isinstance(m, (torch.nn.Linear, transformers.pytorch_utils.Conv1D))} - {"lm_head"})
+        raise UserError(f"--lora_r: peft cannot find the modules to adapt in {base_name} (model type "
+                        f"'{base.config.model_type}'{', asked for ' + ','.join(targets) if targets else ''}); name "
+                        f"them with --lora_target_modules (its linear layers: {','.join(linear)})") from e
+
+
+def _load_lora_policy(trl, path, base_name, options):
+    """A value-head policy whose LM is `base_name` with LoRA adapters: the adapters (and value head) of the
+    checkpoint `path`, or fresh ones from `options`. Only they are trainable."""
+    from peft import PeftModel
+    from safetensors.torch import load_file
+
+    check_causal_lm(base_name)
+    base = disable_dropout(load_pretrained(AutoModelForCausalLM, base_name))  # the adapters keep --lora_dropout
+    if path is not None:
+        lm = PeftModel.from_pretrained(base, path, is_trainable=True)
+    else:
+        lm = _with_lora(base, base_name, options)
+    policy = trl.AutoModelForCausalLMWithValueHead(lm)
+    policy.is_peft_model = True
+    disable_dropout(policy.v_head)
+    if path is not None:
+        policy.v_head.load_state_dict(load_file(os.path.join(path, VALUE_HEAD_FILE)))
+    return policy
+
+
+class AdaptersOff:
+    """The reference model of a LoRA policy: calls into the policy itself with its adapters switched off, so the
+    two share one copy of the base weights. Deliberately not a torch module: moving, freezing or switching this
+    object to eval mode must not reach the policy."""
+
+    def __init__(self, model, peft_model):
+        self.model, self.peft_model = model, peft_model
+
+    def _off(self):
+        return self.peft_model.disable_adapter()
+
+    def __call__(self, *args, **kwargs):
+        with self._off():
+            return self.model(*args, **kwargs)
+
+    forward = __call__
+
+    def generate(self, *args, **kwargs):
+        with self._off():
+            return self.model.generate(*args, **kwargs)
+
+    @property
+    def pretrained_model(self):
+        return AdaptersOff(self.model.pretrained_model, self.peft_model)
+
+    @property
+    def training(self):
+        return False
+
+    def parameters(self):
+        return self.model.parameters()
+
+    def to(self, *args, **kwargs):
+        return self
+
+    def eval(self):
+        return self
+
+    def train(self, mode=True):
+        return self
+
+    def requires_grad_(self, requires_grad=True):
+        return self
+
+
+def load_tokenizer(name_or_path, chat_template="auto"):
+    return prepare_tokenizer(load_pretrained(AutoTokenizer, name_or_path), name_or_path, chat_template)
+
+
+def load_policy(model_name_or_path, device, ref_model_name_or_path=None, stop_at_sep=False, chat_template="auto",
+                lora=None):
     """(policy, ref_model, tokenizer).
 
-    The policy is `model_name_or_path` (a hub name, a plain GPT-2 folder or a PPO checkpoint) with a value
+    The policy is `model_name_or_path` (a hub name, a causal-LM folder or one of our checkpoints) with a value
     head. Both models can never produce the tokens `generate_responses` never samples (`stop_at_sep` as
-    there). The reference model is `ref_model_name_or_path`, else the base model a PPO checkpoint was trained
+    there). The reference model is `ref_model_name_or_path`, else the base model a checkpoint was trained
     from (so resuming keeps the KL anchored to the original model), else the same model; it is frozen.
+    With `lora` (see `lora_options`) or a LoRA checkpoint, only the adapters and the value head train and the
+    reference is the base model with the adapters off (`AdaptersOff`).
     """
     trl = import_trl()
     # trl's from_pretrained asks accelerate for the process state; created there without `cpu`, it makes every
     # process of a CPU `accelerate launch` believe it is alone
     PartialState(cpu=torch.device(device).type == "cpu")
-    if ref_model_name_or_path is None:
-        ref_model_name_or_path = model_name_or_path
-        if os.path.isfile(os.path.join(model_name_or_path, STATE_FILE)):
-            ref_model_name_or_path = load_checkpoint_state(model_name_or_path)["base_model"]
-    tokenizer = load_pretrained(AutoTokenizer, model_name_or_path)
-    if tokenizer.sep_token is None:
-        raise UserError(f"{model_name_or_path}: the tokenizer has no [SEP] token (expected uer's BertTokenizer)")
-    tokenizer.eos_token = tokenizer.sep_token  # BertTokenizer has none; trl trims padding with it
-    # a PPO checkpoint also holds the value head's weights, which the bare GPT-2 inside reports as unused
-    verbosity = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()
-    try:
-        policy = load_pretrained(trl.AutoModelForCausalLMWithValueHead, model_name_or_path)
-        ref_model = load_pretrained(trl.AutoModelForCausalLMWithValueHead, ref_model_name_or_path)
-    finally:
-        transformers.logging.set_verbosity(verbosity)
-    disable_dropout(policy).to(device)
-    disable_dropout(ref_model).to(device).eval()
-    for model in (policy, ref_model):
-        forbid_tokens(model, banned_token_ids(tokenizer, stop_at_sep))
-    ref_model.requires_grad_(False)
+    state = None
+    if os.path.isfile(os.path.join(model_name_or_path, STATE_FILE)):
+        state = load_checkpoint_state(model_name_or_path)
+    base_name = state["base_model"] if state else model_name_or_path
+    tokenizer = load_tokenizer(model_name_or_path, chat_template)
+    if lora or is_lora_checkpoint(model_name_or_path):
+        if ref_model_name_or_path not in (None, base_name):
+            raise UserError(f"--ref_model_name {ref_model_name_or_path}: with LoRA the reference is the base model "
+                            f"{base_name} with its adapters off; leave --ref_model_name out")
+        checkpoint = model_name_or_path if is_lora_checkpoint(model_name_or_path) else None
+        if checkpoint is None and state is not None:
+            raise UserError(f"--lora_r: {model_name_or_path} is a full checkpoint; LoRA starts from a base model "
+                            "(or resumes a LoRA checkpoint)")
+        policy = _load_lora_policy(trl, checkpoint, base_name, lora)
+        policy.to(device)
+        ref_model = AdaptersOff(policy, policy.pretrained_model)
+    else:
+        ref_model_name_or_path = ref_model_name_or_path or base_name
+        for name in dict.fromkeys((model_name_or_path, ref_model_name_or_path)):
+            check_causal_lm(name)
+        policy = _quietly(load_pretrained, trl.AutoModelForCausalLMWithValueHead, model_name_or_path)
+        ref_model = _quietly(load_pretrained, trl.AutoModelForCausalLMWithValueHead, ref_model_name_or_path)
+        disable_dropout(policy).to(device)
+        disable_dropout(ref_model).to(device).eval()
+        forbid_tokens(ref_model, banned_token_ids(tokenizer, stop_at_sep))
+        ref_model.requires_grad_(False)
+    forbid_tokens(policy, banned_token_ids(tokenizer, stop_at_sep))
     return policy, ref_model, tokenizer
+
+
+def load_causal_lm(name_or_path, device, chat_template="auto"):
+    """(model, tokenizer) for generation only: a causal-LM folder or hub name, or one of our checkpoints (a
+    LoRA checkpoint's adapters merged into its base model); eval mode."""
+    tokenizer = load_tokenizer(name_or_path, chat_template)
+    if is_lora_checkpoint(name_or_path):
+        model = merged_lora_lm(name_or_path)
+    else:
+        check_causal_lm(name_or_path)
+        model = _quietly(load_pretrained, AutoModelForCausalLM, name_or_path)
+    return model.to(device).eval(), tokenizer
+
+
+def merged_lora_lm(checkpoint):
+    """The causal LM of a LoRA checkpoint with its adapters merged into the base weights."""
+    from peft import PeftModel
+
+    base_name = load_checkpoint_state(checkpoint)["base_model"]
+    check_causal_lm(base_name)
+    base = load_pretrained(AutoModelForCausalLM, base_name)
+    return PeftModel.from_pretrained(base, checkpoint).merge_and_unload()
+
+
+def merge_lora_checkpoint(checkpoint, out_dir):
+    """Write `checkpoint`'s LoRA adapters merged into its base model as a full checkpoint in `out_dir`: a
+    `save_pretrained` folder (value head included) that any script, or AutoModelForCausalLM, loads."""
+    from safetensors.torch import load_file
+
+    if not is_lora_checkpoint(checkpoint):
+        raise UserError(f"{checkpoint}: not a LoRA checkpoint (no {ADAPTER_CONFIG})")
+    state = load_checkpoint_state(checkpoint)
+    trl = import_trl()
+    policy = trl.AutoModelForCausalLMWithValueHead(merged_lora_lm(checkpoint))
+    policy.v_head.load_state_dict(load_file(os.path.join(checkpoint, VALUE_HEAD_FILE)))
+    tokenizer = load_pretrained(AutoTokenizer, checkpoint)
+    state = {key: value for key, value in state.items() if key != "lora"}
+    return save_policy_checkpoint(policy, tokenizer, out_dir, dict(state, merged_from=os.path.abspath(checkpoint)))
 
 
 def unwrap_policy(trainer):
     """The policy without its distributed wrapper (for `generate` and saving)."""
     return trainer.accelerator.unwrap_model(trainer.model)
+
+
+def main(argv=None):
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m utils.policy", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    merge = commands.add_parser("merge", help="merge a LoRA checkpoint's adapters into a full model folder")
+    merge.add_argument("checkpoint", help="a LoRA checkpoint folder (trained with --lora_r)")
+    merge.add_argument("out_dir", help="where the merged model goes (a full checkpoint folder)")
+    args = parser.parse_args(argv)
+    if os.path.abspath(args.out_dir) == os.path.abspath(args.checkpoint):
+        raise UserError(f"{args.out_dir}: the merged model needs a folder other than the checkpoint's")
+    out = merge_lora_checkpoint(args.checkpoint, args.out_dir)
+    print(f"merged {args.checkpoint} into {out}")
+
+
+if __name__ == "__main__":
+    run_main(main)
