@@ -46,7 +46,7 @@ from utils.generation import (add_rollout_arguments, decode, encode_prompt, gene
 from utils.logger import TrainLogger
 from utils.checkpoints import load_checkpoint_state, save_policy_checkpoint
 from utils.generation import distinct_2
-from utils.policy import load_policy
+from utils.policy import add_model_arguments, load_policy, lora_options
 from utils.reward_sources import make_reward_source
 from utils.tiny import ensure_tiny
 
@@ -68,7 +68,7 @@ EPS = 1e-4  # added to the group's std: a group whose answers all score the same
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tiny", action="store_true", help="offline tiny models and CPU-friendly settings")
-    p.add_argument("--model_name", help="policy GPT-2")
+    p.add_argument("--model_name", help="policy: uer's GPT-2 or any causal LM (hub name or folder)")
     p.add_argument("--ref_model_name", help="reference model for the KL penalty (default: the base model)")
     p.add_argument("--sentiment_model", help="sentiment classifier for the reward")
     p.add_argument("--reward_model",
@@ -93,6 +93,7 @@ def parse_args(argv=None):
                    help="baseline subtracted from each reward: the group's mean, or the other answers' mean (RLOO)")
     p.add_argument("--max_grad_norm", type=float, default=1.0)
     add_rollout_arguments(p, save_dir=os.path.join("checkpoints", "grpo_sentiment_gpt"), log_name="GRPO-Sentiment-Zh")
+    add_model_arguments(p)
     tiny = dict(TINY, model_name=Lazy("the tiny GPT-2", lambda: ensure_tiny()["gpt2"]),
                 sentiment_model=Lazy("the tiny classifier", lambda: ensure_tiny()["classifier"]))
     args = parse_with_presets(p, argv, {"default": dict(ORIGINAL), "tiny": tiny})
@@ -287,7 +288,8 @@ def main(argv=None, reward_fn=None):
         start_epoch = int(resume_state.get("epoch", 0))
     reward_fn = reward_fn or make_reward_source(args, device)
     policy, ref_model, tokenizer = load_policy(args.resume or args.model_name, device, args.ref_model_name,
-                                                  stop_at_sep=args.stop_at_sep)
+                                                  stop_at_sep=args.stop_at_sep, chat_template=args.chat_template,
+                                                  lora=lora_options(args))
     base_model = resume_state["base_model"] if resume_state else (args.ref_model_name or args.model_name)
     if os.path.isdir(base_model):
         base_model = os.path.abspath(base_model)  # a checkpoint must find its reference from any directory

@@ -12,7 +12,7 @@ import os
 from utils.common import UserError, pick_device, run_main, set_seed
 from utils.generation import decode, encode_prompt, generate_responses
 from utils.checkpoints import find_latest_checkpoint, load_checkpoint_state
-from utils.policy import load_policy
+from utils.policy import add_model_arguments, load_policy
 
 
 def parse_args(argv=None):
@@ -24,7 +24,8 @@ def parse_args(argv=None):
     p.add_argument("--prompt", default="这部电影很")
     p.add_argument("--num", type=int, default=5, help="continuations to write")
     p.add_argument("--max_new_tokens", "--gen_len", type=int, default=16, help="new tokens per continuation")
-    p.add_argument("--stop_at_sep", action="store_true", help="let [SEP] end a continuation early")
+    p.add_argument("--stop_at_sep", action="store_true", help="let the end token ([SEP], eos) end a continuation early")
+    add_model_arguments(p, lora=False)
     p.add_argument("--compare_ref", action="store_true", help="also show the reference (base) model's continuations")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", help="default: cuda if available, else cpu")
@@ -46,7 +47,8 @@ def main(argv=None):
     checkpoint = args.checkpoint or find_latest_checkpoint(args.save_dir)
     state = load_checkpoint_state(checkpoint)
     device = pick_device(args.device)
-    policy, ref_model, tokenizer = load_policy(checkpoint, device, stop_at_sep=args.stop_at_sep)
+    policy, ref_model, tokenizer = load_policy(checkpoint, device, stop_at_sep=args.stop_at_sep,
+                                               chat_template=args.chat_template)
     algorithm = state.get("algorithm", "ppo").upper()  # PPO, GRPO or DPO (older checkpoints have no name: PPO's)
     print(f"checkpoint: {checkpoint} ({algorithm}, epoch {state.get('epoch', '?')}, "
           f"reference model {state['base_model']})")

@@ -32,7 +32,7 @@ from utils.generation import (add_rollout_arguments, decode, encode_prompt, gene
 from utils.logger import TrainLogger
 from utils.checkpoints import load_checkpoint_state, save_policy_checkpoint
 from utils.generation import distinct_2
-from utils.policy import load_policy, unwrap_policy
+from utils.policy import add_model_arguments, load_policy, lora_options, unwrap_policy
 from utils.ppo import make_ppo_trainer, ppo_step
 from utils.reward_sources import REWARD_NORMS, RewardNormalizer, make_reward_and_judge, mean_std
 from utils.tiny import ensure_tiny
@@ -60,7 +60,7 @@ REWARD_MODEL_KL = dict(init_kl_coef=0.3, target=3.0, horizon=500)
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tiny", action="store_true", help="offline tiny models and CPU-friendly settings")
-    p.add_argument("--model_name", help="policy GPT-2")
+    p.add_argument("--model_name", help="policy: uer's GPT-2 or any causal LM (hub name or folder)")
     p.add_argument("--ref_model_name", help="reference model for the KL penalty (default: the base model)")
     p.add_argument("--sentiment_model", help="sentiment classifier for the reward")
     p.add_argument("--reward_model",
@@ -96,6 +96,7 @@ def parse_args(argv=None):
     p.add_argument("--cliprange_value", type=float, default=0.2)
     p.add_argument("--vf_coef", type=float, default=0.1)
     add_rollout_arguments(p, save_dir=os.path.join("checkpoints", "ppo_sentiment_gpt"), log_name="PPO-Sentiment-Zh")
+    add_model_arguments(p)
     p.add_argument("--preset", choices=["gpu"], help="gpu: the whole batch in one mini-batch and bf16 (speed over "
                                                      "faithfulness; explicit arguments still win)")
     tiny = dict(TINY, model_name=Lazy("the tiny GPT-2", lambda: ensure_tiny()["gpt2"]),
@@ -253,7 +254,8 @@ def main(argv=None, reward_fn=None):
     if reward_fn is None:  # loaded and checked before anything is written
         reward_fn, judge = make_reward_and_judge(args, device)
     policy, ref_model, tokenizer = load_policy(args.resume or args.model_name, device, args.ref_model_name,
-                                                  stop_at_sep=args.stop_at_sep)
+                                                  stop_at_sep=args.stop_at_sep, chat_template=args.chat_template,
+                                                  lora=lora_options(args))
     base_model = resume_state["base_model"] if resume_state else (args.ref_model_name or args.model_name)
     if os.path.isdir(base_model):
         base_model = os.path.abspath(base_model)  # a checkpoint must find its reference from any directory

@@ -23,10 +23,10 @@ import time
 import pandas as pd
 import streamlit as st
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from utils.common import Lazy, UserError, load_pretrained, parse_with_presets, pick_device
+from utils.common import Lazy, UserError, parse_with_presets, pick_device
 from utils.generation import decode, encode_prompt, generate_responses
+from utils.policy import add_model_arguments, load_causal_lm
 from utils.ranklists import (append_rank_list, count_saves, metadata_path, read_rank_list_table,
                              undo_rank_list)
 
@@ -50,7 +50,8 @@ class PageArgumentParser(argparse.ArgumentParser):
 def parse_args(argv):
     parser = PageArgumentParser(prog="streamlit run ranklist_labeler.py --", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model_name", "--model", help="GPT-2 that writes the answers")
+    parser.add_argument("--model_name", "--model", help="the model that writes the answers: uer's GPT-2 or any causal LM")
+    add_model_arguments(parser, lora=False)
     parser.add_argument("--tiny", action="store_true", help="use the offline tiny GPT-2 (utils/tiny.py)")
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     parser.add_argument("--threads", type=int, default=1,
@@ -91,11 +92,9 @@ def tiny_gpt2():
 
 
 @st.cache_resource(show_spinner="加载模型 ...")
-def load_model(name_or_path, device):
+def load_model(name_or_path, device, chat_template):
     """Loaded once per server process; every browser session shares it."""
-    tokenizer = load_pretrained(AutoTokenizer, name_or_path)
-    model = load_pretrained(AutoModelForCausalLM, name_or_path).to(device).eval()
-    return model, tokenizer
+    return load_causal_lm(name_or_path, device, chat_template)
 
 
 def generate_answers(model, tokenizer, prompt, args):
@@ -300,7 +299,7 @@ def main():
         st.stop()
     try:
         torch.set_num_threads(args.threads)
-        model, tokenizer = load_model(args.model_name, args.device)
+        model, tokenizer = load_model(args.model_name, args.device, args.chat_template)
     except UserError as e:
         show_error(e)
     for name, value in (("prompt", random.choice(args.random_prompts)), ("annotator", ""), ("saved_lines", []),

@@ -48,7 +48,7 @@ from utils.common import (Lazy, UserError, accelerator_kwargs, add_mixed_precisi
 from utils.generation import decode, encode_prompt, generate_responses, read_prompts
 from utils.logger import TrainLogger
 from utils.checkpoints import load_checkpoint_state, save_policy_checkpoint
-from utils.policy import load_policy
+from utils.policy import add_model_arguments, load_policy, lora_options
 from utils.ppo import make_ppo_trainer, ppo_step
 from utils.ratings import RATINGS_NAME
 from utils.tiny import ensure_tiny
@@ -61,7 +61,8 @@ SLOW_STEP_ENV = "RLHF_TEST_SLOW_STEP"
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model_name", help="the GPT-2 that writes the answers")
+    parser.add_argument("--model_name", help="the model that writes the answers: uer's GPT-2 or any causal LM")
+    add_model_arguments(parser)
     parser.add_argument("--tiny", action="store_true", help="the offline tiny GPT-2 unless --model_name is given")
     parser.add_argument("--resume", metavar="DIR", help="continue from a checkpoint this script saved")
     parser.add_argument("--device", help="default: cuda if available, else cpu")
@@ -454,7 +455,8 @@ def main():
     try:
         with t.signals.stoppable(), t.console.status("[red]loading the models ..."):
             t.policy, ref_model, t.tokenizer = load_policy(args.resume or base_model, t.device,
-                                                           ref_model_name_or_path=base_model)
+                                                           ref_model_name_or_path=base_model,
+                                                           chat_template=args.chat_template, lora=lora_options(args))
             t.trainer = make_ppo_trainer(t.policy, ref_model, t.tokenizer, batch_size=args.batch_size,
                                          mini_batch_size=args.batch_size, learning_rate=args.learning_rate,
                                          init_kl_coef=state.get("kl_coef", 0.2), seed=seed,

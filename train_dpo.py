@@ -56,7 +56,7 @@ from utils.common import (Lazy, UserError, accelerator_kwargs, add_mixed_precisi
 from utils.generation import banned_token_ids, decode, encode_prompt, generate_responses
 from utils.logger import TrainLogger
 from utils.checkpoints import load_checkpoint_state, save_policy_checkpoint
-from utils.policy import load_policy
+from utils.policy import add_model_arguments, load_policy, lora_options
 from utils.preferences import preference_pairs, read_preference_jsonl, read_prompted_rank_lists
 from utils.ranklists import metadata_path
 from utils.tiny import ensure_tiny
@@ -81,7 +81,8 @@ PANELS = ("preference_acc", "reward_margin", "train_loss", "train_acc", "train_m
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tiny", action="store_true", help="offline tiny models, AI-feedback rank lists, CPU settings")
-    p.add_argument("--model_name", help="policy GPT-2 to fine-tune")
+    p.add_argument("--model_name", help="policy to fine-tune: uer's GPT-2 or any causal LM (hub name or folder)")
+    add_model_arguments(p)
     p.add_argument("--ref_model_name", help="frozen reference model (default: the model fine-tuned)")
     p.add_argument("--train_path", help=f"rank lists, best first, with their .meta.jsonl (default {DEFAULT_TRAIN}; "
                                         "with --tiny: AI-feedback rank lists, built once)")
@@ -354,13 +355,15 @@ def main(argv=None):
     # the policy and its frozen reference, as the PPO scripts load them (dropout off, unsampled tokens masked);
     # DPO trains the language model alone: the value head is saved with it, unchanged
     policy, ref_model, tokenizer = load_policy(args.resume or args.model_name, accelerator.device,
-                                               args.ref_model_name)
+                                               args.ref_model_name, chat_template=args.chat_template,
+                                               lora=lora_options(args))
     base_model = resume_state["base_model"] if resume_state else (args.ref_model_name or args.model_name)
     if os.path.isdir(base_model):
         base_model = os.path.abspath(base_model)  # a checkpoint must find its reference from any directory
     policy.v_head.requires_grad_(False)
     lm, ref_lm = policy.pretrained_model, ref_model.pretrained_model
-    max_seq_len = min(args.max_seq_len, lm.config.n_positions)
+    positions = getattr(lm.config, "n_positions", None) or lm.config.max_position_embeddings  # GPT-2's or others'
+    max_seq_len = min(args.max_seq_len, positions)
     train_set, train_unscorable = encode_lists(tokenizer, train_items, max_seq_len)
     dev_set, _ = encode_lists(tokenizer, dev_items, max_seq_len)
     if train_unscorable:

@@ -17,10 +17,10 @@ import json
 import os
 
 from tqdm import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from utils.common import Lazy, UserError, load_pretrained, parse_with_presets, pick_device, run_main, set_seed
+from utils.common import Lazy, UserError, parse_with_presets, pick_device, run_main, set_seed
 from utils.generation import PROMPTS, decode, encode_prompt, generate_responses, read_prompts
+from utils.policy import add_model_arguments, load_causal_lm
 from utils.ranklists import append_rank_list, metadata_path
 from utils.reward_sources import SentimentPipelineReward
 from utils.tiny import ensure_tiny
@@ -31,13 +31,12 @@ ORIGINAL_MODELS = dict(model_name="uer/gpt2-chinese-cluecorpussmall",
 
 
 def build_ai_feedback(output, model_name, sentiment_model, prompts=PROMPTS, lists_per_prompt=128, k=4, gen_len=16,
-                      seed=0, device="cpu"):
+                      seed=0, device="cpu", chat_template="auto"):
     """Write `lists_per_prompt` rank lists of `k` answers for every prompt to `output` and its meta file."""
     if k < 2 or lists_per_prompt < 1 or gen_len < 1:
         raise UserError("AI feedback needs --rank_list_len >= 2 answers per list, --lists_per_prompt >= 1 and --max_new_tokens >= 1")
     set_seed(seed)
-    tokenizer = load_pretrained(AutoTokenizer, model_name)
-    model = load_pretrained(AutoModelForCausalLM, model_name).to(device)
+    model, tokenizer = load_causal_lm(model_name, device, chat_template)
     labeller = SentimentPipelineReward(sentiment_model, device)
     tmp = f"{output}.tmp{os.getpid()}"
     try:
@@ -81,7 +80,8 @@ def written_by(output):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", action="store_true", help="the offline tiny GPT-2 and classifier")
-    parser.add_argument("--model_name", help="GPT-2 that writes the answers")
+    parser.add_argument("--model_name", help="the model that writes the answers: uer's GPT-2 or any causal LM")
+    add_model_arguments(parser, lora=False)
     parser.add_argument("--sentiment_model", help="classifier that ranks them")
     parser.add_argument("--output", default=DEFAULT_OUTPUT, help="rank-list TSV to write (its .meta.jsonl beside it)")
     parser.add_argument("--prompts_file", help="one prompt per line (default: the original's four prompts)")
@@ -96,7 +96,7 @@ def main(argv=None):
     os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
     path = build_ai_feedback(args.output, args.model_name, args.sentiment_model, read_prompts(args.prompts_file),
                              args.lists_per_prompt, args.rank_list_len, args.max_new_tokens, args.seed,
-                             pick_device(args.device))
+                             pick_device(args.device), args.chat_template)
     print(f"{path}: {args.lists_per_prompt * len(read_prompts(args.prompts_file))} rank lists of {args.rank_list_len} "
           f"(+ {metadata_path(path)})")
 

@@ -10,6 +10,7 @@ with a value head, plus its frozen reference model and tokenizer; LoRA adapters 
 
 `python -m utils.policy merge CHECKPOINT OUT` merges a LoRA checkpoint's adapters into a full model folder.
 """
+import argparse
 import os
 import warnings
 
@@ -69,11 +70,11 @@ def add_model_arguments(parser, lora=True):
                         help="auto: a prompt becomes the user's turn in the tokenizer's chat template when it has "
                              "one (the answer is the assistant's reply); none: always the plain prompt")
     if lora:
-        parser.add_argument("--lora_r", type=int, default=0,
+        parser.add_argument("--lora_r", type=_rank, default=0,
                             help="train LoRA adapters of this rank instead of every weight (0: off); the reference "
                                  "model is then the same weights with the adapters off")
         parser.add_argument("--lora_alpha", type=float, default=16.0, help="LoRA scaling numerator (alpha / r)")
-        parser.add_argument("--lora_dropout", type=float, default=0.0,
+        parser.add_argument("--lora_dropout", type=_probability, default=0.0,
                             help="dropout on the adapters' input during updates (0: rollouts and updates see the "
                                  "same model, as everywhere here)")
         parser.add_argument("--lora_target_modules",
@@ -81,15 +82,27 @@ def add_model_arguments(parser, lora=True):
                                  "Qwen2/Llama, c_attn for GPT-2, peft's defaults otherwise)")
 
 
+def _rank(text):
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected 0 (off) or a positive rank")
+    return int(text)
+
+
+def _probability(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a probability in [0, 1)")
+    return value
+
+
 def lora_options(args):
     """The LoRA settings of parsed `args` for `load_policy` (None when --lora_r is 0 or absent)."""
-    r = getattr(args, "lora_r", 0) or 0
-    if r < 0:
-        raise UserError(f"--lora_r {r}: expected 0 (off) or a positive rank")
-    if r == 0:
+    r = getattr(args, "lora_r", 0)
+    if not r:
         return None
-    if not 0.0 <= args.lora_dropout < 1.0:
-        raise UserError(f"--lora_dropout {args.lora_dropout}: expected a probability in [0, 1)")
     targets = args.lora_target_modules
     return {"r": r, "lora_alpha": args.lora_alpha, "lora_dropout": args.lora_dropout,
             "target_modules": [t.strip() for t in targets.split(",") if t.strip()] if targets else None}
@@ -298,8 +311,6 @@ def unwrap_policy(trainer):
 
 
 def main(argv=None):
-    import argparse
-
     parser = argparse.ArgumentParser(prog="python -m utils.policy", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     merge = commands.add_parser("merge", help="merge a LoRA checkpoint's adapters into a full model folder")

@@ -9,13 +9,14 @@ import warnings
 import torch
 from accelerate import DistributedType, PartialState
 
-from utils.policy import import_trl
+from utils.policy import AdaptersOff, import_trl
 
 
 def make_ppo_trainer(policy, ref_model, tokenizer, **ppo_config_kwargs):
     """A `PPOTrainer` configured by `PPOConfig(**ppo_config_kwargs)` (no dataset: we feed batches ourselves)."""
     trl = import_trl()
-    if PartialState().distributed_type == DistributedType.MULTI_CPU:
+    lora = isinstance(ref_model, AdaptersOff)  # trl runs a peft policy with its adapters off as the reference
+    if PartialState().distributed_type == DistributedType.MULTI_CPU and not lora:
         # accelerate wraps every prepared model in DDP on several CPU processes, and DDP refuses a model with
         # nothing to train: the reference's value head stays trainable (it is never used nor optimised)
         ref_model.v_head.requires_grad_(True)
@@ -23,8 +24,11 @@ def make_ppo_trainer(policy, ref_model, tokenizer, **ppo_config_kwargs):
         warnings.filterwarnings("ignore", category=FutureWarning, message=r".*(PPOTrainer|PPOConfig|deprecated)")
         warnings.filterwarnings("ignore", category=UserWarning, message=r"No dataset is provided")
         config = trl.PPOConfig(**ppo_config_kwargs)
-        return trl.PPOTrainer(config=config, model=policy, ref_model=ref_model, tokenizer=tokenizer,
-                              optimizer=fused_adam(policy, config.learning_rate))
+        trainer = trl.PPOTrainer(config=config, model=policy, ref_model=None if lora else ref_model,
+                                 tokenizer=tokenizer, optimizer=fused_adam(policy, config.learning_rate))
+    if lora:
+        trainer.ref_model = ref_model  # for our own use (reference samples); trl uses the policy's adapters-off ctx
+    return trainer
 
 
 def fused_adam(model, learning_rate):
