@@ -157,7 +157,6 @@ def _load_lora_policy(trl, path, base_name, options):
     """A value-head policy whose LM is `base_name` with LoRA adapters: the adapters (and value head) of the
     checkpoint `path`, or fresh ones from `options`. Only they are trainable."""
     from peft import PeftModel
-    from safetensors.torch import load_file
 
     check_causal_lm(base_name)
     base = disable_dropout(load_pretrained(AutoModelForCausalLM, base_name))  # the adapters keep --lora_dropout
@@ -165,11 +164,21 @@ def _load_lora_policy(trl, path, base_name, options):
         lm = PeftModel.from_pretrained(base, path, is_trainable=True)
     else:
         lm = _with_lora(base, base_name, options)
-    policy = trl.AutoModelForCausalLMWithValueHead(lm)
-    policy.is_peft_model = True
+    policy = with_value_head(trl, lm, path)
     disable_dropout(policy.v_head)
-    if path is not None:
-        policy.v_head.load_state_dict(load_file(os.path.join(path, VALUE_HEAD_FILE)))
+    return policy
+
+
+def with_value_head(trl, lm, checkpoint=None):
+    """trl's value-head model around `lm` (a peft model or a plain causal LM); the value head from a LoRA
+    `checkpoint` if given (else freshly initialised)."""
+    from peft import PeftModel
+    from safetensors.torch import load_file
+
+    policy = trl.AutoModelForCausalLMWithValueHead(lm)
+    policy.is_peft_model = isinstance(lm, PeftModel)  # trl sets it only in its own from_pretrained
+    if checkpoint is not None:
+        policy.v_head.load_state_dict(load_file(os.path.join(checkpoint, VALUE_HEAD_FILE)))
     return policy
 
 
@@ -292,14 +301,11 @@ def merged_lora_lm(checkpoint):
 def merge_lora_checkpoint(checkpoint, out_dir):
     """Write `checkpoint`'s LoRA adapters merged into its base model as a full checkpoint in `out_dir`: a
     `save_pretrained` folder (value head included) that any script, or AutoModelForCausalLM, loads."""
-    from safetensors.torch import load_file
-
     if not is_lora_checkpoint(checkpoint):
         raise UserError(f"{checkpoint}: not a LoRA checkpoint (no {ADAPTER_CONFIG})")
     state = load_checkpoint_state(checkpoint)
     trl = import_trl()
-    policy = trl.AutoModelForCausalLMWithValueHead(merged_lora_lm(checkpoint))
-    policy.v_head.load_state_dict(load_file(os.path.join(checkpoint, VALUE_HEAD_FILE)))
+    policy = with_value_head(trl, merged_lora_lm(checkpoint), checkpoint)
     tokenizer = load_pretrained(AutoTokenizer, checkpoint)
     state = {key: value for key, value in state.items() if key != "lora"}
     return save_policy_checkpoint(policy, tokenizer, out_dir, dict(state, merged_from=os.path.abspath(checkpoint)))
