@@ -220,7 +220,9 @@ def encode_lists(tokenizer, items, max_seq_len):
             answer = tokenizer.encode(text, add_special_tokens=False)[:room]
             if not prompt and len(answer) < 2:
                 answer = []  # a first token alone has nothing to score
-            if room < 1 or not answer or banned.intersection(prompt + answer) or answer in answers:
+            # a chat template's prompt holds special tokens by design: of the prompt's tokens only [UNK] is refused
+            if room < 1 or not answer or banned.intersection(answer) or tokenizer.unk_token_id in prompt \
+                    or answer in answers:
                 left_out += 1
             else:
                 answers.append(answer)
