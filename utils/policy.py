@@ -307,7 +307,6 @@ def merge_lora_checkpoint(checkpoint, out_dir):
     trl = import_trl()
     policy = with_value_head(trl, merged_lora_lm(checkpoint), checkpoint)
     tokenizer = load_pretrained(AutoTokenizer, checkpoint)
-    state = {key: value for key, value in state.items() if key != "lora"}
     return save_policy_checkpoint(policy, tokenizer, out_dir, dict(state, merged_from=os.path.abspath(checkpoint)))
 
 
