@@ -179,6 +179,9 @@ def test_ai_feedback_then_dpo_on_llama(micro_lms, micro_paths, tmp_path, capsys)
     assert_loads(find_latest_checkpoint(str(tmp_path / "ck")), "LlamaForCausalLM")
 
 
+REWARD = r"Reward \(-2\.0 ~ 2\.0\): "  # the rating prompt
+
+
 def test_terminal_rates_two_answers_of_a_lora_qwen2_and_saves(micro_lms, micro_env, tmp_path):
     save_dir, log_dir = str(tmp_path / "ck"), str(tmp_path / "logs")
     child = pexpect.spawn(sys.executable, ["terminal_main.py", "--model_name", micro_lms["qwen2"], "--lora_r", "4",
@@ -187,10 +190,10 @@ def test_terminal_rates_two_answers_of_a_lora_qwen2_and_saves(micro_lms, micro_e
                           cwd=REPO, env=dict(micro_env, OMP_NUM_THREADS="1"), encoding="utf-8",
                           codec_errors="replace", timeout=240, dimensions=(50, 250))
     for step, reward in ((1, "1.5"), (2, "-1")):
-        child.expect(r"reward")
+        child.expect(REWARD)
         child.sendline(reward)
         child.expect(rf"PPO step {step} done")
-    child.expect(r"reward")
+    child.expect(REWARD)
     child.sendline("Q")
     child.expect(pexpect.EOF)
     child.close()
