@@ -177,6 +177,12 @@ def test_ai_feedback_then_dpo_on_llama(micro_lms, micro_paths, tmp_path, capsys)
     n_train = int(re.search(r"(\d+) train / \d+ dev preference pairs", out).group(1))
     assert n_train >= 60  # the chat template's special tokens do not make pairs unscorable
     assert_loads(find_latest_checkpoint(str(tmp_path / "ck")), "LlamaForCausalLM")
+    code, out, err = run(train_dpo.main, ["--tiny", "--model_name", micro_lms["llama"], "--train_path", lists,
+                                          "--lora_r", "2", "--batch_size", "16", "--num_train_epochs", "1",
+                                          "--gen_len", "4", "--num_samples", "1", "--save_dir",
+                                          str(tmp_path / "lora"), "--log_dir", str(tmp_path / "logs")], capsys)
+    assert code == 0, err[-2000:]
+    assert_loads(find_latest_checkpoint(str(tmp_path / "lora")), "PeftModelForCausalLM")
 
 
 REWARD = r"Reward \(-2\.0 ~ 2\.0\): "  # the rating prompt
