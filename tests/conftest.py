@@ -89,54 +89,12 @@ def run_script(args, env=None, cwd=REPO, input=None, timeout=600):
 
 
 # ---------------------------------------------------------------- micro Qwen2 / Llama (byte-level BPE, chat template)
-CHATML = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}"
-          "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
-LLAMA3 = ("{{ bos_token }}{% for m in messages %}{{ '<|start_header_id|>' + m['role'] + '<|end_header_id|>\\n\\n' "
-          "+ m['content'] + '<|eot_id|>' }}{% endfor %}"
-          "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}")
-
-
-def build_micro_causal_lm(out_dir, arch, sentences):
-    """A random-weight two-layer Qwen2 or Llama with a byte-level BPE tokenizer trained here on `sentences` and a
-    chat template: Qwen's ChatML (eos <|im_end|>, pad <|endoftext|>), or Llama 3's (a start token, no pad)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
-
-    if arch == "qwen2":
-        special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-        names = dict(eos_token="<|im_end|>", pad_token="<|endoftext|>")
-    else:
-        special = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
-        names = dict(bos_token="<|begin_of_text|>", eos_token="<|end_of_text|>")
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(sentences, trainers.BpeTrainer(
-        vocab_size=1200, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False))
-    if arch == "llama":  # Llama's tokenizer starts every text with its start token
-        bpe.post_processor = processors.TemplateProcessing(single="<|begin_of_text|> $A", special_tokens=[
-            ("<|begin_of_text|>", bpe.token_to_id("<|begin_of_text|>"))])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, chat_template=CHATML if arch == "qwen2" else LLAMA3,
-                                        **names)
-    shape = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                 eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id)
-    config_class, model_class = (Qwen2Config, Qwen2ForCausalLM) if arch == "qwen2" else (LlamaConfig,
-                                                                                        LlamaForCausalLM)
-    import torch
-
-    torch.manual_seed(0)
-    model_class(config_class(**shape, tie_word_embeddings=arch == "qwen2")).save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    return out_dir
-
-
 @pytest.fixture(scope="session")
 def micro_lms(tmp_path_factory):
     """{"qwen2": folder, "llama": folder}: micro causal LMs of today's architectures, built in a second or two."""
     from utils.data import read_corpus_split
+    from utils.random_lm import build_random_causal_lm
 
     sentences = [s for _, s in read_corpus_split("train")[:3000]]
     root = tmp_path_factory.mktemp("micro_lms")
-    return {arch: build_micro_causal_lm(str(root / arch), arch, sentences) for arch in ("qwen2", "llama")}
+    return {arch: build_random_causal_lm(str(root / arch), arch, sentences) for arch in ("qwen2", "llama")}

@@ -14,7 +14,7 @@ import grpo_sentiment_example
 import inference_ppo_gpt
 import ppo_sentiment_example
 import train_dpo
-from conftest import REPO
+from conftest import REPO, run_script
 from utils import ai_feedback, generation
 from utils.answer_logprobs import answer_logprobs
 from utils.checkpoints import find_latest_checkpoint, load_checkpoint_state, save_policy_checkpoint
@@ -334,3 +334,12 @@ def test_bad_lora_values_are_refused_by_the_parser(micro_lms, capsys):
             ppo_sentiment_example.parse_args([*SMALL_PPO, option, value])
         assert e.value.code == 2 and option in capsys.readouterr().err
 
+
+
+@pytest.mark.gpu
+def test_bench_any_lm_measures_peak_memory_on_cuda(micro_env):
+    result = run_script(["bench/bench_any_lm.py", "--shape", "micro", "--batch_size", "16", "--epochs", "2",
+                         "--device", "cuda"], env=micro_env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(re.findall(r"peak GPU memory \d+\.\d+ GiB", result.stdout)) == 2
+    assert "ratio LoRA / full: time" in result.stdout and "peak memory" in result.stdout

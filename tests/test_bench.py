@@ -12,6 +12,8 @@ from conftest import run_script
 from utils.reward_model import RewardModel, save_reward_model
 
 BENCHES = {
+    "bench_any_lm.py": (["--shape", "micro", "--batch_size", "16", "--epochs", "2", "--device", "cpu"],
+                        "ratio LoRA / full: time"),
     "bench_ppo.py": (["--batch_size", "32", "--repeats", "1", "--skip_full_size", "--device", "cpu"],
                      "ratio ours/original, same settings"),
     "bench_reward_model.py": (["--steps", "1", "--batch_size", "4", "--skip_ernie", "--device", "cpu"],

@@ -166,8 +166,9 @@ def generate_responses(model, tokenizer, queries, max_new_tokens, stop_at_sep=Fa
 def add_rollout_arguments(parser, save_dir, log_name):
     """The options every online-sampling script (PPO, GRPO) shares: answers, prompts, checkpoints, logs, device."""
     parser.add_argument("--max_new_tokens", "--gen_len", type=int, default=16, help="new tokens per answer")
-    parser.add_argument("--stop_at_sep", action="store_true", help="let the end token ([SEP] for uer's GPT-2; eos or the end of the assistant's turn for others) end "
-                             "an answer early")
+    parser.add_argument("--stop_at_sep", action="store_true",
+                        help="let the end token ([SEP] for uer's GPT-2; eos or the end of the assistant's turn for "
+                             "others) end an answer early")
     parser.add_argument("--prompts_file", help="one prompt per line (default: the original's four prompts)")
     parser.add_argument("--save_freq", type=int, help="save a checkpoint every N epochs")
     parser.add_argument("--save_dir", default=save_dir)
