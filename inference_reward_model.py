@@ -52,8 +52,8 @@ def evaluate_file(model, tokenizer, args):
         rank_lists, lambda texts: score_texts(model, tokenizer, texts, args.batch_size, args.max_seq_len))
 
 
-def main():
-    args = parse_args()
+def main(argv=None):
+    args = parse_args(argv)
     model, tokenizer = load_reward_model(args.model_name, pick_device(args.device))
     if args.eval_tsv:
         metrics = evaluate_file(model, tokenizer, args)

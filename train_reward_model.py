@@ -189,8 +189,8 @@ def save_checkpoint(model, tokenizer, out_dir, accelerator):
         save_reward_model(accelerator.unwrap_model(model), tokenizer, out_dir)
 
 
-def main():
-    args = parse_args()
+def main(argv=None):
+    args = parse_args(argv)
     device = pick_device(args.device)
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)

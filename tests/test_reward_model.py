@@ -1,4 +1,6 @@
 """Reward model: loss, metrics, checkpoints, training (also under accelerate), inference and bad input."""
+import contextlib
+import io
 import json
 import math
 import os
@@ -6,14 +8,17 @@ import random
 import shutil
 import subprocess
 import sys
+import types
 
 import pytest
 import torch
 import torch.nn.functional as F
 from transformers import AutoTokenizer, BertConfig, BertModel
 
-from conftest import REPO, cpu_only, run_script
-from utils.common import UserError
+import inference_reward_model
+import train_reward_model
+from conftest import REPO, cpu_only
+from utils.common import UserError, run_main
 from utils.data import RANK_LIST_DIR
 from utils.logger import read_jsonl
 from utils.ranklists import read_rank_lists
@@ -175,9 +180,31 @@ def test_killed_mid_save_leaves_the_previous_checkpoint_loadable(micro_paths, tm
     assert score_texts(model, tok, [POSITIVE]) != pytest.approx(expected[:1], abs=1e-6)
 
 
+def run_in_process(main, argv, stdin=None):
+    """`main(argv)` as the command line runs it (one-line errors, exit 2), in this process: (exit code, stdout,
+    stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    old_stdin = sys.stdin
+    sys.stdin = io.StringIO(stdin or "")
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            run_main(lambda: main(argv))
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    finally:
+        sys.stdin = old_stdin
+    return code, out.getvalue(), err.getvalue()
+
+
+def run_trainer(argv):
+    code, stdout, stderr = run_in_process(train_reward_model.main, argv)
+    return types.SimpleNamespace(returncode=code, stdout=stdout, stderr=stderr)
+
+
 # ---------------------------------------------------------------- inference: bad checkpoints
 @pytest.mark.parametrize("kind", ["old_pickle_folder", "old_pickle_file", "empty_folder", "missing"])
-def test_inference_refuses_what_is_not_a_reward_model_checkpoint(kind, tmp_path, micro_env):
+def test_inference_refuses_what_is_not_a_reward_model_checkpoint(kind, tmp_path):
     marker = tmp_path / "unpickled.txt"
     folder = tmp_path / "model_best"
     if kind != "missing":
@@ -185,9 +212,9 @@ def test_inference_refuses_what_is_not_a_reward_model_checkpoint(kind, tmp_path,
     if kind.startswith("old_pickle"):
         torch.save(_Trap(str(marker)), folder / "model.pt")  # the original saved torch.save(model)
     target = folder / "model.pt" if kind == "old_pickle_file" else folder
-    result = run_script(["inference_reward_model.py", "--model", str(target)], env=micro_env)
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    message = result.stderr.strip().splitlines()[-1]
+    code, _, err = run_in_process(inference_reward_model.main, ["--model", str(target)])
+    assert code == 2 and "Traceback" not in err
+    message = err.strip().splitlines()[-1]
     assert message.startswith("error: ") and str(target) in message
     expected = {"old_pickle_folder": "pickled", "old_pickle_file": "pickled",
                 "empty_folder": "not a reward-model checkpoint", "missing": "no such checkpoint folder"}[kind]
@@ -219,30 +246,36 @@ def small_data(tmp_path_factory):
 
 
 def train_args(data, out, *extra):
-    return ["train_reward_model.py", "--tiny", "--train_path", data["train"], "--dev_path", data["dev"],
+    return ["--tiny", "--train_path", data["train"], "--dev_path", data["dev"],
             "--save_dir", str(out / "ckpt"), "--img_log_dir", str(out / "logs"), "--img_log_name", "RM",
             "--batch_size", "16", "--learning_rate", "2e-3", "--num_train_epochs", "1", "--valid_steps", "20",
             "--logging_steps", "10", "--seed", "0", *extra]
 
 
+@pytest.fixture(autouse=True)
+def tiny_is_micro(micro_dir, monkeypatch):
+    monkeypatch.setenv("RLHF_TINY_DIR", micro_dir)
+
+
 @pytest.fixture(scope="module")
 def trained(small_data, tmp_path_factory, micro_dir):
     out = tmp_path_factory.mktemp("trained")
-    env = dict(os.environ, RLHF_TINY_DIR=micro_dir, HF_HUB_OFFLINE="1", PYTHONPATH=REPO)
-    result = run_script(train_args(small_data, out), env=env)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return out, result
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RLHF_TINY_DIR", micro_dir)
+        code, stdout, stderr = run_in_process(train_reward_model.main, train_args(small_data, out))
+    assert code == 0, stderr[-2000:]
+    return out, stdout
 
 
 def test_training_learns_to_rank_and_logs_like_the_original(trained):
-    out, result = trained
-    lines = result.stdout.splitlines()
-    assert "global step 10, epoch: 1, loss: " in result.stdout and " step/s" in lines[1]
+    out, stdout = trained
+    lines = stdout.splitlines()
+    assert "global step 10, epoch: 1, loss: " in stdout and " step/s" in lines[1]
     assert sum(line.startswith("global step ") for line in lines) == 4  # 40 steps, a line every 10
     evaluations = [line for line in lines if line.startswith("Evaluation acc: ")]
     assert len(evaluations) == 2 and all(k in evaluations[0] for k in ("pairwise_acc", "exact_order_acc",
                                                                         "kendall_tau", "best_vs_worst_acc"))
-    assert "best pairwise_acc performance has been updated: 0.00000 --> " in result.stdout
+    assert "best pairwise_acc performance has been updated: 0.00000 --> " in stdout
     records = read_jsonl(str(out / "logs" / "RM.jsonl"))
     evals = [r for r in records if "pairwise_acc" in r]
     assert [r["step"] for r in evals] == [20, 40] and (out / "logs" / "RM.png").stat().st_size > 1000
@@ -253,9 +286,9 @@ def test_training_learns_to_rank_and_logs_like_the_original(trained):
     assert sorted(os.listdir(out / "ckpt")) == ["model_20", "model_40", "model_best"]
 
 
-def test_listwise_training_learns_to_rank_too(small_data, tmp_path, micro_env):
-    result = run_script(train_args(small_data, tmp_path, "--loss", "listwise"), env=micro_env)
-    assert result.returncode == 0, result.stderr[-2000:]
+def test_listwise_training_learns_to_rank_too(small_data, tmp_path):
+    code, _, err = run_in_process(train_reward_model.main, train_args(small_data, tmp_path, "--loss", "listwise"))
+    assert code == 0, err[-2000:]
     records = read_jsonl(str(tmp_path / "logs" / "RM.jsonl"))
     losses = [r["train_loss"] for r in records if "train_loss" in r]
     assert losses[-1] < losses[0] - 0.05, losses  # ListMLE falls from log K! (no preference)
@@ -263,31 +296,31 @@ def test_listwise_training_learns_to_rank_too(small_data, tmp_path, micro_env):
     assert evals[-1]["best_vs_worst_acc"] >= 0.68 and evals[-1]["pairwise_acc"] >= 0.6, evals[-1]
 
 
-def test_inference_metrics_match_the_training_evaluation(trained, small_data, micro_env):
+def test_inference_metrics_match_the_training_evaluation(trained, small_data):
     """The dev metrics the training printed are those of the whole dev file (not just a last batch)."""
     out, _ = trained
     last = [r for r in read_jsonl(str(out / "logs" / "RM.jsonl")) if "pairwise_acc" in r][-1]
-    result = run_script(["inference_reward_model.py", "--model", str(out / "ckpt" / "model_40"),
-                         "--eval_tsv", small_data["dev"]], env=micro_env)
-    assert result.returncode == 0, result.stderr
-    metrics = json.loads(result.stdout)
+    code, stdout, err = run_in_process(inference_reward_model.main, ["--model", str(out / "ckpt" / "model_40"),
+                                                                     "--eval_tsv", small_data["dev"]])
+    assert code == 0, err
+    metrics = json.loads(stdout)
     for key in ("pairwise_acc", "exact_order_acc", "kendall_tau", "best_vs_worst_acc"):
         assert metrics[key] == pytest.approx(last[key], abs=0.01)
 
 
-def test_inference_scores_examples_arguments_and_stdin(trained, micro_env):
+def test_inference_scores_examples_arguments_and_stdin(trained):
     model = str(trained[0] / "ckpt" / "model_best")
-    default = run_script(["inference_reward_model.py", "--model", model], env=micro_env)
-    assert default.returncode == 0, default.stderr
-    rows = [line.split("\t") for line in default.stdout.splitlines()]
+    code, stdout, err = run_in_process(inference_reward_model.main, ["--model", model])
+    assert code == 0, err
+    rows = [line.split("\t") for line in stdout.splitlines()]
     assert [text for _, text in rows] == [POSITIVE, NEGATIVE]
     expected = score_texts(*load_reward_model(model), [POSITIVE, NEGATIVE])
     assert [float(score) for score, _ in rows] == pytest.approx(expected, abs=1e-4)
-    piped = run_script(["inference_reward_model.py", "--model", model, "-"], env=micro_env,
-                       input="太好吃了，下次还来\n\n难吃，服务也差\n")
-    assert [line.split("\t")[1] for line in piped.stdout.splitlines()] == ["太好吃了，下次还来", "难吃，服务也差"]
-    args = run_script(["inference_reward_model.py", "--model", model, "好评", "差评"], env=micro_env)
-    assert len(args.stdout.splitlines()) == 2
+    _, piped, _ = run_in_process(inference_reward_model.main, ["--model", model, "-"],
+                                 stdin="太好吃了，下次还来\n\n难吃，服务也差\n")
+    assert [line.split("\t")[1] for line in piped.splitlines()] == ["太好吃了，下次还来", "难吃，服务也差"]
+    _, from_args, _ = run_in_process(inference_reward_model.main, ["--model", model, "好评", "差评"])
+    assert len(from_args.splitlines()) == 2
 
 
 def test_training_under_accelerate_with_two_processes(small_data, tmp_path, micro_env):
@@ -296,7 +329,8 @@ def test_training_under_accelerate_with_two_processes(small_data, tmp_path, micr
     # `--cpu --num_processes 2` starts a single process in accelerate 1.x (several need mpirun); on a machine
     # without GPUs `--multi_gpu` starts torchrun, and the script's Accelerator(cpu=True) then runs gloo on CPUs
     result = subprocess.run([accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                             "--mixed_precision", "no", "--dynamo_backend", "no", *args], cwd=REPO,
+                             "--mixed_precision", "no", "--dynamo_backend", "no", "train_reward_model.py", *args],
+                            cwd=REPO,
                             env=cpu_only(micro_env), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert " x 2; 20 steps" in result.stdout  # 640 lists, batches of 16, split over 2 processes
@@ -306,9 +340,9 @@ def test_training_under_accelerate_with_two_processes(small_data, tmp_path, micr
     logged = [r for r in read_jsonl(str(tmp_path / "logs" / "RM.jsonl")) if "pairwise_acc" in r]
     assert len(logged) == 1
     # the gathered evaluation covered every dev list exactly once: the same figures as scoring the file
-    check = run_script(["inference_reward_model.py", "--model", str(tmp_path / "ckpt" / "model_best"),
-                        "--eval_tsv", small_data["dev"]], env=micro_env)
-    metrics = json.loads(check.stdout)
+    _, check, _ = run_in_process(inference_reward_model.main, ["--model", str(tmp_path / "ckpt" / "model_best"),
+                                                               "--eval_tsv", small_data["dev"]])
+    metrics = json.loads(check)
     for key in ("pairwise_acc", "exact_order_acc", "kendall_tau", "best_vs_worst_acc"):
         assert metrics[key] == pytest.approx(logged[0][key], abs=0.01)
 
@@ -322,7 +356,7 @@ BAD_LINES = {
 
 
 @pytest.mark.parametrize("kind", sorted(BAD_LINES))
-def test_bad_train_line_is_named_with_file_and_line(kind, small_data, tmp_path, micro_env):
+def test_bad_train_line_is_named_with_file_and_line(kind, small_data, tmp_path):
     good = ["\t".join(r) + "\n" for r in read_rank_lists(small_data["train"])[:5]]
     bad, reason = BAD_LINES[kind]
     path = tmp_path / "train.tsv"
@@ -330,7 +364,7 @@ def test_bad_train_line_is_named_with_file_and_line(kind, small_data, tmp_path, 
                      + "".join(good[3:]).encode())
     (tmp_path / "ckpt" / "model_best").mkdir(parents=True)
     (tmp_path / "ckpt" / "model_best" / "keep.txt").write_text("earlier work")
-    result = run_script(train_args(dict(small_data, train=str(path)), tmp_path), env=micro_env)
+    result = run_trainer(train_args(dict(small_data, train=str(path)), tmp_path))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == \
         f"error: {path}:4: {reason} (use --skip_bad_lines to skip such lines)"
@@ -339,7 +373,7 @@ def test_bad_train_line_is_named_with_file_and_line(kind, small_data, tmp_path, 
     assert (tmp_path / "ckpt" / "model_best" / "keep.txt").read_text() == "earlier work"
 
 
-def test_skip_bad_lines_counts_them_and_crlf_and_a_blank_last_line_are_fine(small_data, tmp_path, micro_env):
+def test_skip_bad_lines_counts_them_and_crlf_and_a_blank_last_line_are_fine(small_data, tmp_path):
     lists = read_rank_lists(small_data["train"])[:20]
     rows = [("\t".join(r) + "\r\n").encode() for r in lists]
     bad = [b if isinstance(b, bytes) else b.encode() for b, _ in BAD_LINES.values()]
@@ -348,7 +382,7 @@ def test_skip_bad_lines_counts_them_and_crlf_and_a_blank_last_line_are_fine(smal
                      + b"\n\r\n")
     dev = write_lists(tmp_path / "dev.tsv", small_data["dev_lists"][:24])
     args = train_args(dict(small_data, train=str(path), dev=dev), tmp_path, "--skip_bad_lines", "--valid_steps", "1000")
-    result = run_script(args, env=micro_env)
+    result = run_trainer(args)
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"skipped 3 bad line(s) in {path} (first: line 6: " in result.stderr
     assert "20 train / 24 dev rank lists" in result.stdout
@@ -356,19 +390,19 @@ def test_skip_bad_lines_counts_them_and_crlf_and_a_blank_last_line_are_fine(smal
     load_reward_model(str(tmp_path / "ckpt" / "model_best"))
 
 
-def test_a_dev_set_that_ends_up_empty_stops_before_training(small_data, tmp_path, micro_env):
+def test_a_dev_set_that_ends_up_empty_stops_before_training(small_data, tmp_path):
     dev = tmp_path / "dev.tsv"
     dev.write_bytes(b"only one text\n\xff\xfe\tbroken\n\n")
-    result = run_script(train_args(dict(small_data, dev=str(dev)), tmp_path, "--skip_bad_lines"), env=micro_env)
+    result = run_trainer(train_args(dict(small_data, dev=str(dev)), tmp_path, "--skip_bad_lines"))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == \
         f"error: {dev}: no rank lists in this file (expected one tab-separated list per line)"
     assert "global step" not in result.stdout and not (tmp_path / "ckpt").exists()
 
 
-def test_an_unreachable_model_is_one_line(small_data, tmp_path, micro_env):
+def test_an_unreachable_model_is_one_line(small_data, tmp_path):
     args = [a for a in train_args(small_data, tmp_path) if a != "--tiny"] + ["--model", "no-such-org/no-such-model"]
-    result = run_script(args, env=micro_env)
+    result = run_trainer(args)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     message = result.stderr.strip().splitlines()[-1]
     assert message.startswith("error: cannot load model 'no-such-org/no-such-model'") and "--tiny" in message
