@@ -50,7 +50,8 @@ class PageArgumentParser(argparse.ArgumentParser):
 def parse_args(argv):
     parser = PageArgumentParser(prog="streamlit run ranklist_labeler.py --", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model_name", "--model", help="the model that writes the answers: uer's GPT-2 or any causal LM")
+    parser.add_argument("--model_name", "--model",
+                        help="the model that writes the answers: uer's GPT-2 or any causal LM")
     add_model_arguments(parser, lora=False)
     parser.add_argument("--tiny", action="store_true", help="use the offline tiny GPT-2 (utils/tiny.py)")
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
@@ -100,7 +101,7 @@ def load_model(name_or_path, device, chat_template):
 def generate_answers(model, tokenizer, prompt, args):
     """K answers in one batched sampling call; each shown and saved as prompt + answer, like the original."""
     query = encode_prompt(tokenizer, prompt)
-    longest = getattr(model.config, "n_positions", None)
+    longest = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
     if longest and len(query) + args.max_new_tokens > longest:
         raise UserError(f"prompt 太长: {len(query)} tokens + {args.max_new_tokens} new tokens > the model's "
                         f"{longest} positions")

@@ -140,11 +140,13 @@ def assert_loads(checkpoint, arch_class):
     assert tokenizer.chat_template  # the checkpoint keeps the model's template
 
 
-@pytest.mark.parametrize("script", [ppo_sentiment_example, grpo_sentiment_example])
-def test_online_scripts_train_two_epochs_on_qwen2_and_save_a_checkpoint_that_loads(script, micro_lms, tmp_path,
-                                                                                  capsys):
-    argv = [*SMALL_PPO, "--model_name", micro_lms["qwen2"], "--save_dir", str(tmp_path / "ck"), "--log_dir",
-            str(tmp_path / "logs")]
+@pytest.mark.parametrize("script, lora_r, lm_class", [(ppo_sentiment_example, "0", "Qwen2ForCausalLM"),
+                                                     (grpo_sentiment_example, "0", "Qwen2ForCausalLM"),
+                                                     (grpo_sentiment_example, "2", "PeftModelForCausalLM")])
+def test_online_scripts_train_two_epochs_on_qwen2_and_save_a_checkpoint_that_loads(script, lora_r, lm_class, micro_lms,
+                                                                                  tmp_path, capsys):
+    argv = [*SMALL_PPO, "--model_name", micro_lms["qwen2"], "--lora_r", lora_r, "--save_dir", str(tmp_path / "ck"),
+            "--log_dir", str(tmp_path / "logs")]
     if script is grpo_sentiment_example:
         argv += ["--group_size", "4"]
     code, out, err = run(script.main, argv, capsys)
@@ -152,7 +154,7 @@ def test_online_scripts_train_two_epochs_on_qwen2_and_save_a_checkpoint_that_loa
     assert re.search(r"epoch 1 ", out)
     checkpoint = only_checkpoint(str(tmp_path / "ck"))
     assert load_checkpoint_state(checkpoint)["epoch"] == 2
-    assert_loads(checkpoint, "Qwen2ForCausalLM")
+    assert_loads(checkpoint, lm_class)
     code, out, err = run(inference_ppo_gpt.main, ["--checkpoint", checkpoint, "--num", "2", "--max_new_tokens", "4",
                                                   "--compare_ref"], capsys)
     assert code == 0, err
