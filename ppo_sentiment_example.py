@@ -20,11 +20,15 @@ import random
 import signal
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+from accelerate import Accelerator
 from tqdm import tqdm
 
+from utils.answer_logprobs import pack, score_answers, select
 from utils.common import (Lazy, UserError, accelerator_kwargs, parse_with_presets,
                           pick_device, run_main, set_seed)
 from utils.generation import (add_rollout_arguments, decode, encode_prompt, generate_responses, random_samples,
@@ -33,7 +37,6 @@ from utils.logger import TrainLogger
 from utils.checkpoints import load_checkpoint_state, save_policy_checkpoint
 from utils.generation import distinct_2
 from utils.policy import add_model_arguments, load_policy, lora_options, unwrap_policy
-from utils.ppo import make_ppo_trainer, ppo_step
 from utils.reward_sources import REWARD_NORMS, RewardNormalizer, make_reward_and_judge, mean_std
 from utils.tiny import ensure_tiny
 
@@ -117,13 +120,198 @@ def situational_defaults(args, preset):
 
 
 def ppo_config(args):
-    return dict(learning_rate=args.learning_rate, batch_size=args.batch_size, mini_batch_size=args.mini_batch_size,
-                ppo_epochs=args.ppo_epochs, init_kl_coef=args.init_kl_coef, adap_kl_ctrl=True,
-                target=args.target, horizon=args.horizon, gamma=args.gamma, lam=args.lam,
-                cliprange=args.cliprange, cliprange_value=args.cliprange_value, vf_coef=args.vf_coef,
-                seed=args.seed, accelerator_kwargs=accelerator_kwargs(args.device, args.mixed_precision))
+    return PPOConfig(learning_rate=args.learning_rate, mini_batch_size=args.mini_batch_size,
+                     ppo_epochs=args.ppo_epochs, init_kl_coef=args.init_kl_coef, target=args.target,
+                     horizon=args.horizon, gamma=args.gamma, lam=args.lam, cliprange=args.cliprange,
+                     cliprange_value=args.cliprange_value, vf_coef=args.vf_coef)
 
 
+# ---------------------------------------------------------------- the algorithm
+@dataclass
+class PPOConfig:
+    """PPO's settings. The defaults are trl 0.11.4's `PPOConfig` defaults (what the terminal uses)."""
+    learning_rate: float = 1.41e-5
+    mini_batch_size: int = 128  # samples per gradient step (a smaller batch is one mini-batch)
+    ppo_epochs: int = 4  # optimisation passes over each batch
+    init_kl_coef: float = 0.2
+    target: float = 6.0  # the KL the adaptive controller aims at
+    horizon: float = 10000
+    gamma: float = 1.0  # discount
+    lam: float = 0.95  # GAE's lambda
+    cliprange: float = 0.2  # the policy ratio is clipped to 1 +- this
+    cliprange_value: float = 0.2  # the new value is clipped to the old one +- this
+    vf_coef: float = 0.1  # weight of the value loss
+    ratio_threshold: float = 10.0  # a mini-batch whose mean ratio exceeds this is not learned from
+
+
+class AdaptiveKLController:
+    """The KL coefficient moves so that the policy's KL to the reference approaches `target` (Ziegler et al.
+    2019, "Fine-Tuning Language Models from Human Preferences"): up to 20% off target, proportionally; the
+    step is `n_samples / horizon` of that error."""
+
+    def __init__(self, init_kl_coef, target, horizon):
+        self.value, self.target, self.horizon = init_kl_coef, target, horizon
+
+    def update(self, kl, n_samples):
+        error = float(np.clip(kl / self.target - 1, -0.2, 0.2))
+        self.value *= 1 + error * n_samples / self.horizon
+
+
+@dataclass
+class PPO:
+    """What a PPO update works on: the policy (with its value head) and its optimiser, prepared by `accelerator`
+    (several processes, mixed precision), the frozen reference model, and the KL controller."""
+    accelerator: Accelerator
+    policy: torch.nn.Module
+    ref_model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    tokenizer: object
+    config: PPOConfig
+    kl_ctl: AdaptiveKLController
+
+
+def make_ppo(policy, ref_model, tokenizer, config, accelerator_kwargs):
+    accelerator = Accelerator(**accelerator_kwargs)
+    # trl's Adam (same hyperparameters) as one fused kernel over all parameters
+    optimizer = torch.optim.Adam([p for p in policy.parameters() if p.requires_grad], lr=config.learning_rate,
+                                 fused=True)
+    policy, optimizer = accelerator.prepare(policy, optimizer)
+    ref_model.to(accelerator.device)
+    return PPO(accelerator, policy, ref_model, optimizer, tokenizer, config,
+               AdaptiveKLController(config.init_kl_coef, config.target, config.horizon))
+
+
+def masked_mean(x, mask):
+    return (x * mask).sum() / mask.sum().clamp(min=1)  # a mini-batch without answer tokens contributes 0, not NaN
+
+
+def masked_whiten(x, mask):
+    """(x - mean) / std over the masked entries (the variance with Bessel's correction, as trl)."""
+    mean = masked_mean(x, mask)
+    variance = masked_mean((x - mean) ** 2, mask) * mask.sum() / (mask.sum() - 1)
+    return (x - mean) * torch.rsqrt(variance + 1e-8)
+
+
+def per_token_rewards(scores, logprobs, ref_logprobs, mask, kl_coef):
+    """The reward of every answer token: minus `kl_coef` times its KL estimate log pi - log pi_ref, and on the
+    answer's last token the score as well. Returns (rewards, per-token KL), each [batch, answer length]."""
+    kl = (logprobs - ref_logprobs) * mask
+    rewards = -kl_coef * kl
+    lengths = mask.sum(dim=1).long()
+    last = (lengths - 1).clamp(min=0)
+    rewards[torch.arange(len(scores), device=scores.device), last] += scores * (lengths > 0)
+    return rewards, kl
+
+
+def generalized_advantages(rewards, values, mask, gamma, lam):
+    """GAE (Schulman et al. 2016), for all answers at once, from the last token back: the advantage of token t
+    is delta_t + gamma * lam * advantage_{t+1}, with delta_t = r_t + gamma * V_{t+1} - V_t (0 after the end).
+    Returns (advantages, returns = advantages + values), each [batch, answer length]."""
+    values, rewards = values * mask, rewards * mask
+    length = rewards.shape[1]
+    advantage, advantages = torch.zeros_like(rewards[:, 0]), []
+    for t in reversed(range(length)):
+        next_value = values[:, t + 1] if t + 1 < length else 0.0
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        advantage = delta + gamma * lam * advantage
+        advantages.append(advantage)
+    advantages = torch.stack(advantages[::-1], dim=1)
+    return advantages, advantages + values
+
+
+STAT_NAMES = ("policy_loss", "value_loss", "approx_kl", "policy_kl", "clip_frac", "value_clip_frac", "entropy",
+              "advantages_mean", "ratio_skipped")
+
+
+def ppo_loss(logprobs, values, entropy, old_logprobs, old_values, advantages, returns, mask, config):
+    """The clipped policy loss plus `vf_coef` times the clipped value loss, token means over the mini-batch;
+    and the mini-batch's statistics (a tensor in the order of STAT_NAMES, read only after the update)."""
+    values_clipped = torch.clamp(values, old_values - config.cliprange_value, old_values + config.cliprange_value)
+    value_losses, value_losses_clipped = (values - returns) ** 2, (values_clipped - returns) ** 2
+    value_loss = 0.5 * masked_mean(torch.max(value_losses, value_losses_clipped), mask)
+
+    ratio = torch.exp(logprobs - old_logprobs)
+    policy_losses = -advantages * ratio
+    policy_losses_clipped = -advantages * torch.clamp(ratio, 1 - config.cliprange, 1 + config.cliprange)
+    policy_loss = masked_mean(torch.max(policy_losses, policy_losses_clipped), mask)
+
+    # as trl: a mini-batch whose policy moved too far (mean ratio above the threshold) is not learned from;
+    # a 0/1 factor rather than an `if`, so that nothing waits for the device here
+    keep = (~(masked_mean(ratio.detach(), mask) > config.ratio_threshold)).float()
+    policy_loss, value_loss = policy_loss * keep, value_loss * keep
+    with torch.no_grad():
+        stats = torch.stack([
+            policy_loss, value_loss, 0.5 * masked_mean((logprobs - old_logprobs) ** 2, mask),
+            masked_mean(old_logprobs - logprobs, mask),
+            masked_mean((policy_losses_clipped > policy_losses).float(), mask),
+            masked_mean((value_losses_clipped > value_losses).float(), mask),
+            masked_mean(entropy, mask), masked_mean(advantages, mask), 1 - keep])
+    return policy_loss + config.vf_coef * value_loss, stats
+
+
+def ppo_update(ppo, queries, responses, scores):
+    """One PPO update from sampled answers (token-id tensors after their queries) and their scores (floats);
+    returns its statistics (a dict of floats), or None when it was skipped.
+
+    Any batch size; a NaN or infinite score, or fewer than 2 answer tokens in the batch (the advantages are
+    whitened over them), skips the update with a warning, on every process so that they stay in step.
+    """
+    accelerator, config = ppo.accelerator, ppo.config
+    scores = torch.tensor([float(s) for s in scores], dtype=torch.float32)
+    if len(scores) != len(queries) or len(scores) != len(responses):
+        raise ValueError(f"ppo_update: {len(queries)} queries, {len(responses)} responses, {len(scores)} scores")
+    bad = int((~torch.isfinite(scores)).sum())
+    if any_process(accelerator, bad > 0 or sum(len(r) for r in responses) < 2):
+        reason = f"{bad} of {len(scores)} rewards are NaN or infinite" if bad else \
+            "too few answer tokens to train on (here or on another process)"
+        warnings.warn(f"PPO update skipped: {reason}; the model is not updated with this batch", stacklevel=2)
+        return None
+
+    # 1. the rollout as the policy and the reference see it now: log-probs, values, per-token rewards, advantages
+    batch = pack(queries, responses, ppo.tokenizer.pad_token_id).to(accelerator.device)
+    mask = batch.answer_mask.float()
+    with torch.no_grad():
+        with accelerator.autocast():
+            old_logprobs, old_values, _ = score_answers(ppo.policy, batch)
+            ref_logprobs, _, _ = score_answers(ppo.ref_model, batch)
+        kl_coef = ppo.kl_ctl.value
+        rewards, kl = per_token_rewards(scores.to(accelerator.device), old_logprobs, ref_logprobs, mask, kl_coef)
+        advantages, returns = generalized_advantages(rewards, old_values, mask, config.gamma, config.lam)
+        advantages = masked_whiten(advantages, mask)
+
+    # 2. `ppo_epochs` passes over the batch in shuffled mini-batches
+    stats, n = [], len(queries)
+    for _ in range(config.ppo_epochs):
+        order = torch.randperm(n, device=accelerator.device)
+        for start in range(0, n, config.mini_batch_size):
+            rows = order[start:start + config.mini_batch_size]
+            logprobs, values, entropy = score_answers(ppo.policy, select(batch, rows), with_entropy=True)
+            loss, mini_batch_stats = ppo_loss(logprobs, values, entropy, old_logprobs[rows], old_values[rows],
+                                              advantages[rows], returns[rows], mask[rows], config)
+            ppo.optimizer.zero_grad()
+            accelerator.backward(loss)
+            ppo.optimizer.step()
+            stats.append(mini_batch_stats)
+
+    # 3. the statistics, read once (means over mini-batches and processes), and the KL controller's step
+    summary = torch.cat([torch.stack(stats).mean(dim=0), kl.sum(dim=1).mean().view(1)])
+    if accelerator.num_processes > 1:
+        summary = accelerator.reduce(summary, reduction="mean")
+    summary = dict(zip(STAT_NAMES + ("kl",), summary.tolist()))
+    if summary["ratio_skipped"] > 0:
+        warnings.warn(f"{summary['ratio_skipped']:.0%} of the PPO mini-batches were not learned from: their mean "
+                      f"policy ratio exceeded {config.ratio_threshold}", stacklevel=2)
+    ppo.kl_ctl.update(summary["kl"], n * accelerator.num_processes)
+    return dict(summary, kl_coef=kl_coef)
+
+
+def any_process(accelerator, flag):
+    """True on every process when `flag` is true on any (processes must take the same branch)."""
+    flag = torch.tensor([float(flag)], device=accelerator.device)
+    return accelerator.reduce(flag, reduction="sum").item() > 0 if accelerator.num_processes > 1 else flag.item() > 0
+
+
+# ---------------------------------------------------------------- the loop
 def sample_texts(model, tokenizer, prompts, args):
     """`args.batch_size` random prompts and the model's answers: (prompts, answers, query ids, response ids)."""
     chosen = random.choices(prompts, k=args.batch_size)
@@ -132,13 +320,12 @@ def sample_texts(model, tokenizer, prompts, args):
     return chosen, [decode(tokenizer, response) for response in responses], queries, responses
 
 
-def measure_reference(trainer, tokenizer, prompts, reward_fn, judge, args):
+def measure_reference(ppo, tokenizer, prompts, reward_fn, judge, args):
     """Raw reward and judge scores (None without a judge) of `args.ref_samples` answers of the reference model,
     written from the same prompts with the same sampling as the policy's."""
-    reference = trainer.accelerator.unwrap_model(trainer.ref_model)
     texts = []
     while len(texts) < args.ref_samples:
-        chosen, answers, _, _ = sample_texts(reference, tokenizer, prompts, args)
+        chosen, answers, _, _ = sample_texts(ppo.ref_model, tokenizer, prompts, args)
         texts += [prompt + answer for prompt, answer in zip(chosen, answers)]
     texts = texts[:args.ref_samples]
     return reward_fn(texts), judge(texts) if judge else None
@@ -154,34 +341,32 @@ class Epoch:
     timing: dict
 
 
-def run_epoch(trainer, tokenizer, reward_fn, normalize, prompts, args):
+def run_epoch(ppo, tokenizer, reward_fn, normalize, prompts, args):
     """One PPO epoch: sample, score, normalise, update. Returns an `Epoch`."""
     t0 = time.time()
-    chosen, answers, queries, responses = sample_texts(unwrap_policy(trainer), tokenizer, prompts, args)
+    chosen, answers, queries, responses = sample_texts(unwrap_policy(ppo), tokenizer, prompts, args)
     t1 = time.time()
     scores = reward_fn([prompt + answer for prompt, answer in zip(chosen, answers)])
     rewards = normalize(scores)
     t2 = time.time()
-    stats = ppo_step(trainer, queries, responses, rewards)
+    stats = ppo_update(ppo, queries, responses, rewards)
     t3 = time.time()
     timing = dict(time_generate=t1 - t0, time_reward=t2 - t1, time_optimize=t3 - t2, time_epoch=t3 - t0)
     return Epoch(chosen, answers, scores, rewards, stats, timing)
 
 
-def epoch_record(epoch_number, trainer, epoch):
+def epoch_record(epoch_number, ppo, epoch):
     """What the JSONL log keeps for one epoch: the raw score and the reward PPO was given (means and standard
     deviations over all processes' samples), KL, variety, losses, timings."""
-    accelerator, stats = trainer.accelerator, epoch.stats
+    accelerator, stats = ppo.accelerator, epoch.stats
     raw_score_mean, raw_score_std = mean_std(epoch.scores, accelerator)
     reward_mean, reward_std = mean_std(epoch.rewards, accelerator)
     record = dict(epoch=epoch_number, raw_score_mean=raw_score_mean, raw_score_std=raw_score_std,
-                  reward_mean=reward_mean, reward_std=reward_std, kl_coef=float(trainer.kl_ctl.value),
+                  reward_mean=reward_mean, reward_std=reward_std, kl_coef=float(ppo.kl_ctl.value),
                   response_len=float(np.mean([len(a) for a in epoch.answers])), distinct_2=distinct_2(epoch.answers),
                   skipped=stats is None)
     if stats is not None:
-        record.update(kl=float(stats["objective/kl"]), kl_coef=float(stats["objective/kl_coef"]),
-                      policy_loss=float(stats["ppo/loss/policy"]), value_loss=float(stats["ppo/loss/value"]),
-                      entropy=float(stats["ppo/policy/entropy"]))
+        record.update({key: stats[key] for key in ("kl", "kl_coef", "policy_loss", "value_loss", "entropy")})
     record.update({key: round(value, 4) for key, value in epoch.timing.items()})
     return record
 
@@ -204,7 +389,7 @@ def print_epoch(record, chosen, answers, num_samples, show_raw):
                f"({record['time_epoch']:.1f}s)\n" + random_samples(chosen, answers, num_samples))
 
 
-def reference_baseline(trainer, tokenizer, prompts, reward_fn, judge, resume_state, args):
+def reference_baseline(ppo, tokenizer, prompts, reward_fn, judge, resume_state, args):
     """(normaliser, {judge name: the reference's mean judge score}): taken from the checkpoint when resuming, so a
     resumed run gives the same rewards for the same scores; else measured on the reference model's answers."""
     saved = resume_state or {}
@@ -217,8 +402,8 @@ def reference_baseline(trainer, tokenizer, prompts, reward_fn, judge, resume_sta
     measure_judge = judge is not None and judge.name not in judge_ref
     if not (measure_norm or measure_judge):
         return normalize, judge_ref
-    scores, judged = measure_reference(trainer, tokenizer, prompts, reward_fn, judge if measure_judge else None, args)
-    accelerator = trainer.accelerator
+    scores, judged = measure_reference(ppo, tokenizer, prompts, reward_fn, judge if measure_judge else None, args)
+    accelerator = ppo.accelerator
     mean, std = mean_std(scores, accelerator)
     line = f"reference model, {args.ref_samples} answers per process: raw score {mean:.4f} ± {std:.4f}"
     if measure_norm:
@@ -260,15 +445,15 @@ def main(argv=None, reward_fn=None):
     if os.path.isdir(base_model):
         base_model = os.path.abspath(base_model)  # a checkpoint must find its reference from any directory
 
-    trainer = make_ppo_trainer(policy, ref_model, tokenizer, **ppo_config(args))
+    ppo = make_ppo(policy, ref_model, tokenizer, ppo_config(args), accelerator_kwargs(device, args.mixed_precision))
     if resume_state:
-        trainer.kl_ctl.value = float(resume_state["kl_coef"])
-    accelerator = trainer.accelerator
+        ppo.kl_ctl.value = float(resume_state["kl_coef"])
+    accelerator = ppo.accelerator
     set_seed(args.seed + 1000 * start_epoch + accelerator.process_index)  # processes sample different prompts
     main_process = accelerator.is_main_process
     accelerator.print(f"PPO on {accelerator.device} x {accelerator.num_processes} process(es), "
                       f"{args.batch_size} samples per process and epoch")
-    normalize, judge_ref = reference_baseline(trainer, tokenizer, prompts, reward_fn, judge, resume_state, args)
+    normalize, judge_ref = reference_baseline(ppo, tokenizer, prompts, reward_fn, judge, resume_state, args)
     logger = (TrainLogger(args.log_dir, args.log_name, x_key="epoch", resume=bool(args.resume), redo_from=start_epoch,
                           report_to=args.report_to) if main_process else None)
 
@@ -278,19 +463,19 @@ def main(argv=None, reward_fn=None):
 
     def save(reason):
         path = checkpoint_name(args.save_dir, completed, raw_score_mean)
-        state = dict(epoch=completed, kl_coef=float(trainer.kl_ctl.value), base_model=base_model,
+        state = dict(epoch=completed, kl_coef=float(ppo.kl_ctl.value), base_model=base_model,
                      reward_mean=reward_mean, raw_score_mean=raw_score_mean, reason=reason,
                      reward_norm=normalize.state(), judge_ref=judge_ref)
         # after Ctrl-C the other processes may be gone: the main process saves alone, without a barrier
-        save_policy_checkpoint(unwrap_policy(trainer) if reason == "interrupted" else trainer, tokenizer, path, state)
+        save_policy_checkpoint(unwrap_policy(ppo) if reason == "interrupted" else ppo, tokenizer, path, state)
         if main_process:
             tqdm.write(f"saved {path}")
 
     try:
         for epoch in tqdm(range(start_epoch, total_epochs), initial=start_epoch, total=total_epochs,
                           disable=not main_process, desc="PPO epochs"):
-            result = run_epoch(trainer, tokenizer, reward_fn, normalize, prompts, args)
-            record = epoch_record(epoch, trainer, result)
+            result = run_epoch(ppo, tokenizer, reward_fn, normalize, prompts, args)
+            record = epoch_record(epoch, ppo, result)
             reward_mean, raw_score_mean, completed = record["reward_mean"], record["raw_score_mean"], epoch + 1
             if judge and (completed % args.save_freq == 0 or completed == total_epochs):
                 texts = [prompt + answer for prompt, answer in zip(result.prompts, result.answers)]

@@ -34,7 +34,6 @@ import tempfile
 import termios
 import threading
 import time
-import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -44,12 +43,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from utils.common import (Lazy, UserError, accelerator_kwargs, add_mixed_precision_argument, add_report_to_argument,
-                          parse_with_presets, pick_device, run_main)
+                          parse_with_presets, pick_device, run_main, set_seed)
 from utils.generation import decode, encode_prompt, generate_responses, read_prompts
 from utils.logger import TrainLogger
 from utils.checkpoints import load_checkpoint_state, save_policy_checkpoint
+from ppo_sentiment_example import PPOConfig, make_ppo, ppo_update
 from utils.policy import add_model_arguments, load_policy, lora_options
-from utils.ppo import make_ppo_trainer, ppo_step
 from utils.ratings import RATINGS_NAME
 from utils.tiny import ensure_tiny
 
@@ -169,9 +168,9 @@ class Terminal:
     progress: Progress
     base_model: str
     device: torch.device
-    policy: object = None  # policy, tokenizer and trainer once the models are loaded
+    policy: object = None  # policy, tokenizer and PPO state once the models are loaded
     tokenizer: object = None
-    trainer: object = None
+    ppo: object = None  # ppo_sentiment_example.PPO
     running: "BackgroundStep" = None  # the PPO step training in the background (--async_update), if any
 
     def step_being_collected(self):
@@ -303,13 +302,13 @@ def log_rating(t, answer, reward, seconds):
 
 
 def run_ppo_step(t, batch):
-    """One PPO step on the ratings of `batch` (they are on disk already); trl's stats, or None if skipped.
+    """One PPO step on the ratings of `batch` (they are on disk already); its statistics, or None if skipped.
 
-    It may run in the background thread: it touches only the trainer, the policy (which the main thread leaves
+    It may run in the background thread: it touches only the PPO state, the policy (which the main thread leaves
     alone meanwhile, see write_answers) and the plot (drawn by one thread at a time)."""
     time.sleep(float(os.environ.get(SLOW_STEP_ENV, 0)))
     answers, rewards = zip(*batch)
-    stats = ppo_step(t.trainer, [a.query for a in answers], [a.response for a in answers], list(rewards))
+    stats = ppo_update(t.ppo, [a.query for a in answers], [a.response for a in answers], list(rewards))
     t.ratings_log.plot(metrics=["reward", "seconds"])
     return stats
 
@@ -333,13 +332,13 @@ class BackgroundStep(threading.Thread):
 
 
 def count_step(t, batch, stats, seconds, where=""):
-    if stats is None:  # ppo_step warned why
+    if stats is None:  # ppo_update warned why
         return
     t.progress.step += 1
     t.progress.steps_this_run += 1
     t.progress.ratings += len(batch)
     t.console.print(f"[green]PPO step {t.progress.step} done in {seconds:.1f}s{where}, "
-                    f"KL to the start model {stats['objective/kl']:.4f}")
+                    f"KL to the start model {stats['kl']:.4f}")
 
 
 def wait_for_step(t, only_if_done=False):
@@ -398,7 +397,7 @@ def finish(t, reason):
         train(t, background=False)
     progress, save_dir = t.progress, t.args.save_dir
     if progress.steps_this_run:
-        save_policy_checkpoint(t.trainer, t.tokenizer, save_dir,
+        save_policy_checkpoint(t.ppo, t.tokenizer, save_dir,
                             {"step": progress.step, "ratings": progress.ratings, "base_model": t.base_model})
         t.console.print(f"checkpoint: {save_dir} (PPO step {progress.step}, {progress.ratings} ratings behind it; "
                         f"continue with --resume {save_dir})")
@@ -442,10 +441,8 @@ def main():
         raise UserError(f"cannot write checkpoints to {args.save_dir}: {e.strerror} (choose another --save_dir)")
     state = load_checkpoint_state(args.resume) if args.resume else {}
     base_model = state.get("base_model") or args.model_name
-    # trl seeds random, numpy and torch with PPOConfig.seed: a fixed default would repeat every run's answers
-    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
-    # trl's statistics take a std() over the batch, undefined for one rating (set once: filters are process-wide)
-    warnings.filterwarnings("ignore", message=r"std\(\): degrees of freedom", category=UserWarning)
+    # a fixed default seed would repeat every run's answers
+    set_seed(args.seed if args.seed is not None else random.SystemRandom().randrange(2**31))
 
     device = pick_device(args.device)
     accelerate_kwargs = accelerator_kwargs(device, args.mixed_precision)  # refuses fp16 on the CPU now
@@ -457,10 +454,10 @@ def main():
             t.policy, ref_model, t.tokenizer = load_policy(args.resume or base_model, t.device,
                                                            ref_model_name_or_path=base_model,
                                                            chat_template=args.chat_template, lora=lora_options(args))
-            t.trainer = make_ppo_trainer(t.policy, ref_model, t.tokenizer, batch_size=args.batch_size,
-                                         mini_batch_size=args.batch_size, learning_rate=args.learning_rate,
-                                         init_kl_coef=state.get("kl_coef", 0.2), seed=seed,
-                                         accelerator_kwargs=accelerate_kwargs)
+            # trl's default PPO settings (4 PPO epochs, adaptive KL, ...), the whole batch in one mini-batch
+            ppo_config = PPOConfig(learning_rate=args.learning_rate, mini_batch_size=args.batch_size,
+                                   init_kl_coef=state.get("kl_coef", 0.2))
+            t.ppo = make_ppo(t.policy, ref_model, t.tokenizer, ppo_config, accelerate_kwargs)
     except Stop as stop:
         t.console.print(f"\n{stop}: stopped before the models were ready, nothing to save")
         return

@@ -4,10 +4,14 @@
               model left in train mode by trl), the sentiment pipeline called on the list without batching,
               then trl's own `PPOTrainer` (its Adam, transformers' own attention masks)
     ours      ppo_sentiment_example.py's loop: one batched `generate` call (eval mode, fixed length), one
-              batched classifier call, `ppo_step` with a fused Adam and masks built without vmap
+              batched classifier call, its own PPO update (`ppo_update`: batched, a fused Adam, masks built
+              without vmap)
+    trl step  ours, with the update done by trl 0.11.4's `PPOTrainer.step` instead (same settings, same fused
+              Adam): what writing the update out gained
 
 1. Tiny models, batch 64, interleaved timings after a warm-up round. Two ratios, kept apart:
-   - engineering: ours against the original, both at the original's PPO settings (mini-batch 16, 4 PPO epochs);
+   - engineering: ours against the original, both at the original's PPO settings (mini-batch 16, 4 PPO epochs),
+     and ours against the same loop with trl's step (the update alone);
    - settings: ours at ppo_sentiment_example.py's --tiny settings (mini-batch 32, 1 PPO epoch) against ours at
      the original's: what the hyperparameter change buys, not an engineering speed-up.
 2. The full-size architectures (GPT-2 with uer's config: 12 layers, 768 wide, 21128 tokens; a RoBERTa-base-sized
@@ -21,6 +25,7 @@
 """
 import argparse
 import contextlib
+import functools
 import multiprocessing
 import os
 import queue
@@ -38,11 +43,11 @@ import torch  # noqa: E402
 from transformers import (AutoTokenizer, BertConfig, BertForSequenceClassification, GPT2Config,  # noqa: E402
                           GPT2LMHeadModel, masking_utils)
 
-from ppo_sentiment_example import TINY  # noqa: E402
+from bench.trl_reference import make_trl_trainer, trl_step  # noqa: E402
+from ppo_sentiment_example import TINY, PPOConfig, make_ppo, ppo_update  # noqa: E402
 from utils.common import accelerator_kwargs, pick_device, set_seed, use_fast_attention_masks  # noqa: E402
 from utils.generation import PROMPTS, decode, encode_prompt, generate_responses  # noqa: E402
 from utils.policy import import_trl, load_policy, unwrap_policy  # noqa: E402
-from utils.ppo import make_ppo_trainer, ppo_step  # noqa: E402
 from utils.reward_sources import SentimentPipelineReward  # noqa: E402
 from utils.tiny import LABELS, ensure_tiny  # noqa: E402
 
@@ -73,7 +78,7 @@ def original_epoch(trainer, tokenizer, reward, prompts, device):
     """The original's loop body: per-sample `generate`, unbatched pipeline, trl's `step`."""
     with stock_attention_masks():
         t0 = time.perf_counter()
-        policy = unwrap_policy(trainer)  # trl leaves it in train mode; the original generated like that
+        policy = trainer.accelerator.unwrap_model(trainer.model)  # in train mode; the original generated like that
         queries, responses = [], []
         for prompt in prompts:
             query = encode_prompt(tokenizer, prompt).to(device)
@@ -92,25 +97,37 @@ def original_epoch(trainer, tokenizer, reward, prompts, device):
     return dict(generate=t1 - t0, reward=t2 - t1, optimize=t3 - t2, epoch=t3 - t0)
 
 
-def our_epoch(trainer, tokenizer, reward, prompts, device):
-    """ppo_sentiment_example.py's loop body."""
+def batched_epoch(update, trainer, tokenizer, reward, prompts, device):
+    """ppo_sentiment_example.py's loop body, with `update` (ours, or trl's step) doing the PPO update."""
     t0 = time.perf_counter()
     queries = [encode_prompt(tokenizer, prompt) for prompt in prompts]
-    responses = generate_responses(unwrap_policy(trainer), tokenizer, queries, GEN_LEN)
+    policy = unwrap_policy(trainer) if update is ppo_update else trainer.accelerator.unwrap_model(trainer.model)
+    responses = generate_responses(policy, tokenizer, queries, GEN_LEN)
     texts = [p + decode(tokenizer, r) for p, r in zip(prompts, responses)]
     t1 = time.perf_counter()
     rewards = reward(texts)
     t2 = time.perf_counter()
-    ppo_step(trainer, queries, responses, rewards)
+    update(trainer, queries, responses, rewards)
     synchronize(device)
     t3 = time.perf_counter()
     return dict(generate=t1 - t0, reward=t2 - t1, optimize=t3 - t2, epoch=t3 - t0)
 
 
+our_epoch = functools.partial(batched_epoch, ppo_update)
+trl_step_epoch = functools.partial(batched_epoch, trl_step)
+
+
 def our_trainer(gpt2_dir, batch_size, device, mixed_precision=None, **ppo):
     policy, ref_model, tokenizer = load_policy(gpt2_dir, device)
-    return make_ppo_trainer(policy, ref_model, tokenizer, batch_size=batch_size, seed=0,
-                            accelerator_kwargs=accelerator_kwargs(device, mixed_precision), **ppo), tokenizer
+    return make_ppo(policy, ref_model, tokenizer, PPOConfig(**ppo),
+                    accelerator_kwargs(device, mixed_precision)), tokenizer
+
+
+def trl_step_trainer(gpt2_dir, batch_size, device, **ppo):
+    """trl's `PPOTrainer` with our fused Adam: the same update as ours, as trl computes it."""
+    policy, ref_model, tokenizer = load_policy(gpt2_dir, device)
+    return make_trl_trainer(policy, ref_model, tokenizer, batch_size=batch_size, seed=0,
+                            accelerator_kwargs=accelerator_kwargs(device), **ppo), tokenizer
 
 
 def original_trainer(gpt2_dir, batch_size, device, **ppo):
@@ -138,6 +155,8 @@ def bench_tiny(batch_size, repeats, device):
     variants = {"original (mb 16, 4 epochs)": (original_epoch, original_trainer(paths["gpt2"], batch_size, device,
                                                                                  **ORIGINAL_PPO)),
                 "ours (mb 16, 4 epochs)": (our_epoch, our_trainer(paths["gpt2"], batch_size, device, **ORIGINAL_PPO)),
+                "trl step (mb 16, 4 epochs)": (trl_step_epoch, trl_step_trainer(paths["gpt2"], batch_size, device,
+                                                                                 **ORIGINAL_PPO)),
                 "ours, --tiny (mb 32, 1 epoch)": (our_epoch, our_trainer(paths["gpt2"], batch_size, device,
                                                                          **TINY_PPO))}
     times = {name: [] for name in variants}
@@ -151,10 +170,12 @@ def bench_tiny(batch_size, repeats, device):
     medians = {name: {k: statistics.median(t[k] for t in runs) for k in runs[0]} for name, runs in times.items()}
     print_table(f"one PPO epoch, tiny models, batch {batch_size}, {device.type} (median of {repeats})", batch_size,
                 medians)
-    o, u, t = medians.values()
+    o, u, r, t = medians.values()
     print(f"ratio ours/original, same settings (mini-batch 16, 4 PPO epochs): epoch {o['epoch'] / u['epoch']:.2f}x, "
           f"generate {o['generate'] / u['generate']:.1f}x, reward {o['reward'] / u['reward']:.1f}x, "
           f"optimize {o['optimize'] / u['optimize']:.2f}x")
+    print(f"ratio ours/trl step, same settings (mini-batch 16, 4 PPO epochs): optimize "
+          f"{r['optimize'] / u['optimize']:.2f}x, epoch {r['epoch'] / u['epoch']:.2f}x")
     print(f"ratio --tiny settings / original settings, both ours (a hyperparameter change, not engineering): "
           f"epoch {u['epoch'] / t['epoch']:.2f}x, optimize {u['optimize'] / t['optimize']:.2f}x")
 
@@ -163,6 +184,7 @@ def bench_tiny(batch_size, repeats, device):
 FULL_SIZE_VARIANTS = {
     "original": (original_epoch, original_trainer, dict(ORIGINAL_PPO)),
     "ours": (our_epoch, our_trainer, dict(ORIGINAL_PPO)),
+    "trl step": (trl_step_epoch, trl_step_trainer, dict(ORIGINAL_PPO)),
     "ours, --preset gpu": (our_epoch, our_trainer, dict(ORIGINAL_PPO, mini_batch_size=None, mixed_precision="bf16")),
 }
 

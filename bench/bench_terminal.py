@@ -23,7 +23,6 @@ import statistics
 import sys
 import tempfile
 import time
-import warnings
 
 import pexpect
 import torch
@@ -34,7 +33,7 @@ sys.path.insert(0, REPO)
 from utils.generation import PROMPTS, encode_prompt, generate_responses  # noqa: E402
 from utils.logger import TrainLogger  # noqa: E402
 from utils.policy import load_policy  # noqa: E402
-from utils.ppo import make_ppo_trainer, ppo_step  # noqa: E402
+from ppo_sentiment_example import PPOConfig, make_ppo, ppo_update  # noqa: E402
 from utils.tiny import ensure_tiny  # noqa: E402
 
 RECORD = {"rating": 1, "step": 1, "prompt": PROMPTS[0], "answer": "点小，不过质量很好，物流也很快，下次还会再来。",
@@ -80,16 +79,14 @@ def bench_ppo_steps(policy, tokenizer, trainer, rounds):
             responses = generate_responses(policy, tokenizer, queries[:n], 20)
             rewards = [random.uniform(-2, 2) for _ in range(n)]
             start = time.perf_counter()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)  # std() of a single rating
-                stats = ppo_step(trainer, queries[:n], responses, rewards)
+            stats = ppo_update(trainer, queries[:n], responses, rewards)
             times[n].append(time.perf_counter() - start)
-            approxkl.append(float(stats["ppo/policy/approxkl"]))
+            approxkl.append(stats["approx_kl"])
     one, four = statistics.median(times[1]), statistics.median(times[4])
     print(f"PPO step on 1 rating:  {one:.2f} s per step, {one:.2f} s per rating")
     print(f"PPO step on 4 ratings: {four:.2f} s per step, {four / 4:.2f} s per rating "
           f"({one / (four / 4):.1f}x less waiting per rating)")
-    print(f"policy change per PPO step (trl ppo/policy/approxkl, lr 1.41e-5): median {statistics.median(approxkl):.2e}, "
+    print(f"policy change per PPO step (approx. KL, lr 1.41e-5): median {statistics.median(approxkl):.2e}, "
           f"max {max(approxkl):.2e}")
 
 
@@ -158,9 +155,9 @@ def main():
             bench_rating_writes(folder, args.ratings)
         start = time.perf_counter()
         policy, ref_model, tokenizer = load_policy(ensure_tiny()["gpt2"], torch.device("cpu"))
-        trainer = make_ppo_trainer(policy, ref_model, tokenizer, batch_size=4, mini_batch_size=4,
-                                   learning_rate=1.41e-5)
-        print(f"models and PPO trainer ready in {time.perf_counter() - start:.1f} s")
+        trainer = make_ppo(policy, ref_model, tokenizer, PPOConfig(mini_batch_size=4, learning_rate=1.41e-5),
+                           {"cpu": True})
+        print(f"models and PPO ready in {time.perf_counter() - start:.1f} s")
         bench_generation(policy, tokenizer, args.rounds)
         bench_ppo_steps(policy, tokenizer, trainer, args.rounds)
     if args.waiting == "tiny":

@@ -15,7 +15,7 @@ BENCHES = {
     "bench_any_lm.py": (["--shape", "micro", "--batch_size", "16", "--epochs", "2", "--device", "cpu"],
                         "ratio LoRA / full: time"),
     "bench_ppo.py": (["--batch_size", "32", "--repeats", "1", "--skip_full_size", "--device", "cpu"],
-                     "ratio ours/original, same settings"),
+                     "ratio ours/trl step, same settings (mini-batch 16, 4 PPO epochs): optimize "),
     "bench_reward_model.py": (["--steps", "1", "--batch_size", "4", "--skip_ernie", "--device", "cpu"],
                               "ratio ours / original:"),
     "bench_labeler.py": (["--saves", "5", "--generations", "1", "--undo_lines", "50"], "ratio 2 threads / 1 thread"),

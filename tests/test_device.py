@@ -4,6 +4,7 @@ loops on a GPU: `python -m pytest -m gpu`."""
 import json
 import os
 
+import numpy as np
 import pytest
 import torch
 from accelerate import Accelerator
@@ -17,7 +18,6 @@ from utils.generation import encode_prompt, generate_responses
 from utils.logger import read_jsonl
 from utils.checkpoints import load_checkpoint_state
 from utils.policy import import_trl, load_policy, unwrap_policy
-from utils.ppo import make_ppo_trainer, ppo_step
 from utils.ranklists import read_rank_lists
 from utils.reward_model import load_reward_model
 from utils.tiny import build_tiny
@@ -58,16 +58,22 @@ def test_tf32_is_allowed_on_cuda_and_the_cpu_left_alone():
 
 
 def test_bf16_autocast_through_accelerate_runs_the_ppo_step_on_the_cpu(micro_paths):
+    from ppo_sentiment_example import PPOConfig, make_ppo, ppo_update
+
     policy, ref_model, tokenizer = load_policy(micro_paths["gpt2"], "cpu")
-    trainer = make_ppo_trainer(policy, ref_model, tokenizer, batch_size=4, mini_batch_size=2, ppo_epochs=1,
-                               learning_rate=1e-3, seed=0, accelerator_kwargs=accelerator_kwargs("cpu", "bf16"))
+    trainer = make_ppo(policy, ref_model, tokenizer, PPOConfig(mini_batch_size=2, ppo_epochs=1, learning_rate=1e-3),
+                       accelerator_kwargs("cpu", "bf16"))
     dtypes = set()
     unwrap_policy(trainer).pretrained_model.lm_head.register_forward_hook(lambda m, i, out: dtypes.add(out.dtype))
     queries = [encode_prompt(tokenizer, "这部电影很")] * 4
     responses = generate_responses(unwrap_policy(trainer), tokenizer, queries, 6)
-    stats = ppo_step(trainer, queries, responses, [1.0, 0.0, 1.0, 0.0])
+    before = {key: value.clone() for key, value in unwrap_policy(trainer).state_dict().items()}
+    stats = ppo_update(trainer, queries, responses, [1.0, 0.0, 1.0, 0.0])
     assert trainer.accelerator.mixed_precision == "bf16"
-    assert torch.bfloat16 in dtypes and torch.isfinite(torch.tensor(stats["ppo/loss/total"]))
+    assert torch.bfloat16 in dtypes and all(torch.isfinite(torch.tensor(value)) for value in stats.values())
+    after = unwrap_policy(trainer).state_dict()
+    assert all(torch.isfinite(value).all() for value in after.values())
+    assert any(not torch.equal(before[key], value) for key, value in after.items())
 
 
 def test_preset_gpu_puts_the_batch_in_one_mini_batch_under_bf16(micro_dir, monkeypatch):
@@ -156,20 +162,32 @@ def trl_default_trainer(policy, ref_model, tokenizer, **config):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_fused_adam_trains_like_trls_own_adam(micro_paths, device):
-    config = dict(batch_size=8, mini_batch_size=4, ppo_epochs=2, learning_rate=1e-3, seed=0,
-                  accelerator_kwargs=accelerator_kwargs(device))
+def test_fused_adam_trains_like_trls_own_adam(micro_paths, device, monkeypatch):
+    """Our update with its fused Adam against trl's step with trl's own Adam (the mini-batches drawn alike:
+    trl's numpy shuffle draws from torch's generator here)."""
+    from ppo_sentiment_example import PPOConfig, make_ppo, ppo_update
+
+    monkeypatch.setattr(np.random, "permutation", lambda size: torch.randperm(size).numpy())
+    config = dict(mini_batch_size=4, ppo_epochs=2, learning_rate=1e-3)
     trained = []
-    for make in (make_ppo_trainer, trl_default_trainer):
+    for ours in (True, False):
         set_seed(0)  # the value head starts from random weights
         policy, ref_model, tokenizer = load_policy(micro_paths["gpt2"], device)
-        trainer = make(policy, ref_model, tokenizer, **config)
+        if ours:
+            trainer = make_ppo(policy, ref_model, tokenizer, PPOConfig(**config), accelerator_kwargs(device))
+        else:
+            trainer = trl_default_trainer(policy, ref_model, tokenizer, batch_size=8, seed=0,
+                                          accelerator_kwargs=accelerator_kwargs(device), **config)
         set_seed(0)
         queries = [encode_prompt(tokenizer, p) for p in ("这部电影很", "刚收到货，感觉") * 4]
-        responses = generate_responses(unwrap_policy(trainer), tokenizer, queries, 6)
-        set_seed(1)  # trl draws the mini-batches from numpy
-        ppo_step(trainer, queries, responses, [float(i % 3) for i in range(8)])
-        trained.append((trainer.optimizer.optimizer.defaults, unwrap_policy(trainer).state_dict()))
+        responses = generate_responses(policy, tokenizer, queries, 6)
+        set_seed(1)
+        scores = [float(i % 3) for i in range(8)]
+        if ours:
+            ppo_update(trainer, queries, responses, scores)
+        else:
+            trainer.step(queries, responses, [torch.tensor(score) for score in scores])
+        trained.append((trainer.optimizer.optimizer.defaults, policy.state_dict()))
     (ours, ours_weights), (trls, trl_weights) = trained
     assert ours["fused"] and not trls["fused"] and ours["lr"] == trls["lr"] and ours["betas"] == trls["betas"]
     assert ours["weight_decay"] == trls["weight_decay"] == 0 and ours["eps"] == trls["eps"]
@@ -283,7 +301,8 @@ def test_benches_run_on_cuda(micro_env):
     ppo = run_script(["bench/bench_ppo.py", "--device", "cuda", "--batch_size", "32", "--repeats", "1",
                       "--full_batch_size", "16"], env=micro_env)
     assert ppo.returncode == 0, ppo.stderr[-3000:]
-    assert "ratio ours/original, same settings" in ppo.stdout and ppo.stdout.count("peak GPU memory") == 3
+    assert "ratio ours/original, same settings" in ppo.stdout and ppo.stdout.count("peak GPU memory") == 4
+    assert "ratio ours/trl step, same settings (mini-batch 16, 4 PPO epochs): optimize " in ppo.stdout
     reward = run_script(["bench/bench_reward_model.py", "--device", "cuda", "--steps", "1", "--batch_size", "4",
                          "--ernie_steps", "1"], env=micro_env)
     assert reward.returncode == 0, reward.stderr[-3000:]

@@ -1,4 +1,5 @@
 """PPO sentiment example: learning, logs, checkpoints and resume, reward sources, bad input, accelerate."""
+import copy
 import hashlib
 import json
 import math
@@ -9,18 +10,18 @@ import sys
 import time
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
 from conftest import REPO, cpu_only, run_script
 from utils.common import UserError, set_seed
-from utils.generation import encode_prompt, generate_responses
+from utils.generation import banned_token_ids, encode_prompt, generate_responses
 from utils.logger import read_jsonl
 from utils.checkpoints import load_checkpoint_state, save_policy_checkpoint
 from utils.generation import distinct_2
 from utils.policy import load_policy, unwrap_policy
-from utils.ppo import make_ppo_trainer, ppo_step
 from utils.reward_model import RewardModel, save_reward_model
 from utils.reward_sources import RewardModelReward, RewardNormalizer, SentimentPipelineReward
 
@@ -50,12 +51,13 @@ def checkpoints(save_dir):
     return sorted(os.listdir(save_dir)) if os.path.isdir(save_dir) else []
 
 
-def micro_trainer(micro_paths, batch_size=8, **ppo):
+def micro_trainer(micro_paths, **ppo):
+    """Our PPO on the micro GPT-2 (mini-batches of 4, 2 PPO epochs) and its tokenizer."""
+    from ppo_sentiment_example import PPOConfig, make_ppo
+
     policy, ref_model, tokenizer = load_policy(micro_paths["gpt2"], "cpu")
-    config = dict(batch_size=batch_size, mini_batch_size=4, ppo_epochs=2, learning_rate=1e-3, seed=0,
-                  accelerator_kwargs={"cpu": True})
-    config.update(ppo)
-    return make_ppo_trainer(policy, ref_model, tokenizer, **config), tokenizer
+    config = PPOConfig(**dict(dict(mini_batch_size=4, ppo_epochs=2, learning_rate=1e-3), **ppo))
+    return make_ppo(policy, ref_model, tokenizer, config, {"cpu": True}), tokenizer
 
 
 # ---------------------------------------------------------------- learning
@@ -82,7 +84,9 @@ def test_the_loop_learns_an_easy_reward(micro_dir, tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------- the shared PPO pieces
 def test_ppo_step_trains_a_short_batch_and_refuses_nan(micro_paths):
-    trainer, tokenizer = micro_trainer(micro_paths, batch_size=8)
+    from ppo_sentiment_example import ppo_update as ppo_step
+
+    trainer, tokenizer = micro_trainer(micro_paths)
     queries = [encode_prompt(tokenizer, "这部电影很")] * 5
     responses = generate_responses(unwrap_policy(trainer), tokenizer, queries, 6)
     before = {k: v.clone() for k, v in unwrap_policy(trainer).state_dict().items()}
@@ -94,14 +98,75 @@ def test_ppo_step_trains_a_short_batch_and_refuses_nan(micro_paths):
     after = unwrap_policy(trainer).state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before), "a NaN reward changed the model"
 
-    stats = ppo_step(trainer, queries, responses, [1.0, 0.0, 1.0, 0.0, 1.0])  # 5 < batch_size 8
-    assert stats is not None and torch.isfinite(torch.tensor(stats["ppo/loss/total"]))
-    assert trainer.config.batch_size == 8 and trainer.config.mini_batch_size == 4  # restored
+    stats = ppo_step(trainer, queries, responses, [1.0, 0.0, 1.0, 0.0, 1.0])  # mini-batches of 4 and 1
+    assert stats is not None and all(math.isfinite(value) for value in stats.values()), stats
+    assert trainer.config.mini_batch_size == 4
     assert any(not torch.equal(before[k], v) for k, v in unwrap_policy(trainer).state_dict().items())
     assert unwrap_policy(trainer).pretrained_model.transformer.h[0].attn.attn_dropout.p == 0.0
 
 
+TRL_STATS = dict(policy_loss="ppo/loss/policy", value_loss="ppo/loss/value", kl="objective/kl",
+                 approx_kl="ppo/policy/approxkl", policy_kl="ppo/policy/policykl", clip_frac="ppo/policy/clipfrac",
+                 value_clip_frac="ppo/val/clipfrac", advantages_mean="ppo/policy/advantages_mean",
+                 entropy="ppo/policy/entropy", kl_coef="objective/kl_coef")
+
+
+def ragged_batch(tokenizer, n, seed):
+    """`n` prompts of different lengths and random answers of 1 to 6 tokens (never a token generate never samples)."""
+    prompts = ["这部电影很", "好", "太差了，不要买", "还行吧", "推荐", "质量一般", "物流很快，", "不"]
+    queries = [encode_prompt(tokenizer, prompts[i % len(prompts)]) for i in range(n)]
+    banned = set(banned_token_ids(tokenizer, False))
+    allowed = torch.tensor([i for i in range(len(tokenizer)) if i not in banned])
+    generator = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, 7, (n,), generator=generator).tolist()
+    responses = [allowed[torch.randint(len(allowed), (length,), generator=generator)] for length in lengths]
+    return queries, responses, torch.randn(n, generator=generator).tolist()
+
+
+@pytest.mark.parametrize("mini_batch_size, ppo_epochs", [(8, 1), (4, 4)])
+def test_our_ppo_update_matches_trls_step(micro_paths, monkeypatch, mini_batch_size, ppo_epochs):
+    """trl 0.11.4's `PPOTrainer.step` and our `ppo_update` from the same weights on the same ragged batch (prompts
+    and answers of several lengths), two updates in a row (the second with the KL controller's new coefficient
+    and a policy that moved from its reference): the same statistics and the same weights afterwards.
+
+    One configuration is a single mini-batch (its order cannot matter), the other the original's shape (mini-batch
+    of half the batch, 4 PPO epochs) with the same shuffles: trl draws them with numpy, which draws here from
+    torch's generator, seeded alike on both sides. The learning rate is large, so that ratios get clipped.
+    Tolerances: float32 arithmetic in another order (our packing pads prompts on the left, trl pads on the right).
+    """
+    from bench.trl_reference import make_trl_trainer, trl_step
+    from ppo_sentiment_example import PPOConfig, make_ppo, ppo_update
+
+    n, config = 8, dict(learning_rate=1e-2, mini_batch_size=mini_batch_size, ppo_epochs=ppo_epochs)
+    policy, ref_model, tokenizer = load_policy(micro_paths["gpt2"], "cpu")
+    start = {key: value.clone() for key, value in policy.state_dict().items()}
+    ours = make_ppo(copy.deepcopy(policy), copy.deepcopy(ref_model), tokenizer, PPOConfig(**config), {"cpu": True})
+    trl = make_trl_trainer(policy, ref_model, tokenizer, batch_size=n, **config)
+    monkeypatch.setattr(np.random, "permutation", lambda size: torch.randperm(size).numpy())
+    clipped = 0.0
+    for step in range(2):
+        queries, responses, scores = ragged_batch(tokenizer, n, seed=step)
+        torch.manual_seed(step)
+        expected = trl_step(trl, queries, responses, scores)
+        torch.manual_seed(step)
+        stats = ppo_update(ours, queries, responses, scores)
+        for ours_name, trl_name in TRL_STATS.items():
+            assert stats[ours_name] == pytest.approx(float(expected[trl_name]), rel=1e-4, abs=1e-5), ours_name
+        assert ours.kl_ctl.value == pytest.approx(float(trl.kl_ctl.value), rel=1e-6)
+        clipped += stats["clip_frac"]
+    assert ours.kl_ctl.value != config.get("init_kl_coef", 0.2)  # the controller moved
+    assert clipped > 0 if ppo_epochs > 1 else clipped == 0  # a single pass starts at ratio 1: nothing to clip
+
+    # the same weights: where the two updates differ, they differ by float32 noise, a thousandth of the update
+    trained, reference = unwrap_policy(ours).state_dict(), trl.accelerator.unwrap_model(trl.model).state_dict()
+    moved = torch.cat([(reference[key] - start[key]).flatten() for key in start])
+    differ = torch.cat([(trained[key] - reference[key]).flatten() for key in start])
+    assert moved.norm() > 0.1 and differ.norm() < 1e-3 * moved.norm(), (differ.norm(), moved.norm())
+
+
 def test_checkpoint_reloads_to_the_same_generations(micro_paths, tmp_path):
+    from ppo_sentiment_example import ppo_update as ppo_step
+
     trainer, tokenizer = micro_trainer(micro_paths)
     queries = [encode_prompt(tokenizer, "这部电影很")] * 8
     responses = generate_responses(unwrap_policy(trainer), tokenizer, queries, 6)

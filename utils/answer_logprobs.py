@@ -1,40 +1,80 @@
-"""Per-token log-probabilities of answers given their prompts, in one forward pass (what GRPO and DPO score).
+"""Per-token log-probabilities of answers given their prompts, in one forward pass (what PPO, GRPO and DPO score).
 
 The batch is laid out as `generate_responses` samples it: prompts padded on the left, answers on the right,
 positions counted from each prompt's first real token. The model sees exactly what it saw when sampling, so
 the log-probabilities are those of the sampling distribution.
+
+    pack              ragged (queries, responses) -> one padded `Packed` batch (select rows with `select`)
+    score_answers     log-probs of a packed batch's answers, and with trl's value-head model the values
+    answer_logprobs   pack + score in one call: (log-probs, answer mask)
 """
+from typing import NamedTuple
+
 import torch
+from torch.nn.utils.rnn import pad_sequence
+
+
+class Packed(NamedTuple):
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    position_ids: torch.Tensor
+    answer_mask: torch.Tensor  # [batch, answer length]: True on each answer's tokens
+
+    def to(self, device):
+        return Packed(*(t.to(device) for t in self))
+
+
+def select(packed, rows):
+    """The rows `rows` (an index tensor) of a packed batch."""
+    return Packed(*(t[rows] for t in packed))
 
 
 def pack(queries, responses, pad_token_id):
-    """(input_ids, attention_mask, position_ids, answer_mask); every answer starts at column `max query length`."""
-    width, length = max(len(q) for q in queries), max(len(r) for r in responses)
-    input_ids = torch.full((len(queries), width + length), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros_like(input_ids)
-    for i, (query, response) in enumerate(zip(queries, responses)):
-        input_ids[i, width - len(query):width] = query
-        input_ids[i, width:width + len(response)] = response
-        attention_mask[i, width - len(query):width + len(response)] = 1
+    """A `Packed` batch in which every answer starts at column `max query length` (no Python loop per sample)."""
+    prompts = pad_sequence(list(queries), batch_first=True, padding_value=pad_token_id, padding_side="left")
+    answers = pad_sequence(list(responses), batch_first=True, padding_value=pad_token_id)
+    if answers.dim() < 2:  # no answer token in the whole batch
+        answers = answers.view(len(responses), 0)
+    input_ids = torch.cat([prompts, answers.to(prompts.dtype)], dim=1)
+    query_lengths = torch.tensor([len(q) for q in queries])
+    answer_lengths = torch.tensor([len(r) for r in responses])
+    width = prompts.shape[1]
+    columns = torch.arange(input_ids.shape[1])
+    attention_mask = ((columns >= width - query_lengths[:, None]) &
+                      (columns < width + answer_lengths[:, None])).long()
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     answer_mask = attention_mask[:, width:].bool()
-    return input_ids, attention_mask, position_ids, answer_mask
+    return Packed(input_ids, attention_mask, position_ids, answer_mask)
+
+
+def score_answers(model, packed, with_entropy=False):
+    """(log-probs, values, entropy) of a packed batch's answer tokens, each [batch, answer length], 0 off the answers.
+
+    `model` is any causal LM, or trl's value-head wrapper (output: logits, loss, values), which alone gives
+    `values` (else None). `entropy` (of the policy at each answer position, without gradient) only when asked.
+    """
+    output = model(input_ids=packed.input_ids, attention_mask=packed.attention_mask,
+                   position_ids=packed.position_ids)
+    logits = output[0] if isinstance(output, tuple) else output.logits
+    mask = packed.answer_mask
+    length = mask.shape[1]
+    # the logits (and the value) at column t belong to the state before the token at column t + 1
+    all_logprobs = torch.log_softmax(logits[:, -length - 1:-1].float(), dim=-1)
+    answers = packed.input_ids[:, -length:]
+    logprobs = all_logprobs.gather(-1, answers.unsqueeze(-1)).squeeze(-1) * mask
+    values = output[2][:, -length - 1:-1].float() * mask if isinstance(output, tuple) and len(output) > 2 else None
+    entropy = None
+    if with_entropy:
+        with torch.no_grad():
+            entropy = -(all_logprobs.exp() * all_logprobs).sum(-1) * mask
+    return logprobs, values, entropy
 
 
 def answer_logprobs(model, queries, responses, pad_token_id):
     """(log-probs [batch, answer length], answer mask [same]) of `responses` (token-id tensors) after `queries`.
 
-    `model` is any causal LM (or trl's value-head wrapper, whose first output is the logits); gradients flow
-    unless the caller disables them. Positions past an answer's end are 0 and masked out.
+    Gradients flow unless the caller disables them. Positions past an answer's end are 0 and masked out.
     """
-    device = next(model.parameters()).device
-    input_ids, attention_mask, position_ids, answer_mask = (
-        t.to(device) for t in pack(queries, responses, pad_token_id))
-    output = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
-    logits = output[0] if isinstance(output, tuple) else output.logits
-    length = answer_mask.shape[1]
-    # the logits at column t predict the token at column t + 1
-    answer_logits = logits[:, -length - 1:-1].float()
-    answers = input_ids[:, -length:]
-    logprobs = torch.log_softmax(answer_logits, dim=-1).gather(-1, answers.unsqueeze(-1)).squeeze(-1)
-    return logprobs * answer_mask, answer_mask
+    packed = pack(queries, responses, pad_token_id).to(next(model.parameters()).device)
+    logprobs, _, _ = score_answers(model, packed)
+    return logprobs, packed.answer_mask

@@ -22,16 +22,17 @@ def save_policy_checkpoint(trainer_or_policy, tokenizer, out_dir, state):
 
     Everything is written into `out_dir.tmp` first and moved into place when complete, so an interrupted save
     never leaves a half checkpoint. With a trainer, `kl_coef` defaults to its current
-    KL coefficient, and in a distributed run only the main process writes.
+    KL coefficient, and in a distributed run only the main process writes. (A trainer is a
+    ppo_sentiment_example.PPO: anything with `accelerator`, `policy` and `kl_ctl`.)
     """
     state = dict(state)
     policy = trainer_or_policy
     if hasattr(trainer_or_policy, "accelerator"):
-        trainer = trainer_or_policy
-        policy = trainer.accelerator.unwrap_model(trainer.model)
-        state.setdefault("kl_coef", float(trainer.kl_ctl.value))
-        trainer.accelerator.wait_for_everyone()
-        if not trainer.accelerator.is_main_process:
+        ppo = trainer_or_policy
+        policy = ppo.accelerator.unwrap_model(ppo.policy)
+        state.setdefault("kl_coef", float(ppo.kl_ctl.value))
+        ppo.accelerator.wait_for_everyone()
+        if not ppo.accelerator.is_main_process:
             return out_dir
     missing = [key for key in REQUIRED_STATE if key not in state]
     if missing:

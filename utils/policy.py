@@ -310,9 +310,10 @@ def merge_lora_checkpoint(checkpoint, out_dir):
     return save_policy_checkpoint(policy, tokenizer, out_dir, dict(state, merged_from=os.path.abspath(checkpoint)))
 
 
-def unwrap_policy(trainer):
-    """The policy without its distributed wrapper (for `generate` and saving)."""
-    return trainer.accelerator.unwrap_model(trainer.model)
+def unwrap_policy(ppo):
+    """The policy of a PPO run (ppo_sentiment_example.PPO) without its distributed wrapper (for `generate`
+    and saving)."""
+    return ppo.accelerator.unwrap_model(ppo.policy)
 
 
 def main(argv=None):
