@@ -39,7 +39,7 @@ from accelerate import Accelerator
 from tqdm import tqdm
 
 from utils.answer_logprobs import answer_logprobs
-from utils.common import (Lazy, UserError, accelerator_kwargs, parse_with_presets,
+from utils.common import (Lazy, UserError, accelerator_kwargs, any_process, parse_with_presets,
                           pick_device, run_main, set_seed)
 from utils.generation import (add_rollout_arguments, decode, encode_prompt, generate_responses, random_samples,
                               read_prompts)
@@ -198,12 +198,6 @@ def grpo_update(accelerator, policy, ref_model, optimizer, tokenizer, queries, r
 
 def optimizer_params(optimizer):
     return [p for group in optimizer.param_groups for p in group["params"]]
-
-
-def any_process(accelerator, flag):
-    """True on every process when `flag` is true on any (processes must take the same branch)."""
-    flag = torch.tensor([float(flag)], device=accelerator.device)
-    return accelerator.reduce(flag, reduction="sum").item() > 0 if accelerator.num_processes > 1 else flag.item() > 0
 
 
 def run_epoch(accelerator, policy, ref_model, optimizer, tokenizer, reward_fn, prompts, args):

@@ -1,8 +1,9 @@
 """PPO fine-tunes a Chinese GPT-2 so that its continuations of review prompts turn positive.
 
 Each epoch: pick `batch_size` random prompts -> the policy writes `gen_len` new tokens for all of them
-in one batched `generate` call -> a reward source scores prompt + answer -> one trl `PPOTrainer.step`
-(with a KL penalty to the frozen reference model) -> log, print samples, save now and then.
+in one batched `generate` call -> a reward source scores prompt + answer -> one PPO update (`ppo_update`,
+written out below: a KL penalty to the frozen reference model on every token, GAE over the value head's
+estimates, clipped policy and value losses, an adaptive KL coefficient) -> log, print samples, save now and then.
 
 Reward sources (one loop): the sentiment-analysis pipeline (probability of the positive label, by default)
 or `--reward_model DIR`, a reward model saved by train_reward_model.py (the full RLHF loop). A reward model's
@@ -29,7 +30,7 @@ from accelerate import Accelerator
 from tqdm import tqdm
 
 from utils.answer_logprobs import pack, score_answers, select
-from utils.common import (Lazy, UserError, accelerator_kwargs, parse_with_presets,
+from utils.common import (Lazy, UserError, accelerator_kwargs, any_process, parse_with_presets,
                           pick_device, run_main, set_seed)
 from utils.generation import (add_rollout_arguments, decode, encode_prompt, generate_responses, random_samples,
                               read_prompts)
@@ -47,7 +48,7 @@ ORIGINAL = dict(model_name="uer/gpt2-chinese-cluecorpussmall",
                 init_kl_coef=0.2, target=6.0, horizon=10000, save_freq=5)
 # ... and those that make the tiny models learn visibly on a 2-core CPU in about 5 minutes: a larger
 # learning rate; 1 PPO epoch per batch (the step is most of an epoch's time); the original's batch of 128
-# in mini-batches of 32 (each update less noisy: trl whitens advantages, so noise alone moves the policy
+# in mini-batches of 32 (each update less noisy: PPO whitens advantages, so noise alone moves the policy
 # and uses up the KL budget); a weaker KL penalty that adapts within a few epochs, aiming at KL 5 (at 6 the
 # answers grew too alike). 100 epochs: the reward passes 0.9 after 25-30 and levels off, and longer runs
 # only wear down the answers' variety (distinct-2).
@@ -255,6 +256,15 @@ def ppo_update(ppo, queries, responses, scores):
 
     Any batch size; a NaN or infinite score, or fewer than 2 answer tokens in the batch (the advantages are
     whitened over them), skips the update with a warning, on every process so that they stay in step.
+
+    The same update as trl 0.11.4's `PPOTrainer.step` at its default options (tests/test_ppo.py checks the
+    statistics and the weights against it), and as there no gradient clipping (trl's `max_grad_norm` is None).
+    Deliberate differences: the batch is packed as `generate` sampled it (prompts padded on the left, positions
+    from each prompt's first token; trl pads on the right: the same numbers up to float rounding); any batch size
+    (trl wants exactly `batch_size` samples); a mini-batch without answer tokens adds 0 to the means instead of
+    NaN; a mini-batch skipped for its policy ratio is reported once, after the update, not when it happens (that
+    would make the host wait for the device in every mini-batch). trl's options that are off by default (score
+    scaling and clipping, reward whitening, early stopping, other KL estimators) are not here.
     """
     accelerator, config = ppo.accelerator, ppo.config
     scores = torch.tensor([float(s) for s in scores], dtype=torch.float32)
@@ -303,12 +313,6 @@ def ppo_update(ppo, queries, responses, scores):
                       f"policy ratio exceeded {config.ratio_threshold}", stacklevel=2)
     ppo.kl_ctl.update(summary["kl"], n * accelerator.num_processes)
     return dict(summary, kl_coef=kl_coef)
-
-
-def any_process(accelerator, flag):
-    """True on every process when `flag` is true on any (processes must take the same branch)."""
-    flag = torch.tensor([float(flag)], device=accelerator.device)
-    return accelerator.reduce(flag, reduction="sum").item() > 0 if accelerator.num_processes > 1 else flag.item() > 0
 
 
 # ---------------------------------------------------------------- the loop

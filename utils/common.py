@@ -119,6 +119,12 @@ def accelerator_kwargs(device, mixed_precision=None):
     return {"cpu": on_cpu, "mixed_precision": mixed_precision}
 
 
+def any_process(accelerator, flag):
+    """True on every process when `flag` is true on any (processes must take the same branch)."""
+    flag = torch.tensor([float(flag)], device=accelerator.device)
+    return accelerator.reduce(flag, reduction="sum").item() > 0 if accelerator.num_processes > 1 else flag.item() > 0
+
+
 def set_seed(seed):
     random.seed(seed)
     np.random.seed(seed)
