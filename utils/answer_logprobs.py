@@ -53,13 +53,14 @@ def score_answers(model, packed, with_entropy=False):
     `model` is any causal LM, or trl's value-head wrapper (output: logits, loss, values), which alone gives
     `values` (else None). `entropy` (of the policy at each answer position, without gradient) only when asked.
     """
-    output = model(input_ids=packed.input_ids, attention_mask=packed.attention_mask,
-                   position_ids=packed.position_ids)
-    logits = output[0] if isinstance(output, tuple) else output.logits
     mask = packed.answer_mask
     length = mask.shape[1]
-    # the logits (and the value) at column t belong to the state before the token at column t + 1
-    all_logprobs = torch.log_softmax(logits[:, -length - 1:-1].float(), dim=-1)
+    # the logits (and the value) at column t belong to the state before the token at column t + 1: only the last
+    # length + 1 columns' logits are needed (the language-model head and its softmax skip the prompts)
+    output = model(input_ids=packed.input_ids, attention_mask=packed.attention_mask,
+                   position_ids=packed.position_ids, logits_to_keep=length + 1)
+    logits = output[0] if isinstance(output, tuple) else output.logits
+    all_logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
     answers = packed.input_ids[:, -length:]
     logprobs = all_logprobs.gather(-1, answers.unsqueeze(-1)).squeeze(-1) * mask
     values = output[2][:, -length - 1:-1].float() * mask if isinstance(output, tuple) and len(output) > 2 else None
