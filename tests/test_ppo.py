@@ -105,6 +105,29 @@ def test_ppo_step_trains_a_short_batch_and_refuses_nan(micro_paths):
     assert unwrap_policy(trainer).pretrained_model.transformer.h[0].attn.attn_dropout.p == 0.0
 
 
+def test_ppo_update_skips_batches_without_enough_answer_tokens(micro_paths):
+    """All answers empty, or a single one-token answer: nothing to whiten advantages over, so the update is skipped
+    with a warning and the weights stay as they were; empty answers beside real ones train without NaN (in
+    mini-batches of one answer: one of them has no answer token at all)."""
+    from ppo_sentiment_example import ppo_update
+
+    trainer, tokenizer = micro_trainer(micro_paths, mini_batch_size=1)
+    policy = unwrap_policy(trainer)
+    before = {k: v.clone() for k, v in policy.state_dict().items()}
+    query = encode_prompt(tokenizer, "这部电影很")
+    empty, one_token = torch.zeros(0, dtype=torch.long), query[-1:].clone()
+    for responses in ([empty, empty], [one_token], [empty, one_token]):
+        with pytest.warns(UserWarning, match="too few answer tokens"):
+            assert ppo_update(trainer, [query] * len(responses), responses, [1.0] * len(responses)) is None
+    assert all(torch.equal(before[k], v) for k, v in policy.state_dict().items())
+
+    stats = ppo_update(trainer, [query] * 3, [empty, one_token, query[-3:].clone()], [1.0, 0.0, 0.5])
+    assert all(math.isfinite(value) for value in stats.values()), stats
+    after = policy.state_dict()
+    assert all(torch.isfinite(v).all() for v in after.values())
+    assert any(not torch.equal(before[k], v) for k, v in after.items())
+
+
 TRL_STATS = dict(policy_loss="ppo/loss/policy", value_loss="ppo/loss/value", kl="objective/kl",
                  approx_kl="ppo/policy/approxkl", policy_kl="ppo/policy/policykl", clip_frac="ppo/policy/clipfrac",
                  value_clip_frac="ppo/val/clipfrac", advantages_mean="ppo/policy/advantages_mean",
