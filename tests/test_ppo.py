@@ -84,7 +84,7 @@ def test_the_loop_learns_an_easy_reward(micro_dir, tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------- the shared PPO pieces
 def test_ppo_step_trains_a_short_batch_and_refuses_nan(micro_paths):
-    from ppo_sentiment_example import ppo_update as ppo_step
+    from ppo_sentiment_example import ppo_update
 
     trainer, tokenizer = micro_trainer(micro_paths)
     queries = [encode_prompt(tokenizer, "这部电影很")] * 5
@@ -92,13 +92,13 @@ def test_ppo_step_trains_a_short_batch_and_refuses_nan(micro_paths):
     before = {k: v.clone() for k, v in unwrap_policy(trainer).state_dict().items()}
 
     with pytest.warns(UserWarning, match="NaN or infinite"):
-        assert ppo_step(trainer, queries, responses, [0.5, float("nan"), 0.1, 0.2, 0.3]) is None
+        assert ppo_update(trainer, queries, responses, [0.5, float("nan"), 0.1, 0.2, 0.3]) is None
     with pytest.warns(UserWarning, match="NaN or infinite"):
-        assert ppo_step(trainer, queries, responses, [0.5, float("inf"), 0.1, 0.2, 0.3]) is None
+        assert ppo_update(trainer, queries, responses, [0.5, float("inf"), 0.1, 0.2, 0.3]) is None
     after = unwrap_policy(trainer).state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before), "a NaN reward changed the model"
 
-    stats = ppo_step(trainer, queries, responses, [1.0, 0.0, 1.0, 0.0, 1.0])  # mini-batches of 4 and 1
+    stats = ppo_update(trainer, queries, responses, [1.0, 0.0, 1.0, 0.0, 1.0])  # mini-batches of 4 and 1
     assert stats is not None and all(math.isfinite(value) for value in stats.values()), stats
     assert trainer.config.mini_batch_size == 4
     assert any(not torch.equal(before[k], v) for k, v in unwrap_policy(trainer).state_dict().items())
@@ -188,12 +188,12 @@ def test_our_ppo_update_matches_trls_step(micro_paths, monkeypatch, mini_batch_s
 
 
 def test_checkpoint_reloads_to_the_same_generations(micro_paths, tmp_path):
-    from ppo_sentiment_example import ppo_update as ppo_step
+    from ppo_sentiment_example import ppo_update
 
     trainer, tokenizer = micro_trainer(micro_paths)
     queries = [encode_prompt(tokenizer, "这部电影很")] * 8
     responses = generate_responses(unwrap_policy(trainer), tokenizer, queries, 6)
-    ppo_step(trainer, queries, responses, [float(i % 2) for i in range(8)])
+    ppo_update(trainer, queries, responses, [float(i % 2) for i in range(8)])
     out = save_policy_checkpoint(trainer, tokenizer, str(tmp_path / "model_1_0.50"),
                               {"epoch": 1, "base_model": micro_paths["gpt2"]})
     assert not os.path.exists(out + ".tmp")
