@@ -48,7 +48,7 @@ from utils.generation import decode, encode_prompt, generate_responses, read_pro
 from utils.logger import TrainLogger
 from utils.checkpoints import load_checkpoint_state, save_policy_checkpoint
 from ppo_sentiment_example import PPOConfig, make_ppo, ppo_update
-from utils.policy import add_model_arguments, load_policy, lora_options
+from utils.policy import add_model_arguments, check_causal_lm, load_policy, lora_options
 from utils.ratings import RATINGS_NAME
 from utils.tiny import ensure_tiny
 
@@ -434,6 +434,8 @@ def show_start_screen(t):
 def main():
     args = parse_args()
     prompts = read_prompts(args.prompts_file)
+    if not args.resume:
+        check_causal_lm(args.model_name)  # an encoder or classifier is refused before the ratings log is opened
     ratings_log = open_ratings_log(args.log_dir, args.report_to)
     try:  # fail now, not after an hour of rating
         check_writable(os.path.dirname(os.path.abspath(args.save_dir)))

@@ -306,6 +306,14 @@ def test_a_classifier_as_the_policy_is_one_line_and_writes_nothing(micro_paths, 
     assert not save_dir.exists() and not log_dir.exists()
 
 
+def test_the_terminal_refuses_a_classifier_before_opening_its_ratings_log(micro_paths, micro_env, tmp_path):
+    result = run_script(["terminal_main.py", "--model_name", micro_paths["classifier"], "--log_dir",
+                         str(tmp_path / "logs"), "--save_dir", str(tmp_path / "ck")], env=micro_env)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "has no causal language-model head" in result.stderr
+    assert not (tmp_path / "logs").exists() and not (tmp_path / "ck").exists()
+
+
 def test_lora_target_modules_that_do_not_exist_name_the_option(micro_lms, tmp_path, capsys):
     code, out, err = run(grpo_sentiment_example.main, [*SMALL_PPO, "--group_size", "4", "--model_name",
                                                        micro_lms["qwen2"], "--lora_r", "4", "--lora_target_modules",

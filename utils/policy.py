@@ -110,7 +110,10 @@ def lora_options(args):
 
 def check_causal_lm(name_or_path):
     """UserError (one line) unless `name_or_path` holds a model with a causal-LM head (not an encoder, not a
-    classifier): AutoModelForCausalLM would otherwise put a fresh, untrained LM head on it."""
+    classifier): AutoModelForCausalLM would otherwise put a fresh, untrained LM head on it. A LoRA checkpoint
+    stands for its base model."""
+    if is_lora_checkpoint(name_or_path):
+        name_or_path = load_checkpoint_state(name_or_path)["base_model"]
     config = load_pretrained(AutoConfig, name_or_path)
     causal = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
     architectures = config.architectures or []
