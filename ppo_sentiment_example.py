@@ -172,6 +172,8 @@ class PPO:
 
 
 def make_ppo(policy, ref_model, tokenizer, config, accelerator_kwargs):
+    """A `PPO` for `policy` (from utils.policy.load_policy) and its reference, on the accelerator
+    `Accelerator(**accelerator_kwargs)` makes."""
     accelerator = Accelerator(**accelerator_kwargs)
     # trl's Adam (same hyperparameters) as one fused kernel over all parameters
     optimizer = torch.optim.Adam([p for p in policy.parameters() if p.requires_grad], lr=config.learning_rate,
