@@ -6,6 +6,10 @@ the TSV (one record per TSV line). With it, a pair's `chosen` and `rejected` are
 list without a known prompt (no meta file, or a record without a prompt) gets prompt "" and the whole texts.
 
     python -m utils.preferences data/human_labeled/total_dataset.tsv --output data/human_labeled/preferences.jsonl
+    python -m utils.preferences data/human_labeled/total_dataset.tsv --merge consensus --min_agreement 0.3
+
+`--merge consensus` first turns the rank lists of one task (several annotators) into one: see
+utils/ranklists.py `merge_rank_lists`.
 """
 import argparse
 import json
@@ -14,16 +18,20 @@ import sys
 from dataclasses import dataclass
 
 from utils.common import UserError, write_text_atomically
-from utils.ranklists import metadata_path, parse_rank_list_line, read_checked_lines
+from utils.ranklists import (add_merge_arguments, merge_rank_lists, metadata_path, parse_rank_list_line,
+                             read_checked_lines)
 
 DEFAULT_OUTPUT = os.path.join("data", "human_labeled", "preferences.jsonl")
 
 
 @dataclass
 class PromptedRankList:
-    """One rank list, texts best first; `prompt` is None when no prompt is known."""
+    """One rank list, texts best first; `prompt` is None when no prompt is known; `task_id` and `annotator` come
+    from the labelling page's meta record (the task queue's id, who ranked it), None when unknown."""
     texts: list
     prompt: str = None
+    task_id: str = None
+    annotator: str = None
 
 
 def read_prompted_rank_lists(path, skip_bad_lines=False):
@@ -48,8 +56,7 @@ def read_prompted_rank_lists(path, skip_bad_lines=False):
             return (None if reason else PromptedRankList(fields)), reason
         if seen > len(records):
             return None, f"no record for this rank list in {meta_file} (it has {len(records)})"
-        prompt, reason = _prompt_from_record(*records[seen - 1], meta_file, fields)
-        return (None if reason else PromptedRankList(fields, prompt)), reason
+        return _from_record(*records[seen - 1], meta_file, fields)
 
     rank_lists = read_checked_lines(path, parse_line, skip_bad_lines)
     extra = (records or [])[seen:]
@@ -67,8 +74,8 @@ def _records(meta_file):
         return [(number, raw) for number, raw in enumerate(f, start=1) if raw.strip()]
 
 
-def _prompt_from_record(meta_number, raw, meta_file, texts):
-    """(prompt or None, None) for a record that matches the rank list `texts`, (None, reason) otherwise."""
+def _from_record(meta_number, raw, meta_file, texts):
+    """(PromptedRankList, None) for a record that matches the rank list `texts`, (None, reason) otherwise."""
     where = f"{meta_file}:{meta_number}"
     try:
         record = json.loads(raw.decode("utf-8"))
@@ -81,12 +88,12 @@ def _prompt_from_record(meta_number, raw, meta_file, texts):
     prompt = record.get("prompt")
     if prompt is not None and not isinstance(prompt, str):
         return None, f"the prompt in its record {where} is not a string"
-    if not prompt:
-        return None, None
     for i, text in enumerate(texts, start=1):
-        if not text.startswith(prompt):
+        if prompt and not text.startswith(prompt):
             return None, f"text {i} does not begin with the prompt {prompt!r} of its record {where}"
-    return prompt, None
+    task_id = record.get("task_id")
+    return PromptedRankList(texts, prompt or None, None if task_id is None else str(task_id),
+                            record.get("annotator")), None
 
 
 def preference_pairs(rank_lists):
@@ -156,8 +163,11 @@ def main(argv=None):
                         help="rank-list files (texts best first, tab-separated), each with its .meta.jsonl if any")
     parser.add_argument("--output", default=DEFAULT_OUTPUT, help="JSONL file to write (replaced atomically)")
     parser.add_argument("--skip_bad_lines", action="store_true", help="skip and count bad lines")
+    add_merge_arguments(parser)
     args = parser.parse_args(argv)
     rank_lists = [r for path in args.rank_list_files for r in read_prompted_rank_lists(path, args.skip_bad_lines)]
+    rank_lists, summary = merge_rank_lists(rank_lists, args.merge, args.min_agreement)
+    print(summary)
     pairs, identical = preference_pairs(rank_lists)
     write_text_atomically(args.output, "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs))
     print(f"{args.output}: {len(pairs)} preference pairs from {len(rank_lists)} rank lists")

@@ -12,15 +12,18 @@ TSV itself: undo replaces the TSV by a new file, and a process waiting for a loc
 append to a file nobody reads any more.
 """
 import contextlib
+import dataclasses
 import fcntl
+import hashlib
+import itertools
 import json
 import os
 import re
+import statistics
 import sys
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass
 
 from utils.common import UserError, write_text_atomically
 
@@ -86,7 +89,7 @@ def parse_rank_list_line(raw, expected_fields):
 
 
 # ---------------------------------------------------------------- writing
-@dataclass
+@dataclasses.dataclass
 class SavedLine:
     """What a session needs to undo its own save: the exact line and its metadata id."""
     path: str
@@ -191,17 +194,10 @@ def count_saves(meta_file):
     """(saves per annotator, saves per day) from a metadata file, as two Counters; an unnamed annotator counts as
     "(未填写)", and lines that are not our records (hand-edited, cut short) are left out. A missing file: none."""
     by_annotator, by_day = Counter(), Counter()
-    if not os.path.exists(meta_file):
-        return by_annotator, by_day
-    with open(meta_file, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict) and isinstance(record.get("time"), str):
-                by_annotator[str(record.get("annotator") or "").strip() or "(未填写)"] += 1
-                by_day[record["time"][:10]] += 1
+    for record in read_meta_records(meta_file):
+        if isinstance(record.get("time"), str):
+            by_annotator[str(record.get("annotator") or "").strip() or "(未填写)"] += 1
+            by_day[record["time"][:10]] += 1
     return by_annotator, by_day
 
 
@@ -222,3 +218,347 @@ def read_rank_list_table(dataset_file, expected_fields):
             elif fields:
                 rank_lists.append(fields)
     return rank_lists, bad
+
+
+# ---------------------------------------------------------------- the task queue
+@dataclasses.dataclass
+class Task:
+    """One task of a task file: a prompt and its K answers (without the prompt), ranked by one or more annotators."""
+    id: str
+    prompt: str
+    answers: list
+
+
+def read_tasks(path, skip_bad_lines=False):
+    """The tasks of a JSONL file, one `{"id": ..., "prompt": ..., "answers": [...]}` per line.
+
+    Every task needs a unique non-empty id, a prompt and at least 2 non-empty answers, as many as the first task.
+    A bad line stops with `file:line: reason`; with `skip_bad_lines` it is left out and counted on stderr.
+    """
+    first_line_of = {}
+    answers_per_task = None
+    number = 0  # read_checked_lines hands every line, blank ones too, in order
+
+    def parse_line(raw):
+        nonlocal answers_per_task, number
+        number += 1
+        if not raw.strip():
+            return None, None
+        try:
+            task = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            task = None
+        if not isinstance(task, dict):
+            return None, 'not a JSON object (expected {"id": ..., "prompt": ..., "answers": [...]})'
+        task_id, prompt, answers = task.get("id"), task.get("prompt"), task.get("answers")
+        if isinstance(task_id, int) and not isinstance(task_id, bool):
+            task_id = str(task_id)
+        if not isinstance(task_id, str) or not task_id.strip():
+            return None, '"id" must be a non-empty string'
+        if not isinstance(prompt, str):
+            return None, '"prompt" must be a string'
+        if not isinstance(answers, list) or not all(isinstance(a, str) and clean_field(a) for a in answers):
+            return None, '"answers" must be a list of non-empty strings'
+        if len(answers) < 2:
+            return None, f"a task needs at least 2 answers to rank, found {len(answers)}"
+        if answers_per_task is not None and len(answers) != answers_per_task:
+            return None, f"{len(answers)} answers, but the first task has {answers_per_task} (one K per file)"
+        if task_id in first_line_of:
+            return None, f"duplicate task id {task_id!r} (first on line {first_line_of[task_id]})"
+        first_line_of[task_id] = number
+        answers_per_task = len(answers)
+        return Task(task_id, prompt, answers), None
+
+    try:
+        tasks = read_checked_lines(path, parse_line, skip_bad_lines)
+    except OSError as e:
+        raise UserError(f"{path}: cannot read the task file ({e.strerror})") from None
+    if not tasks:
+        raise UserError(f"{path}: no tasks in this file (expected one JSON task per line)")
+    return tasks
+
+
+def write_tasks(path, tasks):
+    """Write a task file at once (the old file stays until the new one is complete)."""
+    write_text_atomically(path, "".join(json.dumps({"id": t.id, "prompt": t.prompt, "answers": t.answers},
+                                                   ensure_ascii=False) + "\n" for t in tasks))
+
+
+def read_meta_records(meta_file):
+    """The JSON-object records of a metadata file (lines that are not, hand-edited or cut short, are left out)."""
+    records = []
+    if not os.path.exists(meta_file):
+        return records
+    with open(meta_file, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+    return records
+
+
+class TaskQueue:
+    """Hands out the tasks of a task file to annotators, `overlap` of them to at least two.
+
+    The queue keeps no state of its own in memory: who has ranked what is read from the dataset's `.meta.jsonl`
+    (records with a `task_id`), and who is ranking what now from a lease file beside it
+    (`total_dataset.leases.json`: task id -> {annotator: time the lease ends}). Both are read and changed under
+    the dataset's lock, so several sessions, or a restarted server, see the same queue. A task taken but not
+    saved within `timeout` seconds (a closed tab) goes back to the queue.
+    """
+
+    def __init__(self, tasks, dataset_file, overlap=0.0, timeout=600.0):
+        self.tasks, self.dataset_file, self.timeout = tasks, dataset_file, timeout
+        self.by_id = {t.id: t for t in tasks}
+        # a fixed, spread-out share of the tasks (chosen by a hash of the id, so a restart picks the same ones)
+        by_hash = sorted(tasks, key=lambda t: hashlib.sha1(t.id.encode("utf-8")).hexdigest())
+        self.overlapped = {t.id for t in by_hash[:round(overlap * len(tasks))]}
+
+    def annotators_wanted(self, task_id):
+        return 2 if task_id in self.overlapped else 1
+
+    def take(self, annotator, skipped=(), now=None):
+        """The task `annotator` should rank next (one they already hold, else the first the queue still needs that
+        they have neither ranked nor skipped), leased to them; None when the queue has nothing left for them."""
+        now = time.time() if now is None else now
+        with locked(self.dataset_file):
+            done = self.done_by()
+            leases = self._active_leases(now)
+            held = [t for t in self.tasks if annotator in leases.get(t.id, {}) and t.id not in skipped
+                    and annotator not in done.get(t.id, set())]
+            if held:
+                task = held[0]
+            else:
+                free = [t for t in self.tasks if t.id not in skipped and annotator not in done.get(t.id, set())
+                        and len(done.get(t.id, set())) + len(leases.get(t.id, {})) < self.annotators_wanted(t.id)]
+                if not free:
+                    self._write_leases(leases)
+                    return None
+                task = free[0]
+            leases.setdefault(task.id, {})[annotator] = now + self.timeout
+            self._write_leases(leases)
+        return task
+
+    def release(self, task_id, annotator):
+        """Give a task back (skipped, or saved: then the meta record marks it done)."""
+        with locked(self.dataset_file):
+            leases = self._active_leases(time.time())
+            leases.get(task_id, {}).pop(annotator, None)
+            self._write_leases(leases)
+
+    def done_by(self):
+        """{task id: set of annotators who saved a ranking of it} from the meta file."""
+        done = {}
+        for record in read_meta_records(metadata_path(self.dataset_file)):
+            if record.get("task_id") in self.by_id:
+                done.setdefault(record["task_id"], set()).add(str(record.get("annotator") or ""))
+        return done
+
+    def progress(self):
+        """(rankings saved, rankings the queue asks for) over the whole task file."""
+        done = self.done_by()
+        wanted = sum(self.annotators_wanted(t.id) for t in self.tasks)
+        return sum(min(len(done.get(t.id, ())), self.annotators_wanted(t.id)) for t in self.tasks), wanted
+
+    @property
+    def lease_file(self):
+        return os.path.splitext(self.dataset_file)[0] + ".leases.json"
+
+    def _active_leases(self, now):
+        try:
+            with open(self.lease_file, encoding="utf-8") as f:
+                leases = json.load(f)
+        except (OSError, ValueError):
+            return {}  # none yet, or unreadable: leases only delay, losing them loses no label
+        return {task_id: {a: until for a, until in holders.items() if until > now}
+                for task_id, holders in leases.items() if isinstance(holders, dict)}
+
+    def _write_leases(self, leases):
+        write_text_atomically(self.lease_file, json.dumps({t: h for t, h in leases.items() if h}, ensure_ascii=False))
+
+
+# ---------------------------------------------------------------- agreement and consensus
+def group_key(rank_list):
+    """Rank lists of the same task share a key: the task id, or (free mode, no task id) the prompt + answer set."""
+    if getattr(rank_list, "task_id", None):
+        return ("task", rank_list.task_id)
+    return ("prompt and answers", rank_list.prompt or "", tuple(sorted(rank_list.texts)))
+
+
+def group_by_task(rank_lists):
+    """{key: [rank lists]} in first-seen order; lists of one task that do not rank the same texts are an error."""
+    groups = {}
+    for rank_list in rank_lists:
+        groups.setdefault(group_key(rank_list), []).append(rank_list)
+    for key, members in groups.items():
+        if any(sorted(m.texts) != sorted(members[0].texts) for m in members[1:]):
+            raise UserError(f"task {key[1]!r}: its rank lists do not rank the same answers (edited by hand?)")
+    return groups
+
+
+def _positions(texts):
+    """{(text, occurrence): position}: identical texts are told apart by their order of appearance."""
+    seen, positions = Counter(), {}
+    for position, text in enumerate(texts):
+        positions[(text, seen[text])] = position
+        seen[text] += 1
+    return positions
+
+
+def kendall_tau(best_first_a, best_first_b):
+    """Kendall's tau between two rankings (best first) of the same texts: 1 = same order, -1 = reversed."""
+    a, b = _positions(best_first_a), _positions(best_first_b)
+    items = list(a)
+    pairs = concordant = 0
+    for i in range(len(items)):
+        for j in range(i + 1, len(items)):
+            pairs += 1
+            concordant += (a[items[i]] - a[items[j]]) * (b[items[i]] - b[items[j]]) > 0
+    return (2 * concordant - pairs) / pairs
+
+
+def task_agreement(members):
+    """(mean Kendall's tau, share of identical best answers) over every pair of a task's rank lists."""
+    pairs = list(itertools.combinations(members, 2))
+    taus = [kendall_tau(a.texts, b.texts) for a, b in pairs]
+    return sum(taus) / len(taus), sum(a.texts[0] == b.texts[0] for a, b in pairs) / len(pairs)
+
+
+def agreement(rank_lists):
+    """Agreement between annotators on every task ranked by two or more of them.
+
+    Returns {"overall": {...}, "annotators": {name: {...}}, "tasks": {task: {...}}}: per task the mean Kendall's
+    tau over its pairs of rankings and the share of pairs with the same best answer; per annotator the mean tau of
+    their rankings against the others' rankings of the same tasks, over how many pairs and tasks; overall the
+    mean over all pairs.
+    """
+    tasks, by_annotator, all_pairs = {}, {}, []
+    for key, members in group_by_task(rank_lists).items():
+        if len(members) < 2:
+            continue
+        tau, best_same = task_agreement(members)
+        tasks[key[1] if key[0] == "task" else f"{key[1]} ({len(members[0].texts)} answers)"] = {
+            "rankings": len(members), "tau": tau, "best_same": best_same}
+        for a, b in itertools.combinations(members, 2):
+            pair = (kendall_tau(a.texts, b.texts), a.texts[0] == b.texts[0])
+            all_pairs.append(pair)
+            for name in {annotator_name(a), annotator_name(b)}:
+                stats = by_annotator.setdefault(name, {"taus": [], "tasks": set()})
+                stats["taus"].append(pair[0])
+                stats["tasks"].add(key)
+    annotators = {name: {"tau": sum(s["taus"]) / len(s["taus"]), "pairs": len(s["taus"]), "tasks": len(s["tasks"])}
+                  for name, s in sorted(by_annotator.items())}
+    overall = {"tasks": len(tasks), "pairs": len(all_pairs),
+               "tau": sum(t for t, _ in all_pairs) / len(all_pairs) if all_pairs else None,
+               "best_same": sum(s for _, s in all_pairs) / len(all_pairs) if all_pairs else None}
+    return {"overall": overall, "annotators": annotators, "tasks": tasks}
+
+
+def annotator_name(rank_list):
+    return str(getattr(rank_list, "annotator", None) or "").strip() or "(未填写)"
+
+
+def consensus_order(members):
+    """One ranking of a task from all of its rankings: the texts by mean rank, ties broken by the better median
+    rank, then by the first saved ranking's order.
+
+    With complete rankings the mean rank orders the texts exactly as a Borda count does (a text's Borda points are
+    K minus its rank, summed), so the two choices differ only in how they break ties; the median breaks them
+    towards the text most annotators put higher, which an outlier ranking cannot move.
+    """
+    rank_of = [_positions(m.texts) for m in members]
+    items = sorted(rank_of[0], key=rank_of[0].get)
+
+    def sort_key(item):
+        ranks = [r[item] for r in rank_of]
+        return sum(ranks) / len(ranks), statistics.median(ranks), rank_of[0][item]
+
+    return [text for text, _ in sorted(items, key=sort_key)]
+
+
+MERGES = ("all", "consensus")
+
+
+def add_merge_arguments(parser):
+    """--merge and --min_agreement, as utils.preferences, train_reward_model.py and train_dpo.py take them."""
+    parser.add_argument("--merge", choices=MERGES, default="all",
+                        help="all: every annotator's rank list; consensus: one list per task (mean rank), see "
+                             "utils/ranklists.py merge_rank_lists")
+    parser.add_argument("--min_agreement", type=float,
+                        help="with --merge consensus: drop tasks whose annotators' mean Kendall's tau is below this")
+
+
+def merge_rank_lists(rank_lists, merge="all", min_agreement=None):
+    """(rank lists, summary line) as training should see them.
+
+    merge="all" keeps every annotator's list (one task ranked by three annotators trains three times).
+    merge="consensus" turns the lists of one task into one (`consensus_order`); a task is known by its task id
+    (the labelling page's queue) or, for lists without one (free mode, other files), by identical prompt and set
+    of answers. `min_agreement` (consensus only) drops the tasks whose mean Kendall's tau between annotators is
+    below it; a task ranked once has no agreement and is kept.
+    """
+    if merge not in MERGES:
+        raise UserError(f"--merge must be one of {', '.join(MERGES)}, got {merge!r}")
+    if min_agreement is not None and merge != "consensus":
+        raise UserError("--min_agreement needs --merge consensus")
+    if min_agreement is not None and not -1 <= min_agreement <= 1:
+        raise UserError(f"--min_agreement is a Kendall's tau between -1 and 1, got {min_agreement}")
+    if merge == "all":
+        return list(rank_lists), f"--merge all: {len(rank_lists)} rank lists, every annotator's list kept"
+    merged, dropped, ranked_once = [], 0, 0
+    for members in group_by_task(rank_lists).values():
+        if len(members) == 1:
+            ranked_once += 1
+        elif min_agreement is not None and task_agreement(members)[0] < min_agreement:
+            dropped += 1
+            continue
+        merged.append(dataclasses.replace(members[0], texts=consensus_order(members),
+                                          annotator=f"consensus of {len(members)}"))
+    summary = (f"--merge consensus: {len(rank_lists)} rank lists -> {len(merged)} (one per task; "
+               f"{ranked_once} ranked once, {dropped} dropped below --min_agreement {min_agreement})")
+    if not merged:
+        raise UserError(f"{summary}: nothing left to train on")
+    return merged, summary
+
+
+def format_agreement(report):
+    """The agreement report as a table (per annotator, then overall) and, on the last line, JSON."""
+    def number(x):
+        return "-" if x is None else f"{x:.3f}"
+
+    lines = [f"{'annotator':<20} {'mean tau':>9} {'pairs':>6} {'tasks':>6}"]
+    lines += [f"{name:<20} {number(s['tau']):>9} {s['pairs']:>6} {s['tasks']:>6}"
+              for name, s in report["annotators"].items()]
+    o = report["overall"]
+    lines.append(f"{'overall':<20} {number(o['tau']):>9} {o['pairs']:>6} {o['tasks']:>6}   "
+                 f"same best answer: {number(o['best_same'])}")
+    lines.append(json.dumps(report, ensure_ascii=False, sort_keys=True))
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    """`python -m utils.ranklists agreement FILE`: agreement between the annotators of a labelled TSV file."""
+    import argparse
+
+    from utils.preferences import read_prompted_rank_lists  # it reads the TSV with its meta file, and imports us
+
+    parser = argparse.ArgumentParser(prog="python -m utils.ranklists", description=main.__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    agree = commands.add_parser("agreement", help="Kendall's tau between annotators who ranked the same tasks")
+    agree.add_argument("rank_list_file", metavar="TSV", help="the labelling page's TSV, with its .meta.jsonl")
+    agree.add_argument("--skip_bad_lines", action="store_true", help="skip and count bad lines")
+    args = parser.parse_args(argv)
+    report = agreement(read_prompted_rank_lists(args.rank_list_file, args.skip_bad_lines))
+    if not report["tasks"]:
+        print(f"{args.rank_list_file}: no task was ranked by two or more annotators (use the labelling page's "
+              "--tasks queue with --overlap)", file=sys.stderr)
+    print(format_agreement(report))
+
+
+if __name__ == "__main__":
+    from utils.common import run_main
+
+    run_main(main)
