@@ -58,7 +58,7 @@ from utils.logger import TrainLogger
 from utils.checkpoints import load_checkpoint_state, save_policy_checkpoint
 from utils.policy import add_model_arguments, load_policy, lora_options
 from utils.preferences import preference_pairs, read_preference_jsonl, read_prompted_rank_lists
-from utils.ranklists import metadata_path
+from utils.ranklists import add_merge_arguments, merge_rank_lists, metadata_path
 from utils.tiny import ensure_tiny
 
 DEFAULT_TRAIN = os.path.join("data", "human_labeled", "total_dataset.tsv")  # the labelling page's file
@@ -116,6 +116,7 @@ def parse_args(argv=None):
                    help="new tokens per answer (AI feedback and printed samples)")
     p.add_argument("--skip_bad_lines", action="store_true",
                    help="skip and count bad lines of the rank-list or preference files")
+    add_merge_arguments(p)
     add_mixed_precision_argument(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", help="default: cuda if available, else cpu")
@@ -142,12 +143,21 @@ def read_lists(path, args):
     """The rank lists of a file with their prompts, checked as --prompt_mode asks. A preference JSONL's pairs
     are lists of 2 with the prompt their line gives ("" for none); rank lists take theirs from the .meta.jsonl."""
     if is_preference_jsonl(path):
-        return read_preference_jsonl(path, args.skip_bad_lines)
-    rank_lists = read_prompted_rank_lists(path, args.skip_bad_lines)
-    if args.prompt_mode == "none":
-        for rank_list in rank_lists:
-            rank_list.prompt = None
-        return rank_lists
+        rank_lists = read_preference_jsonl(path, args.skip_bad_lines)
+    else:
+        rank_lists = read_prompted_rank_lists(path, args.skip_bad_lines)
+        if args.prompt_mode == "none":
+            for rank_list in rank_lists:
+                rank_list.prompt = None
+        else:
+            check_prompts_known(path, rank_lists)
+    rank_lists, summary = merge_rank_lists(rank_lists, args.merge, args.min_agreement)
+    if args.merge != "all":
+        print(f"{path}: {summary}")
+    return rank_lists
+
+
+def check_prompts_known(path, rank_lists):
     unknown = sum(r.prompt is None for r in rank_lists)
     if unknown:
         meta = metadata_path(path)
@@ -155,7 +165,6 @@ def read_lists(path, args):
             f"there is no {meta} beside it"
         raise UserError(f"{path}: the prompts are not known ({why}); pass --prompt_mode none to train on the "
                         "whole texts without prompts")
-    return rank_lists
 
 
 def to_pairs(rank_lists, name):

@@ -28,7 +28,8 @@ from utils.common import (Lazy, UserError, accelerator_kwargs, add_mixed_precisi
                           load_pretrained, parse_with_presets, pick_device, run_main, set_seed)
 from utils.data import RANK_LIST_DIR, ensure_datasets
 from utils.logger import TrainLogger
-from utils.ranklists import read_rank_lists
+from utils.preferences import read_prompted_rank_lists
+from utils.ranklists import add_merge_arguments, merge_rank_lists, read_rank_lists
 from utils.reward_model import (RewardModel, encode_rank_lists, listwise_loss, rank_list_loss, ranking_metrics,
                                 save_reward_model, scores_to_lists, usable_seq_len)
 from utils.tiny import ensure_tiny
@@ -73,6 +74,7 @@ def parse_args(argv=None):
                         help="offline: the project's tiny encoder, with settings tuned for it, unless given")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--skip_bad_lines", action="store_true", help="skip and count bad TSV lines")
+    add_merge_arguments(parser)
     args = parse_with_presets(parser, argv, {"default": dict(ORIGINAL), "tiny": dict(TINY)})
     for name in ("batch_size", "max_seq_len", "num_train_epochs", "valid_steps", "logging_steps"):
         if getattr(args, name) < 1:
@@ -86,13 +88,23 @@ def read_data(args, accelerator):
     if DEFAULT_TRAIN in (args.train_path, dev_path):
         with accelerator.main_process_first():  # one process builds the corpus datasets if missing
             ensure_datasets()
-    train = read_rank_lists(args.train_path, skip_bad_lines=args.skip_bad_lines)
+    train = read_lists(args.train_path, args, accelerator)
     if dev_path is None:
         train, dev = split_rank_lists(train, args.dev_ratio, args.seed, args.train_path)
         accelerator.print(f"no --dev_path: {len(dev)} of the {len(train) + len(dev)} rank lists in {args.train_path} "
                           f"held out for evaluation (--dev_ratio {args.dev_ratio})")
         return train, dev
-    return train, read_rank_lists(dev_path, skip_bad_lines=args.skip_bad_lines)
+    return train, read_lists(dev_path, args, accelerator)
+
+
+def read_lists(path, args, accelerator):
+    """The rank lists of a file; with --merge consensus one per task (utils/ranklists.py merge_rank_lists)."""
+    if args.merge == "all" and args.min_agreement is None:
+        return read_rank_lists(path, skip_bad_lines=args.skip_bad_lines)
+    merged, summary = merge_rank_lists(read_prompted_rank_lists(path, args.skip_bad_lines), args.merge,
+                                       args.min_agreement)
+    accelerator.print(f"{path}: {summary}")
+    return [rank_list.texts for rank_list in merged]
 
 
 def split_rank_lists(rank_lists, dev_ratio, seed, path):

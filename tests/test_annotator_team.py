@@ -1,14 +1,20 @@
 """Annotators as a team: the task file and queue, agreement between annotators, consensus for training."""
 import json
 import os
+import pickle
 import re
+import subprocess
+import sys
+import time
 
 import pytest
 
+from conftest import REPO
 from utils.common import UserError
 from utils.preferences import PromptedRankList, main as preferences_main, read_prompted_rank_lists
-from utils.ranklists import (Task, TaskQueue, agreement, append_rank_list, consensus_order, kendall_tau,
-                             main as ranklists_main, merge_rank_lists, metadata_path, read_tasks, write_tasks)
+from utils.ranklists import (agreement, append_rank_list, consensus_order, kendall_tau,
+                             main as ranklists_main, merge_rank_lists, undo_rank_list)
+from utils.tasks import Task, TaskQueue, read_tasks, write_tasks
 
 PROMPT = "这部电影很"
 ANSWERS = ["好看", "一般", "无聊", "难看"]
@@ -153,3 +159,58 @@ def test_write_tasks_reads_back(tmp_path):
     tasks = [Task("a", PROMPT, ANSWERS), Task("b", "刚收到货", ["x", "y", "z", "w"])]
     write_tasks(str(tmp_path / "t.jsonl"), tasks)
     assert read_tasks(str(tmp_path / "t.jsonl")) == tasks
+
+
+def test_training_scripts_merge_before_the_split(tmp_path, capsys):
+    """train_reward_model.py and train_dpo.py read --merge consensus through the same merge_rank_lists."""
+    from accelerate import Accelerator
+
+    import train_dpo
+    import train_reward_model
+
+    path = labelled(tmp_path, RANKINGS)
+    accelerator = Accelerator(cpu=True)
+    common = ["--train_path", path, "--dev_ratio", "0.4", "--merge", "consensus", "--model_name", "unused"]
+    train, dev = train_reward_model.read_data(train_reward_model.parse_args(common + ["--tiny"]), accelerator)
+    assert len(train) + len(dev) == 3 and all(isinstance(texts[0], str) for texts in train + dev)
+    train, dev = train_dpo.read_data(train_dpo.parse_args(common + ["--tiny", "--min_agreement", "0.5"]),
+                                     accelerator)
+    assert len(train) + len(dev) == 2 * 6  # t2 and t3, six pairs each
+    assert "6 rank lists -> 2" in capsys.readouterr().out
+    for script in (train_reward_model, train_dpo):
+        with pytest.raises(UserError, match="--min_agreement needs --merge consensus"):
+            script.read_data(script.parse_args(["--train_path", path, "--tiny", "--model_name", "unused",
+                                                "--min_agreement", "0.1"]),
+                             accelerator)
+
+
+def test_same_task_saved_by_two_at_once_and_each_undoes_only_their_own(tmp_path):
+    """Two annotators save the same ranking of one task at the same moment (two processes): both lines stay,
+    each with its own name; an undo removes the undoing annotator's line and record, and the pairing of lines
+    and records (n-th line <-> n-th record) stays right although the two lines are identical."""
+    dataset, go = str(tmp_path / "labels.tsv"), str(tmp_path / "go")
+    worker = ("import os, sys, time, pickle\nfrom utils.ranklists import append_rank_list\n"
+              "name, go = sys.argv[1], sys.argv[2]\nopen(go + name, 'w').close()\n"
+              "while not os.path.exists(go): time.sleep(0.001)\n"
+              f"saved = append_rank_list({dataset!r}, ['A', 'B', 'C'], {{'annotator': name, 'task_id': 't1'}})\n"
+              "pickle.dump(saved, open(go + name + '.saved', 'wb'))\n")
+    env = dict(os.environ, PYTHONPATH=REPO)
+    procs = [subprocess.Popen([sys.executable, "-c", worker, name, go], cwd=REPO, env=env) for name in ("甲", "乙")]
+    deadline = time.time() + 120
+    while not all(os.path.exists(go + name) for name in ("甲", "乙")):
+        assert time.time() < deadline and all(p.poll() is None for p in procs), "a worker did not start"
+        time.sleep(0.01)
+    open(go, "w").close()
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    append_rank_list(dataset, ["X", "Y", "Z"], {"annotator": "丙", "task_id": "t2"})
+    append_rank_list(dataset, ["A", "B", "C"], {"annotator": "丁", "task_id": "t1"})  # the same line once more
+    lists = read_prompted_rank_lists(dataset)
+    assert sorted((r.annotator, r.task_id) for r in lists) == [("丁", "t1"), ("丙", "t2"), ("乙", "t1"), ("甲", "t1")]
+
+    first = next(r.annotator for r in lists)  # undo the first saver's line: the last occurrence is not theirs
+    with open(go + first + ".saved", "rb") as f:
+        assert undo_rank_list(pickle.load(f))
+    after = read_prompted_rank_lists(dataset)
+    assert [(r.annotator, r.task_id, r.texts) for r in after] == [
+        ({"甲": "乙", "乙": "甲"}[first], "t1", ["A", "B", "C"]), ("丙", "t2", ["X", "Y", "Z"]),
+        ("丁", "t1", ["A", "B", "C"])]

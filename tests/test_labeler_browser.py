@@ -1,5 +1,6 @@
 """End to end: `start_ranklist_labler.sh` serves the page behind a password, headless Chromium gives the password,
-ranks four answers and saves them.
+ranks four answers and saves them; two annotators in two browser contexts rank the same task of a queue by
+clicking the answers in order, each in at most five actions.
 
 Needs Debian's chromium at /usr/bin/chromium (`.ci/run` installs it) and the `playwright` package; Playwright
 drives that browser directly, no `playwright install` download. Prints how long the page takes to show the
@@ -7,6 +8,8 @@ answers once the model is loaded (from the password's submission), and how long 
 micro models; `LABELER_TINY_DIR=~/.cache/rlhf-zh/tiny/recipe2-datasets1 python -m pytest -s tests/test_labeler_browser.py` measures it on
 the project's tiny models instead, the issue's target.
 """
+import contextlib
+import json
 import os
 import re
 import socket
@@ -34,11 +37,17 @@ def free_port():
 @pytest.fixture
 def server(micro_dir, tmp_path):
     """The real server, started as a user would: `PORT=... sh start_ranklist_labler.sh --tiny --dataset_file ...`."""
-    port, dataset, log = free_port(), tmp_path / "labels.tsv", tmp_path / "server.log"
     tiny_dir = os.path.abspath(os.environ.get("LABELER_TINY_DIR", micro_dir))
+    with serve(tmp_path, tiny_dir, "--tiny") as (url, dataset, log):
+        yield url, dataset, log, "micro" if tiny_dir == micro_dir else tiny_dir
+
+
+@contextlib.contextmanager
+def serve(tmp_path, tiny_dir, *args):
+    port, dataset, log = free_port(), tmp_path / "labels.tsv", tmp_path / "server.log"
     env = dict(os.environ, PORT=str(port), PYTHON=sys.executable, RLHF_TINY_DIR=tiny_dir, LABELER_PASSWORD=PASSWORD)
     with open(log, "w") as out:
-        proc = subprocess.Popen(["sh", "start_ranklist_labler.sh", "--tiny", "--dataset_file", str(dataset)], cwd=REPO,
+        proc = subprocess.Popen(["sh", "start_ranklist_labler.sh", *args, "--dataset_file", str(dataset)], cwd=REPO,
                                 env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.time() + 120
@@ -51,7 +60,7 @@ def server(micro_dir, tmp_path):
                 pass
             assert proc.poll() is None and time.time() < deadline, f"server did not start:\n{log.read_text()}"
             time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}", dataset, log, "micro" if tiny_dir == micro_dir else tiny_dir
+        yield f"http://127.0.0.1:{port}", dataset, log
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -146,3 +155,44 @@ def test_rank_four_answers_and_save_in_a_real_browser(server, browser):
           f"{round_trip_ms:.0f} ms click to message")
     # loose ceilings: a busy shared machine is slow, but regenerating per rerun or a stuck lock is far slower
     assert statistics.median(page_seconds) < 15 and store_ms < 1000, log.read_text()
+
+
+def test_two_annotators_rank_one_task_by_clicks_in_at_most_five_actions(browser, micro_dir, tmp_path):
+    from utils.preferences import read_prompted_rank_lists
+    from utils.ranklists import agreement, merge_rank_lists
+
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text(json.dumps({"id": "电影-1", "prompt": "这部电影很", "answers": ["好看", "一般", "无聊", "难看"]},
+                                ensure_ascii=False) + "\n", encoding="utf-8")
+    with serve(tmp_path, micro_dir, "--tasks", str(tasks), "--overlap", "1") as (url, dataset, log):
+        pages = {}
+        for name in ("甲", "乙"):  # two browser contexts: two people, nothing shared but the server
+            page = pages[name] = browser.new_context(viewport={"width": 1280, "height": 1600}).new_page()
+            page.goto(url)
+            page.get_by_label("访问密码").fill(PASSWORD)
+            page.get_by_role("button", name="进入").click()
+            page.get_by_label("标注者").fill(name)
+            page.get_by_label("标注者").press("Enter")
+            page.get_by_text("任务 电影-1").wait_for(timeout=60_000)
+            wait_until_idle(page)
+        orders = {"甲": [1, 2, 3], "乙": [2, 1, 3]}  # the answers clicked, best first; answer 4 is implied
+        for name, page in pages.items():
+            actions = 0
+            for answer in orders[name]:
+                page.get_by_role("button", name=f"选句子{answer}").click()
+                actions += 1
+                wait_until_idle(page)
+            expected = " > ".join(f"句子{a}" for a in orders[name] + [4])
+            page.get_by_text(f"当前顺序：{expected}").wait_for(timeout=60_000)
+            page.get_by_role("button", name="存储当前排序").click()
+            actions += 1
+            page.get_by_text("保存成功").wait_for(timeout=60_000)
+            assert actions <= 5, f"{name} needed {actions} actions"
+            page.get_by_text("队列里没有留给你的任务了").wait_for(timeout=60_000)
+        lists = read_prompted_rank_lists(str(dataset))
+        answers = ["好看", "一般", "无聊", "难看"]
+        assert [(r.task_id, r.annotator, r.texts) for r in lists] == [
+            ("电影-1", name, ["这部电影很" + answers[a - 1] for a in orders[name] + [4]]) for name in ("甲", "乙")]
+        assert agreement(lists)["tasks"]["电影-1"]["tau"] == pytest.approx(2 / 3)
+        [merged], _ = merge_rank_lists(lists, "consensus")
+        assert merged.task_id == "电影-1" and len(merged.texts) == 4

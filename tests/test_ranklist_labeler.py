@@ -16,6 +16,7 @@ from utils.ranklists import (append_rank_list, clean_field, format_rank_line, me
 
 PAGE = os.path.join(REPO, "ranklist_labeler.py")
 SAVE, REGENERATE, SKIP, UNDO, RANDOM = "存储当前排序", "重新生成答案", "跳过这个 prompt", "撤销上一次存储", "随机 prompt"
+UNDO_CLICK, SKIP_TASK = "撤销一次点击", "跳过这个任务"
 
 
 @pytest.fixture
@@ -290,9 +291,96 @@ def test_require_annotator_and_counts_per_annotator_and_day(open_page, tmp_path)
 
     at = open_page(dataset_file=str(dataset))  # a new session sees the counts
     by_annotator, by_day = (frame.value for frame in at.tabs[1].dataframe[1:3])
-    assert by_annotator.values.tolist() == [["小王", 2], ["小李", 2], ["(未填写)", 1], ["小张", 1]]
+    assert by_annotator.iloc[:, :2].values.tolist() == [["小王", 2], ["小李", 2], ["(未填写)", 1], ["小张", 1]]
     today = time.strftime("%Y-%m-%d")
     assert by_day.values.tolist() == [["2026-01-02", 1], [today, 5]]
+
+
+def order_shown(at):
+    return next(m.value for m in at.markdown if m.value.startswith("当前顺序"))
+
+
+def test_click_ranking_undo_a_click_and_the_records_of_a_save(open_page, tmp_path):
+    at = open_page()
+    dataset = str(tmp_path / "human_labeled" / "total_dataset.tsv")
+    at.sidebar.text_input[0].set_value("小王").run()
+    click(at, REGENERATE)
+    texts = answers(at)
+    click(at, "选句子2")
+    click(at, "选句子1")
+    assert order_shown(at) == "当前顺序：句子2 > 句子1"
+    assert [b.value for b in at.selectbox] == [2, 1, -1, -1], "the selectors follow the clicks"
+    click(at, UNDO_CLICK)
+    assert order_shown(at) == "当前顺序：句子2" and at.selectbox[0].value == -1
+    click(at, "选句子1")
+    click(at, "选句子4")  # answer 3 is the one left: it is last
+    assert order_shown(at) == "当前顺序：句子2 > 句子1 > 句子4 > 句子3"
+    assert [b.value for b in at.selectbox] == [2, 1, 4, 3]
+    assert rank_results(at) == [texts[1], texts[0], texts[3], texts[2]]
+    click(at, SAVE)
+    assert lines_of(dataset) == ["\t".join([texts[1], texts[0], texts[3], texts[2]])]
+    [record] = [json.loads(line) for line in lines_of(metadata_path(dataset))]
+    assert record["ranks"] == [2, 1, 4, 3] and "task_id" not in record
+    assert (record["regenerations"], record["prompt_changes"]) == (1, 0) and 0 < record["seconds"] < 600
+    click(at, SKIP)  # a new prompt after a save is no change "before the save"
+    rank(at, 0, 1)
+    at.text_input[0].set_value("今天天气").run()  # changed before saving
+    for answer in range(3):
+        click(at, f"选句子{answer + 1}")
+    click(at, SAVE)
+    record = json.loads(lines_of(metadata_path(dataset))[1])
+    assert (record["regenerations"], record["prompt_changes"], record["prompt"]) == (0, 1, "今天天气")
+    medians = at.tabs[1].dataframe[1].value
+    assert medians.values.tolist()[0][:2] == ["小王", 2] and medians.values.tolist()[0][2] > 0
+
+
+def task_file(tmp_path, n=2, answers=("好看", "一般", "无聊", "难看")):
+    path = tmp_path / "tasks.jsonl"
+    path.write_text("".join(json.dumps({"id": f"t{i}", "prompt": "这部电影很", "answers": list(answers)},
+                                       ensure_ascii=False) + "\n" for i in range(1, n + 1)), encoding="utf-8")
+    return str(path)
+
+
+def test_queue_mode_two_annotators_share_a_task(open_page, tmp_path):
+    tasks, dataset = task_file(tmp_path), str(tmp_path / "labels.tsv")
+    pages = {}
+    for name in ("甲", "乙"):
+        at = pages[name] = open_page("--tasks", tasks, "--overlap", "1", dataset_file=dataset, tiny=False)
+        assert any("请先在侧边栏填写标注者名字" in i.value for i in at.info), "a task needs a name"
+        assert not at.button or SAVE not in [b.label for b in at.button]
+        at.sidebar.text_input[0].set_value(name).run()
+        assert any("任务 `t1`" in m.value for m in at.markdown), "with --overlap 1 both rank t1"
+    for name, clicks in (("甲", ["选句子1", "选句子2", "选句子3"]), ("乙", ["选句子1", "选句子3", "选句子2"])):
+        for label in clicks:
+            click(pages[name], label)
+        click(pages[name], SAVE)
+        assert any("任务 `t2`" in m.value for m in pages[name].markdown), "the next task comes after a save"
+    records = [json.loads(line) for line in lines_of(metadata_path(dataset))]
+    assert [(r["task_id"], r["annotator"]) for r in records] == [("t1", "甲"), ("t1", "乙")]
+    assert [r["model"] for r in records] == [tasks, tasks]
+    click(pages["甲"], SKIP_TASK)  # t2 skipped: nothing left for 甲
+    assert any("没有留给你的任务了" in s.value for s in pages["甲"].success)
+    at = open_page("--tasks", tasks, "--overlap", "1", dataset_file=dataset, tiny=False)
+    agreement_table = at.tabs[1].dataframe[-1].value
+    assert agreement_table.values.tolist() == [["乙", pytest.approx(2 / 3), 1, 1], ["甲", pytest.approx(2 / 3), 1, 1]]
+    assert any("平均 Kendall's tau **0.667**" in m.value for m in at.tabs[1].markdown)
+
+
+@pytest.mark.parametrize("line, message", [
+    ('{"id": "t1", "prompt": "p", "answers": ["只有一个"]}', "tasks.jsonl:1: a task needs at least 2 answers"),
+    ("不是 JSON", "tasks.jsonl:1: not a JSON object"),
+])
+def test_the_server_does_not_start_on_a_bad_task_file(tmp_path, line, message):
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text(line + "\n", encoding="utf-8")
+    result = subprocess.run(["sh", "start_ranklist_labler.sh", "--tasks", str(tasks), "--address", "127.0.0.1"],
+                            cwd=REPO, env=dict(os.environ, PYTHON=sys.executable), capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("error: ") and message in result.stderr and result.stderr.count("\n") == 1
+    result = subprocess.run(["sh", "start_ranklist_labler.sh", "--tasks", str(tasks), "--skip_bad_lines"], cwd=REPO,
+                            env=dict(os.environ, PYTHON=sys.executable), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "no tasks in this file" in result.stderr
 
 
 # ---------------------------------------------------------------- storage

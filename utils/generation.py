@@ -163,6 +163,12 @@ def generate_responses(model, tokenizer, queries, max_new_tokens, stop_at_sep=Fa
     return responses
 
 
+def sample_answers(model, tokenizer, prompt, k, max_new_tokens):
+    """K sampled answers to one prompt (without the prompt), in one batched call, as readable text."""
+    responses = generate_responses(model, tokenizer, [encode_prompt(tokenizer, prompt)] * k, max_new_tokens)
+    return [decode(tokenizer, response) for response in responses]
+
+
 def add_rollout_arguments(parser, save_dir, log_name):
     """The options every online-sampling script (PPO, GRPO) shares: answers, prompts, checkpoints, logs, device."""
     parser.add_argument("--max_new_tokens", "--gen_len", type=int, default=16, help="new tokens per answer")

@@ -14,7 +14,6 @@ append to a file nobody reads any more.
 import contextlib
 import dataclasses
 import fcntl
-import hashlib
 import itertools
 import json
 import os
@@ -158,28 +157,37 @@ def append_rank_list(dataset_file, texts, meta=None):
 
 
 def undo_rank_list(saved):
-    """Remove the line `saved` describes (its last occurrence) and its metadata record; False if it is gone.
+    """Remove the line `saved` describes and its metadata record; False if the line is gone.
 
-    Lines other sessions appended before or after it stay untouched. The files are rewritten through a
-    temporary file and a rename, so a crash leaves either the old or the new file, never half of one.
+    The line removed is the one paired with the record (the n-th non-blank line of the TSV belongs to the n-th
+    record), so when two annotators saved the same line, each undo removes its own and the pairing of the
+    others stays right; without the record, the line's last occurrence goes. Lines other sessions appended
+    before or after it stay untouched. The files are rewritten through a temporary file and a rename, so a
+    crash leaves either the old or the new file, never half of one.
     """
     with locked(saved.path):
         if not os.path.exists(saved.path):
             return False
         with open(saved.path, encoding="utf-8", newline="") as f:
             lines = f.readlines()
-        hits = [i for i, line in enumerate(lines) if line == saved.line]
-        if not hits:
-            return False
-        del lines[hits[-1]]
-        write_text_atomically(saved.path, "".join(lines))
         meta_file = metadata_path(saved.path)
+        records = []
         if os.path.exists(meta_file):
             with open(meta_file, encoding="utf-8", newline="") as f:
                 records = f.readlines()
-            kept = [r for r in records if _save_id(r) != saved.save_id]
-            if len(kept) != len(records):
-                write_text_atomically(meta_file, "".join(kept))
+        mine = [i for i, r in enumerate(r for r in records if r.strip()) if _save_id(r) == saved.save_id]
+        filled = [i for i, line in enumerate(lines) if line.strip()]
+        if mine and mine[0] < len(filled) and lines[filled[mine[0]]] == saved.line:
+            del lines[filled[mine[0]]]
+        else:
+            hits = [i for i, line in enumerate(lines) if line == saved.line]
+            if not hits:
+                return False
+            del lines[hits[-1]]
+        write_text_atomically(saved.path, "".join(lines))
+        kept = [r for r in records if _save_id(r) != saved.save_id]
+        if len(kept) != len(records):
+            write_text_atomically(meta_file, "".join(kept))
     return True
 
 
@@ -201,6 +209,22 @@ def count_saves(meta_file):
     return by_annotator, by_day
 
 
+def read_meta_records(meta_file):
+    """The JSON-object records of a metadata file (lines that are not, hand-edited or cut short, are left out)."""
+    records = []
+    if not os.path.exists(meta_file):
+        return records
+    with open(meta_file, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+    return records
+
+
 # ---------------------------------------------------------------- table view
 def read_rank_list_table(dataset_file, expected_fields):
     """(rank_lists, bad_lines) of a dataset file for display: bad lines are `(line_number, reason)`, not errors.
@@ -218,166 +242,6 @@ def read_rank_list_table(dataset_file, expected_fields):
             elif fields:
                 rank_lists.append(fields)
     return rank_lists, bad
-
-
-# ---------------------------------------------------------------- the task queue
-@dataclasses.dataclass
-class Task:
-    """One task of a task file: a prompt and its K answers (without the prompt), ranked by one or more annotators."""
-    id: str
-    prompt: str
-    answers: list
-
-
-def read_tasks(path, skip_bad_lines=False):
-    """The tasks of a JSONL file, one `{"id": ..., "prompt": ..., "answers": [...]}` per line.
-
-    Every task needs a unique non-empty id, a prompt and at least 2 non-empty answers, as many as the first task.
-    A bad line stops with `file:line: reason`; with `skip_bad_lines` it is left out and counted on stderr.
-    """
-    first_line_of = {}
-    answers_per_task = None
-    number = 0  # read_checked_lines hands every line, blank ones too, in order
-
-    def parse_line(raw):
-        nonlocal answers_per_task, number
-        number += 1
-        if not raw.strip():
-            return None, None
-        try:
-            task = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            task = None
-        if not isinstance(task, dict):
-            return None, 'not a JSON object (expected {"id": ..., "prompt": ..., "answers": [...]})'
-        task_id, prompt, answers = task.get("id"), task.get("prompt"), task.get("answers")
-        if isinstance(task_id, int) and not isinstance(task_id, bool):
-            task_id = str(task_id)
-        if not isinstance(task_id, str) or not task_id.strip():
-            return None, '"id" must be a non-empty string'
-        if not isinstance(prompt, str):
-            return None, '"prompt" must be a string'
-        if not isinstance(answers, list) or not all(isinstance(a, str) and clean_field(a) for a in answers):
-            return None, '"answers" must be a list of non-empty strings'
-        if len(answers) < 2:
-            return None, f"a task needs at least 2 answers to rank, found {len(answers)}"
-        if answers_per_task is not None and len(answers) != answers_per_task:
-            return None, f"{len(answers)} answers, but the first task has {answers_per_task} (one K per file)"
-        if task_id in first_line_of:
-            return None, f"duplicate task id {task_id!r} (first on line {first_line_of[task_id]})"
-        first_line_of[task_id] = number
-        answers_per_task = len(answers)
-        return Task(task_id, prompt, answers), None
-
-    try:
-        tasks = read_checked_lines(path, parse_line, skip_bad_lines)
-    except OSError as e:
-        raise UserError(f"{path}: cannot read the task file ({e.strerror})") from None
-    if not tasks:
-        raise UserError(f"{path}: no tasks in this file (expected one JSON task per line)")
-    return tasks
-
-
-def write_tasks(path, tasks):
-    """Write a task file at once (the old file stays until the new one is complete)."""
-    write_text_atomically(path, "".join(json.dumps({"id": t.id, "prompt": t.prompt, "answers": t.answers},
-                                                   ensure_ascii=False) + "\n" for t in tasks))
-
-
-def read_meta_records(meta_file):
-    """The JSON-object records of a metadata file (lines that are not, hand-edited or cut short, are left out)."""
-    records = []
-    if not os.path.exists(meta_file):
-        return records
-    with open(meta_file, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict):
-                records.append(record)
-    return records
-
-
-class TaskQueue:
-    """Hands out the tasks of a task file to annotators, `overlap` of them to at least two.
-
-    The queue keeps no state of its own in memory: who has ranked what is read from the dataset's `.meta.jsonl`
-    (records with a `task_id`), and who is ranking what now from a lease file beside it
-    (`total_dataset.leases.json`: task id -> {annotator: time the lease ends}). Both are read and changed under
-    the dataset's lock, so several sessions, or a restarted server, see the same queue. A task taken but not
-    saved within `timeout` seconds (a closed tab) goes back to the queue.
-    """
-
-    def __init__(self, tasks, dataset_file, overlap=0.0, timeout=600.0):
-        self.tasks, self.dataset_file, self.timeout = tasks, dataset_file, timeout
-        self.by_id = {t.id: t for t in tasks}
-        # a fixed, spread-out share of the tasks (chosen by a hash of the id, so a restart picks the same ones)
-        by_hash = sorted(tasks, key=lambda t: hashlib.sha1(t.id.encode("utf-8")).hexdigest())
-        self.overlapped = {t.id for t in by_hash[:round(overlap * len(tasks))]}
-
-    def annotators_wanted(self, task_id):
-        return 2 if task_id in self.overlapped else 1
-
-    def take(self, annotator, skipped=(), now=None):
-        """The task `annotator` should rank next (one they already hold, else the first the queue still needs that
-        they have neither ranked nor skipped), leased to them; None when the queue has nothing left for them."""
-        now = time.time() if now is None else now
-        with locked(self.dataset_file):
-            done = self.done_by()
-            leases = self._active_leases(now)
-            held = [t for t in self.tasks if annotator in leases.get(t.id, {}) and t.id not in skipped
-                    and annotator not in done.get(t.id, set())]
-            if held:
-                task = held[0]
-            else:
-                free = [t for t in self.tasks if t.id not in skipped and annotator not in done.get(t.id, set())
-                        and len(done.get(t.id, set())) + len(leases.get(t.id, {})) < self.annotators_wanted(t.id)]
-                if not free:
-                    self._write_leases(leases)
-                    return None
-                task = free[0]
-            leases.setdefault(task.id, {})[annotator] = now + self.timeout
-            self._write_leases(leases)
-        return task
-
-    def release(self, task_id, annotator):
-        """Give a task back (skipped, or saved: then the meta record marks it done)."""
-        with locked(self.dataset_file):
-            leases = self._active_leases(time.time())
-            leases.get(task_id, {}).pop(annotator, None)
-            self._write_leases(leases)
-
-    def done_by(self):
-        """{task id: set of annotators who saved a ranking of it} from the meta file."""
-        done = {}
-        for record in read_meta_records(metadata_path(self.dataset_file)):
-            if record.get("task_id") in self.by_id:
-                done.setdefault(record["task_id"], set()).add(str(record.get("annotator") or ""))
-        return done
-
-    def progress(self):
-        """(rankings saved, rankings the queue asks for) over the whole task file."""
-        done = self.done_by()
-        wanted = sum(self.annotators_wanted(t.id) for t in self.tasks)
-        return sum(min(len(done.get(t.id, ())), self.annotators_wanted(t.id)) for t in self.tasks), wanted
-
-    @property
-    def lease_file(self):
-        return os.path.splitext(self.dataset_file)[0] + ".leases.json"
-
-    def _active_leases(self, now):
-        try:
-            with open(self.lease_file, encoding="utf-8") as f:
-                leases = json.load(f)
-        except (OSError, ValueError):
-            return {}  # none yet, or unreadable: leases only delay, losing them loses no label
-        return {task_id: {a: until for a, until in holders.items() if until > now}
-                for task_id, holders in leases.items() if isinstance(holders, dict)}
-
-    def _write_leases(self, leases):
-        write_text_atomically(self.lease_file, json.dumps({t: h for t, h in leases.items() if h}, ensure_ascii=False))
 
 
 # ---------------------------------------------------------------- agreement and consensus
