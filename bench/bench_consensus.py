@@ -3,8 +3,10 @@
 The AI-feedback rank lists (the classifier's order, `python -m utils.ai_feedback --tiny`) stand in for the truth.
 A share of them is held out, clean, as the dev set. Every other list becomes a task that --annotators simulated
 annotators rank: each keeps the true order, except that a share --noise of the rankings is shuffled at random.
-The tiny reward model is then trained twice on the same noisy file, `--merge all` (every annotator's list) and
-`--merge consensus` (one mean-rank list per task), and both are scored on the clean dev lists.
+The tiny reward model is then trained on the same noisy file with `--merge all` (every annotator's list) and
+`--merge consensus` (one mean-rank list per task), and each is scored on the clean dev lists. With the same
+number of epochs, consensus takes --annotators times fewer steps; a third run gives it as many steps as `all`
+(--num_train_epochs = --annotators), so that the comparison is not only one of training length.
 
     RLHF_TINY_DIR=/work/tiny-cache python bench/bench_consensus.py [--lists_per_prompt 64] [--noise 0.3]
 
@@ -41,13 +43,14 @@ def noisy_annotations(rank_lists, annotators, noise, rng):
     return out
 
 
-def train_and_score(train_path, dev_path, merge, out_dir, seed):
+def train_and_score(train_path, dev_path, merge, epochs, out_dir, seed):
     """Dev metrics of the last evaluation of `train_reward_model.py --tiny --merge <merge>`, and its seconds."""
     start = time.time()
     result = subprocess.run(
         [sys.executable, "train_reward_model.py", "--tiny", "--train_path", train_path, "--dev_path", dev_path,
-         "--merge", merge, "--seed", str(seed), "--save_dir", os.path.join(out_dir, f"rm_{merge}"),
-         "--log_dir", os.path.join(out_dir, f"logs_{merge}"), "--device", "cpu"],
+         "--merge", merge, "--num_train_epochs", str(epochs), "--seed", str(seed),
+         "--save_dir", os.path.join(out_dir, f"rm_{merge}_{epochs}"),
+         "--log_dir", os.path.join(out_dir, f"logs_{merge}_{epochs}"), "--device", "cpu"],
         cwd=REPO, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
     if result.returncode != 0:
         sys.exit(f"train_reward_model.py --merge {merge} failed:\n{result.stderr[-3000:]}")
@@ -89,15 +92,20 @@ def main():
           f"{len(dev)} clean dev lists; agreement: mean Kendall's tau {report['tau']:.3f}, "
           f"same best answer {report['best_same']:.0%}")
     results = {}
-    for merge in ("all", "consensus"):
-        metrics, seconds = train_and_score(noisy_path, dev_path, merge, args.out_dir, args.seed)
-        results[merge] = {**metrics, "seconds": round(seconds, 1)}
-        print(f"--merge {merge:<9}: dev best_vs_worst_acc {metrics['best_vs_worst_acc']:.4f}, pairwise_acc "
-              f"{metrics['pairwise_acc']:.4f}, kendall_tau {metrics['kendall_tau']:.4f} ({seconds:.0f} s)")
+    for name, merge, epochs in (("all", "all", 1), ("consensus", "consensus", 1),
+                                ("consensus_same_steps", "consensus", args.annotators)):
+        metrics, seconds = train_and_score(noisy_path, dev_path, merge, epochs, args.out_dir, args.seed)
+        results[name] = {**metrics, "epochs": epochs, "seconds": round(seconds, 1)}
+        print(f"--merge {merge:<9} --num_train_epochs {epochs}: dev best_vs_worst_acc "
+              f"{metrics['best_vs_worst_acc']:.4f}, pairwise_acc {metrics['pairwise_acc']:.4f}, kendall_tau "
+              f"{metrics['kendall_tau']:.4f} ({seconds:.0f} s)")
     gain = results["consensus"]["best_vs_worst_acc"] - results["all"]["best_vs_worst_acc"]
-    print(f"consensus - all: best_vs_worst_acc {gain:+.4f} (load average {os.getloadavg()[0]:.1f})")
+    gain_same_steps = results["consensus_same_steps"]["best_vs_worst_acc"] - results["all"]["best_vs_worst_acc"]
+    print(f"consensus - all: best_vs_worst_acc {gain:+.4f} (same epochs), {gain_same_steps:+.4f} (same steps) "
+          f"(load average {os.getloadavg()[0]:.1f})")
     print(json.dumps({"tasks": len(train), "dev_lists": len(dev), "annotators": args.annotators, "noise": args.noise,
-                      "agreement_tau": report["tau"], "results": results, "best_vs_worst_gain": gain}))
+                      "agreement_tau": report["tau"], "results": results, "best_vs_worst_gain": gain,
+                      "best_vs_worst_gain_same_steps": gain_same_steps}))
 
 
 if __name__ == "__main__":

@@ -178,12 +178,17 @@ def test_two_annotators_rank_one_task_by_clicks_in_at_most_five_actions(browser,
         orders = {"甲": [1, 2, 3], "乙": [2, 1, 3]}  # the answers clicked, best first; answer 4 is implied
         for name, page in pages.items():
             actions = 0
-            for answer in orders[name]:
+            for rank, answer in enumerate(orders[name], start=1):
                 page.get_by_role("button", name=f"选句子{answer}").click()
                 actions += 1
+                page.get_by_role("button", name=f"句子{answer}: 第 {rank} 名").wait_for(timeout=60_000)
                 wait_until_idle(page)
             expected = " > ".join(f"句子{a}" for a in orders[name] + [4])
-            page.get_by_text(f"当前顺序：{expected}").wait_for(timeout=60_000)
+            try:
+                page.get_by_text(f"当前顺序：{expected}").wait_for(timeout=60_000)
+            except Exception:
+                page.screenshot(path=str(tmp_path / "failed.png"), full_page=True)
+                raise AssertionError(page.inner_text("body")[:3000])
             page.get_by_role("button", name="存储当前排序").click()
             actions += 1
             page.get_by_text("保存成功").wait_for(timeout=60_000)
