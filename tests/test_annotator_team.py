@@ -214,3 +214,17 @@ def test_same_task_saved_by_two_at_once_and_each_undoes_only_their_own(tmp_path)
     assert [(r.annotator, r.task_id, r.texts) for r in after] == [
         ({"甲": "乙", "乙": "甲"}[first], "t1", ["A", "B", "C"]), ("丙", "t2", ["X", "Y", "Z"]),
         ("丁", "t1", ["A", "B", "C"])]
+
+
+def test_make_a_task_file_from_the_prompt_pool_and_the_model(tmp_path, micro_dir, monkeypatch, capsys):
+    monkeypatch.setenv("RLHF_TINY_DIR", micro_dir)
+    from utils.tasks import main as tasks_main
+
+    output = tmp_path / "tasks.jsonl"
+    tasks_main(["make", "--tiny", "--output", str(output), "--tasks_per_prompt", "2", "--rank_list_len", "3",
+                "--max_new_tokens", "4", "--device", "cpu"])
+    tasks = read_tasks(str(output))
+    assert len(tasks) == 4 * 2 and len({t.id for t in tasks}) == 8 and all(len(t.answers) == 3 for t in tasks)
+    assert "8 tasks of 3 answers" in capsys.readouterr().out
+    tasks_main(["check", str(output)])
+    assert capsys.readouterr().out.strip() == f"{output}: 8 tasks of 3 answers"

@@ -164,14 +164,12 @@ class TaskQueue:
 
 def make_tasks(model_name, prompts, tasks_per_prompt, k, max_new_tokens, seed=0, device="cpu"):
     """`tasks_per_prompt` tasks of `k` sampled answers for every prompt, ids `<prompt number>-<task number>`."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from utils.common import load_pretrained, set_seed
+    from utils.common import set_seed
     from utils.generation import sample_answers
+    from utils.policy import load_causal_lm
 
     set_seed(seed)
-    tokenizer = load_pretrained(AutoTokenizer, model_name)
-    model = load_pretrained(AutoModelForCausalLM, model_name).to(device)
+    model, tokenizer = load_causal_lm(model_name, device)
     return [Task(f"p{p}-{n}", prompt, sample_answers(model, tokenizer, prompt, k, max_new_tokens))
             for p, prompt in enumerate(prompts, start=1) for n in range(1, tasks_per_prompt + 1)]
 
