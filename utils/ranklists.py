@@ -14,6 +14,7 @@ append to a file nobody reads any more.
 import contextlib
 import dataclasses
 import fcntl
+import hashlib
 import itertools
 import json
 import os
@@ -304,7 +305,7 @@ def agreement(rank_lists):
         if len(members) < 2:
             continue
         tau, best_same = task_agreement(members)
-        tasks[key[1] if key[0] == "task" else f"{key[1]} ({len(members[0].texts)} answers)"] = {
+        tasks[task_label(key)] = {
             "rankings": len(members), "tau": tau, "best_same": best_same}
         for a, b in itertools.combinations(members, 2):
             pair = (kendall_tau(a.texts, b.texts), a.texts[0] == b.texts[0])
@@ -319,6 +320,13 @@ def agreement(rank_lists):
                "tau": sum(t for t, _ in all_pairs) / len(all_pairs) if all_pairs else None,
                "best_same": sum(s for _, s in all_pairs) / len(all_pairs) if all_pairs else None}
     return {"overall": overall, "annotators": annotators, "tasks": tasks}
+
+
+def task_label(key):
+    """A task's name in reports: its id, or (free mode) its prompt and a short hash of its answer set."""
+    if key[0] == "task":
+        return key[1]
+    return f"{key[1]} [{hashlib.sha1(json.dumps(key[2], ensure_ascii=False).encode('utf-8')).hexdigest()[:8]}]"
 
 
 def annotator_name(rank_list):
