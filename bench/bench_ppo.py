@@ -9,15 +9,15 @@
     trl step  ours, with the update done by trl 0.11.4's `PPOTrainer.step` instead (same settings, same fused
               Adam): what writing the update out gained
 
-1. Tiny models, batch 64, interleaved timings after a warm-up round. Two ratios, kept apart:
+1. Tiny models, batch 64, interleaved timings after a warm-up round. The ratios, kept apart:
    - engineering: ours against the original, both at the original's PPO settings (mini-batch 16, 4 PPO epochs),
      and ours against the same loop with trl's step (the update alone);
    - settings: ours at ppo_sentiment_example.py's --tiny settings (mini-batch 32, 1 PPO epoch) against ours at
      the original's: what the hyperparameter change buys, not an engineering speed-up.
 2. The full-size architectures (GPT-2 with uer's config: 12 layers, 768 wide, 21128 tokens; a RoBERTa-base-sized
    classifier; random weights), each variant in a fresh child process with its peak memory. On CUDA at the
-   original's batch of 128: the original, ours, and ours with `--preset gpu` (the whole batch in one mini-batch,
-   bf16). On the CPU only ours, at batch 8 (a CPU epoch at 128 takes minutes).
+   original's batch of 128: the original, ours, trl's step in our loop, and ours with `--preset gpu` (the whole
+   batch in one mini-batch, bf16). On the CPU only ours, at batch 8 (a CPU epoch at 128 takes minutes).
 
     python bench/bench_ppo.py                          # about 2-5 minutes on 2 CPU cores
     OMP_NUM_THREADS=1 python bench/bench_ppo.py        # on a busy machine (see the printed load average)
