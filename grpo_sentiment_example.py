@@ -28,7 +28,6 @@ import argparse
 import math
 import os
 import random
-import signal
 import sys
 import time
 import warnings
@@ -44,10 +43,13 @@ from utils.common import (Lazy, UserError, accelerator_kwargs, any_process, pars
 from utils.generation import (add_rollout_arguments, decode, encode_prompt, generate_responses, random_samples,
                               read_prompts)
 from utils.logger import TrainLogger
+from utils.options import ArgumentParser, learning_rate, nonnegative_float, positive_float, positive_int, ratio
 from utils.checkpoints import load_checkpoint_state, save_policy_checkpoint
-from utils.generation import distinct_2
+from utils.generation import check_room, distinct_2
 from utils.policy import add_model_arguments, load_policy, lora_options
 from utils.reward_sources import make_reward_source
+from utils.run import INTERRUPTED_EXIT, StopRequests, no_step_trained, stop_if_not_finite
+from utils.reward_model import reward_model_folder
 from utils.tiny import ensure_tiny
 
 # The original PPO example's models and scale (a GPU in mind), with GRPO's usual settings ...
@@ -66,24 +68,24 @@ EPS = 1e-4  # added to the group's std: a group whose answers all score the same
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tiny", action="store_true", help="offline tiny models and CPU-friendly settings")
     p.add_argument("--model_name", help="policy: uer's GPT-2 or any causal LM (hub name or folder)")
     p.add_argument("--ref_model_name", help="reference model for the KL penalty (default: the base model)")
     p.add_argument("--sentiment_model", help="sentiment classifier for the reward")
-    p.add_argument("--reward_model",
+    p.add_argument("--reward_model", type=reward_model_folder,
                    help="reward-model folder from train_reward_model.py, used instead of the classifier")
-    p.add_argument("--total_samples", "--steps", type=int,
+    p.add_argument("--total_samples", "--steps", type=positive_int,
                    help="answers to train on in all; epochs = ceil(total_samples / batch_size)")
-    p.add_argument("--batch_size", type=int, help="answers per epoch (per process): prompts x group_size")
-    p.add_argument("--group_size", type=int, default=8, help="answers per prompt (G)")
-    p.add_argument("--mini_batch_size", type=int, help="answers per gradient step")
-    p.add_argument("--grpo_epochs", type=int, help="optimisation passes over each batch")
-    p.add_argument("--learning_rate", "--lr", type=float)
-    p.add_argument("--beta", type=float, help="coefficient of the KL penalty to the reference model")
-    p.add_argument("--cliprange", "--epsilon", type=float, default=0.2,
+    p.add_argument("--batch_size", type=positive_int, help="answers per epoch (per process): prompts x group_size")
+    p.add_argument("--group_size", type=positive_int, default=8, help="answers per prompt (G)")
+    p.add_argument("--mini_batch_size", type=positive_int, help="answers per gradient step")
+    p.add_argument("--grpo_epochs", type=positive_int, help="optimisation passes over each batch")
+    p.add_argument("--learning_rate", "--lr", type=learning_rate)
+    p.add_argument("--beta", type=nonnegative_float, help="coefficient of the KL penalty to the reference model")
+    p.add_argument("--cliprange", "--epsilon", type=ratio, default=0.2,
                    help="the policy ratio is clipped to [1 - this, 1 + epsilon_high]")
-    p.add_argument("--epsilon_high", type=float,
+    p.add_argument("--epsilon_high", type=positive_float,
                    help="upper clip of the ratio (DAPO's clip-higher, e.g. 0.28; default: --cliprange)")
     p.add_argument("--scale_rewards", choices=SCALE_REWARDS,
                    help="divide the advantages by the group's reward std, the batch's, or not at all (Dr. GRPO)")
@@ -91,30 +93,25 @@ def parse_args(argv=None):
                    help="grpo: each answer's token mean; dr_grpo: token sum / max_new_tokens (Dr. GRPO)")
     p.add_argument("--advantage", choices=BASELINES,
                    help="baseline subtracted from each reward: the group's mean, or the other answers' mean (RLOO)")
-    p.add_argument("--max_grad_norm", type=float, default=1.0)
+    p.add_argument("--max_grad_norm", type=positive_float, default=1.0)
     add_rollout_arguments(p, save_dir=os.path.join("checkpoints", "grpo_sentiment_gpt"), log_name="GRPO-Sentiment-Zh")
     add_model_arguments(p)
     tiny = dict(TINY, model_name=Lazy("the tiny GPT-2", lambda: ensure_tiny()["gpt2"]),
                 sentiment_model=Lazy("the tiny classifier", lambda: ensure_tiny()["classifier"]))
-    args = parse_with_presets(p, argv, {"default": dict(ORIGINAL), "tiny": tiny})
-    check_sizes(args)
-    return args
+    return parse_with_presets(p, argv, {"default": dict(ORIGINAL), "tiny": tiny}, check=check_sizes)
 
 
 def check_sizes(args):
     """Before anything is loaded or written: the batch must split into whole groups of at least 2 answers."""
     if args.group_size < 2:
         raise UserError(f"--group_size {args.group_size}: a group needs at least 2 answers (the group is the baseline)")
-    if args.batch_size < 1 or args.batch_size % args.group_size:
+    if args.batch_size % args.group_size:
         raise UserError(f"--batch_size {args.batch_size} is not a multiple of --group_size {args.group_size} "
                         "(each epoch writes group_size answers to each of batch_size / group_size prompts)")
-    if args.mini_batch_size < 1 or args.grpo_epochs < 1:
-        raise UserError("--mini_batch_size and --grpo_epochs must be at least 1")
+    if args.mini_batch_size > args.batch_size:
+        raise UserError(f"--mini_batch_size {args.mini_batch_size} is larger than --batch_size {args.batch_size}")
     if args.epsilon_high is None:
         args.epsilon_high = args.cliprange
-    if not (0 < args.cliprange < 1 and args.epsilon_high > 0):
-        raise UserError(f"--cliprange {args.cliprange} must be in (0, 1) and --epsilon_high {args.epsilon_high} "
-                        "positive")
 
 
 # ---------------------------------------------------------------- the algorithm
@@ -256,19 +253,6 @@ def print_epoch(record, chosen, answers, num_samples):
                + random_samples(chosen, answers, num_samples))
 
 
-STOP_REQUESTS = []
-
-
-def request_stop(signum, frame):
-    """The first SIGTERM or Ctrl-C lets the epoch finish, then the loop saves and exits; a second Ctrl-C stops
-    at once. (An exception raised inside `generate` can leave torch's vmap state broken, so that the
-    KeyboardInterrupt turns into a RuntimeError and nothing gets saved.)"""
-    if STOP_REQUESTS and signum == signal.SIGINT:
-        raise KeyboardInterrupt
-    STOP_REQUESTS.append(signum)
-    tqdm.write("stop requested: saving after this epoch (Ctrl-C again to stop at once) ...")
-
-
 # ---------------------------------------------------------------- main
 def main(argv=None, reward_fn=None):
     """Train; `reward_fn` (texts -> floats) replaces the reward source the arguments choose."""
@@ -278,12 +262,13 @@ def main(argv=None, reward_fn=None):
     prompts = read_prompts(args.prompts_file)
     start_epoch, resume_state = 0, None
     if args.resume:
-        resume_state = load_checkpoint_state(args.resume)  # before anything is loaded or written
+        resume_state = load_checkpoint_state(args.resume, "grpo")  # before anything is loaded or written
         start_epoch = int(resume_state.get("epoch", 0))
     reward_fn = reward_fn or make_reward_source(args, device)
     policy, ref_model, tokenizer = load_policy(args.resume or args.model_name, device, args.ref_model_name,
                                                   stop_at_sep=args.stop_at_sep, chat_template=args.chat_template,
                                                   lora=lora_options(args))
+    check_room(policy, max(len(encode_prompt(tokenizer, p)) for p in prompts), args.max_new_tokens)
     base_model = resume_state["base_model"] if resume_state else (args.ref_model_name or args.model_name)
     if os.path.isdir(base_model):
         base_model = os.path.abspath(base_model)  # a checkpoint must find its reference from any directory
@@ -302,16 +287,15 @@ def main(argv=None, reward_fn=None):
                           report_to=args.report_to) if main_process else None)
 
     total_epochs = int(np.ceil(args.total_samples / args.batch_size))
-    STOP_REQUESTS.clear()
-    previous_handlers = {signum: signal.signal(signum, request_stop) for signum in (signal.SIGTERM, signal.SIGINT)}
-    completed, last_saved, reward_mean = start_epoch, start_epoch, float("nan")
+    stop = StopRequests("saving after this epoch (Ctrl-C again to stop at once) ...", write=tqdm.write).install()
+    completed, last_saved, reward_mean, trained = start_epoch, start_epoch, float("nan"), 0
 
     def save(reason):
+        no_step_trained(trained, completed - start_epoch - trained, "epoch")  # nothing learnt: nothing to save
         path = os.path.join(args.save_dir, f"model_{completed}_{reward_mean:.2f}")
         state = dict(epoch=completed, kl_coef=args.beta, base_model=base_model, reward_mean=reward_mean,
                      algorithm="grpo", reason=reason)
-        if reason != "killed":  # after a second Ctrl-C the other processes may be gone: no barrier then
-            accelerator.wait_for_everyone()
+        accelerator.wait_for_everyone()
         if main_process:
             save_policy_checkpoint(accelerator.unwrap_model(policy), tokenizer, path, state)
             tqdm.write(f"saved {path}")
@@ -324,15 +308,19 @@ def main(argv=None, reward_fn=None):
             record = epoch_record(epoch, accelerator, answers, rewards, stats, sampled_kl, group_std, timing,
                                   args.beta)
             reward_mean, completed = record["reward_mean"], epoch + 1
+            if stats is not None:
+                trained += 1
+                stop_if_not_finite(stats["policy_loss"] + args.beta * stats["kl_penalty"], f"epoch {completed}",
+                                   "--learning_rate or --beta", accelerator)
             if main_process:
                 logger.log(record)
                 print_epoch(record, chosen, answers, args.print_samples)
-            if any_process(accelerator, bool(STOP_REQUESTS)):  # all processes stop after the same epoch
+            if any_process(accelerator, bool(stop.requested)):  # all processes stop after the same epoch
                 if completed > last_saved:
                     save("interrupted")
                 if main_process:
                     logger.plot()
-                sys.exit(130)
+                sys.exit(INTERRUPTED_EXIT)
             if completed % args.save_freq == 0:
                 save("periodic")
                 last_saved = completed
@@ -342,16 +330,8 @@ def main(argv=None, reward_fn=None):
             save("end")
         if main_process:
             logger.plot()
-    except KeyboardInterrupt:  # a second Ctrl-C: saved at once, by the main process alone
-        if main_process:
-            tqdm.write("interrupted: saving a checkpoint before exiting ...")
-            if completed > last_saved:
-                save("killed")
-            logger.plot()
-        sys.exit(130)
     finally:
-        for signum, handler in previous_handlers.items():
-            signal.signal(signum, handler)
+        stop.uninstall()
         if logger:
             logger.close()
     if main_process:

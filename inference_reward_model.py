@@ -13,8 +13,9 @@ import os
 import sys
 
 from utils.common import UserError, pick_device, run_main
+from utils.options import ArgumentParser, input_file, positive_int
 from utils.ranklists import read_rank_lists
-from utils.reward_model import load_reward_model, score_and_rank_metrics, score_texts
+from utils.reward_model import load_reward_model, reward_model_folder, score_and_rank_metrics, score_texts
 
 DEFAULT_MODEL = os.path.join("checkpoints", "reward_model", "sentiment_analysis", "model_best")
 EXAMPLE_TEXTS = [
@@ -24,14 +25,15 @@ EXAMPLE_TEXTS = [
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("texts", nargs="*", help="texts to score; '-' reads one per line from stdin")
-    parser.add_argument("--model_name", "--model", default=DEFAULT_MODEL,
+    parser.add_argument("--model_name", "--model", type=reward_model_folder, default=DEFAULT_MODEL,
                         help="a checkpoint folder written by train_reward_model.py")
-    parser.add_argument("--eval_tsv", default=None, help="rank-list TSV file (best first) to evaluate on")
+    parser.add_argument("--eval_tsv", type=input_file, default=None,
+                        help="rank-list TSV file (best first) to evaluate on")
     parser.add_argument("--skip_bad_lines", action="store_true", help="with --eval_tsv: skip and count bad lines")
-    parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--max_seq_len", type=int, default=128)
+    parser.add_argument("--batch_size", type=positive_int, default=32)
+    parser.add_argument("--max_seq_len", type=positive_int, default=128)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when present)")
     args = parser.parse_args(argv)
     if args.eval_tsv and args.texts:

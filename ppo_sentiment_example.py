@@ -18,7 +18,6 @@ policy is not trained on, so that reward hacking shows as a reward that rises wh
 import argparse
 import os
 import random
-import signal
 import sys
 import time
 import warnings
@@ -36,9 +35,13 @@ from utils.generation import (add_rollout_arguments, decode, encode_prompt, gene
                               read_prompts)
 from utils.logger import TrainLogger
 from utils.checkpoints import load_checkpoint_state, save_policy_checkpoint
-from utils.generation import distinct_2
+from utils.generation import check_room, distinct_2
 from utils.policy import add_model_arguments, load_policy, lora_options, unwrap_policy
+from utils.options import (ArgumentParser, fraction, learning_rate, nonnegative_float, positive_float,
+                           positive_int)
 from utils.reward_sources import REWARD_NORMS, RewardNormalizer, make_reward_and_judge, mean_std
+from utils.run import INTERRUPTED_EXIT, StopRequests, no_step_trained, stop_if_not_finite
+from utils.reward_model import reward_model_folder
 from utils.tiny import ensure_tiny
 
 # The original's settings (uer's hub models, a GPU in mind) ...
@@ -62,12 +65,12 @@ REWARD_MODEL_KL = dict(init_kl_coef=0.3, target=3.0, horizon=500)
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tiny", action="store_true", help="offline tiny models and CPU-friendly settings")
     p.add_argument("--model_name", help="policy: uer's GPT-2 or any causal LM (hub name or folder)")
     p.add_argument("--ref_model_name", help="reference model for the KL penalty (default: the base model)")
     p.add_argument("--sentiment_model", help="sentiment classifier for the reward")
-    p.add_argument("--reward_model",
+    p.add_argument("--reward_model", type=reward_model_folder,
                    help="reward-model folder from train_reward_model.py, used instead of the classifier")
     p.add_argument("--reward_norm", choices=REWARD_NORMS,
                    help="how raw scores become PPO rewards: 'reference' = (score - mean) / std of the reference "
@@ -76,39 +79,45 @@ def parse_args(argv=None):
                         "with the classifier, whose probabilities already have a fixed 0..1 scale)")
     p.add_argument("--normalize_reward", dest="reward_norm", action="store_const", const="reference",
                    help="the same as --reward_norm reference (the older name)")
-    p.add_argument("--judge_model",
+    p.add_argument("--judge_model", type=reward_model_folder,
                    help="reward-model folder that judges the answers every save_freq epochs (default: with "
                         "--reward_model the sentiment classifier judges; with the classifier as reward, none)")
-    p.add_argument("--ref_samples", type=int, default=256,
+    p.add_argument("--ref_samples", type=positive_int, default=256,
                    help="answers of the reference model scored before training: the normalisation statistics "
                         "and the judge's baseline")
-    p.add_argument("--total_samples", "--steps", type=int,
+    p.add_argument("--total_samples", "--steps", type=positive_int,
                    help="answers to train on in all; epochs = ceil(total_samples / batch_size)")
-    p.add_argument("--batch_size", type=int, help="samples per PPO epoch (per process)")
-    p.add_argument("--mini_batch_size", type=int, help="forward and PPO mini-batch size")
-    p.add_argument("--ppo_epochs", type=int, help="optimisation passes over each batch")
-    p.add_argument("--learning_rate", "--lr", type=float)
-    p.add_argument("--init_kl_coef", type=float,
+    p.add_argument("--batch_size", type=positive_int, help="samples per PPO epoch (per process)")
+    p.add_argument("--mini_batch_size", type=positive_int, help="forward and PPO mini-batch size")
+    p.add_argument("--ppo_epochs", type=positive_int, help="optimisation passes over each batch")
+    p.add_argument("--learning_rate", "--lr", type=learning_rate)
+    p.add_argument("--init_kl_coef", type=nonnegative_float,
                    help=f"initial KL coefficient (adaptive; {REWARD_MODEL_KL['init_kl_coef']} with --reward_model)")
-    p.add_argument("--target", type=float,
+    p.add_argument("--target", type=positive_float,
                    help=f"KL target of the adaptive controller ({REWARD_MODEL_KL['target']} with --reward_model)")
-    p.add_argument("--horizon", type=int,
+    p.add_argument("--horizon", type=positive_int,
                    help=f"horizon of the adaptive KL controller ({REWARD_MODEL_KL['horizon']} with --reward_model)")
-    p.add_argument("--gamma", type=float, default=1.0)
-    p.add_argument("--lam", type=float, default=0.95)
-    p.add_argument("--cliprange", type=float, default=0.2)
-    p.add_argument("--cliprange_value", type=float, default=0.2)
-    p.add_argument("--vf_coef", type=float, default=0.1)
+    p.add_argument("--gamma", type=fraction, default=1.0)
+    p.add_argument("--lam", type=fraction, default=0.95)
+    p.add_argument("--cliprange", type=positive_float, default=0.2)
+    p.add_argument("--cliprange_value", type=positive_float, default=0.2)
+    p.add_argument("--vf_coef", type=nonnegative_float, default=0.1)
     add_rollout_arguments(p, save_dir=os.path.join("checkpoints", "ppo_sentiment_gpt"), log_name="PPO-Sentiment-Zh")
     add_model_arguments(p)
     p.add_argument("--preset", choices=["gpu"], help="gpu: the whole batch in one mini-batch and bf16 (speed over "
                                                      "faithfulness; explicit arguments still win)")
     tiny = dict(TINY, model_name=Lazy("the tiny GPT-2", lambda: ensure_tiny()["gpt2"]),
                 sentiment_model=Lazy("the tiny classifier", lambda: ensure_tiny()["classifier"]))
-    args = parse_with_presets(p, argv, {"default": dict(ORIGINAL), "tiny": tiny}, situational_defaults)
+    return parse_with_presets(p, argv, {"default": dict(ORIGINAL), "tiny": tiny}, situational_defaults,
+                              check_options)
+
+
+def check_options(args):
+    """The checks that involve two options (each option alone is checked by its `type=`)."""
     if args.ref_samples < 2:
         raise UserError("--ref_samples must be at least 2 (a standard deviation needs two scores)")
-    return args
+    if args.mini_batch_size > args.batch_size:
+        raise UserError(f"--mini_batch_size {args.mini_batch_size} is larger than --batch_size {args.batch_size}")
 
 
 def situational_defaults(args, preset):
@@ -426,10 +435,6 @@ def checkpoint_name(save_dir, epoch, score):
     return os.path.join(save_dir, f"model_{epoch}_{score:.2f}")
 
 
-def raise_keyboard_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def main(argv=None, reward_fn=None):
     """Train; `reward_fn` (texts -> floats) replaces the reward source the arguments choose (and its judge)."""
     args = parse_args(argv)
@@ -439,7 +444,7 @@ def main(argv=None, reward_fn=None):
     prompts = read_prompts(args.prompts_file)
     start_epoch, resume_state = 0, None
     if args.resume:
-        resume_state = load_checkpoint_state(args.resume)  # before anything is loaded or written
+        resume_state = load_checkpoint_state(args.resume, "ppo")  # before anything is loaded or written
         start_epoch = int(resume_state.get("epoch", 0))
     judge = None
     if reward_fn is None:  # loaded and checked before anything is written
@@ -447,6 +452,7 @@ def main(argv=None, reward_fn=None):
     policy, ref_model, tokenizer = load_policy(args.resume or args.model_name, device, args.ref_model_name,
                                                   stop_at_sep=args.stop_at_sep, chat_template=args.chat_template,
                                                   lora=lora_options(args))
+    check_room(policy, max(len(encode_prompt(tokenizer, p)) for p in prompts), args.max_new_tokens)
     base_model = resume_state["base_model"] if resume_state else (args.ref_model_name or args.model_name)
     if os.path.isdir(base_model):
         base_model = os.path.abspath(base_model)  # a checkpoint must find its reference from any directory
@@ -464,16 +470,17 @@ def main(argv=None, reward_fn=None):
                           report_to=args.report_to) if main_process else None)
 
     total_epochs = int(np.ceil(args.total_samples / args.batch_size))
-    signal.signal(signal.SIGTERM, raise_keyboard_interrupt)  # `kill` saves like Ctrl-C does
+    stop = StopRequests("saving after this epoch (Ctrl-C again to stop at once) ...", write=tqdm.write).install()
     completed, last_saved, reward_mean, raw_score_mean = start_epoch, start_epoch, float("nan"), float("nan")
+    trained = 0
 
     def save(reason):
+        no_step_trained(trained, completed - start_epoch - trained, "epoch")  # nothing learnt: nothing to save
         path = checkpoint_name(args.save_dir, completed, raw_score_mean)
         state = dict(epoch=completed, kl_coef=float(ppo.kl_ctl.value), base_model=base_model,
-                     reward_mean=reward_mean, raw_score_mean=raw_score_mean, reason=reason,
+                     reward_mean=reward_mean, raw_score_mean=raw_score_mean, algorithm="ppo", reason=reason,
                      reward_norm=normalize.state(), judge_ref=judge_ref)
-        # after Ctrl-C the other processes may be gone: the main process saves alone, without a barrier
-        save_policy_checkpoint(unwrap_policy(ppo) if reason == "interrupted" else ppo, tokenizer, path, state)
+        save_policy_checkpoint(ppo, tokenizer, path, state)
         if main_process:
             tqdm.write(f"saved {path}")
 
@@ -483,12 +490,22 @@ def main(argv=None, reward_fn=None):
             result = run_epoch(ppo, tokenizer, reward_fn, normalize, prompts, args)
             record = epoch_record(epoch, ppo, result)
             reward_mean, raw_score_mean, completed = record["reward_mean"], record["raw_score_mean"], epoch + 1
+            if not record["skipped"]:
+                trained += 1
+                stop_if_not_finite(record["policy_loss"] + record["value_loss"], f"epoch {completed}",
+                                   "--learning_rate", accelerator)
             if judge and (completed % args.save_freq == 0 or completed == total_epochs):
                 texts = [prompt + answer for prompt, answer in zip(result.prompts, result.answers)]
                 record.update(judge_record(judge, texts, judge_ref[judge.name], accelerator))
             if main_process:
                 logger.log(record)
                 print_epoch(record, result.prompts, result.answers, args.print_samples, normalize.mode != "none")
+            if any_process(accelerator, bool(stop.requested)):  # all processes stop after the same epoch
+                if completed > last_saved:
+                    save("interrupted")
+                if main_process:
+                    logger.plot()
+                sys.exit(INTERRUPTED_EXIT)
             if completed % args.save_freq == 0:
                 save("periodic")
                 last_saved = completed
@@ -498,14 +515,8 @@ def main(argv=None, reward_fn=None):
             save("end")
         if main_process:
             logger.plot()
-    except KeyboardInterrupt:
-        if main_process:
-            tqdm.write("interrupted: saving a checkpoint before exiting ...")
-            if completed > last_saved:
-                save("interrupted")
-            logger.plot()
-        sys.exit(130)
     finally:
+        stop.uninstall()
         if logger:
             logger.close()
     if main_process:

@@ -35,6 +35,7 @@ import torch
 
 from utils.common import Lazy, UserError, parse_with_presets, pick_device
 from utils.generation import encode_prompt, sample_answers
+from utils.options import fraction, input_file, output_file, positive_float, positive_int
 from utils.policy import add_model_arguments, load_causal_lm
 from utils.preferences import read_prompted_rank_lists
 from utils.ranklists import (agreement, append_rank_list, count_saves, metadata_path, read_meta_records,
@@ -66,12 +67,14 @@ def parse_args(argv):
     add_model_arguments(parser, lora=False)
     parser.add_argument("--tiny", action="store_true", help="use the offline tiny GPT-2 (utils/tiny.py)")
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
-    parser.add_argument("--threads", type=int, default=1,
+    parser.add_argument("--threads", type=positive_int, default=1,
                         help="CPU threads per generation: every annotator's session generates in its own thread, "
                              "and more torch threads than free cores made generation 5-10x slower here")
-    parser.add_argument("--dataset_file", default=os.path.join("data", "human_labeled", "total_dataset.tsv"))
-    parser.add_argument("--rank_list_len", type=int, default=4, help="answers per prompt (K)")
-    parser.add_argument("--max_new_tokens", "--max_gen_seq_len", type=int, default=40, help="new tokens per answer")
+    parser.add_argument("--dataset_file", type=output_file,
+                        default=os.path.join("data", "human_labeled", "total_dataset.tsv"))
+    parser.add_argument("--rank_list_len", type=positive_int, default=4, help="answers per prompt (K)")
+    parser.add_argument("--max_new_tokens", "--max_gen_seq_len", type=positive_int, default=40,
+                        help="new tokens per answer")
     parser.add_argument("--random_prompts", nargs="+", default=RANDOM_PROMPTS, metavar="PROMPT",
                         help="the pool that the 随机 prompt button draws from")
     parser.add_argument("--password", help=f"access password for the page (better: the {PASSWORD_ENV} environment "
@@ -81,11 +84,11 @@ def parse_args(argv):
                              "(other machines open ip:8904), 127.0.0.1 = this machine only")
     parser.add_argument("--require_annotator", action="store_true",
                         help="refuse to save until the annotator's name is filled in (always so with --tasks)")
-    parser.add_argument("--tasks", help="queue mode: a task file (JSONL: id, prompt, answers) that annotators draw "
+    parser.add_argument("--tasks", type=input_file, help="queue mode: a task file (JSONL: id, prompt, answers) that annotators draw "
                                         "from, instead of fresh answers; `python -m utils.tasks make` writes one")
-    parser.add_argument("--overlap", type=float, default=0.0,
+    parser.add_argument("--overlap", type=fraction, default=0.0,
                         help="with --tasks: the share of tasks that two annotators rank (for agreement)")
-    parser.add_argument("--task_timeout", type=float, default=600,
+    parser.add_argument("--task_timeout", type=positive_float, default=600,
                         help="with --tasks: seconds after which a task taken but not saved returns to the queue")
     parser.add_argument("--skip_bad_lines", action="store_true", help="with --tasks: skip and count bad task lines")
     args = parse_with_presets(parser, argv, {"default": {"model_name": "uer/gpt2-chinese-cluecorpussmall"},
@@ -381,7 +384,11 @@ def dataset_tab(args):
     if not os.path.exists(path):
         st.info(f"{path} 还不存在：存储第一条排序时会创建它。")
         return
-    rank_lists, bad_lines = read_rank_list_table(path, args.rank_list_len)
+    try:
+        rank_lists, bad_lines = read_rank_list_table(path, args.rank_list_len)
+    except UserError as e:
+        st.error(f"error: {e}")
+        return
     st.write(f"{path}: 共 **{len(rank_lists)}** 条 rank list")
     if rank_lists:
         st.dataframe(pd.DataFrame(rank_lists, columns=[f"rank {i + 1}" for i in range(args.rank_list_len)]))

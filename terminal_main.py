@@ -22,12 +22,10 @@ that runs in the background), save a checkpoint to `--save_dir` and exit 0; `--r
 its step count. `python -m utils.ratings` turns the ratings into rank lists for the reward model.
 """
 import argparse
-import contextlib
 import fcntl
 import math
 import os
 import random
-import signal
 import struct
 import sys
 import tempfile
@@ -44,12 +42,15 @@ from rich.table import Table
 
 from utils.common import (Lazy, UserError, accelerator_kwargs, add_mixed_precision_argument, add_report_to_argument,
                           parse_with_presets, pick_device, run_main, set_seed)
-from utils.generation import decode, encode_prompt, generate_responses, read_prompts
+from utils.generation import check_room, decode, encode_prompt, generate_responses, read_prompts
 from utils.logger import TrainLogger
-from utils.checkpoints import load_checkpoint_state, save_policy_checkpoint
+from utils.checkpoints import STATE_FILE, checkpoint_folder, load_checkpoint_state, save_policy_checkpoint
 from ppo_sentiment_example import PPOConfig, make_ppo, ppo_update
+from utils.options import (ArgumentParser, finite_float, input_file, learning_rate, output_folder,
+                           positive_int, replaceable_folder, seed)
 from utils.policy import add_model_arguments, check_causal_lm, load_policy, lora_options
 from utils.ratings import RATINGS_NAME
+from utils.run import INTERRUPTED_EXIT, StopRequested, StopRequests
 from utils.tiny import ensure_tiny
 
 MAX_REPLY_BYTES = 64  # a reward is a short number: a longer line is refused without being parsed
@@ -59,33 +60,38 @@ SLOW_STEP_ENV = "RLHF_TEST_SLOW_STEP"
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model_name", help="the model that writes the answers: uer's GPT-2 or any causal LM")
     add_model_arguments(parser)
     parser.add_argument("--tiny", action="store_true", help="the offline tiny GPT-2 unless --model_name is given")
-    parser.add_argument("--resume", metavar="DIR", help="continue from a checkpoint this script saved")
+    parser.add_argument("--resume", type=checkpoint_folder, metavar="DIR",
+                        help="continue from a checkpoint this script saved")
     parser.add_argument("--device", help="default: cuda if available, else cpu")
     add_mixed_precision_argument(parser)
-    parser.add_argument("--prompts_file", help="your own prompts, one per line (default: the original's four)")
-    parser.add_argument("--batch_size", type=int, default=1, help="ratings per PPO step")
+    parser.add_argument("--prompts_file", type=input_file,
+                        help="your own prompts, one per line (default: the original's four)")
+    parser.add_argument("--batch_size", type=positive_int, default=1, help="ratings per PPO step")
     parser.add_argument("--async_update", action=argparse.BooleanOptionalAction, default=True,
                         help="train in the background while the next answers are rated (default: on; see above)")
-    parser.add_argument("--max_new_tokens", type=int, default=20)
-    parser.add_argument("--min_reward", type=float, default=-2.0)
-    parser.add_argument("--max_reward", type=float, default=2.0)
-    parser.add_argument("--learning_rate", type=float, default=1.41e-5)
-    parser.add_argument("--log_dir", default="./logs")
+    parser.add_argument("--max_new_tokens", type=positive_int, default=20)
+    parser.add_argument("--min_reward", type=finite_float, default=-2.0)
+    parser.add_argument("--max_reward", type=finite_float, default=2.0)
+    parser.add_argument("--learning_rate", type=learning_rate, default=1.41e-5)
+    parser.add_argument("--log_dir", type=output_folder, default="./logs")
     add_report_to_argument(parser)
-    parser.add_argument("--save_dir", default=os.path.join("checkpoints", "terminal_human_feedback"))
-    parser.add_argument("--seed", type=int, help="fix the sampling (default: different answers every run)")
-    args = parse_with_presets(parser, argv, {"default": {"model_name": "uer/gpt2-chinese-cluecorpussmall"},
-                                             "tiny": {"model_name": Lazy("the tiny GPT-2", lambda: ensure_tiny()["gpt2"])}})
-    if args.batch_size < 1 or args.max_new_tokens < 1:
-        raise UserError("--batch_size and --max_new_tokens must be at least 1")
-    if not (math.isfinite(args.min_reward) and math.isfinite(args.max_reward) and args.min_reward < args.max_reward):
-        raise UserError(f"the reward range {args.min_reward} ~ {args.max_reward} is not two finite numbers, "
-                        "smallest first")
-    return args
+    parser.add_argument("--save_dir", type=replaceable_folder(STATE_FILE),
+                        default=os.path.join("checkpoints", "terminal_human_feedback"),
+                        help="the checkpoint folder (replaced at each save; any other existing folder is refused)")
+    parser.add_argument("--seed", type=seed, help="fix the sampling (default: different answers every run)")
+    return parse_with_presets(parser, argv, {"default": {"model_name": "uer/gpt2-chinese-cluecorpussmall"},
+                                             "tiny": {"model_name": Lazy("the tiny GPT-2", lambda: ensure_tiny()["gpt2"])}},
+                              check=check_options)
+
+
+def check_options(args):
+    """The checks that involve two options (each option alone is checked by its `type=`)."""
+    if not args.min_reward < args.max_reward:
+        raise UserError(f"the reward range {args.min_reward} ~ {args.max_reward} is not two numbers, smallest first")
 
 
 # ---------------------------------------------------------------- files, checked before anything slow
@@ -108,44 +114,14 @@ def check_writable(folder):
 
 
 # ---------------------------------------------------------------- stopping without losing anything
-class Stop(Exception):
-    """q, Ctrl-C, Ctrl-D or SIGTERM: train on the ratings typed so far, save, exit."""
-
-
-class StopSignals:
+# ---------------------------------------------------------------- stopping without losing anything
+def stop_requests():
     """Ctrl-C, SIGTERM and SIGHUP (the terminal closed) stop the program at once only where nothing can be lost:
-    while it waits for the person, generates answers or loads models. During a PPO step or a write they wait for
-    it to end, so neither a rating nor a checkpoint is ever cut in half."""
-
-    NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "the terminal closed (SIGHUP)"}
-
-    def __init__(self):
-        self.pending = None
-        self.interruptible = False
-        for signum in self.NAMES:
-            signal.signal(signum, self._on_signal)
-
-    def _on_signal(self, signum, frame):
-        if signum == signal.SIGHUP:  # nobody reads the output any more, and writing to a closed terminal fails
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            os.dup2(devnull, sys.stderr.fileno())
-        name = self.NAMES[signum]
-        if self.interruptible:
-            raise Stop(name)
-        if self.pending is None:
-            self.pending = name
-            print(f"\n{name}: finishing the current step first, then saving ...", flush=True)
-
-    @contextlib.contextmanager
-    def stoppable(self):
-        if self.pending:
-            raise Stop(self.pending)
-        self.interruptible = True
-        try:
-            yield
-        finally:
-            self.interruptible = False
+    while it waits for the person, generates answers or loads models (`interruptible()` blocks). During a PPO step
+    or a write they wait for it to end, so neither a rating nor a checkpoint is ever cut in half; q, Ctrl-D and
+    those signals then train on the ratings typed so far, save and exit."""
+    return StopRequests("finishing the current step first, then saving ...", hangup=True,
+                        write=lambda text: print(text, flush=True)).install()
 
 
 # ---------------------------------------------------------------- the session's state, in one place
@@ -162,7 +138,7 @@ class Terminal:
     """What every part of a rating session works with."""
     args: argparse.Namespace
     console: Console
-    signals: StopSignals
+    signals: StopRequests
     prompts: list
     ratings_log: TrainLogger
     progress: Progress
@@ -196,7 +172,7 @@ def write_answers(t, prompts):
     (regenerate) during a step has to wait for it.
     """
     wait_for_step(t)
-    with t.signals.stoppable():
+    with t.signals.interruptible():
         queries = [encode_prompt(t.tokenizer, p) for p in prompts]
         responses = generate_responses(t.policy, t.tokenizer, queries, t.args.max_new_tokens)
     return [Answer(p, q, r, decode(t.tokenizer, r)) for p, q, r in zip(prompts, queries, responses)]
@@ -221,7 +197,7 @@ def read_reply():
     """One line typed at the reward prompt, as bytes; an over-long line comes back cut after MAX_REPLY_BYTES + 1."""
     line = sys.stdin.buffer.readline(MAX_REPLY_BYTES + 1)
     if not line:
-        raise Stop("end of input (Ctrl-D)")
+        raise StopRequested("end of input (Ctrl-D)")
     rest = line
     while rest and not rest.endswith(b"\n"):  # the remainder of an over-long line is read and dropped
         rest = sys.stdin.buffer.readline(4096)
@@ -276,14 +252,14 @@ def rate(t, answer):
             t.console.print(f"[yellow]ignored {discarded} byte(s) typed before this answer was shown")
         sys.stdout.write(f"Reward ({args.min_reward} ~ {args.max_reward}): ")
         sys.stdout.flush()
-        with t.signals.stoppable():
+        with t.signals.interruptible():
             action, value = parse_reply(read_reply(), args.min_reward, args.max_reward)
         if action == "reward":
             return answer, value, time.time() - shown_at
         if action == "skip":
             return None
         if action == "quit":
-            raise Stop("q")
+            raise StopRequested("q")
         if action == "help":
             t.console.print(help_text(args.min_reward, args.max_reward))
         elif action == "regenerate":
@@ -348,7 +324,7 @@ def wait_for_step(t, only_if_done=False):
         return
     if step.is_alive():
         t.console.print(f"[yellow]waiting for PPO step {t.progress.step + 1} to finish ...")
-    step.join()  # Ctrl-C / SIGTERM meanwhile are noted by StopSignals and honoured right after
+    step.join()  # Ctrl-C / SIGTERM meanwhile are noted by StopRequests and honoured right after
     t.running = None
     if step.error is not None:
         raise step.error
@@ -398,7 +374,8 @@ def finish(t, reason):
     progress, save_dir = t.progress, t.args.save_dir
     if progress.steps_this_run:
         save_policy_checkpoint(t.ppo, t.tokenizer, save_dir,
-                            {"step": progress.step, "ratings": progress.ratings, "base_model": t.base_model})
+                            {"step": progress.step, "ratings": progress.ratings, "base_model": t.base_model,
+                                "algorithm": "ppo", "reason": reason})
         t.console.print(f"checkpoint: {save_dir} (PPO step {progress.step}, {progress.ratings} ratings behind it; "
                         f"continue with --resume {save_dir})")
     else:
@@ -431,28 +408,24 @@ def show_start_screen(t):
     console.print("type ? at the reward prompt for help")
 
 
-def main():
-    args = parse_args()
+def main(argv=None):
+    args = parse_args(argv)
     prompts = read_prompts(args.prompts_file)
+    state = load_checkpoint_state(args.resume, "ppo") if args.resume else {}
     if not args.resume:
         check_causal_lm(args.model_name)  # an encoder or classifier is refused before the ratings log is opened
     ratings_log = open_ratings_log(args.log_dir, args.report_to)
-    try:  # fail now, not after an hour of rating
-        check_writable(os.path.dirname(os.path.abspath(args.save_dir)))
-    except OSError as e:
-        raise UserError(f"cannot write checkpoints to {args.save_dir}: {e.strerror} (choose another --save_dir)")
-    state = load_checkpoint_state(args.resume) if args.resume else {}
     base_model = state.get("base_model") or args.model_name
     # a fixed default seed would repeat every run's answers
     set_seed(args.seed if args.seed is not None else random.SystemRandom().randrange(2**31))
 
     device = pick_device(args.device)
     accelerate_kwargs = accelerator_kwargs(device, args.mixed_precision)  # refuses fp16 on the CPU now
-    t = Terminal(args, Console(highlight=False), StopSignals(), prompts, ratings_log,
+    t = Terminal(args, Console(highlight=False), stop_requests(), prompts, ratings_log,
                  Progress(step=state.get("step", 0), ratings=state.get("ratings", 0)), base_model, device)
     show_start_screen(t)
     try:
-        with t.signals.stoppable(), t.console.status("[red]loading the models ..."):
+        with t.signals.interruptible(), t.console.status("[red]loading the models ..."):
             t.policy, ref_model, t.tokenizer = load_policy(args.resume or base_model, t.device,
                                                            ref_model_name_or_path=base_model,
                                                            chat_template=args.chat_template, lora=lora_options(args))
@@ -460,17 +433,20 @@ def main():
             ppo_config = PPOConfig(learning_rate=args.learning_rate, mini_batch_size=args.batch_size,
                                    init_kl_coef=state.get("kl_coef", 0.2))
             t.ppo = make_ppo(t.policy, ref_model, t.tokenizer, ppo_config, accelerate_kwargs)
-    except Stop as stop:
+    except StopRequested as stop:
         t.console.print(f"\n{stop}: stopped before the models were ready, nothing to save")
         return
     t.console.print("[green][+] models ready")
+    check_room(t.policy, max(len(encode_prompt(t.tokenizer, p)) for p in t.prompts), args.max_new_tokens)
     if args.resume:
         t.console.print(f"resumed from {args.resume}: PPO step {t.progress.step}, "
                         f"{t.progress.ratings} ratings behind it")
     try:
         rate_and_train(t)
-    except Stop as stop:
+    except StopRequested as stop:
         finish(t, str(stop))
+        if t.signals.requested:  # Ctrl-C, SIGTERM, SIGHUP: saved, and the exit code says it was stopped
+            sys.exit(INTERRUPTED_EXIT)
     finally:
         ratings_log.close()
 

@@ -52,13 +52,17 @@ from transformers import get_linear_schedule_with_warmup
 from utils.ai_feedback import DEFAULT_OUTPUT as AI_FEEDBACK_FILE, ensure_ai_feedback
 from utils.answer_logprobs import answer_logprobs
 from utils.common import (Lazy, UserError, accelerator_kwargs, add_mixed_precision_argument, add_report_to_argument,
-                          parse_with_presets, pick_device, run_main, set_seed)
-from utils.generation import banned_token_ids, decode, encode_prompt, generate_responses
+                          any_process, parse_with_presets, pick_device, run_main,
+                          set_seed)
+from utils.generation import banned_token_ids, check_room, decode, encode_prompt, generate_responses
 from utils.logger import TrainLogger
-from utils.checkpoints import load_checkpoint_state, save_policy_checkpoint
+from utils.checkpoints import checkpoint_folder, load_checkpoint_state, save_policy_checkpoint
+from utils.options import (ArgumentParser, fraction, input_file, learning_rate, nonnegative_float,
+                           nonnegative_int, output_file, output_folder, positive_int, ratio, same_file, seed)
 from utils.policy import add_model_arguments, load_policy, lora_options
 from utils.preferences import preference_pairs, read_preference_jsonl, read_prompted_rank_lists
 from utils.ranklists import add_merge_arguments, merge_rank_lists, metadata_path
+from utils.run import INTERRUPTED_EXIT, StopRequests, no_step_trained
 from utils.tiny import ensure_tiny
 
 DEFAULT_TRAIN = os.path.join("data", "human_labeled", "total_dataset.tsv")  # the labelling page's file
@@ -79,54 +83,59 @@ PANELS = ("preference_acc", "reward_margin", "train_loss", "train_acc", "train_m
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tiny", action="store_true", help="offline tiny models, AI-feedback rank lists, CPU settings")
     p.add_argument("--model_name", help="policy to fine-tune: uer's GPT-2 or any causal LM (hub name or folder)")
     add_model_arguments(p)
     p.add_argument("--ref_model_name", help="frozen reference model (default: the model fine-tuned)")
-    p.add_argument("--train_path", help=f"rank lists, best first, with their .meta.jsonl (default {DEFAULT_TRAIN}; "
+    p.add_argument("--train_path", type=input_file,
+                   help=f"rank lists, best first, with their .meta.jsonl (default {DEFAULT_TRAIN}; "
                                         "with --tiny: AI-feedback rank lists, built once)")
-    p.add_argument("--ai_feedback_file", default=AI_FEEDBACK_FILE,
+    p.add_argument("--ai_feedback_file", type=output_file, default=AI_FEEDBACK_FILE,
                    help="with --tiny and no --train_path: where the AI-feedback rank lists are built once and reused")
-    p.add_argument("--ai_feedback_lists", type=int, default=128, help="AI-feedback rank lists per prompt")
-    p.add_argument("--dev_path", help="evaluation rank lists (default: --dev_ratio of the training lists)")
-    p.add_argument("--dev_ratio", type=float, default=0.1, help="share of the lists held out without --dev_path")
+    p.add_argument("--ai_feedback_lists", type=positive_int, default=128, help="AI-feedback rank lists per prompt")
+    p.add_argument("--dev_path", type=input_file,
+                   help="evaluation rank lists (default: --dev_ratio of the training lists)")
+    p.add_argument("--dev_ratio", type=ratio, default=0.1, help="share of the lists held out without --dev_path")
     p.add_argument("--prompt_mode", choices=("meta", "none"), default="meta",
                    help="meta: each list's prompt from its .meta.jsonl record (required); none: no prompts, "
                         "the whole texts are the answers (e.g. the corpus-made reward-model lists)")
-    p.add_argument("--beta", type=float, help="strength of the KL to the reference (DPO's beta)")
+    p.add_argument("--beta", type=nonnegative_float, help="strength of the KL to the reference (DPO's beta)")
     p.add_argument("--loss", choices=LOSSES, default="pairs",
                    help="pairs: every ordered pair of each rank list (DPO); plackett_luce: each whole list "
                         "(the DPO paper's appendix A.3; --batch_size then counts lists)")
-    p.add_argument("--learning_rate", "--lr", type=float)
-    p.add_argument("--batch_size", type=int, help="preference pairs (or with --loss plackett_luce, rank lists) "
-                                                  "per step (per process)")
-    p.add_argument("--num_train_epochs", type=int)
-    p.add_argument("--warmup_ratio", type=float, default=0.1, help="share of the steps with a rising lr")
-    p.add_argument("--max_seq_len", type=int, default=128, help="longest prompt + answer in tokens (answers are cut)")
-    p.add_argument("--valid_steps", type=int, help="evaluate and save a checkpoint every N steps")
-    p.add_argument("--logging_steps", type=int, default=10)
-    p.add_argument("--save_dir", default=os.path.join("checkpoints", "dpo_sentiment_gpt"))
-    p.add_argument("--resume", help="continue from this checkpoint folder (its step and reference model)")
-    p.add_argument("--log_dir", "--img_log_dir", default="logs")
+    p.add_argument("--learning_rate", "--lr", type=learning_rate)
+    p.add_argument("--batch_size", type=positive_int, help="preference pairs (or with --loss plackett_luce, rank "
+                                                           "lists) per step (per process)")
+    p.add_argument("--num_train_epochs", type=positive_int)
+    p.add_argument("--warmup_ratio", type=fraction, default=0.1, help="share of the steps with a rising lr")
+    p.add_argument("--max_seq_len", type=positive_int, default=128,
+                   help="longest prompt + answer in tokens (answers are cut)")
+    p.add_argument("--valid_steps", type=positive_int, help="evaluate and save a checkpoint every N steps")
+    p.add_argument("--logging_steps", type=positive_int, default=10)
+    p.add_argument("--save_dir", type=output_folder, default=os.path.join("checkpoints", "dpo_sentiment_gpt"))
+    p.add_argument("--resume", type=checkpoint_folder,
+                   help="continue from this checkpoint folder (its step and reference model)")
+    p.add_argument("--log_dir", "--img_log_dir", type=output_folder, default="logs")
     p.add_argument("--log_name", "--img_log_name", default="DPO-Sentiment-Zh")
     add_report_to_argument(p)
-    p.add_argument("--print_samples", "--num_samples", type=int, default=3, help="answers printed at each evaluation")
-    p.add_argument("--max_new_tokens", "--gen_len", type=int, default=16,
+    p.add_argument("--print_samples", "--num_samples", type=nonnegative_int, default=3,
+                   help="answers printed at each evaluation")
+    p.add_argument("--max_new_tokens", "--gen_len", type=positive_int, default=16,
                    help="new tokens per answer (AI feedback and printed samples)")
     p.add_argument("--skip_bad_lines", action="store_true",
                    help="skip and count bad lines of the rank-list or preference files")
     add_merge_arguments(p)
     add_mixed_precision_argument(p)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--device", help="default: cuda if available, else cpu")
-    args = parse_with_presets(p, argv, PRESETS)
-    for name in ("batch_size", "num_train_epochs", "valid_steps", "logging_steps", "max_seq_len"):
-        if getattr(args, name) < 1:
-            raise UserError(f"--{name} must be at least 1")
-    if not 0 < args.dev_ratio < 1 and not args.dev_path:
-        raise UserError("--dev_ratio must be between 0 and 1")
-    return args
+    return parse_with_presets(p, argv, PRESETS, check=check_options)
+
+
+def check_options(args):
+    """The checks that involve two options (each option alone is checked by its `type=`)."""
+    if args.train_path and args.dev_path and same_file(args.train_path, args.dev_path):
+        raise UserError(f"--dev_path {args.dev_path} is the training file: evaluation needs lists not trained on")
 
 
 # ---------------------------------------------------------------- data: rank lists -> preference pairs
@@ -201,6 +210,8 @@ def read_data(args, accelerator):
         raise UserError(f"{train_path}: no such file (rank lists from the labelling page, a preference JSONL, or "
                         "--tiny for AI-feedback rank lists)")
     train_lists = read_lists(train_path, args)
+    if not train_lists:
+        raise UserError(f"{train_path}: no rank lists in it, nothing to train on")
     if args.dev_path:
         dev_lists = read_lists(args.dev_path, args)
     else:  # hold out whole lists, so that no dev answer is trained on
@@ -359,7 +370,7 @@ def main(argv=None):
         torch.cuda.set_device(device)
     accelerator = Accelerator(**accelerator_kwargs(device, args.mixed_precision))
     set_seed(args.seed)
-    resume_state = load_checkpoint_state(args.resume) if args.resume else None  # before anything is written
+    resume_state = load_checkpoint_state(args.resume, "dpo") if args.resume else None  # before anything is written
     train_items, dev_items = read_data(args, accelerator)
     unit = "rank lists" if args.loss == "plackett_luce" else "preference pairs"
 
@@ -373,6 +384,8 @@ def main(argv=None):
         base_model = os.path.abspath(base_model)  # a checkpoint must find its reference from any directory
     policy.v_head.requires_grad_(False)
     lm, ref_lm = policy.pretrained_model, ref_model.pretrained_model
+    sample_prompts = sorted({prompt for prompt, _ in train_items if prompt})[:args.print_samples]
+    check_room(lm, max((len(encode_prompt(tokenizer, p)) for p in sample_prompts), default=0), args.max_new_tokens)
     positions = getattr(lm.config, "n_positions", None) or lm.config.max_position_embeddings  # GPT-2's or others'
     max_seq_len = min(args.max_seq_len, positions)
     train_set, train_unscorable = encode_lists(tokenizer, train_items, max_seq_len)
@@ -401,17 +414,18 @@ def main(argv=None):
                       + (f", resuming after step {global_step}" if global_step else ""))
     logger = (TrainLogger(args.log_dir, args.log_name, resume=bool(args.resume), redo_from=global_step + 1,
                           report_to=args.report_to) if accelerator.is_main_process else None)
-    sample_prompts = sorted({prompt for prompt, _ in train_items if prompt})[:args.print_samples]
 
-    def save(epoch, metrics):
+    def save(epoch, metrics, reason):
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            state = dict(algorithm="DPO", epoch=epoch, step=global_step, kl_coef=args.beta, base_model=base_model,
-                         loss=args.loss, **metrics)
+            state = dict(algorithm="dpo", reason=reason, epoch=epoch, step=global_step, kl_coef=args.beta,
+                         base_model=base_model, loss=args.loss, **metrics)
             path = save_policy_checkpoint(policy, tokenizer, os.path.join(args.save_dir, f"model_{global_step}"), state)
             print(f"saved {path}")
+        return global_step
 
-    recent, tic = [], time.time()
+    recent, tic, trained, skipped, last_saved = [], time.time(), 0, 0, global_step
+    stop = StopRequests("saving after this step (Ctrl-C again to stop at once) ...").install()
     try:
         for epoch in range(global_step // steps_per_epoch + 1, args.num_train_epochs + 1):
             batches.epoch = epoch - 1  # the same shuffled order as an uninterrupted run
@@ -424,7 +438,9 @@ def main(argv=None):
                 if not all_finite(loss, accelerator):
                     warnings.warn(f"DPO update skipped at step {global_step + 1}: the loss is NaN or infinite")
                     optimizer.zero_grad()
+                    skipped += 1
                 else:
+                    trained += 1
                     accelerator.backward(loss)
                     optimizer.step()
                     optimizer.zero_grad()
@@ -443,6 +459,7 @@ def main(argv=None):
                     recent, tic = [], time.time()
 
                 if global_step % args.valid_steps == 0 or global_step == total_steps:
+                    no_step_trained(trained, skipped)  # nothing learnt: nothing to evaluate or save
                     metrics = evaluate(lm, ref_lm, dev_loader, args.beta, args.loss, accelerator,
                                        tokenizer.pad_token_id)
                     accelerator.print("Evaluation acc: " + ", ".join(f"{k} {v:.5f}" for k, v in metrics.items()))
@@ -450,12 +467,15 @@ def main(argv=None):
                         logger.log({"step": global_step, "epoch": epoch, **metrics})
                         logger.plot(PANELS, order=PANELS)
                         print_samples(policy, tokenizer, sample_prompts, args.max_new_tokens)
-                    save(epoch, metrics)
+                    last_saved = save(epoch, metrics, "periodic" if global_step < total_steps else "end")
                     tic = time.time()
-    except KeyboardInterrupt:
-        accelerator.print(f"\ninterrupted at step {global_step}; checkpoints so far are under {args.save_dir}")
-        sys.exit(130)
+                if any_process(accelerator, bool(stop.requested)):  # all processes stop after the same step
+                    no_step_trained(trained, skipped)
+                    if global_step > last_saved:
+                        save(epoch, {}, "interrupted")
+                    sys.exit(INTERRUPTED_EXIT)
     finally:
+        stop.uninstall()
         if logger:
             logger.close()
     if logger:

@@ -25,13 +25,17 @@ from torch.utils.data import DataLoader
 from transformers import AutoModel, AutoTokenizer, get_linear_schedule_with_warmup
 
 from utils.common import (Lazy, UserError, accelerator_kwargs, add_mixed_precision_argument, add_report_to_argument,
-                          load_pretrained, parse_with_presets, pick_device, run_main, set_seed)
+                          any_process, load_pretrained, parse_with_presets, pick_device, run_main,
+                          set_seed)
 from utils.data import RANK_LIST_DIR, ensure_datasets
 from utils.logger import TrainLogger
+from utils.options import (ArgumentParser, fraction, input_file, learning_rate, nonnegative_float, output_folder,
+                           positive_int, ratio, same_file, seed)
 from utils.preferences import read_prompted_rank_lists
 from utils.ranklists import add_merge_arguments, merge_rank_lists, read_rank_lists
 from utils.reward_model import (RewardModel, encode_rank_lists, listwise_loss, rank_list_loss, ranking_metrics,
                                 save_reward_model, scores_to_lists, usable_seq_len)
+from utils.run import INTERRUPTED_EXIT, StopRequests, stop_if_not_finite
 from utils.tiny import ensure_tiny
 
 DEFAULT_TRAIN = os.path.join(RANK_LIST_DIR, "train.tsv")
@@ -45,41 +49,48 @@ TINY = dict(model_name=Lazy("the tiny encoder", lambda: ensure_tiny()["encoder"]
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model_name", "--model", help="encoder: hub name or local folder")
-    parser.add_argument("--train_path", default=DEFAULT_TRAIN, help="training rank lists (TSV, best first)")
-    parser.add_argument("--dev_path", help="evaluation rank lists (TSV, best first); default: the corpus dev.tsv "
+    parser.add_argument("--train_path", type=input_file,
+                        help=f"training rank lists (TSV, best first; default {DEFAULT_TRAIN}, built once)")
+    parser.add_argument("--dev_path", type=input_file,
+                        help="evaluation rank lists (TSV, best first); default: the corpus dev.tsv "
                                            "with the default --train_path, else a --dev_ratio share of --train_path")
-    parser.add_argument("--dev_ratio", type=float, default=0.1,
+    parser.add_argument("--dev_ratio", type=ratio, default=0.1,
                         help="without --dev_path: the share of --train_path's rank lists held out for evaluation "
                              "(a random split, the same for the same --seed)")
-    parser.add_argument("--save_dir", default=os.path.join("checkpoints", "reward_model", "sentiment_analysis"))
-    parser.add_argument("--log_dir", "--img_log_dir",
+    parser.add_argument("--save_dir", type=output_folder,
+                        default=os.path.join("checkpoints", "reward_model", "sentiment_analysis"))
+    parser.add_argument("--log_dir", "--img_log_dir", type=output_folder,
                         default=os.path.join("logs", "reward_model", "sentiment_analysis"))
     parser.add_argument("--log_name", "--img_log_name", default="ERNIE Reward Model")
     add_report_to_argument(parser)
-    parser.add_argument("--batch_size", type=int, help="rank lists per step")
+    parser.add_argument("--batch_size", type=positive_int, help="rank lists per step")
     parser.add_argument("--loss", choices=("pairwise", "listwise"), default="pairwise",
                         help="pairwise: every ordered pair of each list; listwise: each whole list (ListMLE)")
-    parser.add_argument("--max_seq_len", type=int, help="longest text in tokens (longer ones are cut)")
-    parser.add_argument("--learning_rate", "--lr", type=float)
-    parser.add_argument("--weight_decay", type=float, default=0.0)
-    parser.add_argument("--num_train_epochs", type=int)
-    parser.add_argument("--warmup_ratio", type=float, default=0.06, help="share of the steps with a rising lr")
-    parser.add_argument("--valid_steps", type=int, help="evaluate and save every N steps")
-    parser.add_argument("--logging_steps", type=int, default=10)
+    parser.add_argument("--max_seq_len", type=positive_int, help="longest text in tokens (longer ones are cut)")
+    parser.add_argument("--learning_rate", "--lr", type=learning_rate)
+    parser.add_argument("--weight_decay", type=nonnegative_float, default=0.0)
+    parser.add_argument("--num_train_epochs", type=positive_int)
+    parser.add_argument("--warmup_ratio", type=fraction, default=0.06, help="share of the steps with a rising lr")
+    parser.add_argument("--valid_steps", type=positive_int, help="evaluate and save every N steps")
+    parser.add_argument("--logging_steps", type=positive_int, default=10)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when present)")
     add_mixed_precision_argument(parser)
     parser.add_argument("--tiny", action="store_true",
                         help="offline: the project's tiny encoder, with settings tuned for it, unless given")
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seed", type=seed, default=42)
     parser.add_argument("--skip_bad_lines", action="store_true", help="skip and count bad TSV lines")
     add_merge_arguments(parser)
-    args = parse_with_presets(parser, argv, {"default": dict(ORIGINAL), "tiny": dict(TINY)})
-    for name in ("batch_size", "max_seq_len", "num_train_epochs", "valid_steps", "logging_steps"):
-        if getattr(args, name) < 1:
-            raise UserError(f"--{name} must be at least 1")
+    args = parse_with_presets(parser, argv, {"default": dict(ORIGINAL), "tiny": dict(TINY)}, check=check_options)
+    args.train_path = args.train_path or DEFAULT_TRAIN  # built from the corpus on first use
     return args
+
+
+def check_options(args):
+    """The checks that involve two options (each option alone is checked by its `type=`)."""
+    if args.dev_path and same_file(args.train_path, args.dev_path):
+        raise UserError(f"--dev_path {args.dev_path} is the training file: evaluation needs lists not trained on")
 
 
 def read_data(args, accelerator):
@@ -195,10 +206,10 @@ def evaluate(model, dev_loader, accelerator):
     return ranking_metrics(score_lists)
 
 
-def save_checkpoint(model, tokenizer, out_dir, accelerator):
+def save_checkpoint(model, tokenizer, out_dir, accelerator, reason):
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        save_reward_model(accelerator.unwrap_model(model), tokenizer, out_dir)
+        save_reward_model(accelerator.unwrap_model(model), tokenizer, out_dir, reason)
 
 
 def main(argv=None):
@@ -227,7 +238,8 @@ def main(argv=None):
                       f"parameters) on {accelerator.device} x {accelerator.num_processes}; {total_steps} steps")
     logger = TrainLogger(args.log_dir, args.log_name, report_to=args.report_to) if accelerator.is_main_process else None
 
-    global_step, best_acc, recent_losses, tic = 0, None, [], time.time()
+    global_step, best_acc, recent_losses, tic, last_saved = 0, None, [], time.time(), 0
+    stop = StopRequests("saving after this step (Ctrl-C again to stop at once) ...").install()
     try:
         for epoch in range(1, args.num_train_epochs + 1):
             for batch in train_loader:
@@ -242,6 +254,7 @@ def main(argv=None):
 
                 if global_step % args.logging_steps == 0:
                     mean_loss = accelerator.gather(torch.stack(recent_losses)).mean().item()
+                    stop_if_not_finite(mean_loss, f"step {global_step}", "--learning_rate (or --weight_decay)")
                     speed = args.logging_steps / (time.time() - tic)
                     accelerator.print(f"global step {global_step}, epoch: {epoch}, loss: {mean_loss:.5f}, "
                                       f"speed: {speed:.2f} step/s")
@@ -253,12 +266,16 @@ def main(argv=None):
                 if global_step % args.valid_steps == 0 or global_step == total_steps:
                     best_acc = evaluate_and_save(model, tokenizer, dev_loader, accelerator, logger, args,
                                                  global_step, best_acc)
-                    tic = time.time()
-    except KeyboardInterrupt:
-        accelerator.print(f"\ninterrupted at step {global_step}; the best checkpoint so far is "
-                          f"{os.path.join(args.save_dir, 'model_best')} (pairwise_acc {best_acc or 0:.5f})")
-        sys.exit(130)
+                    last_saved, tic = global_step, time.time()
+                if any_process(accelerator, bool(stop.requested)):  # all processes stop after the same step
+                    if global_step > last_saved:
+                        save_checkpoint(model, tokenizer, os.path.join(args.save_dir, f"model_{global_step}"),
+                                        accelerator, "interrupted")
+                    accelerator.print(f"stopped after step {global_step}: saved "
+                                      f"{os.path.join(args.save_dir, f'model_{global_step}')}")
+                    sys.exit(INTERRUPTED_EXIT)
     finally:
+        stop.uninstall()
         if logger:
             logger.close()
 
@@ -270,11 +287,11 @@ def evaluate_and_save(model, tokenizer, dev_loader, accelerator, logger, args, g
     if logger:
         logger.log({"step": global_step, **metrics})
         logger.plot()
-    save_checkpoint(model, tokenizer, os.path.join(args.save_dir, f"model_{global_step}"), accelerator)
+    save_checkpoint(model, tokenizer, os.path.join(args.save_dir, f"model_{global_step}"), accelerator, "periodic")
     if best_acc is None or metrics["pairwise_acc"] > best_acc:
         accelerator.print(f"best pairwise_acc performance has been updated: {best_acc or 0:.5f} --> "
                           f"{metrics['pairwise_acc']:.5f}")
-        save_checkpoint(model, tokenizer, os.path.join(args.save_dir, "model_best"), accelerator)
+        save_checkpoint(model, tokenizer, os.path.join(args.save_dir, "model_best"), accelerator, "best")
         best_acc = metrics["pairwise_acc"]
     return best_acc
 

@@ -205,7 +205,8 @@ def test_tiny_run_builds_ai_feedback_once_then_trains_logs_saves_resumes_and_inf
     saved = sorted(os.listdir(tmp_path / "ck"))
     assert saved == sorted(["model_3", "model_6", "model_9", f"model_{last}"])
     state = load_checkpoint_state(str(tmp_path / "ck" / f"model_{last}"))
-    assert state["algorithm"] == "DPO" and state["step"] == last and state["kl_coef"] == 0.2
+    assert state["algorithm"] == "dpo" and state["reason"] == "end"
+    assert state["step"] == last and state["kl_coef"] == 0.2
     assert os.path.isabs(state["base_model"]) and state["base_model"].endswith("gpt2")
     # the language model learned, the value head did not move
     early, final = (load_file(str(tmp_path / "ck" / name / "model.safetensors"))

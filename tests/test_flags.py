@@ -11,7 +11,7 @@ SPELLINGS = {
     "ppo_sentiment_example": [
         (["--learning_rate", "0.1", "--max_new_tokens", "7", "--total_samples", "64", "--print_samples", "2"],
          ["--lr", "0.1", "--gen_len", "7", "--steps", "64", "--num_samples", "2"]),
-        (["--reward_norm", "reference", "--reward_model", "rm"], ["--normalize_reward", "--reward_model", "rm"]),
+        (["--reward_norm", "reference", "--reward_model", "{rm}"], ["--normalize_reward", "--reward_model", "{rm}"]),
     ],
     "grpo_sentiment_example": [
         (["--learning_rate", "0.1", "--max_new_tokens", "7", "--total_samples", "64", "--print_samples", "2"],
@@ -27,20 +27,34 @@ SPELLINGS = {
     ],
     "terminal_main": [(["--model_name", "m"], ["--model_name", "m"])],
     "inference_ppo_gpt": [(["--max_new_tokens", "7"], ["--gen_len", "7"])],
-    "inference_reward_model": [(["--model_name", "m"], ["--model", "m"])],
+    "inference_reward_model": [(["--model_name", "{rm}"], ["--model", "{rm}"])],
 }
 
 
+@pytest.fixture(scope="module")
+def reward_model_folder(micro_paths, tmp_path_factory):
+    """A reward-model checkpoint: --reward_model and inference's --model are checked as they are parsed."""
+    from transformers import AutoModel, AutoTokenizer
+
+    from utils.reward_model import RewardModel, save_reward_model
+
+    folder = str(tmp_path_factory.mktemp("rm") / "model_best")
+    save_reward_model(RewardModel(AutoModel.from_pretrained(micro_paths["encoder"])),
+                      AutoTokenizer.from_pretrained(micro_paths["encoder"]), folder)
+    return folder
+
+
 @pytest.mark.parametrize("script", sorted(SPELLINGS))
-def test_canonical_flags_and_their_older_spellings_mean_the_same(script):
+def test_canonical_flags_and_their_older_spellings_mean_the_same(script, reward_model_folder):
     parse_args = importlib.import_module(script).parse_args
     for canonical, older in SPELLINGS[script]:
+        canonical, older = ([arg.format(rm=reward_model_folder) for arg in argv] for argv in (canonical, older))
         assert vars(parse_args(canonical)) == vars(parse_args(older))
 
 
 @pytest.mark.parametrize("command, older, message", [
     (["-m", "utils.data"], ["--list_len", "1"], "--rank_list_len must be at least 2"),
-    (["-m", "utils.ai_feedback", "--tiny"], ["--k", "1"], "--rank_list_len >= 2"),
+    (["-m", "utils.ai_feedback", "--tiny"], ["--k", "1"], "a rank list needs at least 2 answers"),
 ])
 def test_commands_take_the_older_spellings_too(micro_env, command, older, message):
     result = run_script([*command, *older], env=micro_env)

@@ -196,7 +196,7 @@ def test_checkpoint_reloads_to_the_same_generations(micro_paths, tmp_path):
     ppo_update(trainer, queries, responses, [float(i % 2) for i in range(8)])
     out = save_policy_checkpoint(trainer, tokenizer, str(tmp_path / "model_1_0.50"),
                               {"epoch": 1, "base_model": micro_paths["gpt2"]})
-    assert not os.path.exists(out + ".tmp")
+    assert os.listdir(tmp_path) == ["model_1_0.50"]  # no temporary folder left
     state = load_checkpoint_state(out)
     assert state["epoch"] == 1 and state["kl_coef"] == pytest.approx(float(trainer.kl_ctl.value))
 

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from conftest import REPO, run_script
 from terminal_main import MAX_REPLY_BYTES, SLOW_STEP_ENV, parse_args, parse_reply
 from utils.generation import PROMPTS, read_prompts
-from utils.common import UserError
+from utils.common import UserError, run_main
 from utils.logger import read_jsonl
 from utils.checkpoints import load_checkpoint_state
 from utils.policy import load_policy
@@ -143,7 +143,7 @@ def test_a_rating_session_then_resume(micro_env, micro_paths, tmp_path):
     child.expect(r"SIGTERM: saving")
     child.expect(r"PPO step 2 done")
     child.expect(r"PPO step 2, 3 ratings behind it")
-    assert wait_for_exit(child) == 0
+    assert wait_for_exit(child) == 130  # stopped by a signal, everything saved
     records = read_jsonl(jsonl)
     assert len(records) == 3 and (records[2]["prompt"], records[2]["reward"], records[2]["step"]) == ("我觉得这家店", 0.25, 2)
     with open(os.path.join(save_dir, "ppo_state.json")) as f:
@@ -165,7 +165,7 @@ def test_ctrl_c_in_the_middle_of_a_ppo_step_keeps_every_rating(micro_env, tmp_pa
     child.expect(r"Ctrl-C: finishing the current step first")
     child.expect(r"PPO step 1 done")
     child.expect(r"checkpoint: .*PPO step 1, 2 ratings behind it")
-    assert wait_for_exit(child) == 0
+    assert wait_for_exit(child) == 130  # stopped by a signal, everything saved
     assert [r["reward"] for r in read_jsonl(jsonl)] == [1.0, -0.5]
     assert os.path.isfile(os.path.join(save_dir, "model.safetensors"))
 
@@ -178,7 +178,7 @@ def test_closing_the_terminal_saves_like_quitting(micro_env, tmp_path):
     child.expect(r"\[Step 2\] answer 1/1")  # step 1 runs in the background, or has ended
     child.expect(REWARD)
     child.ptyproc.fileobj.close()  # the terminal goes away: the kernel sends SIGHUP, output has nowhere to go
-    assert child.ptyproc.wait() == 0
+    assert child.ptyproc.wait() == 130
     with open(os.path.join(save_dir, "ppo_state.json")) as f:
         assert json.load(f)["step"] == 1
     assert [r["reward"] for r in read_jsonl(jsonl)] == [1.0]
@@ -258,7 +258,7 @@ def test_ratings_go_on_during_a_background_step_and_stopping_waits_for_it(micro_
     child.expect(r"waiting for PPO step 2 to finish")
     child.expect(r"PPO step 2 done")
     child.expect(r"checkpoint: .*PPO step 2, 4 ratings behind it")
-    assert wait_for_exit(child) == 0
+    assert wait_for_exit(child) == 130  # stopped by a signal, everything saved
     records = read_jsonl(jsonl)
     assert [(r["reward"], r["step"]) for r in records] == [(1.0, 1), (-1.0, 1), (0.5, 2), (1.5, 2)]
     assert load_checkpoint_state(save_dir)["step"] == 2
@@ -297,7 +297,7 @@ def test_quitting_during_a_background_step_waits_for_it_and_saves(micro_env, tmp
     child.expect(rf"{stop}: saving")
     child.expect(r"waiting for PPO step 2 to finish")
     child.expect(r"checkpoint: .*PPO step 2, 2 ratings behind it")
-    assert wait_for_exit(child) == 0
+    assert wait_for_exit(child) == (0 if stop == "q" else 130)
     assert [(r["reward"], r["step"]) for r in read_jsonl(jsonl)] == [(1.0, 1), (-1.0, 2)]
     assert load_checkpoint_state(save_dir)["step"] == 2
 
@@ -330,7 +330,7 @@ def test_an_unwritable_log_folder_is_refused_before_any_rating(micro_env, tmp_pa
         result = run_script(["terminal_main.py", "--tiny", "--log_dir", log_dir, "--save_dir", str(tmp_path / "c")],
                             env=micro_env, input="1\n")
     assert result.returncode == 2
-    assert re.fullmatch(r"error: cannot write the ratings log .*Terminal-Human-Feedback\.jsonl: .*\n", result.stderr)
+    assert re.fullmatch(r"error: --log_dir: .*logs: cannot write in .*logs \(.*\) \(see --help\)\n", result.stderr)
     assert "Reward" not in result.stdout and "loading" not in result.stdout
     with open(jsonl, encoding="utf-8") as f:
         assert f.read() == '{"prompt": "这部电影很", "answer": "好看", "reward": 1.0}\n'
@@ -353,14 +353,14 @@ def test_read_prompts(tmp_path, content, message):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--min_reward", "2", "--max_reward", "-2"], r"the reward range 2\.0 ~ -2\.0 is not two finite numbers"),
-    (["--max_reward", "nan"], r"the reward range -2\.0 ~ nan is not two finite numbers"),
-    (["--batch_size", "0"], r"--batch_size and --max_new_tokens must be at least 1"),
+    (["--min_reward", "2", "--max_reward", "-2"], r"the reward range 2\.0 ~ -2\.0 is not two numbers, smallest first"),
+    (["--max_reward", "nan"], r"--max_reward nan: expected a finite number"),
+    (["--batch_size", "0"], r"--batch_size 0: expected a whole number from 1"),
 ])
-def test_bad_arguments_are_refused(monkeypatch, argv, message):
-    monkeypatch.setattr(sys, "argv", ["terminal_main.py", *argv])
-    with pytest.raises(UserError, match=message):
-        parse_args()
+def test_bad_arguments_are_refused(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(lambda: parse_args(argv))
+    assert exit_info.value.code == 2 and re.match(f"error: {message}", capsys.readouterr().err)
 
 
 @pytest.mark.parametrize("typed, expected", [

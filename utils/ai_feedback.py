@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from utils.common import Lazy, UserError, parse_with_presets, pick_device, run_main, set_seed
 from utils.generation import PROMPTS, decode, encode_prompt, generate_responses, read_prompts
+from utils.options import ArgumentParser, input_file, output_file, positive_int, same_file, seed
 from utils.policy import add_model_arguments, load_causal_lm
 from utils.ranklists import append_rank_list, metadata_path
 from utils.reward_sources import SentimentPipelineReward
@@ -77,22 +78,32 @@ def written_by(output):
         return None
 
 
+def check_options(args):
+    if args.rank_list_len < 2:
+        raise UserError(f"--rank_list_len {args.rank_list_len}: a rank list needs at least 2 answers")
+    if same_file(args.prompts_file, args.output):
+        raise UserError(f"--output {args.output} is the prompts file: writing it would destroy what is read")
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", action="store_true", help="the offline tiny GPT-2 and classifier")
     parser.add_argument("--model_name", help="the model that writes the answers: uer's GPT-2 or any causal LM")
     add_model_arguments(parser, lora=False)
     parser.add_argument("--sentiment_model", help="classifier that ranks them")
-    parser.add_argument("--output", default=DEFAULT_OUTPUT, help="rank-list TSV to write (its .meta.jsonl beside it)")
-    parser.add_argument("--prompts_file", help="one prompt per line (default: the original's four prompts)")
-    parser.add_argument("--lists_per_prompt", type=int, default=128)
-    parser.add_argument("--rank_list_len", "--k", type=int, default=4, help="answers per rank list (the labelling page's K)")
-    parser.add_argument("--max_new_tokens", "--gen_len", type=int, default=16, help="new tokens per answer")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", type=output_file, default=DEFAULT_OUTPUT,
+                        help="rank-list TSV to write (its .meta.jsonl beside it)")
+    parser.add_argument("--prompts_file", type=input_file,
+                        help="one prompt per line (default: the original's four prompts)")
+    parser.add_argument("--lists_per_prompt", type=positive_int, default=128)
+    parser.add_argument("--rank_list_len", "--k", type=positive_int, default=4,
+                        help="answers per rank list (the labelling page's K)")
+    parser.add_argument("--max_new_tokens", "--gen_len", type=positive_int, default=16, help="new tokens per answer")
+    parser.add_argument("--seed", type=seed, default=0)
     parser.add_argument("--device", help="default: cuda if available, else cpu")
     tiny = dict(model_name=Lazy("the tiny GPT-2", lambda: ensure_tiny()["gpt2"]),
                 sentiment_model=Lazy("the tiny classifier", lambda: ensure_tiny()["classifier"]))
-    args = parse_with_presets(parser, argv, {"default": dict(ORIGINAL_MODELS), "tiny": tiny})
+    args = parse_with_presets(parser, argv, {"default": dict(ORIGINAL_MODELS), "tiny": tiny}, check=check_options)
     os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
     path = build_ai_feedback(args.output, args.model_name, args.sentiment_model, read_prompts(args.prompts_file),
                              args.lists_per_prompt, args.rank_list_len, args.max_new_tokens, args.seed,

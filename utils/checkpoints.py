@@ -5,23 +5,34 @@ its adapters (peft's adapter_config.json + adapter_model.safetensors) and its va
 instead of the full model; `utils.policy.load_policy` reloads both kinds.
 
     save_policy_checkpoint / load_checkpoint_state / find_latest_checkpoint
+
+The state names the algorithm that trained the policy, lowercase: "ppo", "grpo" or "dpo" (an older checkpoint
+without one is PPO's; "DPO" and "GRPO" are read lowercase), and why it was saved ("periodic", "end",
+"interrupted" ...). A model with NaN or infinite weights is never saved.
 """
 import json
 import os
 
-from utils.common import UserError, folder_written_atomically
+from utils.common import UserError, check_safetensors, folder_written_atomically
+from utils.run import check_finite_weights
 
 STATE_FILE = "ppo_state.json"  # the name every checkpoint so far was written with
 ADAPTER_CONFIG = "adapter_config.json"
 VALUE_HEAD_FILE = "value_head.safetensors"
 REQUIRED_STATE = ("kl_coef", "base_model")
+ALGORITHMS = ("ppo", "grpo", "dpo")
+
+
+def checkpoint_algorithm(state):
+    """The algorithm a checkpoint state names, lowercase; "ppo" for checkpoints older than the name."""
+    return str(state.get("algorithm", "ppo")).lower()
 
 
 def save_policy_checkpoint(trainer_or_policy, tokenizer, out_dir, state):
     """Save policy (value head included), tokenizer and `state` into `out_dir`, atomically.
 
-    Everything is written into `out_dir.tmp` first and moved into place when complete, so an interrupted save
-    never leaves a half checkpoint. With a trainer, `kl_coef` defaults to its current
+    Everything is written into a temporary folder beside it first and moved into place when complete, so an
+    interrupted save never leaves a half checkpoint. With a trainer, `kl_coef` defaults to its current
     KL coefficient, and in a distributed run only the main process writes. (A trainer is a
     ppo_sentiment_example.PPO: anything with `accelerator`, `policy` and `kl_ctl`.)
     """
@@ -37,7 +48,11 @@ def save_policy_checkpoint(trainer_or_policy, tokenizer, out_dir, state):
     missing = [key for key in REQUIRED_STATE if key not in state]
     if missing:
         raise ValueError(f"save_policy_checkpoint: state needs {', '.join(missing)}")
-    with folder_written_atomically(out_dir) as tmp:
+    state["algorithm"] = checkpoint_algorithm(state)
+    if state["algorithm"] not in ALGORITHMS:
+        raise ValueError(f"save_policy_checkpoint: algorithm {state['algorithm']!r} is not one of {ALGORITHMS}")
+    check_finite_weights(policy, out_dir, hint="--learning_rate (or a larger KL coefficient / beta)")
+    with folder_written_atomically(out_dir, STATE_FILE) as tmp:
         if getattr(policy, "is_peft_model", False):  # trl would pickle the value head: safetensors instead
             from safetensors.torch import save_file
 
@@ -52,8 +67,9 @@ def save_policy_checkpoint(trainer_or_policy, tokenizer, out_dir, state):
     return os.path.normpath(out_dir)
 
 
-def load_checkpoint_state(path):
-    """The `ppo_state.json` of a checkpoint folder; UserError (one line) if it is not a complete checkpoint."""
+def load_checkpoint_state(path, algorithm=None):
+    """The `ppo_state.json` of a checkpoint folder; UserError (one line) if it is not a complete checkpoint, or,
+    with `algorithm`, if another algorithm trained it (continuing PPO from a DPO policy is not resuming)."""
     if not os.path.isdir(path):
         raise UserError(f"{path}: no such PPO checkpoint folder")
     state_file = os.path.join(path, STATE_FILE)
@@ -73,6 +89,12 @@ def load_checkpoint_state(path):
     for name in required:
         if not os.path.isfile(os.path.join(path, name)):
             raise UserError(f"{path}: incomplete PPO checkpoint ({name} is missing)")
+        if name.endswith(".safetensors"):
+            check_safetensors(os.path.join(path, name))
+    found = checkpoint_algorithm(state)
+    if algorithm and found != algorithm:
+        raise UserError(f"{path} is a {found.upper()} checkpoint; --resume here continues {algorithm.upper()} "
+                        f"checkpoints only (to start {algorithm.upper()} from that policy, pass it as --model_name)")
     return state
 
 
@@ -85,6 +107,17 @@ def list_checkpoints(save_dir):
             if os.path.isfile(os.path.join(path, STATE_FILE)) and not name.endswith((".tmp", ".previous")):
                 candidates.append((os.path.getmtime(os.path.join(path, STATE_FILE)), path))
     return [path for _, path in sorted(candidates)]
+
+
+def checkpoint_folder(path):
+    """`type=` of --resume and --checkpoint: `load_checkpoint_state` while the arguments are parsed."""
+    import argparse
+
+    try:
+        load_checkpoint_state(path)
+    except UserError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return path
 
 
 def find_latest_checkpoint(save_dir):

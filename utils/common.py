@@ -7,6 +7,7 @@ import random
 import re
 import shutil
 import sys
+import tempfile
 
 import numpy as np
 import torch
@@ -23,12 +24,16 @@ class UserError(Exception):
 
 
 def run_main(main):
-    """Run `main()`; a UserError becomes `error: ...` on stderr and exit code 2."""
+    """Run `main()`; a UserError becomes `error: ...` on stderr and exit code 2, a KeyboardInterrupt (a second
+    Ctrl-C) one line and exit code 130."""
     try:
         return main()
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:  # a second Ctrl-C (the first one asks the loop to save and stop: utils.run)
+        print("\nstopped at once: the last complete checkpoint stays as it was", file=sys.stderr)
+        sys.exit(130)
 
 
 class Lazy:
@@ -42,11 +47,13 @@ class Lazy:
         return self.label
 
 
-def parse_with_presets(parser, argv, presets, situational=None):
+def parse_with_presets(parser, argv, presets, situational=None, check=None):
     """Parse `argv` with the one --tiny rule every script follows: an option left out takes its value from
     `presets["tiny"]` when --tiny is given, else from `presets["default"]`; an option given explicitly always
     wins. Each such option's --help line shows both values. `situational(args, preset)`, if given, returns
-    defaults that depend on other options (say, a reward model's KL settings); they beat the preset's."""
+    defaults that depend on other options (say, a reward model's KL settings); they beat the preset's.
+    `check(args)`, if given, checks options against each other (UserError) once they are all known, before any
+    `Lazy` value (the tiny models) is computed; a preset's path goes through its option's `type=` check too."""
     default, tiny = presets["default"], presets["tiny"]
     for action in parser._actions:
         if action.dest in default or action.dest in tiny:
@@ -61,9 +68,18 @@ def parse_with_presets(parser, argv, presets, situational=None):
     preset = {**default, **(tiny if args.tiny else {})}
     if situational:
         preset.update(situational(args, preset))
+    lazy = {}
+    types = {action.dest: action.type for action in parser._actions}
     for key, value in preset.items():
         if getattr(args, key) is None:
-            setattr(args, key, value.compute() if isinstance(value, Lazy) else value)
+            if isinstance(value, Lazy):
+                lazy[key] = value
+            else:
+                setattr(args, key, _typed(parser, key, types.get(key), value))
+    if check:
+        check(args)
+    for key, value in lazy.items():
+        setattr(args, key, value.compute())
     return args
 
 
@@ -82,6 +98,18 @@ def check_tracker_installed(report_to):
     if package and importlib.util.find_spec(package) is None:
         raise UserError(f"--report_to {report_to} needs the '{package}' package, which is not installed: "
                         f"pip install {package}")
+
+
+def _typed(parser, dest, type_, value):
+    """A preset's string value through its option's `type=` check, as argparse treats a string default."""
+    if not isinstance(value, str) or type_ is None:
+        return value
+    import argparse
+
+    try:
+        return type_(value)
+    except argparse.ArgumentTypeError as e:
+        raise UserError(f"--{dest}: {e}") from e
 
 
 MIXED_PRECISION = ("no", "bf16", "fp16")
@@ -186,28 +214,74 @@ def load_pretrained(loader, name_or_path, **kwargs):
         ) from e
 
 
+# ---------------------------------------------------------------- writing without destroying anything
+def check_safetensors(path):
+    """UserError unless `path` is a complete safetensors file (safetensors checks that its header covers the whole
+    file): a truncated or corrupt model is one line, not a traceback from deep inside the loader."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(path, "pt"):
+            pass
+    except Exception as e:  # safetensors' own SafetensorError, or OSError
+        raise UserError(f"{path}: not a complete safetensors file ({str(e).splitlines()[0]}); the save may have "
+                        "been cut short: use an earlier checkpoint") from e
+
+
 def write_text_atomically(path, text):
-    """Write to a temporary file beside `path`, then rename: a killed write never leaves half a file."""
+    """Write to a temporary file beside `path`, then rename: a killed write never leaves half a file, and a
+    failed one leaves no temporary file behind."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.lexists(tmp):
+            os.remove(tmp)
 
 
 @contextlib.contextmanager
-def folder_written_atomically(out_dir):
-    """Yields a fresh `out_dir.tmp` to write into; once the block has finished, it replaces `out_dir`. The old
-    `out_dir` waits as `out_dir.previous` until the new one is in place, so a write killed at any moment
-    leaves a complete folder (the old or the new one), never half of one."""
+def folder_written_atomically(out_dir, marker):
+    """Yields a fresh temporary folder beside `out_dir` to write into; once the block has finished, it replaces
+    `out_dir`. The old `out_dir` is replaced only if it is one of ours (it holds the file `marker`, which the
+    block writes too): anything else there is refused (UserError), never deleted. The old folder waits under a
+    temporary name until the new one is in place, so a write killed at any moment leaves a complete folder
+    (the old or the new one) under `out_dir`, never half of one; a failed write leaves nothing behind."""
     out_dir = os.path.normpath(out_dir)
-    tmp, previous = f"{out_dir}.tmp", f"{out_dir}.previous"
-    shutil.rmtree(tmp, ignore_errors=True)
-    yield tmp
-    shutil.rmtree(previous, ignore_errors=True)
-    if os.path.exists(out_dir):
-        os.replace(out_dir, previous)
-    os.replace(tmp, out_dir)
-    shutil.rmtree(previous, ignore_errors=True)
+    check_replaceable_folder(out_dir, marker)
+    parent = os.path.dirname(out_dir) or "."
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f"{os.path.basename(out_dir)}.", suffix=".tmp", dir=parent)
+    os.chmod(tmp, 0o755)  # mkdtemp's folder is private; a checkpoint is shared like any folder
+    previous = f"{tmp}.previous"
+    try:
+        yield tmp
+        if not _holds(tmp, marker):
+            raise ValueError(f"folder_written_atomically: the block did not write {marker}")
+        if os.path.exists(out_dir):
+            os.replace(out_dir, previous)
+        os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(previous, ignore_errors=True)
+
+
+def check_replaceable_folder(path, marker, option="the output"):
+    """UserError unless `path` is missing, an empty folder or a folder this project wrote (it holds `marker`, a
+    name or a tuple of names of which one is enough)."""
+    if os.path.isdir(path) and (_holds(path, marker) or not os.listdir(path)):
+        return
+    if os.path.lexists(path):
+        kind = "a folder" if os.path.isdir(path) else "a file"
+        names = " or ".join((marker,) if isinstance(marker, str) else marker)
+        raise UserError(f"{option} {path} exists and is {kind} this script did not write (no {names} in it): "
+                        "refusing to replace it; choose another path or move it away")
+
+
+def _holds(folder, marker):
+    names = (marker,) if isinstance(marker, str) else marker
+    return any(os.path.exists(os.path.join(folder, name)) for name in names)

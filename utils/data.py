@@ -10,6 +10,7 @@ import random
 import re
 
 from utils.common import UserError, write_text_atomically
+from utils.options import ArgumentParser, positive_int, seed
 from utils.ranklists import write_rank_lists
 
 CORPUS_DIR = os.path.join("data", "sentiment_corpus")  # label<TAB>sentence, for the tiny classifier and LM
@@ -119,11 +120,11 @@ def read_corpus_split(name):
         return [(int(label), text) for label, text in (line.rstrip("\n").split("\t", 1) for line in f)]
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--rank_list_len", "--list_len", type=int, default=4, help="texts per rank list")
-    args = parser.parse_args()
+def main(argv=None):
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seed", type=seed, default=0)
+    parser.add_argument("--rank_list_len", "--list_len", type=positive_int, default=4, help="texts per rank list")
+    args = parser.parse_args(argv)
     if args.rank_list_len < 2:
         raise UserError("--rank_list_len must be at least 2")
     build_datasets(seed=args.seed, list_len=args.rank_list_len)

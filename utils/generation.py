@@ -13,6 +13,8 @@ import torch
 from transformers import BertTokenizer, BertTokenizerFast
 
 from utils.common import UserError, add_mixed_precision_argument, add_report_to_argument, clean_text
+from utils.checkpoints import checkpoint_folder
+from utils.options import input_file, nonnegative_int, output_folder, positive_int, seed
 
 CHAT_TEMPLATE_CHOICES = ("auto", "none")
 _said = set()
@@ -132,6 +134,16 @@ def banned_token_ids(tokenizer, stop_at_sep=False):
 
 
 @torch.no_grad()
+def check_room(model, longest, max_new_tokens):
+    """UserError unless the longest prompt plus `max_new_tokens` fits in the model's positions (checked before
+    training, so that a too long --max_new_tokens is one line, not an index error deep inside generate)."""
+    config = getattr(model, "pretrained_model", model).config
+    positions = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
+    if positions and longest + max_new_tokens > positions:
+        raise UserError(f"--max_new_tokens {max_new_tokens}: with the longest prompt ({longest} tokens) that is more "
+                        f"than the model's {positions} positions; use at most {positions - longest}")
+
+
 def generate_responses(model, tokenizer, queries, max_new_tokens, stop_at_sep=False):
     """Sample one answer per query tensor in a single `generate` call (pure sampling, left padding).
 
@@ -144,6 +156,7 @@ def generate_responses(model, tokenizer, queries, max_new_tokens, stop_at_sep=Fa
     model.eval()
     device = next(model.parameters()).device
     width = max(len(q) for q in queries)
+    check_room(model, width, max_new_tokens)
     pad = tokenizer.pad_token_id
     ends = end_token_ids(tokenizer)
     input_ids = torch.full((len(queries), width), pad, dtype=torch.long)
@@ -171,21 +184,23 @@ def sample_answers(model, tokenizer, prompt, k, max_new_tokens):
 
 def add_rollout_arguments(parser, save_dir, log_name):
     """The options every online-sampling script (PPO, GRPO) shares: answers, prompts, checkpoints, logs, device."""
-    parser.add_argument("--max_new_tokens", "--gen_len", type=int, default=16, help="new tokens per answer")
+    parser.add_argument("--max_new_tokens", "--gen_len", type=positive_int, default=16, help="new tokens per answer")
     parser.add_argument("--stop_at_sep", action="store_true",
                         help="let the end token ([SEP] for uer's GPT-2; eos or the end of the assistant's turn for "
                              "others) end an answer early")
-    parser.add_argument("--prompts_file", help="one prompt per line (default: the original's four prompts)")
-    parser.add_argument("--save_freq", type=int, help="save a checkpoint every N epochs")
-    parser.add_argument("--save_dir", default=save_dir)
-    parser.add_argument("--resume", help="continue from this checkpoint folder (its epoch count and KL settings too)")
-    parser.add_argument("--log_dir", default="logs")
+    parser.add_argument("--prompts_file", type=input_file,
+                        help="one prompt per line (default: the original's four prompts)")
+    parser.add_argument("--save_freq", type=positive_int, help="save a checkpoint every N epochs")
+    parser.add_argument("--save_dir", type=output_folder, default=save_dir)
+    parser.add_argument("--resume", type=checkpoint_folder,
+                        help="continue from this checkpoint folder (its epoch count and KL settings too)")
+    parser.add_argument("--log_dir", type=output_folder, default="logs")
     parser.add_argument("--log_name", default=log_name)
     add_report_to_argument(parser)
-    parser.add_argument("--print_samples", "--num_samples", type=int, default=5,
+    parser.add_argument("--print_samples", "--num_samples", type=nonnegative_int, default=5,
                         help="random answers printed each epoch")
-    parser.add_argument("--reward_batch_size", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reward_batch_size", type=positive_int, default=64)
+    parser.add_argument("--seed", type=seed, default=0)
     parser.add_argument("--device", help="default: cuda if available, else cpu")
     add_mixed_precision_argument(parser)
 

@@ -10,7 +10,6 @@ with a value head, plus its frozen reference model and tokenizer; LoRA adapters 
 
 `python -m utils.policy merge CHECKPOINT OUT` merges a LoRA checkpoint's adapters into a full model folder.
 """
-import argparse
 import os
 import warnings
 
@@ -20,9 +19,10 @@ from accelerate import PartialState
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-from utils.checkpoints import (ADAPTER_CONFIG, STATE_FILE, VALUE_HEAD_FILE, load_checkpoint_state,
+from utils.checkpoints import (ADAPTER_CONFIG, STATE_FILE, VALUE_HEAD_FILE, checkpoint_folder, load_checkpoint_state,
                                save_policy_checkpoint)
 from utils.common import UserError, load_pretrained, run_main
+from utils.options import ArgumentParser, dropout, nonnegative_int, positive_float, replaceable_folder
 from utils.generation import CHAT_TEMPLATE_CHOICES, banned_token_ids, prepare_tokenizer
 
 # LoRA's default target modules where peft's own defaults (query and value only) are not the usual choice
@@ -70,32 +70,16 @@ def add_model_arguments(parser, lora=True):
                         help="auto: a prompt becomes the user's turn in the tokenizer's chat template when it has "
                              "one (the answer is the assistant's reply); none: always the plain prompt")
     if lora:
-        parser.add_argument("--lora_r", type=_rank, default=0,
+        parser.add_argument("--lora_r", type=nonnegative_int, default=0,
                             help="train LoRA adapters of this rank instead of every weight (0: off); the reference "
                                  "model is then the same weights with the adapters off")
-        parser.add_argument("--lora_alpha", type=float, default=16.0, help="LoRA scaling numerator (alpha / r)")
-        parser.add_argument("--lora_dropout", type=_probability, default=0.0,
+        parser.add_argument("--lora_alpha", type=positive_float, default=16.0, help="LoRA scaling numerator (alpha / r)")
+        parser.add_argument("--lora_dropout", type=dropout, default=0.0,
                             help="dropout on the adapters' input during updates (0: rollouts and updates see the "
                                  "same model, as everywhere here)")
         parser.add_argument("--lora_target_modules",
                             help="comma-separated module names to adapt (default: q_proj,k_proj,v_proj,o_proj for "
                                  "Qwen2/Llama, c_attn for GPT-2, peft's defaults otherwise)")
-
-
-def _rank(text):
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"{text!r}: expected 0 (off) or a positive rank")
-    return int(text)
-
-
-def _probability(text):
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a probability in [0, 1)")
-    return value
 
 
 def lora_options(args):
@@ -320,11 +304,12 @@ def unwrap_policy(ppo):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m utils.policy", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m utils.policy", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     merge = commands.add_parser("merge", help="merge a LoRA checkpoint's adapters into a full model folder")
-    merge.add_argument("checkpoint", help="a LoRA checkpoint folder (trained with --lora_r)")
-    merge.add_argument("out_dir", help="where the merged model goes (a full checkpoint folder)")
+    merge.add_argument("checkpoint", type=checkpoint_folder, help="a LoRA checkpoint folder (trained with --lora_r)")
+    merge.add_argument("out_dir", type=replaceable_folder(STATE_FILE),
+                       help="where the merged model goes (a full checkpoint folder)")
     args = parser.parse_args(argv)
     if os.path.abspath(args.out_dir) == os.path.abspath(args.checkpoint):
         raise UserError(f"{args.out_dir}: the merged model needs a folder other than the checkpoint's")

@@ -18,7 +18,8 @@ import sys
 from dataclasses import dataclass
 
 from utils.common import UserError, write_text_atomically
-from utils.ranklists import (add_merge_arguments, merge_rank_lists, metadata_path, parse_rank_list_line,
+from utils.options import ArgumentParser, input_file, output_file, same_file
+from utils.ranklists import (add_merge_arguments, merge_rank_lists, metadata_path, open_to_read, parse_rank_list_line,
                              read_checked_lines)
 
 DEFAULT_OUTPUT = os.path.join("data", "human_labeled", "preferences.jsonl")
@@ -70,7 +71,7 @@ def read_prompted_rank_lists(path, skip_bad_lines=False):
 
 def _records(meta_file):
     """[(line_number, raw bytes)] of the non-blank lines of a meta file."""
-    with open(meta_file, "rb") as f:
+    with open_to_read(meta_file) as f:
         return [(number, raw) for number, raw in enumerate(f, start=1) if raw.strip()]
 
 
@@ -158,13 +159,17 @@ def read_preference_jsonl(path, skip_bad_lines=False):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("rank_list_files", nargs="+", metavar="TSV",
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("rank_list_files", type=input_file, nargs="+", metavar="TSV",
                         help="rank-list files (texts best first, tab-separated), each with its .meta.jsonl if any")
-    parser.add_argument("--output", default=DEFAULT_OUTPUT, help="JSONL file to write (replaced atomically)")
+    parser.add_argument("--output", type=output_file, default=DEFAULT_OUTPUT,
+                        help="JSONL file to write (replaced atomically)")
     parser.add_argument("--skip_bad_lines", action="store_true", help="skip and count bad lines")
     add_merge_arguments(parser)
     args = parser.parse_args(argv)
+    for path in args.rank_list_files:
+        if same_file(path, args.output) or same_file(metadata_path(path), args.output):
+            raise UserError(f"--output {args.output} is also an input: writing it would destroy what is read")
     rank_lists = [r for path in args.rank_list_files for r in read_prompted_rank_lists(path, args.skip_bad_lines)]
     rank_lists, summary = merge_rank_lists(rank_lists, args.merge, args.min_agreement)
     print(summary)

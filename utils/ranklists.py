@@ -25,6 +25,7 @@ import time
 import uuid
 from collections import Counter
 
+from utils.options import ArgumentParser, correlation, input_file
 from utils.common import UserError, write_text_atomically
 
 _CONTROL_WHITESPACE = re.compile(r"[\t\r\n\v\f\x1c-\x1e\x85\u2028\u2029]+")
@@ -43,6 +44,16 @@ def read_rank_lists(path, skip_bad_lines=False, expected_fields=None):
     return rank_lists
 
 
+def open_to_read(path):
+    """`open(path, "rb")`, with one line (UserError) for a folder or a file this process may not read."""
+    if os.path.isdir(path):
+        raise UserError(f"{path} is a folder; expected a file")
+    try:
+        return open(path, "rb")
+    except OSError as e:
+        raise UserError(f"{path}: cannot read it ({e.strerror})") from e
+
+
 def read_checked_lines(path, parse_line, skip_bad_lines=False):
     """The values `parse_line(raw_bytes)` makes of a file's lines. It returns (value, None) for a good line,
     (None or an empty value, None) for a line to ignore, (None, reason) for a bad one.
@@ -53,7 +64,7 @@ def read_checked_lines(path, parse_line, skip_bad_lines=False):
     if not os.path.isfile(path):
         raise UserError(f"{path}: no such file")
     values, bad = [], []
-    with open(path, "rb") as f:
+    with open_to_read(path) as f:
         for number, raw in enumerate(f, start=1):
             value, reason = parse_line(raw)
             if reason is None:
@@ -235,7 +246,7 @@ def read_rank_list_table(dataset_file, expected_fields):
     rank_lists, bad = [], []
     if not os.path.exists(dataset_file):
         return rank_lists, bad
-    with open(dataset_file, "rb") as f:
+    with open_to_read(dataset_file) as f:
         for number, raw in enumerate(f, start=1):
             fields, reason = parse_rank_list_line(raw, expected_fields)
             if reason is not None:
@@ -359,7 +370,7 @@ def add_merge_arguments(parser):
     parser.add_argument("--merge", choices=MERGES, default="all",
                         help="all: every annotator's rank list; consensus: one list per task (mean rank), see "
                              "utils/ranklists.py merge_rank_lists")
-    parser.add_argument("--min_agreement", type=float,
+    parser.add_argument("--min_agreement", type=correlation,
                         help="with --merge consensus: drop tasks whose annotators' mean Kendall's tau is below this")
 
 
@@ -417,10 +428,11 @@ def main(argv=None):
 
     from utils.preferences import read_prompted_rank_lists  # it reads the TSV with its meta file, and imports us
 
-    parser = argparse.ArgumentParser(prog="python -m utils.ranklists", description=main.__doc__)
+    parser = ArgumentParser(prog="python -m utils.ranklists", description=main.__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     agree = commands.add_parser("agreement", help="Kendall's tau between annotators who ranked the same tasks")
-    agree.add_argument("rank_list_file", metavar="TSV", help="the labelling page's TSV, with its .meta.jsonl")
+    agree.add_argument("rank_list_file", type=input_file, metavar="TSV",
+                       help="the labelling page's TSV, with its .meta.jsonl")
     agree.add_argument("--skip_bad_lines", action="store_true", help="skip and count bad lines")
     args = parser.parse_args(argv)
     report = agreement(read_prompted_rank_lists(args.rank_list_file, args.skip_bad_lines))

@@ -16,6 +16,7 @@ import math
 import os
 
 from utils.common import UserError
+from utils.options import ArgumentParser, input_file, output_file, same_file
 from utils.ranklists import read_checked_lines, write_rank_lists
 
 RATINGS_NAME = "Terminal-Human-Feedback"  # logs/<name>.jsonl and logs/<name>.png
@@ -68,12 +69,15 @@ def ratings_to_rank_lists(ratings):
     return rank_lists
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("ratings_file", nargs="?", default=DEFAULT_RATINGS)
-    parser.add_argument("out_file", nargs="?", default=DEFAULT_RANK_LISTS, help="rewritten as a whole")
+def main(argv=None):
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("ratings_file", type=input_file, nargs="?", default=DEFAULT_RATINGS)
+    parser.add_argument("out_file", type=output_file, nargs="?", default=DEFAULT_RANK_LISTS,
+                        help="rewritten as a whole")
     parser.add_argument("--skip_bad_lines", action="store_true")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if same_file(args.ratings_file, args.out_file):
+        raise UserError(f"{args.out_file} is also the ratings file: writing it would destroy what is read")
     ratings = read_ratings(args.ratings_file, skip_bad_lines=args.skip_bad_lines)
     rank_lists = ratings_to_rank_lists(ratings)
     if not rank_lists:

@@ -9,6 +9,8 @@ It learns from rank lists (best first) with the rank-list loss: the mean over ev
 
 Nothing is ever unpickled: the encoder is loaded with `use_safetensors=True`, the head with safetensors.
 """
+import argparse
+import glob
 import json
 import os
 
@@ -17,7 +19,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoTokenizer
 
-from utils.common import UserError, folder_written_atomically
+from utils.common import UserError, check_safetensors, folder_written_atomically
+from utils.run import check_finite_weights
 
 HEAD_FILE = "reward_head.safetensors"
 META_FILE = "reward_model.json"
@@ -158,13 +161,16 @@ def score_texts(model, tokenizer, texts, batch_size=32, max_seq_len=128):
 
 
 # ---------------------------------------------------------------- checkpoints
-def save_reward_model(model, tokenizer, out_dir):
-    """Write the checkpoint into `out_dir.tmp`, then rename it into place: a killed save never
-    leaves a half-written `out_dir`, and the previous one stays loadable until the new one is complete."""
+def save_reward_model(model, tokenizer, out_dir, reason=None):
+    """Write the checkpoint into a temporary folder, then rename it into place (`folder_written_atomically`): a
+    killed save never leaves a half-written `out_dir`, and the previous one stays loadable until the new one is
+    complete."""
     head = {"weight": model.head.weight.detach().cpu().contiguous(), "bias": model.head.bias.detach().cpu()}
     meta = {"encoder_class": type(model.encoder).__name__, "hidden_size": model.head.in_features,
-            "head": "Linear(hidden_size, 1) on the pooled output ([CLS] state when there is no pooler)"}
-    with folder_written_atomically(out_dir) as tmp:
+            "head": "Linear(hidden_size, 1) on the pooled output ([CLS] state when there is no pooler)",
+            "algorithm": "reward_model", "reason": reason}
+    check_finite_weights(model, out_dir, hint="--learning_rate (or --weight_decay)")
+    with folder_written_atomically(out_dir, META_FILE) as tmp:
         model.encoder.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         save_file(head, os.path.join(tmp, HEAD_FILE))
@@ -194,6 +200,15 @@ def load_reward_model(path, device=None):
     return model, tokenizer
 
 
+def reward_model_folder(path):
+    """`type=` of a reward-model option: `check_checkpoint` while the arguments are parsed."""
+    try:
+        check_checkpoint(path)
+    except UserError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return path
+
+
 def check_checkpoint(path):
     """UserError unless `path` is a reward-model folder; names old pickled checkpoints explicitly."""
     pickled = "it is a pickled PyTorch file: loading it would run any code it contains, so it is " \
@@ -202,8 +217,8 @@ def check_checkpoint(path):
         raise UserError(f"{path}: not a reward-model checkpoint folder"
                         + (f"; {pickled}" if path.endswith(PICKLE_SUFFIXES) else ""))
     if not os.path.isdir(path):
-        hint = f" (a save was interrupted: the previous checkpoint is {path}.previous)" \
-            if os.path.isdir(f"{os.path.normpath(path)}.previous") else ""
+        previous = glob.glob(f"{glob.escape(os.path.normpath(path))}.*.tmp.previous")
+        hint = f" (a save was interrupted: the previous checkpoint is {previous[0]})" if previous else ""
         raise UserError(f"{path}: no such checkpoint folder{hint}")
     if not os.path.isfile(os.path.join(path, META_FILE)):
         old = [name for name in sorted(os.listdir(path)) if name.endswith(PICKLE_SUFFIXES)]
@@ -211,3 +226,7 @@ def check_checkpoint(path):
             raise UserError(f"{path}: no {META_FILE}, only {old[0]}: {pickled}")
         raise UserError(f"{path}: not a reward-model checkpoint (no {META_FILE}; "
                         "expected a folder written by train_reward_model.py)")
+    for name in (HEAD_FILE, "model.safetensors"):
+        if not os.path.isfile(os.path.join(path, name)):
+            raise UserError(f"{path}: incomplete reward-model checkpoint ({name} is missing)")
+        check_safetensors(os.path.join(path, name))

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 
 from utils.common import UserError, write_text_atomically
+from utils.options import ArgumentParser, input_file, output_file, positive_int, seed
 from utils.ranklists import clean_field, locked, metadata_path, read_checked_lines, read_meta_records
 
 
@@ -179,22 +180,22 @@ def main(argv=None):
     from utils.generation import read_prompts
     from utils.tiny import ensure_tiny
 
-    parser = argparse.ArgumentParser(prog="python -m utils.tasks", description=__doc__,
+    parser = ArgumentParser(prog="python -m utils.tasks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     make = commands.add_parser("make", help="write a task file: K answers of the GPT-2 to every prompt of the pool")
     make.add_argument("--tiny", action="store_true", help="the offline tiny GPT-2")
     make.add_argument("--model_name", help="GPT-2 that writes the answers (default: the original's; --tiny: the "
                                            "tiny one)")
-    make.add_argument("--output", default=os.path.join("data", "human_labeled", "tasks.jsonl"))
-    make.add_argument("--prompts_file", help="one prompt per line (default: the original's four prompts)")
-    make.add_argument("--tasks_per_prompt", type=int, default=8)
-    make.add_argument("--rank_list_len", "--k", type=int, default=4, help="answers per task (K)")
-    make.add_argument("--max_new_tokens", type=int, default=40, help="new tokens per answer")
-    make.add_argument("--seed", type=int, default=0)
+    make.add_argument("--output", type=output_file, default=os.path.join("data", "human_labeled", "tasks.jsonl"))
+    make.add_argument("--prompts_file", type=input_file, help="one prompt per line (default: the original's four prompts)")
+    make.add_argument("--tasks_per_prompt", type=positive_int, default=8)
+    make.add_argument("--rank_list_len", "--k", type=positive_int, default=4, help="answers per task (K)")
+    make.add_argument("--max_new_tokens", type=positive_int, default=40, help="new tokens per answer")
+    make.add_argument("--seed", type=seed, default=0)
     make.add_argument("--device", help="default: cuda if available, else cpu")
     check = commands.add_parser("check", help="read a task file as the labelling page will, and say what is in it")
-    check.add_argument("tasks_file")
+    check.add_argument("tasks_file", type=input_file)
     check.add_argument("--skip_bad_lines", action="store_true", help="skip and count bad lines")
     args = parser.parse_args(argv)
     if args.command == "check":

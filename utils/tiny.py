@@ -28,11 +28,13 @@ from tqdm import tqdm
 from transformers import (BertConfig, BertForMaskedLM, BertForSequenceClassification, BertModel, BertTokenizer,
                           BertTokenizerFast, GPT2Config, GPT2LMHeadModel, get_linear_schedule_with_warmup)
 
-from utils.common import UserError, folder_written_atomically, pick_device, set_seed
+from utils.common import UserError, check_replaceable_folder, folder_written_atomically, pick_device, set_seed
+from utils.options import ArgumentParser, replaceable_folder
 from utils.data import DATASETS_VERSION, NEGATIVE, POSITIVE, read_corpus_split
 
 LABELS = {NEGATIVE: "negative (stars 1, 2 and 3)", POSITIVE: "positive (stars 4 and 5)"}  # uer's JD classifier
 REPORT = "report.json"  # written last: a folder without it is not a finished build
+TINY_MARKERS = (REPORT, "gpt2")  # a folder with either is a tiny build, finished or not: ours to replace
 RECIPE_VERSION = 2  # raise when the build makes different models, so that caches an older recipe made are rebuilt
 PRESETS = {
     # about 7 minutes on 2 CPU cores
@@ -108,7 +110,7 @@ def build_tiny(root, preset="tiny", seed=0, report_dir="logs", device=None):
     # built from the dev split, stay unseen by the encoder
     classifier_train = train + read_corpus_split("dev")
     test = test[:cfg["max_test_sentences"]]
-    with folder_written_atomically(root) as building:
+    with folder_written_atomically(root, TINY_MARKERS) as building:
         paths = tiny_paths(building)
         seconds = {}  # per stage, for the report
         clock = time.time()
@@ -314,13 +316,15 @@ def lm_perplexity(gpt2, tokenizer, items, seq_len, batch_size=64):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out_dir", default=None, help="default: $RLHF_TINY_DIR or the per-user cache")
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out_dir", type=replaceable_folder(TINY_MARKERS),
+                        help="default: $RLHF_TINY_DIR or the per-user cache")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
     parser.add_argument("--force", action="store_true", help="rebuild even if the models are there")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when present)")
     args = parser.parse_args(argv)
     root = args.out_dir or tiny_dir()
+    check_replaceable_folder(root, TINY_MARKERS, "the tiny models' folder")  # --force deletes only a tiny build
     if args.force:
         shutil.rmtree(root, ignore_errors=True)
     ensure_tiny(root, preset=args.preset, device=args.device)

@@ -1,0 +1,150 @@
+"""Options checked where they are declared: each script's parser gives every number and every path a `type=`
+from this module, so a bad value stops the script while the arguments are parsed (one line, exit 2), before any
+model is loaded, and `--help` and the checks cannot drift apart. Checks that involve two options live in one
+function per script (`check=` of `utils.common.parse_with_presets`).
+
+    p = ArgumentParser(...)
+    p.add_argument("--batch_size", type=positive_int)
+    p.add_argument("--learning_rate", type=learning_rate)
+    p.add_argument("--save_dir", type=output_folder)
+"""
+import argparse
+import math
+import os
+import re
+import sys
+
+LARGEST_COUNT = 10**9  # sizes, steps and counts above this are a typo, not a plan
+LARGEST_SEED = 2**31 - 1  # numpy's seeds stop at 2**32 - 1; the scripts add epoch numbers to them
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, with its errors as every other bad input: one line `error: ...` on stderr, exit 2."""
+
+    def error(self, message):
+        # "argument --lr/--learning_rate: expected ..., got 'x'" reads better as "--lr x: expected ..."
+        flag = re.match(r"argument ([^:/ ]+)(/\S+)?: (.*)", message)
+        if flag:
+            value = re.fullmatch(r"(expected .*), got '(.*)'", flag.group(3))
+            message = f"{flag.group(1)} {value.group(2)}: {value.group(1)}" if value else \
+                f"{flag.group(1)}: {flag.group(3)}"
+        print(f"error: {message} (see --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def _number(text, convert, what):
+    try:
+        value = convert(text)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    return value
+
+
+def _checked(name, convert, what, ok):
+    def check(text):
+        value = _number(text, convert, what)
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    check.__name__ = name
+    check.what = what
+    return check
+
+
+positive_int = _checked("positive_int", int, f"a whole number from 1 to {LARGEST_COUNT}",
+                        lambda v: 1 <= v <= LARGEST_COUNT)
+nonnegative_int = _checked("nonnegative_int", int, f"a whole number from 0 to {LARGEST_COUNT}",
+                           lambda v: 0 <= v <= LARGEST_COUNT)
+seed = _checked("seed", int, f"a seed from 0 to {LARGEST_SEED}", lambda v: 0 <= v <= LARGEST_SEED)
+finite_float = _checked("finite_float", float, "a finite number", lambda v: True)
+positive_float = _checked("positive_float", float, "a finite number above 0", lambda v: v > 0)
+nonnegative_float = _checked("nonnegative_float", float, "a finite number, 0 or more", lambda v: v >= 0)
+learning_rate = _checked("learning_rate", float, "a learning rate above 0 and at most 1", lambda v: 0 < v <= 1)
+ratio = _checked("ratio", float, "a share strictly between 0 and 1", lambda v: 0 < v < 1)
+fraction = _checked("fraction", float, "a number from 0 to 1", lambda v: 0 <= v <= 1)
+correlation = _checked("correlation", float, "a correlation (Kendall's tau) from -1 to 1", lambda v: -1 <= v <= 1)
+dropout = _checked("dropout", float, "a probability from 0 up to (not including) 1", lambda v: 0 <= v < 1)
+
+NUMBER_TYPES = (positive_int, nonnegative_int, seed, finite_float, positive_float, nonnegative_float, learning_rate,
+                ratio, fraction, dropout, correlation)
+
+
+# ---------------------------------------------------------------- paths
+def _nearest_existing(path):
+    path = os.path.abspath(path)
+    while not os.path.lexists(path):
+        path = os.path.dirname(path)
+    return path
+
+
+def _writable_place(path, inside=False):
+    """ArgumentTypeError unless something can be created at `path` (or, with `inside`, in the folder `path`): its
+    nearest existing ancestor is a folder in which a file can be created (tried with a temporary file, which also
+    catches read-only file systems)."""
+    import tempfile
+
+    folder = _nearest_existing(path if inside else os.path.dirname(os.path.abspath(path)))
+    if not os.path.isdir(folder):
+        raise argparse.ArgumentTypeError(f"{path}: {folder} is a file, not a folder")
+    try:
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as e:
+        raise argparse.ArgumentTypeError(f"{path}: cannot write in {folder} ({e.strerror})") from None
+
+
+def output_folder(path):
+    """A folder the script creates or writes into (checkpoints, logs): missing, or a folder, and writable."""
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise argparse.ArgumentTypeError(f"{path} is a file, not a folder")
+    _writable_place(path, inside=True)
+    return path
+
+
+def output_file(path):
+    """A file the script writes as a whole (replacing an older one of its own): not a folder, writable."""
+    if os.path.isdir(path):
+        raise argparse.ArgumentTypeError(f"{path} is a folder; expected a file name")
+    if os.path.lexists(path) and not os.path.isfile(path):
+        raise argparse.ArgumentTypeError(f"{path} is not a regular file")
+    _writable_place(path)
+    return path
+
+
+def input_file(path):
+    """A text file the script reads: it exists, is a file and can be opened (its content is checked on reading)."""
+    if not os.path.exists(path):
+        raise argparse.ArgumentTypeError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise argparse.ArgumentTypeError(f"{path} is a folder; expected a file")
+    try:
+        open(path, "rb").close()
+    except OSError as e:
+        raise argparse.ArgumentTypeError(f"{path}: cannot read it ({e.strerror})") from None
+    return path
+
+
+def replaceable_folder(marker):
+    """The type of a folder the script replaces as a whole (a checkpoint): missing, empty, or one this project
+    wrote (it holds `marker`); anything else is refused, never deleted (`utils.common.folder_written_atomically`)."""
+    from utils.common import UserError, check_replaceable_folder
+
+    def replaceable(path):
+        try:
+            check_replaceable_folder(path, marker, "")
+        except UserError as e:
+            raise argparse.ArgumentTypeError(str(e).strip()) from None
+        return output_folder(path)
+
+    replaceable.__name__ = "replaceable_folder"
+    return replaceable
+
+
+PATH_TYPES = (output_folder, output_file, input_file, "replaceable_folder")  # and the checkpoint folders' own types
+
+
+def same_file(a, b):
+    """True when the paths name one existing file (the output would overwrite an input)."""
+    return bool(a and b) and os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
