@@ -133,17 +133,17 @@ def banned_token_ids(tokenizer, stop_at_sep=False):
     return sorted(banned - ends if stop_at_sep else banned | ends)
 
 
-@torch.no_grad()
 def check_room(model, longest, max_new_tokens):
     """UserError unless the longest prompt plus `max_new_tokens` fits in the model's positions (checked before
     training, so that a too long --max_new_tokens is one line, not an index error deep inside generate)."""
-    config = getattr(model, "pretrained_model", model).config
+    config = getattr(getattr(model, "pretrained_model", model), "config", None)  # None: a wrapper that hides it
     positions = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
     if positions and longest + max_new_tokens > positions:
         raise UserError(f"--max_new_tokens {max_new_tokens}: with the longest prompt ({longest} tokens) that is more "
                         f"than the model's {positions} positions; use at most {positions - longest}")
 
 
+@torch.no_grad()
 def generate_responses(model, tokenizer, queries, max_new_tokens, stop_at_sep=False):
     """Sample one answer per query tensor in a single `generate` call (pure sampling, left padding).
 
