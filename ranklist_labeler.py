@@ -99,12 +99,6 @@ def parse_args(argv):
         args.password = os.environ.get(PASSWORD_ENV, "")
     if args.rank_list_len < 2:
         raise UserError(f"--rank_list_len must be at least 2, got {args.rank_list_len}")
-    if args.threads < 1:
-        raise UserError(f"--threads must be at least 1, got {args.threads}")
-    if args.max_new_tokens < 1:
-        raise UserError(f"--max_new_tokens must be at least 1, got {args.max_new_tokens}")
-    if not 0 <= args.overlap <= 1:
-        raise UserError(f"--overlap is a share of the tasks, between 0 and 1, got {args.overlap}")
     if args.task_timeout <= 0:
         raise UserError(f"--task_timeout must be a positive number of seconds, got {args.task_timeout}")
     if args.tasks:

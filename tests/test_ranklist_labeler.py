@@ -150,7 +150,7 @@ def test_configuration_from_command_line(open_page, tmp_path):
 
 @pytest.mark.parametrize("extra, message", [
     (["--rank_list_len", "1"], "--rank_list_len must be at least 2"),
-    (["--max_new_tokens", "0"], "--max_new_tokens must be at least 1"),
+    (["--max_new_tokens", "0"], "--max_new_tokens/--max_gen_seq_len: expected a whole number from 1"),
     (["--no_such_option"], "unrecognized arguments: --no_such_option"),
     (["--model", "no-such-user/no-such-model"], "cannot load model 'no-such-user/no-such-model'"),
 ])
@@ -160,15 +160,12 @@ def test_bad_configuration_is_one_message_on_the_page(open_page, tmp_path, extra
     assert not at.selectbox and not os.path.exists(tmp_path / "human_labeled")
 
 
-def test_save_to_an_unwritable_place_is_a_message(open_page, tmp_path):
+def test_an_unwritable_dataset_file_is_a_message_before_any_ranking(open_page, tmp_path):
+    """Refused when the page opens (utils.options.output_file), not after the first ranking."""
     (tmp_path / "a_file").write_text("不是文件夹\n", encoding="utf-8")
     at = open_page(dataset_file=str(tmp_path / "a_file" / "labels.tsv"))
-    for answer, value in enumerate([1, 2, 3, 4]):
-        rank(at, answer, value)
-    click(at, SAVE)
-    assert any("存储失败" in e.value and "a_file" in e.value for e in at.error)
+    assert any("a_file is a file, not a folder" in e.value for e in at.error) and not at.selectbox
     assert (tmp_path / "a_file").read_text(encoding="utf-8") == "不是文件夹\n"
-    assert at.session_state.saved_lines == []
 
 
 def test_prompt_longer_than_the_model_is_refused(open_page):
