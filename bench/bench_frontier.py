@@ -55,7 +55,7 @@ SWEEPS = {
     "ppo_rm": ("PPO + reward model", "ppo_sentiment_example.py", "--target", [1.5, 3.0, 6.0],
                ["--total_samples", str(128 * 40)]),
     "grpo": ("GRPO (paper)", "grpo_sentiment_example.py", "--beta", [0.1, 0.25, 0.5], PAPER_GRPO),
-    "grpo_dr": ("Dr. GRPO + RLOO + clip-higher", "grpo_sentiment_example.py", "--beta", [0.01, 0.03, 0.1],
+    "grpo_dr": ("Dr. GRPO + RLOO + clip-higher", "grpo_sentiment_example.py", "--beta", [0.01, 0.03, 0.05, 0.1],
                 FIELD_GRPO),
     "dpo": ("DPO, pairs", "train_dpo.py", "--beta", [0.1, 0.25, 0.5, 1.0], []),
     "dpo_pl": ("DPO, Plackett-Luce", "train_dpo.py", "--beta", [0.1, 0.25, 0.5, 1.0],
