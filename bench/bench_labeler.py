@@ -18,9 +18,9 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 from utils.generation import decode, encode_prompt, generate_responses  # noqa: E402
+from utils.policy import load_causal_lm  # noqa: E402
 from utils.ranklists import append_rank_list, format_rank_line, undo_rank_list  # noqa: E402
 from utils.tiny import ensure_tiny  # noqa: E402
 
@@ -60,7 +60,7 @@ def bench_undo(folder, lines):
 
 def bench_generation(generations, k=4, max_new_tokens=40):
     path = ensure_tiny()["gpt2"]
-    model, tokenizer = AutoModelForCausalLM.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
+    model, tokenizer = load_causal_lm(path, "cpu")  # as the labelling page loads it
     query = encode_prompt(tokenizer, "这次购物总的来说体验很")
     generate_responses(model, tokenizer, [query] * k, max_new_tokens)  # warm-up
     seconds = {1: [], 2: []}

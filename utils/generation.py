@@ -109,9 +109,9 @@ def end_of_turn_id(tokenizer):
 
 
 def end_token_ids(tokenizer):
-    """The tokens that end an answer: the end-of-sequence token ([SEP] for uer's GPT-2), and with a chat
-    template the token that closes the assistant's turn."""
-    ends = [tokenizer.eos_token_id]
+    """The tokens that end an answer: the end-of-sequence token ([SEP] for uer's GPT-2, also when the tokenizer
+    has not been through `prepare_tokenizer`), and with a chat template the token that closes the assistant's turn."""
+    ends = [tokenizer.sep_token_id if tokenizer.eos_token is None else tokenizer.eos_token_id]
     if tokenizer.chat_template:
         turn_end = end_of_turn_id(tokenizer)
         if turn_end is not None and turn_end not in ends:
