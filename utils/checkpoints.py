@@ -14,6 +14,7 @@ import json
 import os
 
 from utils.common import UserError, check_safetensors, folder_written_atomically
+from utils.options import checked_by
 from utils.run import check_finite_weights
 
 STATE_FILE = "ppo_state.json"  # the name every checkpoint so far was written with
@@ -109,15 +110,7 @@ def list_checkpoints(save_dir):
     return [path for _, path in sorted(candidates)]
 
 
-def checkpoint_folder(path):
-    """`type=` of --resume and --checkpoint: `load_checkpoint_state` while the arguments are parsed."""
-    import argparse
-
-    try:
-        load_checkpoint_state(path)
-    except UserError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-    return path
+checkpoint_folder = checked_by(load_checkpoint_state, "checkpoint_folder")  # the `type=` of --resume and --checkpoint
 
 
 def find_latest_checkpoint(save_dir):

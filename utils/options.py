@@ -126,20 +126,32 @@ def input_file(path):
     return path
 
 
+def checked_by(check, name):
+    """A `type=` that runs `check(value)`, one of the project's checks that raise UserError (a checkpoint folder,
+    a reward-model folder), while the arguments are parsed; `name` names the type in the bad-input tests."""
+    from utils.common import UserError
+
+    def argument_type(value):
+        try:
+            check(value)
+        except UserError as e:
+            raise argparse.ArgumentTypeError(str(e).strip()) from None
+        return value
+
+    argument_type.__name__ = name
+    return argument_type
+
+
 def replaceable_folder(marker):
     """The type of a folder the script replaces as a whole (a checkpoint): missing, empty, or one this project
     wrote (it holds `marker`); anything else is refused, never deleted (`utils.common.folder_written_atomically`)."""
-    from utils.common import UserError, check_replaceable_folder
+    from utils.common import check_replaceable_folder
 
-    def replaceable(path):
-        try:
-            check_replaceable_folder(path, marker, "")
-        except UserError as e:
-            raise argparse.ArgumentTypeError(str(e).strip()) from None
-        return output_folder(path)
+    def check(path):
+        check_replaceable_folder(path, marker, "")
+        output_folder(path)
 
-    replaceable.__name__ = "replaceable_folder"
-    return replaceable
+    return checked_by(check, "replaceable_folder")
 
 
 PATH_TYPES = (output_folder, output_file, input_file, "replaceable_folder")  # and the checkpoint folders' own types

@@ -9,7 +9,6 @@ It learns from rank lists (best first) with the rank-list loss: the mean over ev
 
 Nothing is ever unpickled: the encoder is loaded with `use_safetensors=True`, the head with safetensors.
 """
-import argparse
 import glob
 import json
 import os
@@ -20,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoTokenizer
 
 from utils.common import UserError, check_safetensors, folder_written_atomically
+from utils.options import checked_by
 from utils.run import check_finite_weights
 
 HEAD_FILE = "reward_head.safetensors"
@@ -200,15 +200,6 @@ def load_reward_model(path, device=None):
     return model, tokenizer
 
 
-def reward_model_folder(path):
-    """`type=` of a reward-model option: `check_checkpoint` while the arguments are parsed."""
-    try:
-        check_checkpoint(path)
-    except UserError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-    return path
-
-
 def check_checkpoint(path):
     """UserError unless `path` is a reward-model folder; names old pickled checkpoints explicitly."""
     pickled = "it is a pickled PyTorch file: loading it would run any code it contains, so it is " \
@@ -230,3 +221,6 @@ def check_checkpoint(path):
         if not os.path.isfile(os.path.join(path, name)):
             raise UserError(f"{path}: incomplete reward-model checkpoint ({name} is missing)")
         check_safetensors(os.path.join(path, name))
+
+
+reward_model_folder = checked_by(check_checkpoint, "reward_model_folder")  # the `type=` of reward-model options
