@@ -98,3 +98,16 @@ def micro_lms(tmp_path_factory):
     sentences = [s for _, s in read_corpus_split("train")[:3000]]
     root = tmp_path_factory.mktemp("micro_lms")
     return {arch: build_random_causal_lm(str(root / arch), arch, sentences) for arch in ("qwen2", "llama")}
+
+
+def run_in_process(main, argv, capsys):
+    """A script's `main(argv)` behind `run_main`, in this process (no interpreter start-up): (exit code, stderr);
+    code 0 when `main` returns."""
+    from utils.common import run_main
+
+    capsys.readouterr()
+    try:
+        run_main(lambda: main(argv))
+    except SystemExit as e:
+        return e.code, capsys.readouterr().err
+    return 0, capsys.readouterr().err

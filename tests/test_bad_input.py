@@ -9,9 +9,8 @@ import os
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, run_in_process
 from utils import options
-from utils.common import UserError, run_main
 
 SCRIPTS = ["ppo_sentiment_example", "grpo_sentiment_example", "train_dpo", "train_reward_model", "terminal_main",
            "inference_ppo_gpt", "inference_reward_model", "ranklist_labeler", "utils.preferences", "utils.ratings",
@@ -103,16 +102,6 @@ def snapshot(*roots):
     return seen
 
 
-def refused(entry, argv, capsys):
-    """(exit code, stderr) of the script's main with `argv`, in this process."""
-    capsys.readouterr()
-    try:
-        run_main(lambda: entry(argv))
-    except SystemExit as e:
-        return e.code, capsys.readouterr().err
-    except UserError as e:  # the labelling page's parser raises it (its page shows it)
-        return 2, f"error: {e}\n"
-    return 0, capsys.readouterr().err
 
 
 def actions_of(parser, prefix=()):
@@ -171,7 +160,7 @@ def test_every_option_refuses_bad_values_in_one_line(module_name, tmp_path, caps
              for prefix, flag, action, case, value in cases]
     before = snapshot(*work)
     for flag, action, case, value, (before_value, after_value) in cases:
-        code, stderr = refused(entry, before_value + ([flag, value] if flag else [value]) + after_value, capsys)
+        code, stderr = run_in_process(entry, before_value + ([flag, value] if flag else [value]) + after_value, capsys)
         lines = stderr.strip().splitlines()
         assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), \
             (module_name, flag or action.dest, case, code, stderr)

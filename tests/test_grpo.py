@@ -10,7 +10,8 @@ import warnings
 import pytest
 import torch
 
-from conftest import REPO, cpu_only, run_script
+import grpo_sentiment_example
+from conftest import REPO, cpu_only, run_in_process, run_script
 from grpo_sentiment_example import TINY
 from utils.answer_logprobs import answer_logprobs
 from utils.generation import encode_prompt
@@ -35,15 +36,6 @@ def checkpoints(save_dir):
     return sorted(os.listdir(save_dir)) if os.path.isdir(save_dir) else []
 
 
-def run_in_process(argv, capsys):
-    """The script's `main` behind `run_main`, in this process: exit code and stderr."""
-    import grpo_sentiment_example
-    from utils.common import run_main
-
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        run_main(lambda: grpo_sentiment_example.main(argv))
-    return exit_info.value.code, capsys.readouterr().err
 
 
 def assert_error_line(stderr, *fragments):
@@ -246,7 +238,7 @@ def test_reward_model_raw_scores_drive_the_loop(env, micro_paths, tmp_path):
 ])
 def test_bad_group_size_is_refused_at_start(micro_dir, tmp_path, monkeypatch, capsys, sizes, fragments):
     monkeypatch.setenv("RLHF_TINY_DIR", micro_dir)
-    code, stderr = run_in_process([*SMALL, *sizes, "--save_dir", str(tmp_path / "ck"), "--log_dir",
+    code, stderr = run_in_process(grpo_sentiment_example.main, [*SMALL, *sizes, "--save_dir", str(tmp_path / "ck"), "--log_dir",
                                    str(tmp_path / "logs")], capsys)
     assert code == 2
     assert_error_line(stderr, *fragments)

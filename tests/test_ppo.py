@@ -15,7 +15,8 @@ import pytest
 import torch
 from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
-from conftest import REPO, cpu_only, run_script
+import ppo_sentiment_example
+from conftest import REPO, cpu_only, run_in_process, run_script
 from utils.common import UserError, set_seed
 from utils.generation import banned_token_ids, encode_prompt, generate_responses
 from utils.logger import read_jsonl
@@ -405,15 +406,6 @@ def assert_error_line(stderr, *fragments):
         assert fragment in lines[0], lines[0]
 
 
-def run_in_process(argv, capsys):
-    """The script's `main` behind `run_main`, in this process (no interpreter start-up): exit code, stderr."""
-    import ppo_sentiment_example
-    from utils.common import run_main
-
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        run_main(lambda: ppo_sentiment_example.main(argv))
-    return exit_info.value.code, capsys.readouterr().err
 
 
 def test_bad_reward_model_folder(env, micro_paths, tmp_path):
@@ -431,7 +423,7 @@ def test_bad_judge_model_folder(micro_dir, micro_paths, tmp_path, monkeypatch, c
     before = tree_digest(str(tmp_path))
     for folder, fragment in ((micro_paths["gpt2"], "not a reward-model checkpoint"),
                              (str(tmp_path / "nowhere"), "no such checkpoint folder")):
-        code, stderr = run_in_process([*SMALL, "--judge_model", folder, "--save_dir", str(tmp_path / "ck"),
+        code, stderr = run_in_process(ppo_sentiment_example.main, [*SMALL, "--judge_model", folder, "--save_dir", str(tmp_path / "ck"),
                                        "--log_dir", str(log_dir)], capsys)
         assert code == 2
         assert_error_line(stderr, folder, fragment)
@@ -444,7 +436,7 @@ def test_classifier_with_other_labels(micro_dir, micro_paths, tmp_path, monkeypa
     model.config.id2label, model.config.label2id = {0: "LABEL_0", 1: "LABEL_1"}, {"LABEL_0": 0, "LABEL_1": 1}
     model.save_pretrained(tmp_path / "clf")
     AutoTokenizer.from_pretrained(micro_paths["classifier"]).save_pretrained(tmp_path / "clf")
-    code, stderr = run_in_process([*SMALL, "--sentiment_model", str(tmp_path / "clf"), "--log_dir",
+    code, stderr = run_in_process(ppo_sentiment_example.main, [*SMALL, "--sentiment_model", str(tmp_path / "clf"), "--log_dir",
                                    str(tmp_path / "logs")], capsys)
     assert code == 2
     assert_error_line(stderr, "LABEL_0", "LABEL_1", "positive")
@@ -454,7 +446,7 @@ def test_empty_prompts_file(micro_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("RLHF_TINY_DIR", micro_dir)
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("\n  \n\n", encoding="utf-8")
-    code, stderr = run_in_process([*SMALL, "--prompts_file", str(prompts), "--log_dir", str(tmp_path / "logs")],
+    code, stderr = run_in_process(ppo_sentiment_example.main, [*SMALL, "--prompts_file", str(prompts), "--log_dir", str(tmp_path / "logs")],
                                   capsys)
     assert code == 2
     assert_error_line(stderr, str(prompts), "no prompts")
@@ -464,7 +456,7 @@ def test_empty_prompts_file(micro_dir, tmp_path, monkeypatch, capsys):
 def test_resume_missing_or_corrupt(env, micro_dir, micro_paths, tmp_path, monkeypatch, capsys):
     save_dir, log_dir = tmp_path / "ck", tmp_path / "logs"
     monkeypatch.setenv("RLHF_TINY_DIR", micro_dir)
-    code, stderr = run_in_process([*SMALL, "--save_dir", str(save_dir), "--log_dir", str(log_dir), "--resume",
+    code, stderr = run_in_process(ppo_sentiment_example.main, [*SMALL, "--save_dir", str(save_dir), "--log_dir", str(log_dir), "--resume",
                                    str(tmp_path / "nowhere")], capsys)
     assert code == 2
     assert_error_line(stderr, "nowhere", "no such PPO checkpoint")

@@ -11,22 +11,14 @@ import time
 import pytest
 import torch
 
-from conftest import REPO, run_script
+from conftest import REPO, run_in_process, run_script
 from utils.checkpoints import load_checkpoint_state, save_policy_checkpoint
-from utils.common import UserError, folder_written_atomically, run_main, write_text_atomically
+from utils.common import UserError, folder_written_atomically, write_text_atomically
 from utils.data import RANK_LIST_DIR
 from utils.logger import read_jsonl
 from utils.ranklists import read_rank_lists, write_rank_lists
 
 
-def run_in_process(main, argv, capsys):
-    """A script's `main(argv)` behind `run_main`, in this process: (exit code, stderr)."""
-    capsys.readouterr()
-    try:
-        run_main(lambda: main(argv))
-    except SystemExit as e:
-        return e.code, capsys.readouterr().err
-    return 0, capsys.readouterr().err
 
 
 def one_error_line(stderr, *fragments):

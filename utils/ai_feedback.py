@@ -19,7 +19,7 @@ import os
 from tqdm import tqdm
 
 from utils.common import Lazy, UserError, parse_with_presets, pick_device, run_main, set_seed
-from utils.generation import PROMPTS, decode, encode_prompt, generate_responses, read_prompts
+from utils.generation import PROMPTS, read_prompts, sample_answers
 from utils.options import ArgumentParser, input_file, output_file, positive_int, same_file, seed
 from utils.policy import add_model_arguments, load_causal_lm
 from utils.ranklists import append_rank_list, metadata_path
@@ -43,8 +43,7 @@ def build_ai_feedback(output, model_name, sentiment_model, prompts=PROMPTS, list
     try:
         for prompt in tqdm(prompts, desc="AI feedback (prompts)"):
             for _ in range(lists_per_prompt):
-                responses = generate_responses(model, tokenizer, [encode_prompt(tokenizer, prompt)] * k, gen_len)
-                texts = [prompt + decode(tokenizer, response) for response in responses]
+                texts = [prompt + answer for answer in sample_answers(model, tokenizer, prompt, k, gen_len)]
                 scores = labeller(texts)
                 order = sorted(range(k), key=lambda i: -scores[i])
                 append_rank_list(tmp, [texts[i] for i in order],
