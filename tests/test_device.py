@@ -10,7 +10,7 @@ import torch
 from accelerate import Accelerator
 from transformers import AutoModelForCausalLM, AutoTokenizer, masking_utils
 
-from conftest import REPO, reset_accelerate_state, run_script
+from conftest import REPO, reset_accelerate_state, run_in_process, run_script
 from utils.common import (UserError, accelerator_kwargs, pick_device, sdpa_mask_without_vmap, set_seed,
                           use_fast_attention_masks)
 from utils.data import RANK_LIST_DIR
@@ -91,11 +91,12 @@ def test_preset_gpu_puts_the_batch_in_one_mini_batch_under_bf16(micro_dir, monke
 
 
 def test_fp16_on_the_cpu_is_refused_before_anything_is_written(micro_dir, micro_env, tmp_path, monkeypatch, capsys):
-    from test_ppo import SMALL, assert_error_line, run_in_process
+    import ppo_sentiment_example
+    from test_ppo import SMALL, assert_error_line
 
     monkeypatch.setenv("RLHF_TINY_DIR", micro_dir)
-    code, stderr = run_in_process([*SMALL, "--device", "cpu", "--mixed_precision", "fp16", "--save_dir",
-                                   str(tmp_path / "ck"), "--log_dir", str(tmp_path / "logs")], capsys)
+    code, stderr = run_in_process(ppo_sentiment_example.main, [*SMALL, "--device", "cpu", "--mixed_precision", "fp16",
+                                  "--save_dir", str(tmp_path / "ck"), "--log_dir", str(tmp_path / "logs")], capsys)
     assert code == 2
     assert_error_line(stderr, "--mixed_precision fp16 needs a GPU")
     result = run_script(["train_reward_model.py", "--tiny", "--device", "cpu", "--mixed_precision", "fp16",
