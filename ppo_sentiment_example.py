@@ -37,8 +37,8 @@ from utils.logger import TrainLogger
 from utils.checkpoints import load_checkpoint_state, save_policy_checkpoint
 from utils.generation import check_room, distinct_2
 from utils.policy import add_model_arguments, load_policy, lora_options, unwrap_policy
-from utils.options import (ArgumentParser, fraction, learning_rate, nonnegative_float, positive_float,
-                           positive_int)
+from utils.options import (ArgumentParser, finite_float_or_off, fraction, learning_rate, nonnegative_float,
+                           positive_float, positive_int)
 from utils.reward_sources import REWARD_NORMS, RewardNormalizer, make_reward_and_judge, mean_std
 from utils.run import INTERRUPTED_EXIT, StopRequests, no_step_trained, stop_if_not_finite
 from utils.reward_model import reward_model_folder
@@ -48,20 +48,22 @@ from utils.tiny import ensure_tiny
 ORIGINAL = dict(model_name="uer/gpt2-chinese-cluecorpussmall",
                 sentiment_model="uer/roberta-base-finetuned-jd-binary-chinese",
                 total_samples=20000, batch_size=128, mini_batch_size=16, ppo_epochs=4, learning_rate=1.41e-5,
-                init_kl_coef=0.2, target=6.0, horizon=10000, save_freq=5)
+                init_kl_coef=0.2, target=6.0, horizon=10000, save_freq=5, stop_at_reward="off")
 # ... and those that make the tiny models learn visibly on a 2-core CPU in about 5 minutes: a larger
 # learning rate; 1 PPO epoch per batch (the step is most of an epoch's time); the original's batch of 128
 # in mini-batches of 32 (each update less noisy: PPO whitens advantages, so noise alone moves the policy
 # and uses up the KL budget); a weaker KL penalty that adapts within a few epochs, aiming at KL 5 (at 6 the
-# answers grew too alike). 100 epochs: the reward passes 0.9 after 25-30 and levels off, and longer runs
-# only wear down the answers' variety (distinct-2).
+# answers grew too alike). The reward passes 0.9 after 25-30 epochs and levels off, and longer runs only wear
+# down the answers' variety (distinct-2): the run stops there, once it has shown its lesson (at most 100 epochs).
 TINY = dict(total_samples=128 * 100, batch_size=128, mini_batch_size=32, ppo_epochs=1, learning_rate=3e-4,
-            init_kl_coef=0.05, target=5.0, horizon=2000, save_freq=25)
+            init_kl_coef=0.05, target=5.0, horizon=2000, save_freq=25, stop_at_reward=0.9)
+STOP_WINDOW = 10  # --stop_at_reward looks at the mean reward of this many last epochs
 # With --reward_model the rewards are in units of the reference answers' standard deviation and unbounded: the
 # classifier's probability stops at 1, a reward model's score does not, so the policy keeps pushing and the KL
 # keeps growing (KL 11 and distinct-2 0.30 by epoch 12 with the classifier's 0.05). A stronger penalty that adapts
 # within tens of epochs (horizon 500: the coefficient moves up to 5% an epoch) holds the KL near a lower target.
 REWARD_MODEL_KL = dict(init_kl_coef=0.3, target=3.0, horizon=500)
+# (its rewards, in units of the reference's standard deviation, have no level that means "learnt": no early stop)
 
 
 def parse_args(argv=None):
@@ -97,6 +99,9 @@ def parse_args(argv=None):
                    help=f"KL target of the adaptive controller ({REWARD_MODEL_KL['target']} with --reward_model)")
     p.add_argument("--horizon", type=positive_int,
                    help=f"horizon of the adaptive KL controller ({REWARD_MODEL_KL['horizon']} with --reward_model)")
+    p.add_argument("--stop_at_reward", type=finite_float_or_off,
+                   help=f"stop and save once the mean reward of the last {STOP_WINDOW} epochs reaches this; off: "
+                        "train all epochs (off with --reward_model)")
     p.add_argument("--gamma", type=fraction, default=1.0)
     p.add_argument("--lam", type=fraction, default=0.95)
     p.add_argument("--cliprange", type=positive_float, default=0.2)
@@ -122,7 +127,8 @@ def check_options(args):
 
 def situational_defaults(args, preset):
     """Defaults that depend on other options: a reward model's normalisation and KL settings, the GPU preset."""
-    defaults = dict(REWARD_MODEL_KL, reward_norm="reference") if args.reward_model else dict(reward_norm="none")
+    defaults = (dict(REWARD_MODEL_KL, reward_norm="reference", stop_at_reward="off") if args.reward_model
+                else dict(reward_norm="none"))
     if args.preset == "gpu":  # speed over faithfulness: at mini-batch 16 a GPU mostly waits on per-mini-batch
         # overhead, so the whole batch goes in one mini-batch, under bf16 autocast (its learning: README)
         defaults.update(mini_batch_size=args.batch_size or preset["batch_size"], mixed_precision="bf16")
@@ -472,7 +478,7 @@ def main(argv=None, reward_fn=None):
     total_epochs = int(np.ceil(args.total_samples / args.batch_size))
     stop = StopRequests("saving after this epoch (Ctrl-C again to stop at once) ...", write=tqdm.write).install()
     completed, last_saved, reward_mean, raw_score_mean = start_epoch, start_epoch, float("nan"), float("nan")
-    trained = 0
+    trained, recent_rewards, end = 0, [], "end"
 
     def save(reason):
         no_step_trained(trained, completed - start_epoch - trained, "epoch")  # nothing learnt: nothing to save
@@ -506,13 +512,19 @@ def main(argv=None, reward_fn=None):
                 if main_process:
                     logger.plot()
                 sys.exit(INTERRUPTED_EXIT)
+            recent_rewards = (recent_rewards + [reward_mean])[-STOP_WINDOW:]
+            if len(recent_rewards) == STOP_WINDOW and np.mean(recent_rewards) >= args.stop_at_reward:
+                accelerator.print(f"the mean reward of the last {STOP_WINDOW} epochs reached {args.stop_at_reward} at "
+                                  f"epoch {completed}: stopping (--stop_at_reward off trains all {total_epochs})")
+                end = "reward_reached"
+                break
             if completed % args.save_freq == 0:
                 save("periodic")
                 last_saved = completed
                 if main_process:
                     logger.plot()  # drawing takes longer than a tiny epoch: only when saving
         if last_saved != completed:
-            save("end")
+            save(end)
         if main_process:
             logger.plot()
     finally:

@@ -83,6 +83,30 @@ def test_the_loop_learns_an_easy_reward(micro_dir, tmp_path, monkeypatch):
     assert last > first + 0.03 and last > 1.5 * first, rewards
 
 
+def test_the_run_stops_once_the_last_ten_epochs_reach_stop_at_reward(micro_dir, tmp_path, monkeypatch, capsys):
+    """--tiny stops at a mean reward of 0.9 over the last 10 epochs (the quick start's lesson shown); off trains all."""
+    monkeypatch.setenv("RLHF_TINY_DIR", micro_dir)
+    for option, epochs in (([], 15), (["--stop_at_reward", "off"], 18)):
+        levels = iter([0.1] * 5 + [0.95] * 13)  # the 10-epoch mean passes 0.9 at epoch 15
+
+        def reward(texts):
+            return [next(levels)] * len(texts)
+
+        save_dir, log_dir = tmp_path / f"ck{epochs}", tmp_path / f"logs{epochs}"
+        ppo_sentiment_example.main([*SMALL, "--steps", str(18 * 8), "--save_freq", "100", *option,
+                                    "--save_dir", str(save_dir), "--log_dir", str(log_dir)], reward_fn=reward)
+        assert len(read_jsonl(str(log_dir / "PPO-Sentiment-Zh.jsonl"))) == epochs
+        (saved,) = checkpoints(save_dir)
+        state = load_checkpoint_state(str(save_dir / saved), "ppo")
+        assert state["epoch"] == epochs
+        out = capsys.readouterr().out
+        if option:
+            assert state["reason"] == "end" and "stopping" not in out
+        else:
+            assert state["reason"] == "reward_reached"
+            assert "the mean reward of the last 10 epochs reached 0.9 at epoch 15: stopping" in out
+
+
 # ---------------------------------------------------------------- the shared PPO pieces
 def test_ppo_step_trains_a_short_batch_and_refuses_nan(micro_paths):
     from ppo_sentiment_example import ppo_update

@@ -68,8 +68,16 @@ fraction = _checked("fraction", float, "a number from 0 to 1", lambda v: 0 <= v 
 correlation = _checked("correlation", float, "a correlation (Kendall's tau) from -1 to 1", lambda v: -1 <= v <= 1)
 dropout = _checked("dropout", float, "a probability from 0 up to (not including) 1", lambda v: 0 <= v < 1)
 
+
+def finite_float_or_off(text):
+    """A finite number, or `off` (infinity: a threshold never reached)."""
+    return math.inf if text == "off" else _number(text, float, finite_float_or_off.what)
+
+
+finite_float_or_off.what = "a finite number or off"
+
 NUMBER_TYPES = (positive_int, nonnegative_int, seed, finite_float, positive_float, nonnegative_float, learning_rate,
-                ratio, fraction, dropout, correlation)
+                ratio, fraction, dropout, correlation, finite_float_or_off)
 
 
 # ---------------------------------------------------------------- paths
