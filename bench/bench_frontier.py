@@ -47,11 +47,12 @@ PAPER_GRPO = ["--scale_rewards", "group", "--loss_type", "grpo", "--advantage", 
 # Dr. GRPO (no std scaling, token-sum loss over a constant), RLOO's leave-one-out baseline, DAPO's clip-higher
 FIELD_GRPO = ["--scale_rewards", "none", "--loss_type", "dr_grpo", "--advantage", "rloo", "--epsilon_high", "0.28"]
 # name: (title, script, swept option, values, fixed options). PPO runs 40 epochs instead of its --tiny 100 to
-# fit the sweep in an hour (its reward levels off after 25-30); Plackett-Luce takes 16 lists of 4 answers per
+# fit the sweep in an hour (its reward levels off after 25-30), all 40 (not stopping at --tiny's reward 0.9, so
+# that every target gets the same budget); Plackett-Luce takes 16 lists of 4 answers per
 # step (as many sequences as 32 pairs) for 3 epochs: as many steps as the pairs' one epoch over 6x the items.
 SWEEPS = {
     "ppo": ("PPO + classifier", "ppo_sentiment_example.py", "--target", [1.0, 3.0, 6.0],
-            ["--total_samples", str(128 * 40)]),
+            ["--total_samples", str(128 * 40), "--stop_at_reward", "off"]),
     "ppo_rm": ("PPO + reward model", "ppo_sentiment_example.py", "--target", [1.5, 3.0, 6.0],
                ["--total_samples", str(128 * 40)]),
     "grpo": ("GRPO (paper)", "grpo_sentiment_example.py", "--beta", [0.1, 0.25, 0.5], PAPER_GRPO),
