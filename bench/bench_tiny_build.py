@@ -1,11 +1,13 @@
-"""Where the tiny build's time goes, and what bf16 autocast saves: each stage's training step (masked-LM encoder,
-classifier, GPT-2) timed in float32 and under bf16 autocast, alternating in one run so that both see the same
-machine load; the median seconds per step, the ratio, and the whole build's training time those give.
+"""Where the tiny build's time goes, and what its two choices save: training GPT-2 side by side with the encoder and
+the classifier (two threads, half the CPU cores each) instead of one stage after the other (all cores), and bf16
+autocast instead of float32. Each stage's training step is timed both ways in one run, alternating, so that all
+see the same machine load; the median seconds per step, and the whole build's training time those give.
 
-    python bench/bench_tiny_build.py                  # the tiny recipe's sizes, 8 steps x 3 rounds per stage
+    python bench/bench_tiny_build.py                  # the tiny recipe's sizes, 6 steps x 3 rounds
     python bench/bench_tiny_build.py --preset micro   # seconds (what the test runs)
 """
 import argparse
+import concurrent.futures
 import os
 import statistics
 import sys
@@ -18,77 +20,115 @@ import transformers
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from utils.common import pick_device, run_main, set_seed  # noqa: E402
 from utils.data import ensure_datasets, read_corpus_split  # noqa: E402
-from utils.tiny import PRESETS, build_tokenizer, train_classifier, train_encoder, train_gpt2, uses_bf16  # noqa: E402
+from utils.options import positive_int  # noqa: E402
+from utils.tiny import (PRESETS, _lm_blocks, build_tokenizer, new_gpt2, rust_twin, train_classifier,  # noqa: E402
+                        train_encoder, train_gpt2, uses_bf16)
 
-STAGES = (("encoder", "mlm_steps"), ("classifier", "classifier_steps"), ("gpt2", "lm_steps"))
+STEPS = {"encoder": "mlm_steps", "classifier": "classifier_steps", "gpt2": "lm_steps"}
 
 
-class NoBar:
+class StepClock:
+    """A progress bar that keeps the time of each step instead of drawing."""
+
+    def __init__(self):
+        self.times = []
+
     def set_postfix(self, **_):
         pass
 
     def update(self, _):
-        pass
+        self.times.append(time.perf_counter())
+
+    def seconds_per_step(self):
+        """Mean seconds of the steps after the first (the warm-up)."""
+        return (self.times[-1] - self.times[0]) / (len(self.times) - 1)
 
 
-def seconds_per_step(stage, cfg, tokenizer, train, encoder_dir, steps):
-    """One short training run of `stage` (model made fresh, `steps` steps); the first step (warm-up) not counted."""
-    cfg = dict(cfg, mlm_steps=steps + 1, classifier_steps=steps + 1, lm_steps=steps + 1)
-    bar = NoBar()
-    times = []
-    original_update = bar.update
+def run_stage(stage, cfg, data, steps):
+    """A short training run of `stage` (model made fresh, `steps` + 1 steps); its seconds per step."""
+    cfg = dict(cfg, **{key: steps + 1 for key in STEPS.values()})
+    clock = StepClock()
+    if stage == "encoder":
+        train_encoder(data["tokenizer"], data["train"], cfg, clock)
+    elif stage == "classifier":
+        train_classifier(data["tokenizer"], data["encoder_dir"], data["train"], cfg, clock)
+    else:
+        train_gpt2(new_gpt2(data["tokenizer"], cfg), data["blocks"], cfg, clock)
+    return clock.seconds_per_step()
 
-    def timed_update(n):
-        times.append(time.perf_counter())
-        original_update(n)
 
-    bar.update = timed_update
-    run = {"encoder": lambda: train_encoder(tokenizer, train, cfg, bar),
-           "classifier": lambda: train_classifier(tokenizer, encoder_dir, train, cfg, bar),
-           "gpt2": lambda: train_gpt2(tokenizer, train, cfg, bar)}[stage]
-    run()
-    return (times[-1] - times[0]) / steps
+def side_by_side(stage, cfg, data, steps):
+    """`stage` in this thread and GPT-2 in another, half the cores each, as the build runs them; (seconds per step
+    of `stage`, of GPT-2)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads // 2))
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            lm = pool.submit(run_stage, "gpt2", cfg, data, steps)
+            return run_stage(stage, cfg, data, steps), lm.result()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def time_both_ways(cfg, data, steps, rounds):
+    """{"one after the other"|"side by side": {stage: median seconds per step}}."""
+    times = {"one after the other": {stage: [] for stage in STEPS}, "side by side": {stage: [] for stage in STEPS}}
+    for _ in range(rounds):
+        for stage in STEPS:
+            times["one after the other"][stage].append(run_stage(stage, cfg, data, steps))
+        for stage in ("encoder", "classifier"):
+            mine, lm = side_by_side(stage, cfg, data, steps)
+            times["side by side"][stage].append(mine)
+            times["side by side"]["gpt2"].append(lm)
+    return {way: {stage: statistics.median(t) for stage, t in per_stage.items()} for way, per_stage in times.items()}
+
+
+def training_seconds(way, per_step, cfg):
+    """The build's training time from seconds per step: the sum of the stages, or the longer of the two threads."""
+    stage_seconds = {stage: per_step[stage] * cfg[key] for stage, key in STEPS.items()}
+    if way == "one after the other":
+        return sum(stage_seconds.values())
+    return max(stage_seconds["encoder"] + stage_seconds["classifier"], stage_seconds["gpt2"])
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
-    parser.add_argument("--steps", type=int, default=8, help="timed steps per stage and round")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=positive_int, default=6, help="timed steps per stage and round")
+    parser.add_argument("--rounds", type=positive_int, default=3)
     parser.add_argument("--device", help="default: CUDA when present")
     args = parser.parse_args(argv)
-    transformers.logging.set_verbosity_error()  # the classifier's fresh head, said once per round
+    transformers.logging.set_verbosity_error()  # the classifier's fresh head, said once per run
     ensure_datasets()
     set_seed(0)
     cfg = dict(PRESETS[args.preset], device=pick_device(args.device))
-    fp32, bf16 = dict(cfg, bf16=False), dict(cfg, bf16=True)
-    if not uses_bf16(bf16):
-        print(f"no native bf16 on {cfg['device']}: only float32 is timed")
     train = read_corpus_split("train")
     with tempfile.TemporaryDirectory() as tmp:
-        tokenizer = build_tokenizer([s for _, s in train], tmp, model_max_length=2 * cfg["seq_len"])
-        encoder_dir = os.path.join(tmp, "encoder")
-        train_encoder(tokenizer, train, dict(fp32, mlm_steps=1), NoBar()).save_pretrained(encoder_dir)
+        build_tokenizer([s for _, s in train], tmp, model_max_length=2 * cfg["seq_len"])
+        tokenizer = rust_twin(tmp, 2 * cfg["seq_len"])
+        data = dict(tokenizer=tokenizer, train=train, encoder_dir=os.path.join(tmp, "encoder"),
+                    blocks=_lm_blocks(tokenizer, [s for _, s in train], cfg["seq_len"]))
+        train_encoder(tokenizer, train, dict(cfg, mlm_steps=1, bf16=False), StepClock()).save_pretrained(
+            data["encoder_dir"])
+        precisions = {"float32": dict(cfg, bf16=False)}
+        if uses_bf16(dict(cfg, bf16=True)):
+            precisions["bf16"] = dict(cfg, bf16=True)
+        else:
+            print(f"no native bf16 on {cfg['device']}: only float32 is timed")
         print(f"{args.preset} recipe on {cfg['device']}, {torch.get_num_threads()} thread(s); median s/step of "
-              f"{args.rounds} rounds x {args.steps} steps, float32 and bf16 alternating")
-        totals = {"float32": 0.0, "bf16": 0.0}
-        for stage, steps_key in STAGES:
-            times = {"float32": [], "bf16": []}
-            for _ in range(args.rounds):
-                for name, stage_cfg in (("float32", fp32), ("bf16", bf16)):
-                    if name == "bf16" and not uses_bf16(bf16):
-                        continue
-                    times[name].append(seconds_per_step(stage, stage_cfg, tokenizer, train, encoder_dir, args.steps))
-            median = {name: statistics.median(t) for name, t in times.items() if t}
-            for name, value in median.items():
-                totals[name] += value * cfg[steps_key]
-            ratio = f"  ratio float32/bf16 {median['float32'] / median['bf16']:.2f}x" if "bf16" in median else ""
-            print(f"{stage:<11} {cfg[steps_key]:>4} steps  float32 {median['float32']:.3f} s/step"
-                  + (f"  bf16 {median['bf16']:.3f} s/step" if "bf16" in median else "") + ratio)
-        line = f"training steps of the whole build: float32 {totals['float32']:.0f} s"
-        if totals["bf16"]:
-            line += f", bf16 {totals['bf16']:.0f} s (ratio {totals['float32'] / totals['bf16']:.2f}x)"
-        print(line)
+              f"{args.rounds} rounds x {args.steps} steps")
+        totals = {}
+        for precision, precision_cfg in precisions.items():
+            for way, per_step in time_both_ways(precision_cfg, data, args.steps, args.rounds).items():
+                totals[precision, way] = training_seconds(way, per_step, cfg)
+                steps = "  ".join(f"{stage} {seconds:.3f}" for stage, seconds in per_step.items())
+                print(f"{precision:<8} {way:<20} s/step: {steps}  -> build's training {totals[precision, way]:.0f} s")
+    for precision in precisions:
+        sequential, parallel = totals[precision, "one after the other"], totals[precision, "side by side"]
+        print(f"ratio one after the other / side by side, {precision}: {sequential / parallel:.2f}x")
+    if "bf16" in precisions:
+        print(f"ratio float32 / bf16, side by side: "
+              f"{totals['float32', 'side by side'] / totals['bf16', 'side by side']:.2f}x")
 
 
 if __name__ == "__main__":

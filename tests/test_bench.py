@@ -21,7 +21,7 @@ BENCHES = {
     "bench_labeler.py": (["--saves", "5", "--generations", "1", "--undo_lines", "50"], "ratio 2 threads / 1 thread"),
     "bench_terminal.py": (["--ratings", "5", "--rounds", "1"], "PPO step on 4 ratings"),
     "bench_tiny_build.py": (["--preset", "micro", "--steps", "2", "--rounds", "1", "--device", "cpu"],
-                            "training steps of the whole build: float32"),
+                            "ratio one after the other / side by side, float32: "),
 }
 
 

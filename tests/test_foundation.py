@@ -189,6 +189,29 @@ def test_half_built_cache_is_rebuilt_not_loaded(micro_dir, tmp_path, monkeypatch
     assert builds == [str(root)]
     GPT2LMHeadModel.from_pretrained(paths["gpt2"])  # loads: the half-written weights are gone
     assert ensure_tiny(str(root)) == paths and len(builds) == 1  # built once, then reused
+    for name in ("encoder", "classifier", "gpt2"):  # the same weights as the fixture's build: GPT-2 trains in a
+        # second thread, and the random draws of the encoder and the classifier do not depend on its timing
+        rebuilt = (root / name / "model.safetensors").read_bytes()
+        assert rebuilt == open(os.path.join(micro_dir, name, "model.safetensors"), "rb").read(), name
+
+
+def test_a_failing_stage_stops_the_other_thread_and_leaves_nothing(tmp_path, monkeypatch):
+    """The encoder fails while GPT-2 trains in the other thread: the build stops at GPT-2's next step (not after
+    its million steps) and leaves no folder."""
+    import utils.tiny as tiny
+
+    monkeypatch.setitem(tiny.PRESETS, "micro", dict(tiny.PRESETS["micro"], lm_steps=10**6))
+
+    def failing_encoder(*args):
+        time.sleep(1)  # GPT-2 is training by now
+        raise RuntimeError("the encoder failed")
+
+    monkeypatch.setattr(tiny, "train_encoder", failing_encoder)
+    start = time.time()
+    with pytest.raises(RuntimeError, match="the encoder failed"):
+        tiny.build_tiny(str(tmp_path / "tiny"), preset="micro", report_dir=None)
+    assert time.time() - start < 30
+    assert os.listdir(tmp_path) == []
 
 
 def test_cache_of_an_older_recipe_is_rebuilt(micro_dir, tmp_path, monkeypatch, capsys):

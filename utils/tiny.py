@@ -14,12 +14,14 @@ The build trains on CUDA when there is a GPU (`--device` to choose), with the sa
 """
 import argparse
 import collections
+import concurrent.futures
 import fcntl
 import json
 import math
 import os
 import random
 import shutil
+import threading
 import time
 import unicodedata
 
@@ -123,17 +125,10 @@ def build_tiny(root, preset="tiny", seed=0, report_dir="logs", device=None):
         tokenizer = build_tokenizer([s for _, s in train], building, model_max_length=2 * cfg["seq_len"])
         fast = rust_twin(building, tokenizer.model_max_length)  # training and the report tokenize with it; each folder gets `tokenizer`
         lap("tokenizer")
-        total = cfg["mlm_steps"] + cfg["classifier_steps"] + cfg["lm_steps"]
-        with tqdm(total=total, desc="tiny models", unit="step") as bar:
-            encoder = train_encoder(fast, train, cfg, bar)
-            encoder.save_pretrained(paths["encoder"])
-            lap("encoder")
-            classifier = train_classifier(fast, paths["encoder"], classifier_train, cfg, bar)
-            classifier.save_pretrained(paths["classifier"])
-            lap("classifier")
-            gpt2 = train_gpt2(fast, train, cfg, bar)
-            gpt2.save_pretrained(paths["gpt2"])
-            lap("gpt2")
+        with tqdm(total=cfg["mlm_steps"] + cfg["classifier_steps"], desc="encoder, classifier", unit="step") as bar, \
+                tqdm(total=cfg["lm_steps"], desc="GPT-2", unit="step") as lm_bar:
+            classifier, gpt2 = train_side_by_side(fast, train, classifier_train, cfg, bar, lm_bar, paths, seconds)
+        lap("training")
         for path in paths.values():
             tokenizer.save_pretrained(path)
         accuracy = classifier_accuracy(classifier, fast, test)
@@ -185,6 +180,49 @@ def _is_cjk(ch):
 
 
 # ---------------------------------------------------------------- training
+def train_side_by_side(tokenizer, train, classifier_train, cfg, bar, lm_bar, paths, seconds):
+    """The encoder, then the classifier fine-tuned from it, in this thread; GPT-2, which needs neither, at the same
+    time in a second thread, each with half the CPU cores: one stage alone gets little from a second core
+    (bench/bench_tiny_build.py). Saves the three models into `paths`; returns (classifier, GPT-2).
+    The builds stay reproducible: GPT-2 is initialised and its text tokenized here, before the second thread starts,
+    and its training draws no torch random numbers (no dropout; its own batch order), so the encoder's and the
+    classifier's random draws (masks, dropout) come in the same order every build."""
+    gpt2, blocks = new_gpt2(tokenizer, cfg), _lm_blocks(tokenizer, [s for _, s in train], cfg["seq_len"])
+    stop = threading.Event()  # set when this thread fails or is interrupted: the GPT-2 thread then ends at its next step
+    threads = torch.get_num_threads()
+    if cfg["device"].type == "cpu":
+        torch.set_num_threads(max(1, threads // 2))
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            lm = pool.submit(timed, seconds, "gpt2", train_gpt2, gpt2, blocks, cfg, lm_bar, stop)
+            try:
+                encoder = timed(seconds, "encoder", train_encoder, tokenizer, train, cfg, bar)
+                encoder.save_pretrained(paths["encoder"])
+                classifier = timed(seconds, "classifier", train_classifier, tokenizer, paths["encoder"],
+                                   classifier_train, cfg, bar)
+                lm.result()
+            except BaseException:
+                stop.set()
+                raise
+    finally:
+        torch.set_num_threads(threads)
+    classifier.save_pretrained(paths["classifier"])
+    gpt2.save_pretrained(paths["gpt2"])
+    return classifier, gpt2
+
+
+def timed(seconds, stage, train_stage, *args):
+    """`train_stage(*args)`, its wall seconds kept in `seconds[stage]`."""
+    start = time.time()
+    model = train_stage(*args)
+    seconds[stage] = round(time.time() - start, 1)
+    return model
+
+
+class BuildStopped(Exception):
+    """The other training thread failed or was interrupted."""
+
+
 def _batches(items, batch_size, seed):
     """Endless random batches over `items`."""
     rng = random.Random(seed)
@@ -206,11 +244,13 @@ def uses_bf16(cfg):
     return device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
-def _train(model, steps, lr, make_loss, batches, bar, stage, cfg):
+def _train(model, steps, lr, make_loss, batches, bar, stage, cfg, stop=None):
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     schedule = get_linear_schedule_with_warmup(optimizer, max(1, steps // 10), steps)
     for _ in range(steps):
+        if stop is not None and stop.is_set():
+            raise BuildStopped(stage)
         with torch.autocast(cfg["device"].type, dtype=torch.bfloat16, enabled=uses_bf16(cfg)):
             loss = make_loss(next(batches))
         loss.backward()
@@ -280,19 +320,21 @@ def _lm_blocks(tokenizer, sentences, seq_len):
     return [stream[i:i + seq_len] for i in range(0, len(stream) - seq_len + 1, seq_len)]
 
 
-def train_gpt2(tokenizer, train, cfg, bar):
+def new_gpt2(tokenizer, cfg):
     config = GPT2Config(vocab_size=len(tokenizer), n_positions=tokenizer.model_max_length, n_embd=cfg["hidden"],
                         n_layer=cfg["gpt_layers"], n_head=cfg["heads"], bos_token_id=tokenizer.cls_token_id,
                         eos_token_id=tokenizer.sep_token_id, pad_token_id=tokenizer.pad_token_id,
                         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
-    gpt2 = GPT2LMHeadModel(config).to(cfg["device"])
-    blocks = _lm_blocks(tokenizer, [s for _, s in train], cfg["seq_len"])
+    return GPT2LMHeadModel(config).to(cfg["device"])
 
+
+def train_gpt2(gpt2, blocks, cfg, bar, stop=None):
+    """Causal-LM training on `blocks` (from `_lm_blocks`)."""
     def loss(batch):
         ids = torch.tensor(batch, device=cfg["device"])
         return gpt2(input_ids=ids, labels=ids).loss
 
-    return _train(gpt2, cfg["lm_steps"], 2e-3, loss, _batches(blocks, cfg["batch_size"], 3), bar, "gpt2", cfg)
+    return _train(gpt2, cfg["lm_steps"], 2e-3, loss, _batches(blocks, cfg["batch_size"], 3), bar, "gpt2", cfg, stop)
 
 
 # ---------------------------------------------------------------- quality report
