@@ -59,7 +59,7 @@ def train_and_score(train_path, dev_path, merge, epochs, out_dir, seed):
     return metrics, time.time() - start
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lists_per_prompt", type=int, default=64, help="AI-feedback lists per prompt")
     parser.add_argument("--annotators", type=int, default=3, help="simulated annotators per task")
@@ -67,7 +67,7 @@ def main():
     parser.add_argument("--dev_share", type=float, default=0.2, help="share of the lists held out, clean")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out_dir", default=os.path.join("logs", "bench_consensus"))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     os.makedirs(args.out_dir, exist_ok=True)
     tiny = ensure_tiny()
     truth_file = ensure_ai_feedback(os.path.join(args.out_dir, f"ai_feedback_{args.lists_per_prompt}.tsv"),

@@ -76,12 +76,12 @@ def bench_generation(generations, k=4, max_new_tokens=40):
     print(f"ratio 2 threads / 1 thread: {statistics.median(seconds[2]) / statistics.median(seconds[1]):.1f}x")
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--saves", type=int, default=200)
     parser.add_argument("--generations", type=int, default=5)
     parser.add_argument("--undo_lines", type=int, default=10000)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     with tempfile.TemporaryDirectory(dir=".") as folder:  # the disk the dataset lives on, not a tmpfs
         bench_saves(folder, args.saves)

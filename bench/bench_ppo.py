@@ -249,7 +249,7 @@ def bench_full_size(batch_size, repeats, device):
                   f"{t['reward']:.2f}s, optimize {t['optimize']:.2f}s; {memory} {t['peak_gb']:.2f} GB")
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
@@ -257,7 +257,7 @@ def main():
     parser.add_argument("--full_batch_size", type=int, help="default: the original's 128 on CUDA, 8 on the CPU")
     parser.add_argument("--full_repeats", type=int, default=1, help="timed full-size epochs per variant")
     parser.add_argument("--skip_full_size", action="store_true")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.batch_size % TINY["mini_batch_size"] or args.batch_size % ORIGINAL_PPO["mini_batch_size"]:
         parser.error(f"--batch_size must be a multiple of {TINY['mini_batch_size']} and "
                      f"{ORIGINAL_PPO['mini_batch_size']} (the two mini-batch sizes)")

@@ -61,11 +61,11 @@ def reward_model_scorer(path):
     return lambda texts: score_texts(model, tokenizer, texts)
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reward_model", default=os.path.join("checkpoints", "reward_model", "sentiment_analysis",
                                                                 "model_best"))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     lists = {"dev": read_rank_lists(os.path.join(RANK_LIST_DIR, "dev.tsv")),
              "test": make_rank_lists(read_corpus_split("test"))}  # built as the dev lists are
     scorers = {"naive Bayes 1-3-gram (train)": naive_bayes_scorer(read_corpus_split("train")),

@@ -175,7 +175,7 @@ def bench_ernie(args, device):
               f"{r['peak_gb']:.2f} GB")
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=4, help="timed steps per method (after one warm-up step)")
     parser.add_argument("--batch_size", type=int, default=32, help="rank lists per step (the original's 32)")
@@ -183,7 +183,7 @@ def main():
     parser.add_argument("--device", help="default: cuda if available, else cpu")
     parser.add_argument("--ernie_steps", type=int, default=20, help="timed full-size steps per variant on CUDA")
     parser.add_argument("--skip_ernie", action="store_true", help="leave out the full-size ERNIE steps")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     device = pick_device(args.device)
     print(f"torch {torch.__version__}, load average {os.getloadavg()[0]:.1f} at start")
     bench_tiny(args, device)

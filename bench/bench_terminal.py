@@ -137,7 +137,7 @@ def bench_waiting(model_dir, batch_sizes, batches, reading_seconds):
               f"{mean[False] / max(mean[True], 1e-9):.1f}x less with --async_update")
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ratings", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
@@ -146,7 +146,7 @@ def main():
     parser.add_argument("--waiting_batch_sizes", type=int, nargs="+", default=[1, 4], help="part 4's --batch_size")
     parser.add_argument("--waiting_batches", type=int, default=2, help="batches timed per mode in part 4")
     parser.add_argument("--reading_seconds", type=float, default=3.0, help="the simulated person's time per answer")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     random.seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, tiny GPT-2 from {ensure_tiny()['gpt2']}, "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")

@@ -1,36 +1,57 @@
 """The bench scripts the README lists run on the micro models (smallest settings) and print their ratios;
-the figures themselves come from full runs on the tiny models."""
+the figures themselves come from full runs on the tiny models. They run in this process, through their
+`main(argv)` (the training runs they start stay processes of their own); `python bench/...` is run where its
+exit code is checked."""
+import importlib
 import json
 import math
 import os
+import sys
 
 import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from conftest import run_script
+from conftest import REPO, run_script
 from utils.reward_model import RewardModel, save_reward_model
 
+sys.path.insert(0, os.path.join(REPO, "bench"))  # as `python bench/<name>.py` has it: the benches import each other
+
 BENCHES = {
-    "bench_any_lm.py": (["--shape", "micro", "--batch_size", "16", "--epochs", "2", "--device", "cpu"],
-                        "ratio LoRA / full: time"),
-    "bench_ppo.py": (["--batch_size", "32", "--repeats", "1", "--skip_full_size", "--device", "cpu"],
-                     "ratio ours/trl step, same settings (mini-batch 16, 4 PPO epochs): optimize "),
-    "bench_reward_model.py": (["--steps", "1", "--batch_size", "4", "--skip_ernie", "--device", "cpu"],
-                              "ratio ours / original:"),
-    "bench_labeler.py": (["--saves", "5", "--generations", "1", "--undo_lines", "50"], "ratio 2 threads / 1 thread"),
-    "bench_terminal.py": (["--ratings", "5", "--rounds", "1"], "PPO step on 4 ratings"),
-    "bench_tiny_build.py": (["--preset", "micro", "--steps", "2", "--rounds", "1", "--device", "cpu"],
-                            "ratio one after the other / side by side, float32: "),
+    "bench_any_lm": (["--shape", "micro", "--batch_size", "16", "--epochs", "2", "--device", "cpu"],
+                     "ratio LoRA / full: time"),
+    "bench_ppo": (["--batch_size", "32", "--repeats", "1", "--skip_full_size", "--device", "cpu"],
+                  "ratio ours/trl step, same settings (mini-batch 16, 4 PPO epochs): optimize "),
+    "bench_reward_model": (["--steps", "1", "--batch_size", "4", "--skip_ernie", "--device", "cpu"],
+                           "ratio ours / original:"),
+    "bench_labeler": (["--saves", "5", "--generations", "1", "--undo_lines", "50"], "ratio 2 threads / 1 thread"),
+    "bench_terminal": (["--ratings", "5", "--rounds", "1"], "PPO step on 4 ratings"),
+    "bench_tiny_build": (["--preset", "micro", "--steps", "2", "--rounds", "1", "--device", "cpu"],
+                         "ratio one after the other / side by side, float32: "),
 }
 
 
-@pytest.mark.parametrize("script", sorted(BENCHES))
-def test_bench_runs_and_prints_its_ratio(script, micro_env):
-    args, expected = BENCHES[script]
-    result = run_script([f"bench/{script}", *args], env=micro_env)
-    assert result.returncode == 0, result.stderr
-    assert expected in result.stdout
+@pytest.fixture
+def micro_tiny(micro_dir, monkeypatch):
+    """`--tiny` means the micro models, here and in the processes the benches start; torch's thread count, which
+    some benches set to 1 for the whole process, is given back afterwards."""
+    monkeypatch.setenv("RLHF_TINY_DIR", micro_dir)
+    threads = torch.get_num_threads()
+    yield micro_dir
+    torch.set_num_threads(threads)
+
+
+def run_bench(name, argv, capsys):
+    """bench/<name>.py's `main(argv)` in this process; what it printed (stdout, stderr)."""
+    capsys.readouterr()
+    importlib.import_module(name).main(argv)
+    return capsys.readouterr()
+
+
+@pytest.mark.parametrize("name", sorted(BENCHES))
+def test_bench_runs_and_prints_its_ratio(name, micro_tiny, capsys):
+    args, expected = BENCHES[name]
+    assert expected in run_bench(name, args, capsys).out
 
 
 def test_bench_ppo_refuses_a_batch_the_mini_batches_do_not_divide(micro_env):
@@ -39,47 +60,47 @@ def test_bench_ppo_refuses_a_batch_the_mini_batches_do_not_divide(micro_env):
     assert "Traceback" not in result.stderr
 
 
-def test_bench_ranking_ceiling_scores_every_scorer_on_dev_and_test_lists(micro_env, micro_paths, tmp_path):
+@pytest.fixture(scope="module")
+def reward_model(micro_paths, tmp_path_factory):
+    """An untrained reward model on the micro encoder (its scores are random, the benches only need one)."""
+    folder = str(tmp_path_factory.mktemp("reward_model"))
     torch.manual_seed(0)
     save_reward_model(RewardModel(AutoModel.from_pretrained(micro_paths["encoder"])),
-                      AutoTokenizer.from_pretrained(micro_paths["encoder"]), str(tmp_path / "rm"))
-    result = run_script(["bench/bench_ranking_ceiling.py", "--reward_model", str(tmp_path / "rm")], env=micro_env)
-    assert result.returncode == 0, result.stderr
-    rows = [line.split() for line in result.stdout.splitlines()[1:]]
+                      AutoTokenizer.from_pretrained(micro_paths["encoder"]), folder)
+    return folder
+
+
+def test_bench_ranking_ceiling_scores_every_scorer_on_dev_and_test_lists(micro_tiny, reward_model, capsys):
+    rows = [line.split() for line in run_bench("bench_ranking_ceiling", ["--reward_model", reward_model],
+                                               capsys).out.splitlines()[1:]]
     assert [(row[0], row[-5]) for row in rows] == [("naive", "dev"), ("naive", "test"), ("tiny", "dev"),
                                                    ("tiny", "test"), ("reward", "dev"), ("reward", "test")]
     # naive Bayes on character n-grams ranks the corpus lists far above chance (0.5)
     assert all(float(row[-3]) > 0.8 for row in rows[:2])
 
 
-def test_bench_alignment_trains_and_judges_every_method(micro_env, micro_paths, tmp_path):
-    """Smallest settings: every method's script trains a little, and each row is judged against the reference."""
-    torch.manual_seed(0)
-    save_reward_model(RewardModel(AutoModel.from_pretrained(micro_paths["encoder"])),
-                      AutoTokenizer.from_pretrained(micro_paths["encoder"]), str(tmp_path / "rm"))
-    result = run_script(["bench/bench_alignment.py", "--quick", "--num", "2", "--gen_len", "4", "--reward_model",
-                         str(tmp_path / "rm"), "--out_dir", str(tmp_path / "out")], env=micro_env)
-    assert result.returncode == 0, result.stdout + result.stderr
-    rows = {line[:26].strip(): line[26:].split() for line in result.stdout.splitlines()
+def test_bench_alignment_trains_and_judges_every_method(micro_tiny, reward_model, tmp_path, capsys):
+    """Smallest settings: every method's script trains a little, and each row is judged against the reference.
+    PPO runs once, with the reward model: PPO + classifier is the same script without --reward_model."""
+    out = run_bench("bench_alignment", ["--quick", "--methods", "ppo_rm", "grpo", "dpo", "--num", "2", "--gen_len",
+                                        "4", "--reward_model", reward_model, "--out_dir", str(tmp_path / "out")],
+                    capsys).out
+    rows = {line[:26].strip(): line[26:].split() for line in out.splitlines()
             if line.startswith(("reference GPT-2", "PPO", "GRPO", "DPO"))}
-    expected = {"reference GPT-2", "PPO + classifier", "PPO + reward model", "GRPO + classifier"}
-    if os.path.isfile("train_dpo.py"):
-        expected.add("DPO + AI-feedback lists")
-    assert set(rows) == expected, result.stdout
+    assert set(rows) == {"reference GPT-2", "PPO + reward model", "GRPO + classifier", "DPO + AI-feedback lists"}, out
     assert rows["reference GPT-2"][-1] == "0.000"
     for title, row in rows.items():
         if title != "reference GPT-2":
             assert float(row[0]) > 0 and 0.0 <= float(row[2]) <= 1.0 and 0.0 < float(row[4]) <= 1.0, row
 
 
-def test_bench_frontier_records_failed_runs_goes_on_and_resumes(micro_env, tmp_path):
+def test_bench_frontier_records_failed_runs_goes_on_and_resumes(micro_tiny, tmp_path, capsys):
     """A NaN strength fails its run (recorded with its reason), the next runs are judged, the PNG is drawn, and
     a second call reruns nothing that is already in the JSONL."""
     out = tmp_path / "out"
-    command = ["bench/bench_frontier.py", "--quick", "--num", "2", "--gen_len", "4", "--out_dir", str(out),
-               "--methods", "grpo_dr", "dpo_pl", "--values", "grpo_dr=nan,0.1"]
-    first = run_script(command, env=micro_env)
-    assert first.returncode == 0, first.stdout + first.stderr[-3000:]
+    argv = ["--quick", "--num", "2", "--gen_len", "4", "--out_dir", str(out), "--methods", "grpo_dr", "dpo_pl",
+            "--values", "grpo_dr=nan,0.1"]
+    first = run_bench("bench_frontier", argv, capsys)
     records = [json.loads(line) for line in (out / "frontier.jsonl").read_text(encoding="utf-8").splitlines()]
     assert records[0]["method"] == "reference" and 0 <= records[0]["positive"] <= 1
     finals = {(r["method"], r["value"]): r for r in records if r.get("final")}
@@ -92,10 +113,9 @@ def test_bench_frontier_records_failed_runs_goes_on_and_resumes(micro_env, tmp_p
         assert point["gain"] == pytest.approx(point["positive"] - records[0]["positive"])
         assert isinstance(point["collapsed"], bool) and math.isfinite(point["kl"])
     assert os.path.getsize(out / "frontier.png") > 1000
-    assert "frontier runs" in first.stderr and "best point per method" in first.stdout
-    second = run_script(command, env=micro_env)
-    assert second.returncode == 0, second.stderr[-3000:]
-    assert "3 run(s) already in" in second.stdout and "frontier runs" not in second.stderr
+    assert "frontier runs" in first.err and "best point per method" in first.out
+    second = run_bench("bench_frontier", argv, capsys)
+    assert "3 run(s) already in" in second.out and "frontier runs" not in second.err
     assert len((out / "frontier.jsonl").read_text(encoding="utf-8").splitlines()) == len(records)
 
 
