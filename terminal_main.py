@@ -55,8 +55,8 @@ from utils.tiny import ensure_tiny
 
 MAX_REPLY_BYTES = 64  # a reward is a short number: a longer line is refused without being parsed
 COMMANDS = {"s": "skip", "r": "regenerate", "q": "quit", "?": "help", "？": "help"}
-# The tests hold every PPO step this many seconds, to type or stop in the middle of one reliably.
-SLOW_STEP_ENV = "RLHF_TEST_SLOW_STEP"
+# The tests hold PPO step N while the file <this folder>/N exists, to type or stop in the middle of a step.
+HOLD_STEPS_ENV = "RLHF_TEST_HOLD_STEPS"
 
 
 def parse_args(argv=None):
@@ -282,11 +282,18 @@ def run_ppo_step(t, batch):
 
     It may run in the background thread: it touches only the PPO state, the policy (which the main thread leaves
     alone meanwhile, see write_answers) and the plot (drawn by one thread at a time)."""
-    time.sleep(float(os.environ.get(SLOW_STEP_ENV, 0)))
+    wait_while_held(t.progress.step + 1)
     answers, rewards = zip(*batch)
     stats = ppo_update(t.ppo, [a.query for a in answers], [a.response for a in answers], list(rewards))
     t.ratings_log.plot(metrics=["reward", "seconds"])
     return stats
+
+
+def wait_while_held(step):
+    """Only in the tests (see HOLD_STEPS_ENV)."""
+    folder = os.environ.get(HOLD_STEPS_ENV)
+    while folder and os.path.exists(os.path.join(folder, str(step))):
+        time.sleep(0.05)
 
 
 class BackgroundStep(threading.Thread):

@@ -15,7 +15,7 @@ import pytest
 from safetensors.torch import load_file
 
 from conftest import REPO, run_script
-from terminal_main import MAX_REPLY_BYTES, SLOW_STEP_ENV, parse_args, parse_reply
+from terminal_main import HOLD_STEPS_ENV, MAX_REPLY_BYTES, main, parse_args, parse_reply
 from utils.generation import PROMPTS, read_prompts
 from utils.common import UserError, run_main
 from utils.logger import read_jsonl
@@ -69,6 +69,19 @@ def wait_for_exit(child):
 
 def paths(tmp_path):
     return str(tmp_path / "logs"), str(tmp_path / "ckpt"), str(tmp_path / "logs" / "Terminal-Human-Feedback.jsonl")
+
+
+def hold_steps(tmp_path, *steps):
+    """Environment in which these PPO steps wait for `release`: the test types or stops in the middle of one."""
+    folder = tmp_path / "held_steps"
+    folder.mkdir()
+    for step in steps:
+        (folder / str(step)).touch()
+    return {HOLD_STEPS_ENV: str(folder)}
+
+
+def release(held, step):
+    os.remove(os.path.join(held[HOLD_STEPS_ENV], str(step)))
 
 
 # ---------------------------------------------------------------- a session: bad input, skip, regenerate, quit, resume
@@ -154,8 +167,9 @@ def test_a_rating_session_then_resume(micro_env, micro_paths, tmp_path):
 # ---------------------------------------------------------------- stopping: Ctrl-C, closing the terminal, end of input (SIGTERM above)
 def test_ctrl_c_in_the_middle_of_a_ppo_step_keeps_every_rating(micro_env, tmp_path):
     log_dir, save_dir, jsonl = paths(tmp_path)
+    held = hold_steps(tmp_path, 1)
     child = spawn(micro_env, "--batch_size", "2", "--no-async_update", "--log_dir", log_dir, "--save_dir", save_dir,
-                  **{SLOW_STEP_ENV: "3"})
+                  **held)
     for reward in ("1", "-0.5"):
         child.expect(REWARD)
         child.sendline(reward)
@@ -163,6 +177,7 @@ def test_ctrl_c_in_the_middle_of_a_ppo_step_keeps_every_rating(micro_env, tmp_pa
     assert [r["reward"] for r in read_jsonl(jsonl)] == [1.0, -0.5]  # on disk before the step runs
     child.sendintr()
     child.expect(r"Ctrl-C: finishing the current step first")
+    release(held, 1)
     child.expect(r"PPO step 1 done")
     child.expect(r"checkpoint: .*PPO step 1, 2 ratings behind it")
     assert wait_for_exit(child) == 130  # stopped by a signal, everything saved
@@ -207,17 +222,19 @@ IGNORED = r"ignored (\d+) byte\(s\) typed before this answer was shown"
 
 def test_keys_typed_during_a_ppo_step_are_not_a_rating(micro_env, tmp_path):
     log_dir, save_dir, jsonl = paths(tmp_path)
-    child = spawn(micro_env, "--no-async_update", "--log_dir", log_dir, "--save_dir", save_dir, **{SLOW_STEP_ENV: "2"})
+    held = hold_steps(tmp_path, 1)
+    child = spawn(micro_env, "--no-async_update", "--log_dir", log_dir, "--save_dir", save_dir, **held)
     child.expect(REWARD)
     child.sendline("1")
     child.expect(r"updating the model: PPO step 1 on 1 rating")
     child.sendline("2")  # typed ahead during the step, before the next answer is on the screen
+    release(held, 1)
     child.expect(r"PPO step 1 done")
     child.expect(IGNORED)
     assert child.match.group(1) == "2"  # "2\n"
     child.expect(REWARD)
     shown = shown_answer(child)
-    time.sleep(1.2)  # the person reads the answer
+    time.sleep(0.5)  # the person reads the answer
     child.sendline("-1")
     child.expect(r"updating the model: PPO step 2")
     child.expect(REWARD)
@@ -226,13 +243,13 @@ def test_keys_typed_during_a_ppo_step_are_not_a_rating(micro_env, tmp_path):
     assert wait_for_exit(child) == 0
     records = read_jsonl(jsonl)
     assert [r["reward"] for r in records] == [1.0, -1.0], "the typed-ahead 2 must not rate the answer after it"
-    assert records[1]["prompt"] + records[1]["answer"] == shown and records[1]["seconds"] >= 1.2
+    assert records[1]["prompt"] + records[1]["answer"] == shown and records[1]["seconds"] >= 0.5
 
 
 def test_ratings_go_on_during_a_background_step_and_stopping_waits_for_it(micro_env, micro_paths, tmp_path):
     log_dir, save_dir, jsonl = paths(tmp_path)
-    child = spawn(micro_env, "--batch_size", "2", "--log_dir", log_dir, "--save_dir", save_dir,
-                  **{SLOW_STEP_ENV: "4"})
+    held = hold_steps(tmp_path, 1, 2, 3)
+    child = spawn(micro_env, "--batch_size", "2", "--log_dir", log_dir, "--save_dir", save_dir, **held)
     child.expect(r"in the background \(--async_update\)")  # the default, on the start screen
     for reward in ("1", "-1"):
         child.expect(REWARD)
@@ -247,6 +264,7 @@ def test_ratings_go_on_during_a_background_step_and_stopping_waits_for_it(micro_
     child.sendline("1.5")
     child.sendline("2")  # typed while waiting for step 1, before the next answer is on the screen
     child.expect(r"waiting for PPO step 1 to finish")
+    release(held, 1)
     child.expect(r"PPO step 1 done in [\d.]+s in the background")
     child.expect(r"updating the model in the background: PPO step 2 on 2 rating")
     child.expect(r"\[Step 3\] answer 1/2")
@@ -256,6 +274,7 @@ def test_ratings_go_on_during_a_background_step_and_stopping_waits_for_it(micro_
     child.kill(signal.SIGTERM)  # while step 2 trains in the background
     child.expect(r"SIGTERM: saving")
     child.expect(r"waiting for PPO step 2 to finish")
+    release(held, 2)
     child.expect(r"PPO step 2 done")
     child.expect(r"checkpoint: .*PPO step 2, 4 ratings behind it")
     assert wait_for_exit(child) == 130  # stopped by a signal, everything saved
@@ -266,7 +285,7 @@ def test_ratings_go_on_during_a_background_step_and_stopping_waits_for_it(micro_
 
     # --resume continues the step count; Ctrl-D during a background step also waits for it and saves
     child = spawn(micro_env, "--batch_size", "2", "--log_dir", log_dir, "--save_dir", save_dir, "--resume", save_dir,
-                  **{SLOW_STEP_ENV: "4"})
+                  **held)
     for reward in ("1", "2"):
         child.expect(r"\[Step 3\]")
         child.expect(REWARD)
@@ -276,6 +295,7 @@ def test_ratings_go_on_during_a_background_step_and_stopping_waits_for_it(micro_
     child.expect(REWARD)
     child.sendeof()
     child.expect(r"end of input \(Ctrl-D\): saving")
+    release(held, 3)
     child.expect(r"PPO step 3 done")
     child.expect(r"checkpoint: .*PPO step 3, 6 ratings behind it")
     assert wait_for_exit(child) == 0
@@ -285,7 +305,8 @@ def test_ratings_go_on_during_a_background_step_and_stopping_waits_for_it(micro_
 @pytest.mark.parametrize("stop", ["q", "Ctrl-C"])
 def test_quitting_during_a_background_step_waits_for_it_and_saves(micro_env, tmp_path, stop):
     log_dir, save_dir, jsonl = paths(tmp_path)
-    child = spawn(micro_env, "--log_dir", log_dir, "--save_dir", save_dir, **{SLOW_STEP_ENV: "3"})
+    held = hold_steps(tmp_path, 2)
+    child = spawn(micro_env, "--log_dir", log_dir, "--save_dir", save_dir, **held)
     child.expect(REWARD)
     child.sendline("1")
     child.expect(r"updating the model in the background: PPO step 1 on 1 rating")
@@ -296,6 +317,7 @@ def test_quitting_during_a_background_step_waits_for_it_and_saves(micro_env, tmp
     child.sendline("q") if stop == "q" else child.sendintr()
     child.expect(rf"{stop}: saving")
     child.expect(r"waiting for PPO step 2 to finish")
+    release(held, 2)
     child.expect(r"checkpoint: .*PPO step 2, 2 ratings behind it")
     assert wait_for_exit(child) == (0 if stop == "q" else 130)
     assert [(r["reward"], r["step"]) for r in read_jsonl(jsonl)] == [(1.0, 1), (-1.0, 2)]
@@ -320,18 +342,19 @@ def read_only_folder(path):
         os.chmod(path, 0o755)
 
 
-def test_an_unwritable_log_folder_is_refused_before_any_rating(micro_env, tmp_path):
+def test_an_unwritable_log_folder_is_refused_before_any_rating(micro_dir, monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("RLHF_TINY_DIR", micro_dir)
     log_dir = str(tmp_path / "logs")
     os.makedirs(log_dir)
     jsonl = os.path.join(log_dir, "Terminal-Human-Feedback.jsonl")
     with open(jsonl, "w", encoding="utf-8") as f:
         f.write('{"prompt": "这部电影很", "answer": "好看", "reward": 1.0}\n')
-    with read_only_folder(log_dir):
-        result = run_script(["terminal_main.py", "--tiny", "--log_dir", log_dir, "--save_dir", str(tmp_path / "c")],
-                            env=micro_env, input="1\n")
-    assert result.returncode == 2
-    assert re.fullmatch(r"error: --log_dir: .*logs: cannot write in .*logs \(.*\) \(see --help\)\n", result.stderr)
-    assert "Reward" not in result.stdout and "loading" not in result.stdout
+    with read_only_folder(log_dir), pytest.raises(SystemExit) as exit_info:
+        run_main(lambda: main(["--tiny", "--log_dir", log_dir, "--save_dir", str(tmp_path / "c")]))
+    out, err = capsys.readouterr()
+    assert exit_info.value.code == 2
+    assert re.fullmatch(r"error: --log_dir: .*logs: cannot write in .*logs \(.*\) \(see --help\)\n", err)
+    assert "Reward" not in out and "loading" not in out
     with open(jsonl, encoding="utf-8") as f:
         assert f.read() == '{"prompt": "这部电影很", "answer": "好看", "reward": 1.0}\n'
 
