@@ -44,8 +44,8 @@ class StepClock:
         return (self.times[-1] - self.times[0]) / (len(self.times) - 1)
 
 
-def run_stage(stage, cfg, data, steps):
-    """A short training run of `stage` (model made fresh, `steps` + 1 steps); its seconds per step."""
+def run_stage(stage, cfg, data, steps, gpt2=None):
+    """A short training run of `stage` (model made fresh, or `gpt2`, `steps` + 1 steps); its seconds per step."""
     cfg = dict(cfg, **{key: steps + 1 for key in STEPS.values()})
     clock = StepClock()
     if stage == "encoder":
@@ -53,7 +53,7 @@ def run_stage(stage, cfg, data, steps):
     elif stage == "classifier":
         train_classifier(data["tokenizer"], data["encoder_dir"], data["train"], cfg, clock)
     else:
-        train_gpt2(new_gpt2(data["tokenizer"], cfg), data["blocks"], cfg, clock)
+        train_gpt2(gpt2 or new_gpt2(data["tokenizer"], cfg), data["blocks"], cfg, clock)
     return clock.seconds_per_step()
 
 
@@ -63,8 +63,11 @@ def side_by_side(stage, cfg, data, steps):
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, threads // 2))
     try:
+        # GPT-2 made here, as the build does: a model made in one thread while the other loads one with
+        # from_pretrained can end up on the meta device ("Cannot copy out of meta tensor")
+        gpt2 = new_gpt2(data["tokenizer"], cfg)
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            lm = pool.submit(run_stage, "gpt2", cfg, data, steps)
+            lm = pool.submit(run_stage, "gpt2", cfg, data, steps, gpt2)
             return run_stage(stage, cfg, data, steps), lm.result()
     finally:
         torch.set_num_threads(threads)
