@@ -9,10 +9,11 @@ import pytest
 from streamlit.proto.TextInput_pb2 import TextInput as TextInputProto
 from streamlit.testing.v1 import AppTest
 
-from conftest import REPO
+from conftest import REPO, run_in_process
 from utils.common import UserError, pick_device
 from utils.ranklists import (append_rank_list, clean_field, format_rank_line, metadata_path, read_rank_list_table,
                              read_rank_lists, undo_rank_list)
+from utils.tasks import main as tasks_main
 
 PAGE = os.path.join(REPO, "ranklist_labeler.py")
 SAVE, REGENERATE, SKIP, UNDO, RANDOM = "存储当前排序", "重新生成答案", "跳过这个 prompt", "撤销上一次存储", "随机 prompt"
@@ -363,11 +364,25 @@ def test_queue_mode_two_annotators_share_a_task(open_page, tmp_path):
     assert any("平均 Kendall's tau **0.667**" in m.value for m in at.tabs[1].markdown)
 
 
-@pytest.mark.parametrize("line, message", [
+BAD_TASK_LINES = [
     ('{"id": "t1", "prompt": "p", "answers": ["只有一个"]}', "tasks.jsonl:1: a task needs at least 2 answers"),
     ("不是 JSON", "tasks.jsonl:1: not a JSON object"),
-])
-def test_the_server_does_not_start_on_a_bad_task_file(tmp_path, line, message):
+]
+
+
+@pytest.mark.parametrize("line, message", BAD_TASK_LINES)
+def test_a_bad_task_file_is_named_in_one_line(tmp_path, line, message, capsys):
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text(line + "\n", encoding="utf-8")
+    code, err = run_in_process(tasks_main, ["check", str(tasks)], capsys)
+    assert code == 2 and err.startswith("error: ") and message in err and err.count("\n") == 1
+    code, err = run_in_process(tasks_main, ["check", str(tasks), "--skip_bad_lines"], capsys)
+    assert code == 2 and "no tasks in this file" in err
+
+
+def test_the_server_does_not_start_on_a_bad_task_file(tmp_path):
+    """The start script checks the task file (`python -m utils.tasks check`) before it starts Streamlit."""
+    line, message = BAD_TASK_LINES[0]
     tasks = tmp_path / "tasks.jsonl"
     tasks.write_text(line + "\n", encoding="utf-8")
     result = subprocess.run(["sh", "start_ranklist_labler.sh", "--tasks", str(tasks), "--address", "127.0.0.1"],

@@ -176,10 +176,6 @@ def make_tasks(model_name, prompts, tasks_per_prompt, k, max_new_tokens, seed=0,
 
 
 def main(argv=None):
-    from utils.common import pick_device
-    from utils.generation import read_prompts
-    from utils.tiny import ensure_tiny
-
     parser = ArgumentParser(prog="python -m utils.tasks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -202,6 +198,10 @@ def main(argv=None):
         tasks = read_tasks(args.tasks_file, args.skip_bad_lines)
         print(f"{args.tasks_file}: {len(tasks)} tasks of {len(tasks[0].answers)} answers")
         return
+    from utils.common import pick_device  # imported here: the start script's check needs none of them
+    from utils.generation import read_prompts
+    from utils.tiny import ensure_tiny
+
     for name in ("tasks_per_prompt", "max_new_tokens"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name} must be at least 1, got {getattr(args, name)}")
