@@ -104,14 +104,22 @@ def micro_lms(tmp_path_factory):
     return {arch: build_random_causal_lm(str(root / arch), arch, sentences) for arch in ("qwen2", "llama")}
 
 
-def run_in_process(main, argv, capsys):
-    """A script's `main(argv)` behind `run_main`, in this process (no interpreter start-up): (exit code, stderr);
-    code 0 when `main` returns."""
+def run_script_in_process(main, argv, capsys):
+    """A script's `main(argv)` behind `run_main`, in this process (no interpreter start-up), read as `run_script`'s
+    result is: a CompletedProcess with the exit code (0 when `main` returns), stdout and stderr."""
     from utils.common import run_main
 
     capsys.readouterr()
     try:
         run_main(lambda: main(argv))
+        code = 0
     except SystemExit as e:
-        return e.code, capsys.readouterr().err
-    return 0, capsys.readouterr().err
+        code = e.code
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(argv, code, out, err)
+
+
+def run_in_process(main, argv, capsys):
+    """(exit code, stderr) of `run_script_in_process`."""
+    result = run_script_in_process(main, argv, capsys)
+    return result.returncode, result.stderr

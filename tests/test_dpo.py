@@ -14,13 +14,14 @@ from accelerate import Accelerator
 from safetensors.torch import load_file
 
 import train_dpo
-from conftest import REPO, run_script
+from conftest import REPO, run_script, run_script_in_process
 from train_dpo import (answer_logps, collate, dpo_loss, encode_lists, list_margins, plackett_luce_loss,
                        preference_loss)
 from utils.ai_feedback import build_ai_feedback
 from utils.logger import read_jsonl
 from utils.checkpoints import load_checkpoint_state
 from utils.policy import load_policy
+from utils import preferences
 from utils.ranklists import append_rank_list, metadata_path
 
 SCRIPT = os.path.join(REPO, "train_dpo.py")
@@ -38,6 +39,13 @@ def env(micro_env):
     return dict(micro_env, OMP_NUM_THREADS="1")
 
 
+@pytest.fixture
+def dpo(micro_dir, monkeypatch, capsys):
+    """`train_dpo.main(argv)` on the micro models in this process, its result read as `run_script`'s is."""
+    monkeypatch.setenv("RLHF_TINY_DIR", micro_dir)
+    return lambda argv: run_script_in_process(train_dpo.main, argv, capsys)
+
+
 @pytest.fixture(scope="module")
 def ai_lists(micro_paths, tmp_path_factory):
     """AI-feedback rank lists from the micro models: 4 prompts x 6 lists of 4 answers of 6 tokens."""
@@ -46,7 +54,7 @@ def ai_lists(micro_paths, tmp_path_factory):
 
 
 def small_run(tmp_path, *extra):
-    return [SCRIPT, "--tiny", "--beta", "0.2", "--batch_size", "8", "--num_train_epochs", "1", "--gen_len", "6",
+    return ["--tiny", "--beta", "0.2", "--batch_size", "8", "--num_train_epochs", "1", "--gen_len", "6",
             "--num_samples", "2", "--logging_steps", "2", "--save_dir", str(tmp_path / "ck"),
             "--img_log_dir", str(tmp_path / "logs"), *extra]
 
@@ -172,10 +180,10 @@ def test_plackett_luce_steps_order_a_whole_list(micro_paths):
 
 
 # ---------------------------------------------------------------- the script
-def test_tiny_run_builds_ai_feedback_once_then_trains_logs_saves_resumes_and_infers(env, tmp_path, capsys):
+def test_tiny_run_builds_ai_feedback_once_then_trains_logs_saves_resumes_and_infers(dpo, tmp_path, capsys):
     ai_file = tmp_path / "ai" / "lists.tsv"
     args = small_run(tmp_path, "--ai_feedback_file", str(ai_file), "--ai_feedback_lists", "4", "--valid_steps", "3")
-    first = run_script(args, env=env)
+    first = dpo(args)
     assert first.returncode == 0, first.stderr[-3000:]
     assert f"AI-feedback rank lists: building {ai_file}" in first.stdout
     lines = ai_file.read_text(encoding="utf-8").splitlines()
@@ -216,7 +224,7 @@ def test_tiny_run_builds_ai_feedback_once_then_trains_logs_saves_resumes_and_inf
     assert any(not torch.equal(early[k], final[k]) for k in final if k not in heads)
 
     # resume from step 6: the lists are reused, the steps after 6 are redone and logged once
-    second = run_script(args + ["--resume", str(tmp_path / "ck" / "model_6")], env=env)
+    second = dpo(args + ["--resume", str(tmp_path / "ck" / "model_6")])
     assert second.returncode == 0, second.stderr[-3000:]
     assert f"AI-feedback rank lists: reusing {ai_file}" in second.stdout
     assert "resuming after step 6" in second.stdout and "global step 4," not in second.stdout
@@ -237,7 +245,7 @@ def test_two_processes_under_accelerate_launch(env, ai_lists, tmp_path):
     # `--cpu --num_processes 2` starts a single process in accelerate 1.x (several need mpirun)
     result = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                             *small_run(tmp_path, "--train_path", ai_lists, "--valid_steps", "1000")],
+                             SCRIPT, *small_run(tmp_path, "--train_path", ai_lists, "--valid_steps", "1000")],
                             cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
     # 22 training lists (132 pairs, less those the micro model cannot score), batches of 8 shared by 2 processes
@@ -266,7 +274,7 @@ def test_a_nan_loss_skips_the_update_with_a_warning(micro_dir, ai_lists, tmp_pat
     monkeypatch.setattr(train_dpo, "dpo_loss", nan_on_the_second_step)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        train_dpo.main(small_run(tmp_path, "--train_path", ai_lists, "--valid_steps", "1000")[1:])
+        train_dpo.main(small_run(tmp_path, "--train_path", ai_lists, "--valid_steps", "1000"))
     assert [str(w.message) for w in caught if "DPO update skipped" in str(w.message)] == \
         ["DPO update skipped at step 2: the loss is NaN or infinite"]
     records = read_jsonl(str(tmp_path / "logs" / "DPO-Sentiment-Zh.jsonl"))
@@ -288,51 +296,51 @@ def assert_refused(result, message, tmp_path):
     assert "global step" not in result.stdout and not (tmp_path / "ck").exists()
 
 
-def test_rank_lists_without_prompts_need_prompt_mode_none(env, tmp_path):
+def test_rank_lists_without_prompts_need_prompt_mode_none(dpo, tmp_path):
     path = tmp_path / "corpus.tsv"
     path.write_text("".join(f"好评{i}很好\t一般{i}\t差评{i}很差\n" for i in range(10)), encoding="utf-8")
-    result = run_script(small_run(tmp_path, "--train_path", str(path)), env=env)
+    result = dpo(small_run(tmp_path, "--train_path", str(path)))
     assert_refused(result, f"{path}: the prompts are not known (there is no {tmp_path / 'corpus.meta.jsonl'} beside "
                            "it); pass --prompt_mode none to train on the whole texts without prompts", tmp_path)
-    result = run_script(small_run(tmp_path, "--train_path", str(path), "--prompt_mode", "none"), env=env)
+    result = dpo(small_run(tmp_path, "--train_path", str(path), "--prompt_mode", "none"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "27 train / 3 dev preference pairs" in result.stdout and "Evaluation acc: " in result.stdout
 
 
-def test_a_list_of_one_text_is_named_with_file_and_line(env, tmp_path):
+def test_a_list_of_one_text_is_named_with_file_and_line(env, tmp_path):  # the one `python train_dpo.py` exit code
     path = labelled(tmp_path, [("这部电影很", ["好看", "难看"])] * 3)
     with open(path, "a", encoding="utf-8") as f:
         f.write("这部电影很好看\n")
     with open(metadata_path(path), "a", encoding="utf-8") as f:
         f.write('{"prompt": "这部电影很"}\n')
-    result = run_script(small_run(tmp_path, "--train_path", path), env=env)
+    result = run_script([SCRIPT, *small_run(tmp_path, "--train_path", path)], env=env)
     assert_refused(result, f"{path}:4: a rank list needs at least 2 tab-separated texts, found 1 "
                            "(use --skip_bad_lines to skip such lines)", tmp_path)
 
 
-def test_identical_pairs_are_left_out_and_counted(env, tmp_path):
+def test_identical_pairs_are_left_out_and_counted(dpo, tmp_path):
     lists = [("这部电影很", ["好看", "好看", "难看"])] * 10  # per list: 1 identical pair, 2 real ones
-    result = run_script(small_run(tmp_path, "--train_path", labelled(tmp_path, lists)), env=env)
+    result = dpo(small_run(tmp_path, "--train_path", labelled(tmp_path, lists)))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "training: left out 9 pair(s) whose chosen and rejected answers are identical" in result.stdout
     assert "dev: left out 1 pair(s)" in result.stdout and "18 train / 2 dev preference pairs" in result.stdout
 
 
 @pytest.mark.parametrize("case", ["all_identical", "one_list"])
-def test_an_empty_training_or_dev_set_stops_before_training(case, env, tmp_path):
+def test_an_empty_training_or_dev_set_stops_before_training(case, dpo, tmp_path):
     if case == "all_identical":
         path = labelled(tmp_path, [("这部电影很", ["好看", "好看"])] * 5)
         message = "no training preference pairs (4 rank lists, 4 identical pairs left out): nothing to train on"
     else:
         path = labelled(tmp_path, [("这部电影很", ["好看", "难看"])])
         message = "no dev preference pairs (0 rank lists, 0 identical pairs left out): nothing to train on"
-    assert_refused(run_script(small_run(tmp_path, "--train_path", path), env=env), message, tmp_path)
+    assert_refused(dpo(small_run(tmp_path, "--train_path", path)), message, tmp_path)
 
 
 # ---------------------------------------------------------------- Plackett-Luce and the preference JSONL, as a user runs them
-def test_plackett_luce_trains_on_whole_lists(env, ai_lists, tmp_path):
-    result = run_script(small_run(tmp_path, "--train_path", ai_lists, "--loss", "plackett_luce", "--batch_size", "4",
-                                  "--valid_steps", "1000"), env=env)
+def test_plackett_luce_trains_on_whole_lists(dpo, ai_lists, tmp_path):
+    result = dpo(small_run(tmp_path, "--train_path", ai_lists, "--loss", "plackett_luce", "--batch_size", "4",
+                           "--valid_steps", "1000"))
     assert result.returncode == 0, result.stderr[-3000:]
     n_train, n_dev = map(int, re.search(r"(\d+) train / (\d+) dev rank lists", result.stdout).groups())
     assert 18 <= n_train <= 22 and 1 <= n_dev <= 2  # 24 lists of 4, 2 held out, a few with an unscorable answer
@@ -347,23 +355,23 @@ def write_jsonl(path, records):
     return str(path)
 
 
-def test_the_preference_jsonl_that_utils_preferences_writes_trains(env, tmp_path):
+def test_the_preference_jsonl_that_utils_preferences_writes_trains(dpo, tmp_path, capsys):
     lists = labelled(tmp_path, [("这部电影很", ["好看", "一般", "难看"]), ("刚收到货，感觉", ["很好", "不错", "很差"])] * 5)
     jsonl = str(tmp_path / "prefs.jsonl")
-    made = run_script(["-m", "utils.preferences", lists, "--output", jsonl], env=env)
+    made = run_script_in_process(preferences.main, [lists, "--output", jsonl], capsys)
     assert made.returncode == 0, made.stderr
-    result = run_script(small_run(tmp_path, "--train_path", jsonl), env=env)
+    result = dpo(small_run(tmp_path, "--train_path", jsonl))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "27 train / 3 dev preference pairs" in result.stdout and "Evaluation acc: " in result.stdout
     # pairs only: Plackett-Luce would be the pairs loss itself, so it is refused with the way out
-    result = run_script(small_run(tmp_path / "pl", "--train_path", jsonl, "--loss", "plackett_luce"), env=env)
+    result = dpo(small_run(tmp_path / "pl", "--train_path", jsonl, "--loss", "plackett_luce"))
     assert_refused(result, f"{jsonl}: --loss plackett_luce needs whole rank lists of 3 or more answers, but every "
                            "item here is a pair (on pairs it is exactly --loss pairs: use that)", tmp_path / "pl")
 
 
-def test_plackett_luce_refuses_rank_lists_of_two(env, tmp_path):
+def test_plackett_luce_refuses_rank_lists_of_two(dpo, tmp_path):
     path = labelled(tmp_path, [("这部电影很", ["好看", "难看"])] * 5)
-    result = run_script(small_run(tmp_path, "--train_path", path, "--loss", "plackett_luce"), env=env)
+    result = dpo(small_run(tmp_path, "--train_path", path, "--loss", "plackett_luce"))
     assert_refused(result, f"{path}: --loss plackett_luce needs whole rank lists of 3 or more answers, but every "
                            "item here is a pair (on pairs it is exactly --loss pairs: use that)", tmp_path)
 
@@ -378,11 +386,20 @@ GOOD = {"prompt": "这部电影很", "chosen": "好看", "rejected": "难看"}
     ({**GOOD, "prompt": None}, '"prompt" is not a string'),
     ("[1, 2]", "not a JSON object"),
 ], ids=["missing_field", "empty_chosen", "chosen_is_rejected", "prompt_not_text", "not_an_object"])
-def test_a_bad_preference_line_is_named_with_file_and_line_or_skipped(bad, reason, env, tmp_path):
+def test_a_bad_preference_line_is_named_with_file_and_line_or_skipped(bad, reason, dpo, tmp_path, capsys):
     path = write_jsonl(tmp_path / "prefs.jsonl", [GOOD] * 3 + [bad] + [GOOD] * 7)
-    assert_refused(run_script(small_run(tmp_path, "--train_path", path), env=env),
+    assert_refused(dpo(small_run(tmp_path, "--train_path", path)),
                    f"{path}:4: {reason} (use --skip_bad_lines to skip such lines)", tmp_path)
-    result = run_script(small_run(tmp_path, "--train_path", path, "--skip_bad_lines"), env=env)
+    # what --skip_bad_lines reads (the training on it: the next test)
+    assert len(preferences.read_preference_jsonl(path, skip_bad_lines=True)) == 10
+    assert capsys.readouterr().err == f"warning: skipped 1 bad line(s) in {path} (first: line 4: {reason})\n"
+
+
+def test_skip_bad_lines_trains_on_the_other_lines(dpo, tmp_path):
+    reason = 'no "rejected" field (a preference line has prompt, chosen, rejected)'
+    no_rejected = {"prompt": "这部电影很", "chosen": "好看"}
+    path = write_jsonl(tmp_path / "prefs.jsonl", [GOOD] * 3 + [no_rejected] + [GOOD] * 7)
+    result = dpo(small_run(tmp_path, "--train_path", path, "--skip_bad_lines"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"warning: skipped 1 bad line(s) in {path} (first: line 4: {reason})" in result.stderr
     assert "9 train / 1 dev preference pairs" in result.stdout
