@@ -86,6 +86,14 @@ def micro_env(micro_dir):
     return dict(os.environ, RLHF_TINY_DIR=micro_dir, HF_HUB_OFFLINE="1", PYTHONPATH=REPO)
 
 
+@pytest.fixture
+def micro_main(micro_dir, monkeypatch, capsys):
+    """`micro_main(script.main, argv)`: the script in this process with `--tiny` pointing at the micro models, its
+    result read as `run_script`'s is (`run_script_in_process`)."""
+    monkeypatch.setenv("RLHF_TINY_DIR", micro_dir)
+    return lambda main, argv: run_script_in_process(main, argv, capsys)
+
+
 def run_script(args, env=None, cwd=REPO, input=None, timeout=600):
     """Run `python <args>` and return the CompletedProcess (text mode)."""
     return subprocess.run([sys.executable, *args], cwd=cwd, env=env or dict(os.environ), input=input,

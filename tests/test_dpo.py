@@ -14,7 +14,7 @@ from accelerate import Accelerator
 from safetensors.torch import load_file
 
 import train_dpo
-from conftest import REPO, run_script, run_script_in_process
+from conftest import REPO, run_script
 from train_dpo import (answer_logps, collate, dpo_loss, encode_lists, list_margins, plackett_luce_loss,
                        preference_loss)
 from utils.ai_feedback import build_ai_feedback
@@ -37,13 +37,6 @@ PAIR_ITEMS = [(pair["prompt"], [pair["chosen"], pair["rejected"]]) for pair in P
 @pytest.fixture
 def env(micro_env):
     return dict(micro_env, OMP_NUM_THREADS="1")
-
-
-@pytest.fixture
-def dpo(micro_dir, monkeypatch, capsys):
-    """`train_dpo.main(argv)` on the micro models in this process, its result read as `run_script`'s is."""
-    monkeypatch.setenv("RLHF_TINY_DIR", micro_dir)
-    return lambda argv: run_script_in_process(train_dpo.main, argv, capsys)
 
 
 @pytest.fixture(scope="module")
@@ -180,10 +173,10 @@ def test_plackett_luce_steps_order_a_whole_list(micro_paths):
 
 
 # ---------------------------------------------------------------- the script
-def test_tiny_run_builds_ai_feedback_once_then_trains_logs_saves_resumes_and_infers(dpo, tmp_path, capsys):
+def test_tiny_run_builds_ai_feedback_once_then_trains_logs_saves_resumes_and_infers(micro_main, tmp_path, capsys):
     ai_file = tmp_path / "ai" / "lists.tsv"
     args = small_run(tmp_path, "--ai_feedback_file", str(ai_file), "--ai_feedback_lists", "4", "--valid_steps", "3")
-    first = dpo(args)
+    first = micro_main(train_dpo.main, args)
     assert first.returncode == 0, first.stderr[-3000:]
     assert f"AI-feedback rank lists: building {ai_file}" in first.stdout
     lines = ai_file.read_text(encoding="utf-8").splitlines()
@@ -224,7 +217,7 @@ def test_tiny_run_builds_ai_feedback_once_then_trains_logs_saves_resumes_and_inf
     assert any(not torch.equal(early[k], final[k]) for k in final if k not in heads)
 
     # resume from step 6: the lists are reused, the steps after 6 are redone and logged once
-    second = dpo(args + ["--resume", str(tmp_path / "ck" / "model_6")])
+    second = micro_main(train_dpo.main, args + ["--resume", str(tmp_path / "ck" / "model_6")])
     assert second.returncode == 0, second.stderr[-3000:]
     assert f"AI-feedback rank lists: reusing {ai_file}" in second.stdout
     assert "resuming after step 6" in second.stdout and "global step 4," not in second.stdout
@@ -296,13 +289,13 @@ def assert_refused(result, message, tmp_path):
     assert "global step" not in result.stdout and not (tmp_path / "ck").exists()
 
 
-def test_rank_lists_without_prompts_need_prompt_mode_none(dpo, tmp_path):
+def test_rank_lists_without_prompts_need_prompt_mode_none(micro_main, tmp_path):
     path = tmp_path / "corpus.tsv"
     path.write_text("".join(f"好评{i}很好\t一般{i}\t差评{i}很差\n" for i in range(10)), encoding="utf-8")
-    result = dpo(small_run(tmp_path, "--train_path", str(path)))
+    result = micro_main(train_dpo.main, small_run(tmp_path, "--train_path", str(path)))
     assert_refused(result, f"{path}: the prompts are not known (there is no {tmp_path / 'corpus.meta.jsonl'} beside "
                            "it); pass --prompt_mode none to train on the whole texts without prompts", tmp_path)
-    result = dpo(small_run(tmp_path, "--train_path", str(path), "--prompt_mode", "none"))
+    result = micro_main(train_dpo.main, small_run(tmp_path, "--train_path", str(path), "--prompt_mode", "none"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "27 train / 3 dev preference pairs" in result.stdout and "Evaluation acc: " in result.stdout
 
@@ -318,29 +311,29 @@ def test_a_list_of_one_text_is_named_with_file_and_line(env, tmp_path):  # the o
                            "(use --skip_bad_lines to skip such lines)", tmp_path)
 
 
-def test_identical_pairs_are_left_out_and_counted(dpo, tmp_path):
+def test_identical_pairs_are_left_out_and_counted(micro_main, tmp_path):
     lists = [("这部电影很", ["好看", "好看", "难看"])] * 10  # per list: 1 identical pair, 2 real ones
-    result = dpo(small_run(tmp_path, "--train_path", labelled(tmp_path, lists)))
+    result = micro_main(train_dpo.main, small_run(tmp_path, "--train_path", labelled(tmp_path, lists)))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "training: left out 9 pair(s) whose chosen and rejected answers are identical" in result.stdout
     assert "dev: left out 1 pair(s)" in result.stdout and "18 train / 2 dev preference pairs" in result.stdout
 
 
 @pytest.mark.parametrize("case", ["all_identical", "one_list"])
-def test_an_empty_training_or_dev_set_stops_before_training(case, dpo, tmp_path):
+def test_an_empty_training_or_dev_set_stops_before_training(case, micro_main, tmp_path):
     if case == "all_identical":
         path = labelled(tmp_path, [("这部电影很", ["好看", "好看"])] * 5)
         message = "no training preference pairs (4 rank lists, 4 identical pairs left out): nothing to train on"
     else:
         path = labelled(tmp_path, [("这部电影很", ["好看", "难看"])])
         message = "no dev preference pairs (0 rank lists, 0 identical pairs left out): nothing to train on"
-    assert_refused(dpo(small_run(tmp_path, "--train_path", path)), message, tmp_path)
+    assert_refused(micro_main(train_dpo.main, small_run(tmp_path, "--train_path", path)), message, tmp_path)
 
 
 # ---------------------------------------------------------------- Plackett-Luce and the preference JSONL, as a user runs them
-def test_plackett_luce_trains_on_whole_lists(dpo, ai_lists, tmp_path):
-    result = dpo(small_run(tmp_path, "--train_path", ai_lists, "--loss", "plackett_luce", "--batch_size", "4",
-                           "--valid_steps", "1000"))
+def test_plackett_luce_trains_on_whole_lists(micro_main, ai_lists, tmp_path):
+    result = micro_main(train_dpo.main, small_run(tmp_path, "--train_path", ai_lists, "--loss", "plackett_luce",
+                                                  "--batch_size", "4", "--valid_steps", "1000"))
     assert result.returncode == 0, result.stderr[-3000:]
     n_train, n_dev = map(int, re.search(r"(\d+) train / (\d+) dev rank lists", result.stdout).groups())
     assert 18 <= n_train <= 22 and 1 <= n_dev <= 2  # 24 lists of 4, 2 held out, a few with an unscorable answer
@@ -355,23 +348,23 @@ def write_jsonl(path, records):
     return str(path)
 
 
-def test_the_preference_jsonl_that_utils_preferences_writes_trains(dpo, tmp_path, capsys):
+def test_the_preference_jsonl_that_utils_preferences_writes_trains(micro_main, tmp_path):
     lists = labelled(tmp_path, [("这部电影很", ["好看", "一般", "难看"]), ("刚收到货，感觉", ["很好", "不错", "很差"])] * 5)
     jsonl = str(tmp_path / "prefs.jsonl")
-    made = run_script_in_process(preferences.main, [lists, "--output", jsonl], capsys)
+    made = micro_main(preferences.main, [lists, "--output", jsonl])
     assert made.returncode == 0, made.stderr
-    result = dpo(small_run(tmp_path, "--train_path", jsonl))
+    result = micro_main(train_dpo.main, small_run(tmp_path, "--train_path", jsonl))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "27 train / 3 dev preference pairs" in result.stdout and "Evaluation acc: " in result.stdout
     # pairs only: Plackett-Luce would be the pairs loss itself, so it is refused with the way out
-    result = dpo(small_run(tmp_path / "pl", "--train_path", jsonl, "--loss", "plackett_luce"))
+    result = micro_main(train_dpo.main, small_run(tmp_path / "pl", "--train_path", jsonl, "--loss", "plackett_luce"))
     assert_refused(result, f"{jsonl}: --loss plackett_luce needs whole rank lists of 3 or more answers, but every "
                            "item here is a pair (on pairs it is exactly --loss pairs: use that)", tmp_path / "pl")
 
 
-def test_plackett_luce_refuses_rank_lists_of_two(dpo, tmp_path):
+def test_plackett_luce_refuses_rank_lists_of_two(micro_main, tmp_path):
     path = labelled(tmp_path, [("这部电影很", ["好看", "难看"])] * 5)
-    result = dpo(small_run(tmp_path, "--train_path", path, "--loss", "plackett_luce"))
+    result = micro_main(train_dpo.main, small_run(tmp_path, "--train_path", path, "--loss", "plackett_luce"))
     assert_refused(result, f"{path}: --loss plackett_luce needs whole rank lists of 3 or more answers, but every "
                            "item here is a pair (on pairs it is exactly --loss pairs: use that)", tmp_path)
 
@@ -386,20 +379,20 @@ GOOD = {"prompt": "这部电影很", "chosen": "好看", "rejected": "难看"}
     ({**GOOD, "prompt": None}, '"prompt" is not a string'),
     ("[1, 2]", "not a JSON object"),
 ], ids=["missing_field", "empty_chosen", "chosen_is_rejected", "prompt_not_text", "not_an_object"])
-def test_a_bad_preference_line_is_named_with_file_and_line_or_skipped(bad, reason, dpo, tmp_path, capsys):
+def test_a_bad_preference_line_is_named_with_file_and_line_or_skipped(bad, reason, micro_main, tmp_path, capsys):
     path = write_jsonl(tmp_path / "prefs.jsonl", [GOOD] * 3 + [bad] + [GOOD] * 7)
-    assert_refused(dpo(small_run(tmp_path, "--train_path", path)),
+    assert_refused(micro_main(train_dpo.main, small_run(tmp_path, "--train_path", path)),
                    f"{path}:4: {reason} (use --skip_bad_lines to skip such lines)", tmp_path)
     # what --skip_bad_lines reads (the training on it: the next test)
     assert len(preferences.read_preference_jsonl(path, skip_bad_lines=True)) == 10
     assert capsys.readouterr().err == f"warning: skipped 1 bad line(s) in {path} (first: line 4: {reason})\n"
 
 
-def test_skip_bad_lines_trains_on_the_other_lines(dpo, tmp_path):
+def test_skip_bad_lines_trains_on_the_other_lines(micro_main, tmp_path):
     reason = 'no "rejected" field (a preference line has prompt, chosen, rejected)'
     no_rejected = {"prompt": "这部电影很", "chosen": "好看"}
     path = write_jsonl(tmp_path / "prefs.jsonl", [GOOD] * 3 + [no_rejected] + [GOOD] * 7)
-    result = dpo(small_run(tmp_path, "--train_path", path, "--skip_bad_lines"))
+    result = micro_main(train_dpo.main, small_run(tmp_path, "--train_path", path, "--skip_bad_lines"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"warning: skipped 1 bad line(s) in {path} (first: line 4: {reason})" in result.stderr
     assert "9 train / 1 dev preference pairs" in result.stdout

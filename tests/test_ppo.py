@@ -16,7 +16,7 @@ import torch
 from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
 import ppo_sentiment_example
-from conftest import REPO, cpu_only, run_in_process, run_script
+from conftest import REPO, cpu_only, run_in_process, run_script_in_process
 from utils.common import UserError, set_seed
 from utils.generation import banned_token_ids, encode_prompt, generate_responses
 from utils.logger import read_jsonl
@@ -270,7 +270,7 @@ def test_hub_name_offline_is_one_line(monkeypatch):
 
 
 # ---------------------------------------------------------------- the script as a user runs it
-def test_run_logs_sigterm_saves_resume_and_inference(env, tmp_path, capsys):
+def test_run_logs_sigterm_saves_resume_and_inference(env, micro_main, tmp_path, capsys):
     """A run killed with SIGTERM saves a checkpoint; --resume continues it; inference loads the newest."""
     save_dir, log_dir = str(tmp_path / "ck"), str(tmp_path / "logs")
     common = SMALL + ["--save_dir", save_dir, "--log_dir", log_dir, "--save_freq", "2"]
@@ -306,7 +306,7 @@ def test_run_logs_sigterm_saves_resume_and_inference(env, tmp_path, capsys):
     # after that checkpoint are redone, logged once
     periodic = os.path.join(save_dir, checkpoints(save_dir)[0])
     periodic_state = load_checkpoint_state(periodic)
-    result = run_script([SCRIPT, *common, "--steps", str(8 * (done + 1)), "--resume", periodic], env=env)
+    result = micro_main(ppo_sentiment_example.main, [*common, "--steps", str(8 * (done + 1)), "--resume", periodic])
     assert result.returncode == 0, result.stderr
     assert "epoch 2 mean-reward" in result.stdout and f"epoch {done} mean-reward" in result.stdout
     assert "epoch 1 mean-reward" not in result.stdout
@@ -336,16 +336,17 @@ def save_micro_reward_model(micro_paths, path, constant=None):
     return str(path)
 
 
-def test_reward_model_with_equal_scores_warns_and_trains_without_nan(env, micro_paths, tmp_path):
+def test_reward_model_with_equal_scores_warns_and_trains_without_nan(micro_main, micro_paths, tmp_path):
     """A reward model that scores every text 5.0: the raw score is logged as it is, the reference normalisation
     warns about the missing spread instead of dividing by zero, and PPO steps without NaN."""
     reward_model = save_micro_reward_model(micro_paths, tmp_path / "rm", constant=5.0)
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("\n好评如潮\n\n   \n", encoding="utf-8")  # blank lines are skipped
-    result = run_script([SCRIPT, *SMALL, "--steps", "16", "--reward_model", reward_model, "--prompts_file",
-                         str(prompts), "--save_dir", str(tmp_path / "ck"), "--log_dir", str(tmp_path / "logs")], env=env)
+    with pytest.warns(UserWarning, match="all the same score.*not scaled"):  # on stderr in a terminal
+        result = micro_main(ppo_sentiment_example.main, [
+            *SMALL, "--steps", "16", "--reward_model", reward_model, "--prompts_file", str(prompts),
+            "--save_dir", str(tmp_path / "ck"), "--log_dir", str(tmp_path / "logs")])
     assert result.returncode == 0, result.stderr
-    assert "all the same score" in result.stderr and "not scaled" in result.stderr
     records = read_jsonl(str(tmp_path / "logs" / "PPO-Sentiment-Zh.jsonl"))
     assert [r["raw_score_mean"] for r in records] == [pytest.approx(5.0, abs=1e-4)] * 2
     assert [r["reward_mean"] for r in records] == [pytest.approx(0.0, abs=1e-4)] * 2
@@ -355,14 +356,14 @@ def test_reward_model_with_equal_scores_warns_and_trains_without_nan(env, micro_
     assert samples and all(line[3:].startswith("好评如潮") for line in samples)
 
 
-def test_reward_model_loop_logs_raw_scores_and_judge_and_resumes_its_normalisation(env, micro_paths, tmp_path):
+def test_reward_model_loop_logs_raw_scores_and_judge_and_resumes_its_normalisation(micro_main, micro_paths, tmp_path):
     """The RLHF loop with a micro reward model: raw score, reward and judge fields in every record where they
     belong, KL bounded, and a resumed run normalises with the statistics its checkpoint kept (not measured again)."""
     reward_model = save_micro_reward_model(micro_paths, tmp_path / "rm")
     save_dir, log_dir = tmp_path / "ck", tmp_path / "logs"
-    common = [SCRIPT, *SMALL, "--reward_model", reward_model, "--save_dir", str(save_dir), "--log_dir", str(log_dir),
+    common = [*SMALL, "--reward_model", reward_model, "--save_dir", str(save_dir), "--log_dir", str(log_dir),
               "--save_freq", "2", "--ref_samples", "32"]
-    first = run_script([*common, "--steps", "24"], env=env)  # 3 epochs: saved after 2 and at the end
+    first = micro_main(ppo_sentiment_example.main, [*common, "--steps", "24"])  # 3 epochs: saved after 2 and at the end
     assert first.returncode == 0, first.stderr
     assert first.stdout.count("reference model, 32 answers per process: raw score") == 1
     periodic = str(save_dir / checkpoints(save_dir)[0])
@@ -371,7 +372,7 @@ def test_reward_model_loop_logs_raw_scores_and_judge_and_resumes_its_normalisati
     judge_ref = state["judge_ref"]["positive_prob"]
     assert 0 < judge_ref < 1
 
-    resumed = run_script([*common, "--steps", "40", "--resume", periodic], env=env)  # epochs 2..4
+    resumed = micro_main(ppo_sentiment_example.main, [*common, "--steps", "40", "--resume", periodic])  # 2..4
     assert resumed.returncode == 0, resumed.stderr
     assert "reference model," not in resumed.stdout  # nothing measured again
     records = read_jsonl(str(log_dir / "PPO-Sentiment-Zh.jsonl"))
@@ -432,9 +433,9 @@ def assert_error_line(stderr, *fragments):
 
 
 
-def test_bad_reward_model_folder(env, micro_paths, tmp_path):
-    result = run_script([SCRIPT, *SMALL, "--reward_model", micro_paths["classifier"], "--save_dir",
-                         str(tmp_path / "ck"), "--log_dir", str(tmp_path / "logs")], env=env)
+def test_bad_reward_model_folder(micro_main, micro_paths, tmp_path):
+    result = micro_main(ppo_sentiment_example.main, [*SMALL, "--reward_model", micro_paths["classifier"], "--save_dir",
+                                                     str(tmp_path / "ck"), "--log_dir", str(tmp_path / "logs")])
     assert_one_line_error(result, micro_paths["classifier"], "not a reward-model checkpoint")
     assert not os.path.exists(tmp_path / "ck") and not os.path.exists(tmp_path / "logs")
 
@@ -477,7 +478,7 @@ def test_empty_prompts_file(micro_dir, tmp_path, monkeypatch, capsys):
     assert not os.path.exists(tmp_path / "logs")
 
 
-def test_resume_missing_or_corrupt(env, micro_dir, micro_paths, tmp_path, monkeypatch, capsys):
+def test_resume_missing_or_corrupt(micro_dir, micro_paths, tmp_path, monkeypatch, capsys):
     save_dir, log_dir = tmp_path / "ck", tmp_path / "logs"
     monkeypatch.setenv("RLHF_TINY_DIR", micro_dir)
     code, stderr = run_in_process(ppo_sentiment_example.main, [*SMALL, "--save_dir", str(save_dir), "--log_dir", str(log_dir), "--resume",
@@ -494,8 +495,8 @@ def test_resume_missing_or_corrupt(env, micro_dir, micro_paths, tmp_path, monkey
     log_dir.mkdir()
     (log_dir / "PPO-Sentiment-Zh.jsonl").write_text('{"epoch": 3}\n')
     before = tree_digest(str(tmp_path))
-    result = run_script([SCRIPT, *SMALL, "--save_dir", str(save_dir), "--log_dir", str(log_dir), "--resume", corrupt],
-                        env=env)
+    result = run_script_in_process(ppo_sentiment_example.main, [*SMALL, "--save_dir", str(save_dir), "--log_dir",
+                                                                 str(log_dir), "--resume", corrupt], capsys)
     assert_one_line_error(result, "ppo_state.json", "corrupt")
     assert tree_digest(str(tmp_path)) == before  # nothing written, nothing overwritten
     with open(os.path.join(corrupt, "ppo_state.json"), "w") as f:
