@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import grpo_sentiment_example
-from conftest import REPO, cpu_only, run_in_process, run_script
+from conftest import REPO, cpu_only, run_in_process
 from grpo_sentiment_example import TINY
 from utils.answer_logprobs import answer_logprobs
 from utils.generation import encode_prompt
@@ -164,7 +164,7 @@ def test_nan_reward_skips_the_update(micro_dir, tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------- the script as a user runs it
-def test_run_logs_sigterm_saves_resume_and_inference(env, tmp_path, capsys):
+def test_run_logs_sigterm_saves_resume_and_inference(env, micro_main, tmp_path, capsys):
     """A run killed with SIGTERM saves a checkpoint; --resume continues it; inference_ppo_gpt.py loads it."""
     save_dir, log_dir = str(tmp_path / "ck"), str(tmp_path / "logs")
     common = SMALL + ["--save_dir", save_dir, "--log_dir", log_dir, "--save_freq", "2"]
@@ -197,7 +197,7 @@ def test_run_logs_sigterm_saves_resume_and_inference(env, tmp_path, capsys):
 
     # resume from the periodic checkpoint: the epochs after it are redone and logged once
     periodic = os.path.join(save_dir, checkpoints(save_dir)[0])
-    result = run_script([SCRIPT, *common, "--steps", str(8 * (done + 1)), "--resume", periodic], env=env)
+    result = micro_main(grpo_sentiment_example.main, [*common, "--steps", str(8 * (done + 1)), "--resume", periodic])
     assert result.returncode == 0, result.stderr
     assert "epoch 2 mean-reward" in result.stdout and f"epoch {done} mean-reward" in result.stdout
     assert "epoch 1 mean-reward" not in result.stdout
@@ -212,7 +212,7 @@ def test_run_logs_sigterm_saves_resume_and_inference(env, tmp_path, capsys):
     assert f"model_{done + 1}_" in out and out.count(": 这部电影很") == 6 and "[SEP]" not in out
 
 
-def test_reward_model_raw_scores_drive_the_loop(env, micro_paths, tmp_path):
+def test_reward_model_raw_scores_drive_the_loop(micro_main, micro_paths, tmp_path):
     """--reward_model: raw scores (here around 5, far from the classifier's 0..1) are logged as they are; bf16."""
     from transformers import AutoModel, AutoTokenizer
 
@@ -223,8 +223,9 @@ def test_reward_model_raw_scores_drive_the_loop(env, micro_paths, tmp_path):
     with torch.no_grad():
         reward_model.head.bias.fill_(5.0)
     save_reward_model(reward_model, AutoTokenizer.from_pretrained(micro_paths["encoder"]), str(tmp_path / "rm"))
-    result = run_script([SCRIPT, *SMALL, "--steps", "16", "--reward_model", str(tmp_path / "rm"), "--mixed_precision", "bf16", "--save_dir",
-                         str(tmp_path / "ck"), "--log_dir", str(tmp_path / "logs")], env=env)
+    result = micro_main(grpo_sentiment_example.main, [
+        *SMALL, "--steps", "16", "--reward_model", str(tmp_path / "rm"), "--mixed_precision", "bf16",
+        "--save_dir", str(tmp_path / "ck"), "--log_dir", str(tmp_path / "logs")])
     assert result.returncode == 0, result.stderr
     records = read_jsonl(str(tmp_path / "logs" / LOG))
     assert len(records) == 2 and all(3.0 < r["reward_mean"] < 7.0 for r in records), records
