@@ -4,8 +4,6 @@ import importlib
 
 import pytest
 
-from conftest import run_script
-
 # script: [(canonical argv, the same with older spellings)]
 SPELLINGS = {
     "ppo_sentiment_example": [
@@ -52,12 +50,12 @@ def test_canonical_flags_and_their_older_spellings_mean_the_same(script, reward_
         assert vars(parse_args(canonical)) == vars(parse_args(older))
 
 
-@pytest.mark.parametrize("command, older, message", [
-    (["-m", "utils.data"], ["--list_len", "1"], "--rank_list_len must be at least 2"),
-    (["-m", "utils.ai_feedback", "--tiny"], ["--k", "1"], "a rank list needs at least 2 answers"),
+@pytest.mark.parametrize("module, argv, message", [
+    ("utils.data", ["--list_len", "1"], "--rank_list_len must be at least 2"),
+    ("utils.ai_feedback", ["--tiny", "--k", "1"], "a rank list needs at least 2 answers"),
 ])
-def test_commands_take_the_older_spellings_too(micro_env, command, older, message):
-    result = run_script([*command, *older], env=micro_env)
+def test_commands_take_the_older_spellings_too(micro_main, module, argv, message):
+    result = micro_main(importlib.import_module(module).main, argv)
     assert result.returncode == 2 and message in result.stderr, result.stderr
 
 

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from conftest import run_script
+from conftest import run_script, run_script_in_process
 from utils.preferences import main, preference_pairs, read_prompted_rank_lists
 from utils.ranklists import append_rank_list, metadata_path
 
@@ -21,6 +21,7 @@ def labelled_file(tmp_path, name="labels.tsv"):
 
 
 def export(tmp_path, *args):
+    """`python -m utils.preferences ARGS --output prefs.jsonl`, as a user runs it: (result, the pairs written)."""
     output = tmp_path / "prefs.jsonl"
     result = run_script(["-m", "utils.preferences", *map(str, args), "--output", str(output)])
     pairs = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()] if output.exists() else None
@@ -122,11 +123,11 @@ BAD = [one_text_list, empty_field, wrong_length, wrong_prompt, not_json, missing
 
 
 @pytest.mark.parametrize("spoil", BAD, ids=[f.__name__ for f in BAD])
-def test_bad_lines_are_named_and_nothing_is_written(spoil, tmp_path):
+def test_bad_lines_are_named_and_nothing_is_written(spoil, tmp_path, capsys):
     path = labelled_file(tmp_path)
     where, reason = spoil(path)
     (tmp_path / "prefs.jsonl").write_text("earlier export\n", encoding="utf-8")
-    result = run_script(["-m", "utils.preferences", path, "--output", str(tmp_path / "prefs.jsonl")])
+    result = run_script_in_process(main, [path, "--output", str(tmp_path / "prefs.jsonl")], capsys)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == \
         f"error: {where}: {reason} (use --skip_bad_lines to skip such lines)"
