@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, run_script
+from conftest import REPO
 from utils.generation import PROMPTS
 from utils.logger import TrainLogger, read_jsonl
 from utils.ranklists import append_rank_list, metadata_path
@@ -75,11 +75,13 @@ def test_readme_walkthrough_from_human_labels_to_ppo(micro_env, tmp_path):
     assert [r["epoch"] for r in records if "judge_positive_prob" in r] == [1, 2]
 
 
-def test_dev_split_is_random_fixed_by_seed_and_refused_when_impossible(micro_env, tmp_path):
+def test_dev_split_is_random_fixed_by_seed_and_refused_when_impossible(micro_main, tmp_path):
+    import train_reward_model
+
     train = tmp_path / "one.tsv"
     train.write_text(f"{GOOD[0]}\t{BAD[0]}\n", encoding="utf-8")
-    result = run_script([os.path.join(REPO, "train_reward_model.py"), "--tiny", "--train_path", str(train),
-                         "--save_dir", str(tmp_path / "ck"), "--img_log_dir", str(tmp_path / "logs")], env=micro_env)
+    result = micro_main(train_reward_model.main, ["--tiny", "--train_path", str(train), "--save_dir",
+                                                  str(tmp_path / "ck"), "--img_log_dir", str(tmp_path / "logs")])
     assert result.returncode == 2, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and str(train) in errors[0] and "--dev_ratio 0.1 of 1 rank list(s)" in errors[0]
