@@ -306,11 +306,13 @@ def test_a_classifier_as_the_policy_is_one_line_and_writes_nothing(micro_paths, 
     assert not save_dir.exists() and not log_dir.exists()
 
 
-def test_the_terminal_refuses_a_classifier_before_opening_its_ratings_log(micro_paths, micro_env, tmp_path):
-    result = run_script(["terminal_main.py", "--model_name", micro_paths["classifier"], "--log_dir",
-                         str(tmp_path / "logs"), "--save_dir", str(tmp_path / "ck")], env=micro_env)
-    assert result.returncode == 2 and result.stderr.count("\n") == 1
-    assert "has no causal language-model head" in result.stderr
+def test_the_terminal_refuses_a_classifier_before_opening_its_ratings_log(micro_paths, tmp_path, capsys):
+    import terminal_main
+
+    code, out, err = run(terminal_main.main, ["--model_name", micro_paths["classifier"], "--log_dir",
+                                              str(tmp_path / "logs"), "--save_dir", str(tmp_path / "ck")], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert "has no causal language-model head" in err
     assert not (tmp_path / "logs").exists() and not (tmp_path / "ck").exists()
 
 

@@ -90,8 +90,9 @@ def test_preset_gpu_puts_the_batch_in_one_mini_batch_under_bf16(micro_dir, monke
     assert parse(["--tiny"]).mixed_precision is None  # accelerate launch's configuration decides
 
 
-def test_fp16_on_the_cpu_is_refused_before_anything_is_written(micro_dir, micro_env, tmp_path, monkeypatch, capsys):
+def test_fp16_on_the_cpu_is_refused_before_anything_is_written(micro_dir, tmp_path, monkeypatch, capsys):
     import ppo_sentiment_example
+    import train_reward_model
     from test_ppo import SMALL, assert_error_line
 
     monkeypatch.setenv("RLHF_TINY_DIR", micro_dir)
@@ -99,11 +100,11 @@ def test_fp16_on_the_cpu_is_refused_before_anything_is_written(micro_dir, micro_
                                   "--save_dir", str(tmp_path / "ck"), "--log_dir", str(tmp_path / "logs")], capsys)
     assert code == 2
     assert_error_line(stderr, "--mixed_precision fp16 needs a GPU")
-    result = run_script(["train_reward_model.py", "--tiny", "--device", "cpu", "--mixed_precision", "fp16",
-                         "--save_dir", str(tmp_path / "rm"), "--img_log_dir", str(tmp_path / "rm_logs")], env=micro_env)
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1] == \
-        "error: --mixed_precision fp16 needs a GPU; on the CPU use bf16 or no"
+    code, stderr = run_in_process(train_reward_model.main, ["--tiny", "--device", "cpu", "--mixed_precision", "fp16",
+                                                            "--save_dir", str(tmp_path / "rm"), "--img_log_dir",
+                                                            str(tmp_path / "rm_logs")], capsys)
+    assert code == 2 and "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1] == "error: --mixed_precision fp16 needs a GPU; on the CPU use bf16 or no"
     assert os.listdir(tmp_path) == []
 
 
