@@ -13,6 +13,10 @@ if "PYTEST_XDIST_WORKER" in os.environ:
     # pytest.ini starts one worker per core: one torch thread each (set before torch is imported, and inherited by
     # the scripts tests start), or two workers of two threads each would fight over two cores
     os.environ["OMP_NUM_THREADS"] = "1"
+    # a worker's environment says COLUMNS=80, LINES=24: the programs tests start in a pseudo-terminal of their own
+    # size (rich's tables in terminal_main.py) would wrap at 80 columns, as they do not outside a worker
+    os.environ.pop("COLUMNS", None)
+    os.environ.pop("LINES", None)
 sys.path.insert(0, REPO)
 os.chdir(REPO)  # the scripts' default paths (data/, logs/, checkpoints/) are relative to the repository
 
