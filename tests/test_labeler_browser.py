@@ -66,8 +66,9 @@ def serve(tmp_path, tiny_dir, *args):
         proc.wait(timeout=30)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def browser():
+    """One headless Chromium for the module; each test opens its own pages and contexts."""
     if not os.path.exists(CHROMIUM):
         pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium), as .ci/run does")
     from playwright.sync_api import sync_playwright

@@ -164,27 +164,7 @@ def test_a_rating_session_then_resume(micro_env, micro_paths, tmp_path):
     assert state["step"] == 2 and state["ratings"] == 3 and state["base_model"] == micro_paths["gpt2"]
 
 
-# ---------------------------------------------------------------- stopping: Ctrl-C, closing the terminal, end of input (SIGTERM above)
-def test_ctrl_c_in_the_middle_of_a_ppo_step_keeps_every_rating(micro_env, tmp_path):
-    log_dir, save_dir, jsonl = paths(tmp_path)
-    held = hold_steps(tmp_path, 1)
-    child = spawn(micro_env, "--batch_size", "2", "--no-async_update", "--log_dir", log_dir, "--save_dir", save_dir,
-                  **held)
-    for reward in ("1", "-0.5"):
-        child.expect(REWARD)
-        child.sendline(reward)
-    child.expect(r"updating the model: PPO step 1 on 2 rating")
-    assert [r["reward"] for r in read_jsonl(jsonl)] == [1.0, -0.5]  # on disk before the step runs
-    child.sendintr()
-    child.expect(r"Ctrl-C: finishing the current step first")
-    release(held, 1)
-    child.expect(r"PPO step 1 done")
-    child.expect(r"checkpoint: .*PPO step 1, 2 ratings behind it")
-    assert wait_for_exit(child) == 130  # stopped by a signal, everything saved
-    assert [r["reward"] for r in read_jsonl(jsonl)] == [1.0, -0.5]
-    assert os.path.isfile(os.path.join(save_dir, "model.safetensors"))
-
-
+# ---------------------------------------------------------------- stopping: closing the terminal, end of input (SIGTERM above)
 def test_closing_the_terminal_saves_like_quitting(micro_env, tmp_path):
     log_dir, save_dir, jsonl = paths(tmp_path)
     child = spawn(micro_env, "--log_dir", log_dir, "--save_dir", save_dir)
@@ -216,13 +196,13 @@ def test_end_of_input_before_the_first_rating_exits_cleanly(micro_env, tmp_path)
         assert f.read() == earlier
 
 
-# ---------------------------------------------------------------- type-ahead and the background update
+# ---------------------------------------------------------------- type-ahead, Ctrl-C in a step and the background update
 IGNORED = r"ignored (\d+) byte\(s\) typed before this answer was shown"
 
 
-def test_keys_typed_during_a_ppo_step_are_not_a_rating(micro_env, tmp_path):
+def test_keys_typed_during_a_ppo_step_are_not_a_rating_and_ctrl_c_in_a_step_keeps_every_rating(micro_env, tmp_path):
     log_dir, save_dir, jsonl = paths(tmp_path)
-    held = hold_steps(tmp_path, 1)
+    held = hold_steps(tmp_path, 1, 3)
     child = spawn(micro_env, "--no-async_update", "--log_dir", log_dir, "--save_dir", save_dir, **held)
     child.expect(REWARD)
     child.sendline("1")
@@ -239,11 +219,20 @@ def test_keys_typed_during_a_ppo_step_are_not_a_rating(micro_env, tmp_path):
     child.expect(r"updating the model: PPO step 2")
     child.expect(REWARD)
     assert "ignored" not in child.before, "nothing was typed ahead this time"
-    child.sendline("q")
-    assert wait_for_exit(child) == 0
+
+    child.sendline("0.5")
+    child.expect(r"updating the model: PPO step 3 on 1 rating")
+    assert [r["reward"] for r in read_jsonl(jsonl)] == [1.0, -1.0, 0.5]  # on disk before the step runs
+    child.sendintr()
+    child.expect(r"Ctrl-C: finishing the current step first")
+    release(held, 3)
+    child.expect(r"PPO step 3 done")
+    child.expect(r"checkpoint: .*PPO step 3, 3 ratings behind it")
+    assert wait_for_exit(child) == 130  # stopped by a signal, everything saved
     records = read_jsonl(jsonl)
-    assert [r["reward"] for r in records] == [1.0, -1.0], "the typed-ahead 2 must not rate the answer after it"
+    assert [r["reward"] for r in records] == [1.0, -1.0, 0.5], "the typed-ahead 2 must not rate the answer after it"
     assert records[1]["prompt"] + records[1]["answer"] == shown and records[1]["seconds"] >= 0.5
+    assert os.path.isfile(os.path.join(save_dir, "model.safetensors"))
 
 
 def test_ratings_go_on_during_a_background_step_and_stopping_waits_for_it(micro_env, micro_paths, tmp_path):
