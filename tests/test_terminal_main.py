@@ -29,8 +29,11 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 def spawn(env, *args, **extra_env):
-    child = pexpect.spawn(sys.executable, ["terminal_main.py", "--tiny", *args], cwd=REPO, env=dict(env, **extra_env),
-                          encoding="utf-8", codec_errors="replace", timeout=240, dimensions=(50, 250))
+    rows, columns = 50, 250
+    # the terminal's size in COLUMNS and LINES too: pytest-xdist's workers set them to 80 x 24, which rich would take
+    env = dict(env, COLUMNS=str(columns), LINES=str(rows), **extra_env)
+    child = pexpect.spawn(sys.executable, ["terminal_main.py", "--tiny", *args], cwd=REPO, env=env,
+                          encoding="utf-8", codec_errors="replace", timeout=240, dimensions=(rows, columns))
     child.logfile_read = io.StringIO()  # everything it printed (SHOW_TERMINAL=1 shows it as well)
     if os.environ.get("SHOW_TERMINAL"):
         child.logfile_read = Tee(child.logfile_read)
