@@ -31,27 +31,24 @@ BENCHES = {
 }
 
 
-@pytest.fixture
-def micro_tiny(micro_dir, monkeypatch):
-    """`--tiny` means the micro models, here and in the processes the benches start; torch's thread count, which
-    some benches set to 1 for the whole process, is given back afterwards."""
-    monkeypatch.setenv("RLHF_TINY_DIR", micro_dir)
+@pytest.fixture(autouse=True)
+def torch_threads_kept():
+    """Some benches set torch's thread count, a setting of the whole process: the tests after them get it back."""
     threads = torch.get_num_threads()
-    yield micro_dir
+    yield
     torch.set_num_threads(threads)
 
 
-def run_bench(name, argv, capsys):
-    """bench/<name>.py's `main(argv)` in this process; what it printed (stdout, stderr)."""
-    capsys.readouterr()
-    importlib.import_module(name).main(argv)
-    return capsys.readouterr()
+def bench_main(name):
+    return importlib.import_module(name).main
 
 
 @pytest.mark.parametrize("name", sorted(BENCHES))
-def test_bench_runs_and_prints_its_ratio(name, micro_tiny, capsys):
+def test_bench_runs_and_prints_its_ratio(name, micro_main):
     args, expected = BENCHES[name]
-    assert expected in run_bench(name, args, capsys).out
+    result = micro_main(bench_main(name), args)
+    assert result.returncode == 0, result.stderr
+    assert expected in result.stdout
 
 
 def test_bench_ppo_refuses_a_batch_the_mini_batches_do_not_divide(micro_env):
@@ -70,37 +67,41 @@ def reward_model(micro_paths, tmp_path_factory):
     return folder
 
 
-def test_bench_ranking_ceiling_scores_every_scorer_on_dev_and_test_lists(micro_tiny, reward_model, capsys):
-    rows = [line.split() for line in run_bench("bench_ranking_ceiling", ["--reward_model", reward_model],
-                                               capsys).out.splitlines()[1:]]
+def test_bench_ranking_ceiling_scores_every_scorer_on_dev_and_test_lists(micro_main, reward_model):
+    result = micro_main(bench_main("bench_ranking_ceiling"), ["--reward_model", reward_model])
+    assert result.returncode == 0, result.stderr
+    rows = [line.split() for line in result.stdout.splitlines()[1:]]
     assert [(row[0], row[-5]) for row in rows] == [("naive", "dev"), ("naive", "test"), ("tiny", "dev"),
                                                    ("tiny", "test"), ("reward", "dev"), ("reward", "test")]
     # naive Bayes on character n-grams ranks the corpus lists far above chance (0.5)
     assert all(float(row[-3]) > 0.8 for row in rows[:2])
 
 
-def test_bench_alignment_trains_and_judges_every_method(micro_tiny, reward_model, tmp_path, capsys):
+def test_bench_alignment_trains_and_judges_every_method(micro_main, reward_model, tmp_path):
     """Smallest settings: every method's script trains a little, and each row is judged against the reference.
     PPO runs once, with the reward model: PPO + classifier is the same script without --reward_model."""
-    out = run_bench("bench_alignment", ["--quick", "--methods", "ppo_rm", "grpo", "dpo", "--num", "2", "--gen_len",
-                                        "4", "--reward_model", reward_model, "--out_dir", str(tmp_path / "out")],
-                    capsys).out
-    rows = {line[:26].strip(): line[26:].split() for line in out.splitlines()
+    result = micro_main(bench_main("bench_alignment"), [
+        "--quick", "--methods", "ppo_rm", "grpo", "dpo", "--num", "2", "--gen_len", "4", "--reward_model", reward_model,
+        "--out_dir", str(tmp_path / "out")])
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = {line[:26].strip(): line[26:].split() for line in result.stdout.splitlines()
             if line.startswith(("reference GPT-2", "PPO", "GRPO", "DPO"))}
-    assert set(rows) == {"reference GPT-2", "PPO + reward model", "GRPO + classifier", "DPO + AI-feedback lists"}, out
+    assert set(rows) == {"reference GPT-2", "PPO + reward model", "GRPO + classifier", "DPO + AI-feedback lists"}, \
+        result.stdout
     assert rows["reference GPT-2"][-1] == "0.000"
     for title, row in rows.items():
         if title != "reference GPT-2":
             assert float(row[0]) > 0 and 0.0 <= float(row[2]) <= 1.0 and 0.0 < float(row[4]) <= 1.0, row
 
 
-def test_bench_frontier_records_failed_runs_goes_on_and_resumes(micro_tiny, tmp_path, capsys):
+def test_bench_frontier_records_failed_runs_goes_on_and_resumes(micro_main, tmp_path):
     """A NaN strength fails its run (recorded with its reason), the next runs are judged, the PNG is drawn, and
     a second call reruns nothing that is already in the JSONL."""
     out = tmp_path / "out"
     argv = ["--quick", "--num", "2", "--gen_len", "4", "--out_dir", str(out), "--methods", "grpo_dr", "dpo_pl",
             "--values", "grpo_dr=nan,0.1"]
-    first = run_bench("bench_frontier", argv, capsys)
+    first = micro_main(bench_main("bench_frontier"), argv)
+    assert first.returncode == 0, first.stdout + first.stderr[-3000:]
     records = [json.loads(line) for line in (out / "frontier.jsonl").read_text(encoding="utf-8").splitlines()]
     assert records[0]["method"] == "reference" and 0 <= records[0]["positive"] <= 1
     finals = {(r["method"], r["value"]): r for r in records if r.get("final")}
@@ -113,9 +114,10 @@ def test_bench_frontier_records_failed_runs_goes_on_and_resumes(micro_tiny, tmp_
         assert point["gain"] == pytest.approx(point["positive"] - records[0]["positive"])
         assert isinstance(point["collapsed"], bool) and math.isfinite(point["kl"])
     assert os.path.getsize(out / "frontier.png") > 1000
-    assert "frontier runs" in first.err and "best point per method" in first.out
-    second = run_bench("bench_frontier", argv, capsys)
-    assert "3 run(s) already in" in second.out and "frontier runs" not in second.err
+    assert "frontier runs" in first.stderr and "best point per method" in first.stdout
+    second = micro_main(bench_main("bench_frontier"), argv)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "3 run(s) already in" in second.stdout and "frontier runs" not in second.stderr
     assert len((out / "frontier.jsonl").read_text(encoding="utf-8").splitlines()) == len(records)
 
 

@@ -29,11 +29,8 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 def spawn(env, *args, **extra_env):
-    rows, columns = 50, 250
-    # the terminal's size in COLUMNS and LINES too: pytest-xdist's workers set them to 80 x 24, which rich would take
-    env = dict(env, COLUMNS=str(columns), LINES=str(rows), **extra_env)
-    child = pexpect.spawn(sys.executable, ["terminal_main.py", "--tiny", *args], cwd=REPO, env=env,
-                          encoding="utf-8", codec_errors="replace", timeout=240, dimensions=(rows, columns))
+    child = pexpect.spawn(sys.executable, ["terminal_main.py", "--tiny", *args], cwd=REPO, env=dict(env, **extra_env),
+                          encoding="utf-8", codec_errors="replace", timeout=240, dimensions=(50, 250))
     child.logfile_read = io.StringIO()  # everything it printed (SHOW_TERMINAL=1 shows it as well)
     if os.environ.get("SHOW_TERMINAL"):
         child.logfile_read = Tee(child.logfile_read)
@@ -334,19 +331,17 @@ def read_only_folder(path):
         os.chmod(path, 0o755)
 
 
-def test_an_unwritable_log_folder_is_refused_before_any_rating(micro_dir, monkeypatch, tmp_path, capsys):
-    monkeypatch.setenv("RLHF_TINY_DIR", micro_dir)
+def test_an_unwritable_log_folder_is_refused_before_any_rating(micro_main, tmp_path):
     log_dir = str(tmp_path / "logs")
     os.makedirs(log_dir)
     jsonl = os.path.join(log_dir, "Terminal-Human-Feedback.jsonl")
     with open(jsonl, "w", encoding="utf-8") as f:
         f.write('{"prompt": "这部电影很", "answer": "好看", "reward": 1.0}\n')
-    with read_only_folder(log_dir), pytest.raises(SystemExit) as exit_info:
-        run_main(lambda: main(["--tiny", "--log_dir", log_dir, "--save_dir", str(tmp_path / "c")]))
-    out, err = capsys.readouterr()
-    assert exit_info.value.code == 2
-    assert re.fullmatch(r"error: --log_dir: .*logs: cannot write in .*logs \(.*\) \(see --help\)\n", err)
-    assert "Reward" not in out and "loading" not in out
+    with read_only_folder(log_dir):
+        result = micro_main(main, ["--tiny", "--log_dir", log_dir, "--save_dir", str(tmp_path / "c")])
+    assert result.returncode == 2
+    assert re.fullmatch(r"error: --log_dir: .*logs: cannot write in .*logs \(.*\) \(see --help\)\n", result.stderr)
+    assert "Reward" not in result.stdout and "loading" not in result.stdout
     with open(jsonl, encoding="utf-8") as f:
         assert f.read() == '{"prompt": "这部电影很", "answer": "好看", "reward": 1.0}\n'
 
