@@ -236,8 +236,10 @@ def test_tiny_run_builds_ai_feedback_once_then_trains_logs_saves_resumes_and_inf
 
 def test_two_processes_under_accelerate_launch(env, ai_lists, tmp_path):
     # `--cpu --num_processes 2` starts a single process in accelerate 1.x (several need mpirun)
+    # --main_process_port 0: a free port, not the default 29500 that another test worker may take at the same moment
     result = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                             "--main_process_port", "0",
                              SCRIPT, *small_run(tmp_path, "--train_path", ai_lists, "--valid_steps", "1000")],
                             cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]

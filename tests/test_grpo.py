@@ -249,8 +249,10 @@ def test_bad_group_size_is_refused_at_start(micro_dir, tmp_path, monkeypatch, ca
 # ---------------------------------------------------------------- several processes
 def test_accelerate_launch_two_processes(env, tmp_path):
     save_dir, log_dir = str(tmp_path / "ck"), str(tmp_path / "logs")
+    # --main_process_port 0: a free port, not the default 29500 that another test worker may take at the same moment
     result = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                             "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", SCRIPT,
+                             "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                             "--main_process_port", "0", SCRIPT,
                              *SMALL, "--steps", "16", "--save_dir", save_dir, "--log_dir", log_dir],
                             cwd=REPO, env=cpu_only(env), capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -532,8 +532,10 @@ def test_accelerate_launch_two_processes(env, micro_paths, tmp_path):
     save_dir, log_dir = str(tmp_path / "ck"), str(tmp_path / "logs")
     reward_model = save_micro_reward_model(micro_paths, tmp_path / "rm")
     # `--cpu --num_processes 2` starts a single process in accelerate 1.x (several need mpirun)
+    # --main_process_port 0: a free port, not the default 29500 that another test worker may take at the same moment
     result = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                             "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", SCRIPT,
+                             "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                             "--main_process_port", "0", SCRIPT,
                              *SMALL, "--steps", "16", "--save_dir", save_dir, "--log_dir", log_dir,
                              "--reward_model", reward_model, "--ref_samples", "16"],
                             cwd=REPO, env=cpu_only(env), capture_output=True, text=True, timeout=400)

@@ -328,8 +328,10 @@ def test_training_under_accelerate_with_two_processes(small_data, tmp_path, micr
     args = train_args(small_data, tmp_path, "--valid_steps", "1000")  # 20 steps per process, one evaluation
     # `--cpu --num_processes 2` starts a single process in accelerate 1.x (several need mpirun); on a machine
     # without GPUs `--multi_gpu` starts torchrun, and the script's Accelerator(cpu=True) then runs gloo on CPUs
+    # --main_process_port 0: a free port, not the default 29500 that another test worker may take at the same moment
     result = subprocess.run([accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                             "--mixed_precision", "no", "--dynamo_backend", "no", "train_reward_model.py", *args],
+                             "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
+                             "train_reward_model.py", *args],
                             cwd=REPO,
                             env=cpu_only(micro_env), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
