@@ -9,8 +9,8 @@ import shutil
 import sys
 import tempfile
 
-import numpy as np
-import torch
+# torch and numpy are imported in the functions that use them: the labelling page's storage (utils.ranklists) and
+# the task-file check (utils.tasks) take UserError from here, and start in a fraction of a second without them
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 _SPECIAL_RE = re.compile("|".join(re.escape(t) for t in SPECIAL_TOKENS))
@@ -117,6 +117,8 @@ MIXED_PRECISION = ("no", "bf16", "fp16")
 
 def pick_device(name=None):
     """`--device` if given, else CUDA when present, else CPU. On CUDA, TF32 matmuls are allowed (`allow_tf32`)."""
+    import torch
+
     device = torch.device(name) if name else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda":
         allow_tf32()
@@ -128,6 +130,8 @@ def allow_tf32():
     On one H100 it took the reward model's step from 6.3 to 14.6 step/s; the CPU is left as it is. The
     legacy flags, as accelerate and transformers set them: mixing them with torch's newer `fp32_precision`
     API makes later reads of either raise."""
+    import torch
+
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
 
@@ -141,6 +145,8 @@ def add_mixed_precision_argument(parser):
 def accelerator_kwargs(device, mixed_precision=None):
     """Keyword arguments for `Accelerator(...)` (and trl's `PPOConfig(accelerator_kwargs=...)`): the device
     `pick_device` chose and `--mixed_precision` (None leaves it to `accelerate launch`'s configuration)."""
+    import torch
+
     on_cpu = torch.device(device).type == "cpu"
     if mixed_precision == "fp16" and on_cpu:  # accelerate would silently train in float32 instead
         raise UserError("--mixed_precision fp16 needs a GPU; on the CPU use bf16 or no")
@@ -149,11 +155,16 @@ def accelerator_kwargs(device, mixed_precision=None):
 
 def any_process(accelerator, flag):
     """True on every process when `flag` is true on any (processes must take the same branch)."""
+    import torch
+
     flag = torch.tensor([float(flag)], device=accelerator.device)
     return accelerator.reduce(flag, reduction="sum").item() > 0 if accelerator.num_processes > 1 else flag.item() > 0
 
 
 def set_seed(seed):
+    import numpy as np
+    import torch
+
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -172,6 +183,7 @@ def sdpa_mask_without_vmap(batch_size, cache_position, kv_length, kv_offset=0, m
     tensors instead of through four nested `torch.vmap`s. With padding (every PPO batch, every batched
     `generate` step) the vmaps cost about 13 ms of Python per GPT-2 forward pass here, a third of a PPO step
     on the tiny models (transformers 5 evaluates the mask this way too)."""
+    import torch
     from transformers import masking_utils as masks  # here: importing it takes seconds, and few scripts need it
 
     mask_function = mask_function or masks.causal_mask_function
