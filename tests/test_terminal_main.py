@@ -71,13 +71,21 @@ def paths(tmp_path):
     return str(tmp_path / "logs"), str(tmp_path / "ckpt"), str(tmp_path / "logs" / "Terminal-Human-Feedback.jsonl")
 
 
-def hold_steps(tmp_path, *steps):
-    """Environment in which these PPO steps wait for `release`: the test types or stops in the middle of one."""
+@pytest.fixture
+def hold_steps(tmp_path):
+    """`hold_steps(1, 3)`: environment in which these PPO steps wait for `release`, for the test to type or stop in
+    the middle of one. Whatever is still held is released after the test: a failed test leaves nothing waiting."""
     folder = tmp_path / "held_steps"
     folder.mkdir()
-    for step in steps:
-        (folder / str(step)).touch()
-    return {HOLD_STEPS_ENV: str(folder)}
+
+    def hold(*steps):
+        for step in steps:
+            (folder / str(step)).touch()
+        return {HOLD_STEPS_ENV: str(folder)}
+
+    yield hold
+    for held in folder.iterdir():
+        held.unlink()
 
 
 def release(held, step):
@@ -200,9 +208,10 @@ def test_end_of_input_before_the_first_rating_exits_cleanly(micro_env, tmp_path)
 IGNORED = r"ignored (\d+) byte\(s\) typed before this answer was shown"
 
 
-def test_keys_typed_during_a_ppo_step_are_not_a_rating_and_ctrl_c_in_a_step_keeps_every_rating(micro_env, tmp_path):
+def test_keys_typed_during_a_ppo_step_are_not_a_rating_and_ctrl_c_in_a_step_keeps_every_rating(micro_env, tmp_path,
+                                                                                               hold_steps):
     log_dir, save_dir, jsonl = paths(tmp_path)
-    held = hold_steps(tmp_path, 1, 3)
+    held = hold_steps(1, 3)
     child = spawn(micro_env, "--no-async_update", "--log_dir", log_dir, "--save_dir", save_dir, **held)
     child.expect(REWARD)
     child.sendline("1")
@@ -235,9 +244,9 @@ def test_keys_typed_during_a_ppo_step_are_not_a_rating_and_ctrl_c_in_a_step_keep
     assert os.path.isfile(os.path.join(save_dir, "model.safetensors"))
 
 
-def test_ratings_go_on_during_a_background_step_and_stopping_waits_for_it(micro_env, micro_paths, tmp_path):
+def test_ratings_go_on_during_a_background_step_and_stopping_waits_for_it(micro_env, micro_paths, tmp_path, hold_steps):
     log_dir, save_dir, jsonl = paths(tmp_path)
-    held = hold_steps(tmp_path, 1, 2, 3)
+    held = hold_steps(1, 2, 3)
     child = spawn(micro_env, "--batch_size", "2", "--log_dir", log_dir, "--save_dir", save_dir, **held)
     child.expect(r"in the background \(--async_update\)")  # the default, on the start screen
     for reward in ("1", "-1"):
@@ -292,9 +301,9 @@ def test_ratings_go_on_during_a_background_step_and_stopping_waits_for_it(micro_
 
 
 @pytest.mark.parametrize("stop", ["q", "Ctrl-C"])
-def test_quitting_during_a_background_step_waits_for_it_and_saves(micro_env, tmp_path, stop):
+def test_quitting_during_a_background_step_waits_for_it_and_saves(micro_env, tmp_path, stop, hold_steps):
     log_dir, save_dir, jsonl = paths(tmp_path)
-    held = hold_steps(tmp_path, 2)
+    held = hold_steps(2)
     child = spawn(micro_env, "--log_dir", log_dir, "--save_dir", save_dir, **held)
     child.expect(REWARD)
     child.sendline("1")
