@@ -43,7 +43,7 @@ QUICK = {  # the smallest settings: enough for every script to train a little an
             "--print_samples", "0"],
     "grpo": ["--total_samples", "16", "--batch_size", "8", "--group_size", "4", "--mini_batch_size", "4",
              "--max_new_tokens", "6", "--print_samples", "0"],
-    "dpo": ["--num_train_epochs", "1", "--ai_feedback_lists", "4", "--batch_size", "4", "--max_new_tokens", "6",
+    "dpo": ["--num_train_epochs", "1", "--ai_feedback_lists", "2", "--batch_size", "4", "--max_new_tokens", "6",
             "--print_samples", "0"],
 }
 QUICK["ppo_rm"] = QUICK["ppo"]
