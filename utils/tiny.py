@@ -9,7 +9,8 @@ once per user and recipe, the way the Hugging Face hub caches models: in
 `$XDG_CACHE_HOME/rlhf-zh/tiny/recipe<R>-datasets<D>` (`~/.cache` when XDG_CACHE_HOME is unset), so a second
 clone starts training at once; `RLHF_TINY_DIR` names another folder. The build writes a temporary folder
 renamed into place only when complete (a killed build is never loaded), under a lock file (a second process
-waits for the first build and reuses it). Run `python -m utils.tiny` to build it (or rebuild it with `--force`).
+waits for the first build and reuses it). GPT-2 trains in a second thread, beside the encoder and the classifier.
+Run `python -m utils.tiny` to build it (or rebuild it with `--force`).
 The build trains on CUDA when there is a GPU (`--device` to choose), with the same recipe and random draws.
 """
 import argparse
@@ -37,9 +38,10 @@ from utils.data import DATASETS_VERSION, NEGATIVE, POSITIVE, read_corpus_split
 LABELS = {NEGATIVE: "negative (stars 1, 2 and 3)", POSITIVE: "positive (stars 4 and 5)"}  # uer's JD classifier
 REPORT = "report.json"  # written last: a folder without it is not a finished build
 TINY_MARKERS = (REPORT, "gpt2")  # a folder with either is a tiny build, finished or not: ours to replace
-RECIPE_VERSION = 3  # raise when the build makes different models, so that caches an older recipe made are rebuilt
+RECIPE_VERSION = 4  # raise when the build makes different models, so that caches an older recipe made are rebuilt
 PRESETS = {
-    # a few minutes on 2 CPU cores (bf16 autocast where the CPU or GPU has it: bench/bench_tiny_build.py)
+    # a few minutes on 2 CPU cores: GPT-2 beside the encoder and the classifier, each under bf16 autocast where
+    # the CPU or GPU has it (bench/bench_tiny_build.py)
     "tiny": dict(hidden=192, heads=4, encoder_layers=3, gpt_layers=4, seq_len=64, batch_size=32,
                  mlm_steps=400, classifier_steps=500, lm_steps=900, max_sentences=None, max_test_sentences=None,
                  bf16=True),
@@ -127,7 +129,8 @@ def build_tiny(root, preset="tiny", seed=0, report_dir="logs", device=None):
         lap("tokenizer")
         with tqdm(total=cfg["mlm_steps"] + cfg["classifier_steps"], desc="encoder, classifier", unit="step") as bar, \
                 tqdm(total=cfg["lm_steps"], desc="GPT-2", unit="step") as lm_bar:
-            classifier, gpt2 = train_side_by_side(fast, train, classifier_train, cfg, bar, lm_bar, paths, seconds)
+            classifier, gpt2 = train_side_by_side(fast, train, classifier_train, cfg, seed, bar, lm_bar, paths,
+                                                  seconds)
         lap("training")
         for path in paths.values():
             tokenizer.save_pretrained(path)
@@ -180,14 +183,19 @@ def _is_cjk(ch):
 
 
 # ---------------------------------------------------------------- training
-def train_side_by_side(tokenizer, train, classifier_train, cfg, bar, lm_bar, paths, seconds):
+def train_side_by_side(tokenizer, train, classifier_train, cfg, seed, bar, lm_bar, paths, seconds):
     """The encoder, then the classifier fine-tuned from it, in this thread; GPT-2, which needs neither, at the same
     time in a second thread, each with half the CPU cores: one stage alone gets little from a second core
     (bench/bench_tiny_build.py). Saves the three models into `paths`; returns (classifier, GPT-2).
-    The builds stay reproducible: GPT-2 is initialised and its text tokenized here, before the second thread starts,
-    and its training draws no torch random numbers (no dropout; its own batch order), so the encoder's and the
-    classifier's random draws (masks, dropout) come in the same order every build."""
-    gpt2, blocks = new_gpt2(tokenizer, cfg), _lm_blocks(tokenizer, [s for _, s in train], cfg["seq_len"])
+    The builds stay reproducible: GPT-2 is initialised (from its own fork of the random generator, so that the
+    encoder and the classifier draw what they drew when the stages ran one after the other) and its text tokenized
+    here, before the second thread starts, and its training draws no torch random numbers (no dropout; its own
+    batch order), so the encoder's and the classifier's random draws (masks, dropout) come in the same order every
+    build."""
+    with torch.random.fork_rng(devices=[]):  # initialised on the CPU, then moved
+        torch.manual_seed(seed)
+        gpt2 = new_gpt2(tokenizer, cfg)
+    blocks = _lm_blocks(tokenizer, [s for _, s in train], cfg["seq_len"])
     stop = threading.Event()  # set when this thread fails or is interrupted: the GPT-2 thread then ends at its next step
     threads = torch.get_num_threads()
     if cfg["device"].type == "cpu":
