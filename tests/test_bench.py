@@ -10,6 +10,7 @@ import sys
 
 import pytest
 import torch
+import transformers
 from transformers import AutoModel, AutoTokenizer
 
 from conftest import REPO, run_script
@@ -32,11 +33,13 @@ BENCHES = {
 
 
 @pytest.fixture(autouse=True)
-def torch_threads_kept():
-    """Some benches set torch's thread count, a setting of the whole process: the tests after them get it back."""
-    threads = torch.get_num_threads()
+def process_settings_kept():
+    """Some benches set torch's thread count or transformers' log level, settings of the whole process: the tests
+    after them get them back."""
+    threads, verbosity = torch.get_num_threads(), transformers.logging.get_verbosity()
     yield
     torch.set_num_threads(threads)
+    transformers.logging.set_verbosity(verbosity)
 
 
 def bench_main(name):
