@@ -1,7 +1,8 @@
 """Where the tiny build's time goes, and what its two choices save: training GPT-2 side by side with the encoder and
-the classifier (two threads, half the CPU cores each) instead of one stage after the other (all cores), and bf16
-autocast instead of float32. Each stage's training step is timed both ways in one run, alternating, so that all
-see the same machine load; the median seconds per step, and the whole build's training time those give.
+the classifier (two threads, half the CPU cores each; GPT-2's second half alone on all of them) instead of one stage
+after the other (all cores), and bf16 autocast instead of float32. Each stage's training step is timed both ways in
+one run, alternating, so that all see the same machine load; the median seconds per step, and the whole build's
+training time those give.
 
     python bench/bench_tiny_build.py                  # the tiny recipe's sizes, 6 steps x 3 rounds
     python bench/bench_tiny_build.py --preset micro   # seconds (what the test runs)
@@ -86,12 +87,16 @@ def time_both_ways(cfg, data, steps, rounds):
     return {way: {stage: statistics.median(t) for stage, t in per_stage.items()} for way, per_stage in times.items()}
 
 
-def training_seconds(way, per_step, cfg):
-    """The build's training time from seconds per step: the sum of the stages, or the longer of the two threads."""
-    stage_seconds = {stage: per_step[stage] * cfg[key] for stage, key in STEPS.items()}
-    if way == "one after the other":
-        return sum(stage_seconds.values())
-    return max(stage_seconds["encoder"] + stage_seconds["classifier"], stage_seconds["gpt2"])
+def training_seconds(per_step, cfg):
+    """The build's training time both ways, from seconds per step: one after the other, the sum of the stages; side
+    by side, the longer of the two threads while GPT-2 trains its first half of the steps beside the encoder and the
+    classifier, then its second half alone on all the cores (at its one-after-the-other speed)."""
+    alone, beside = per_step["one after the other"], per_step["side by side"]
+    half = cfg["lm_steps"] // 2
+    first = max(beside["encoder"] * cfg["mlm_steps"] + beside["classifier"] * cfg["classifier_steps"],
+                beside["gpt2"] * half)
+    return {"one after the other": sum(alone[stage] * cfg[key] for stage, key in STEPS.items()),
+            "side by side": first + alone["gpt2"] * (cfg["lm_steps"] - half)}
 
 
 def main(argv=None):
@@ -122,10 +127,11 @@ def main(argv=None):
               f"{args.rounds} rounds x {args.steps} steps")
         totals = {}
         for precision, precision_cfg in precisions.items():
-            for way, per_step in time_both_ways(precision_cfg, data, args.steps, args.rounds).items():
-                totals[precision, way] = training_seconds(way, per_step, cfg)
-                steps = "  ".join(f"{stage} {seconds:.3f}" for stage, seconds in per_step.items())
-                print(f"{precision:<8} {way:<20} s/step: {steps}  -> build's training {totals[precision, way]:.0f} s")
+            per_step = time_both_ways(precision_cfg, data, args.steps, args.rounds)
+            for way, seconds in training_seconds(per_step, cfg).items():
+                totals[precision, way] = seconds
+                steps = "  ".join(f"{stage} {t:.3f}" for stage, t in per_step[way].items())
+                print(f"{precision:<8} {way:<20} s/step: {steps}  -> build's training {seconds:.0f} s")
     for precision in precisions:
         sequential, parallel = totals[precision, "one after the other"], totals[precision, "side by side"]
         print(f"ratio one after the other / side by side, {precision}: {sequential / parallel:.2f}x")

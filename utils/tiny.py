@@ -184,30 +184,41 @@ def _is_cjk(ch):
 
 # ---------------------------------------------------------------- training
 def train_side_by_side(tokenizer, train, classifier_train, cfg, seed, bar, lm_bar, paths, seconds):
-    """The encoder, then the classifier fine-tuned from it, in this thread; GPT-2, which needs neither, at the same
-    time in a second thread, each with half the CPU cores: one stage alone gets little from a second core
-    (bench/bench_tiny_build.py). Saves the three models into `paths`; returns (classifier, GPT-2).
-    The builds stay reproducible: GPT-2 is initialised (from its own fork of the random generator, so that the
-    encoder and the classifier draw what they drew when the stages ran one after the other) and its text tokenized
-    here, before the second thread starts, and its training draws no torch random numbers (no dropout; its own
-    batch order), so the encoder's and the classifier's random draws (masks, dropout) come in the same order every
-    build."""
+    """The encoder, then the classifier fine-tuned from it, in this thread; GPT-2, which needs neither, in a second
+    thread: its first half of the steps beside them, each thread with half the CPU cores, its second half alone on
+    all the cores (it waits for them if they are not done by then). Fixed points where the thread count changes keep
+    the build reproducible (the count changes the rounding); so does the order of the random draws: GPT-2 is
+    initialised (from its own fork of the random generator, so that the encoder and the classifier draw what they
+    drew when the stages ran one after the other) and its text tokenized here, before the second thread starts, and
+    its training draws no torch random numbers (no dropout; its own batch order). bench/bench_tiny_build.py times
+    this against one stage after the other. Saves the three models into `paths`; returns (classifier, GPT-2)."""
     with torch.random.fork_rng(devices=[]):  # initialised on the CPU, then moved
         torch.manual_seed(seed)
         gpt2 = new_gpt2(tokenizer, cfg)
     blocks = _lm_blocks(tokenizer, [s for _, s in train], cfg["seq_len"])
-    stop = threading.Event()  # set when this thread fails or is interrupted: the GPT-2 thread then ends at its next step
     threads = torch.get_num_threads()
+    stop = threading.Event()  # set when this thread fails or is interrupted: the GPT-2 thread then ends at its next step
+    alone = threading.Event()  # set when this thread is done: GPT-2 may take all the cores
+
+    def before_gpt2_step(step):
+        if step == cfg["lm_steps"] // 2:
+            while not (alone.wait(0.1) or stop.is_set()):
+                pass
+            torch.set_num_threads(threads)
+        if stop.is_set():
+            raise BuildStopped("gpt2")
+
     if cfg["device"].type == "cpu":
         torch.set_num_threads(max(1, threads // 2))
     try:
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            lm = pool.submit(timed, seconds, "gpt2", train_gpt2, gpt2, blocks, cfg, lm_bar, stop)
+            lm = pool.submit(timed, seconds, "gpt2", train_gpt2, gpt2, blocks, cfg, lm_bar, before_gpt2_step)
             try:
                 encoder = timed(seconds, "encoder", train_encoder, tokenizer, train, cfg, bar)
                 encoder.save_pretrained(paths["encoder"])
                 classifier = timed(seconds, "classifier", train_classifier, tokenizer, paths["encoder"],
                                    classifier_train, cfg, bar)
+                alone.set()
                 lm.result()
             except BaseException:
                 stop.set()
@@ -252,13 +263,13 @@ def uses_bf16(cfg):
     return device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
-def _train(model, steps, lr, make_loss, batches, bar, stage, cfg, stop=None):
+def _train(model, steps, lr, make_loss, batches, bar, stage, cfg, before_step=None):
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     schedule = get_linear_schedule_with_warmup(optimizer, max(1, steps // 10), steps)
-    for _ in range(steps):
-        if stop is not None and stop.is_set():
-            raise BuildStopped(stage)
+    for step in range(steps):
+        if before_step:
+            before_step(step)
         with torch.autocast(cfg["device"].type, dtype=torch.bfloat16, enabled=uses_bf16(cfg)):
             loss = make_loss(next(batches))
         loss.backward()
@@ -336,13 +347,13 @@ def new_gpt2(tokenizer, cfg):
     return GPT2LMHeadModel(config).to(cfg["device"])
 
 
-def train_gpt2(gpt2, blocks, cfg, bar, stop=None):
-    """Causal-LM training on `blocks` (from `_lm_blocks`)."""
+def train_gpt2(gpt2, blocks, cfg, bar, before_step=None):
+    """Causal-LM training on `blocks` (from `_lm_blocks`); `before_step(step)` is called before each step."""
     def loss(batch):
         ids = torch.tensor(batch, device=cfg["device"])
         return gpt2(input_ids=ids, labels=ids).loss
 
-    return _train(gpt2, cfg["lm_steps"], 2e-3, loss, _batches(blocks, cfg["batch_size"], 3), bar, "gpt2", cfg, stop)
+    return _train(gpt2, cfg["lm_steps"], 2e-3, loss, _batches(blocks, cfg["batch_size"], 3), bar, "gpt2", cfg, before_step)
 
 
 # ---------------------------------------------------------------- quality report
