@@ -159,7 +159,7 @@ def test_plackett_luce_steps_order_a_whole_list(micro_paths):
     optimizer = torch.optim.AdamW(lm.parameters(), lr=1e-3)
     accelerator = Accelerator(cpu=True)
     torch.manual_seed(0)
-    for step in range(16):
+    for step in range(32):
         loss, margins = preference_loss(lm, ref_lm, batch, 0.1, "plackett_luce", accelerator, tokenizer.pad_token_id)
         if step == 0:
             assert loss.item() == pytest.approx(math.log(6))  # the policy is the reference: each order 1 / 3!
