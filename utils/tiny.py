@@ -42,13 +42,15 @@ RECIPE_VERSION = 4  # raise when the build makes different models, so that cache
 PRESETS = {
     # a few minutes on 2 CPU cores: GPT-2 beside the encoder and the classifier, each under bf16 autocast where
     # the CPU or GPU has it (bench/bench_tiny_build.py)
+    # (lm_steps_beside: GPT-2's steps beside the encoder and the classifier, the rest alone on all the cores; chosen
+    # so that both threads end together on 2 cores: 400 + 500 of their steps take as long as 560 of GPT-2's)
     "tiny": dict(hidden=192, heads=4, encoder_layers=3, gpt_layers=4, seq_len=64, batch_size=32,
-                 mlm_steps=400, classifier_steps=500, lm_steps=900, max_sentences=None, max_test_sentences=None,
-                 bf16=True),
+                 mlm_steps=400, classifier_steps=500, lm_steps=900, lm_steps_beside=560, max_sentences=None,
+                 max_test_sentences=None, bf16=True),
     # seconds: for the tests
     "micro": dict(hidden=32, heads=2, encoder_layers=1, gpt_layers=1, seq_len=32, batch_size=16,
-                  mlm_steps=15, classifier_steps=40, lm_steps=40, max_sentences=1500, max_test_sentences=200,
-                  bf16=False),
+                  mlm_steps=15, classifier_steps=40, lm_steps=40, lm_steps_beside=20, max_sentences=1500,
+                  max_test_sentences=200, bf16=False),
 }
 
 
@@ -185,7 +187,7 @@ def _is_cjk(ch):
 # ---------------------------------------------------------------- training
 def train_side_by_side(tokenizer, train, classifier_train, cfg, seed, bar, lm_bar, paths, seconds):
     """The encoder, then the classifier fine-tuned from it, in this thread; GPT-2, which needs neither, in a second
-    thread: its first half of the steps beside them, each thread with half the CPU cores, its second half alone on
+    thread: its first `lm_steps_beside` steps beside them, each thread with half the CPU cores, the rest alone on
     all the cores (it waits for them if they are not done by then). Fixed points where the thread count changes keep
     the build reproducible (the count changes the rounding); so does the order of the random draws: GPT-2 is
     initialised (from its own fork of the random generator, so that the encoder and the classifier draw what they
@@ -201,7 +203,7 @@ def train_side_by_side(tokenizer, train, classifier_train, cfg, seed, bar, lm_ba
     alone = threading.Event()  # set when this thread is done: GPT-2 may take all the cores
 
     def before_gpt2_step(step):
-        if step == cfg["lm_steps"] // 2:
+        if step == cfg["lm_steps_beside"]:
             while not (alone.wait(0.1) or stop.is_set()):
                 pass
             torch.set_num_threads(threads)
