@@ -34,6 +34,17 @@ def run_main(main):
     except KeyboardInterrupt:  # a second Ctrl-C (the first one asks the loop to save and stop: utils.run)
         print("\nstopped at once: the last complete checkpoint stays as it was", file=sys.stderr)
         sys.exit(130)
+    finally:
+        leave_process_group()
+
+
+def leave_process_group():
+    """End torch.distributed's process group (under `accelerate launch`) before the interpreter exits: left to the
+    exit, a process of a finished two-process run was once aborted ("terminate called without an active
+    exception")."""
+    torch = sys.modules.get("torch")  # not imported: no process group
+    if torch is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 class Lazy:
