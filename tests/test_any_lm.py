@@ -14,11 +14,11 @@ import grpo_sentiment_example
 import inference_ppo_gpt
 import ppo_sentiment_example
 import train_dpo
-from conftest import REPO, run_script
+from conftest import REPO, run_script, run_script_in_process
 from utils import ai_feedback, generation
 from utils.answer_logprobs import answer_logprobs
 from utils.checkpoints import find_latest_checkpoint, load_checkpoint_state, save_policy_checkpoint
-from utils.common import UserError, run_main, set_seed
+from utils.common import UserError, set_seed
 from utils.generation import (banned_token_ids, decode, encode_prompt, end_token_ids, generate_responses,
                               prepare_tokenizer)
 from utils.policy import AdaptersOff, load_causal_lm, load_policy, merge_lora_checkpoint
@@ -38,13 +38,8 @@ def tokenizer_of(path):
 
 def run(main, argv, capsys):
     """main(argv) in-process as the command line runs it: (exit code, stdout, stderr)."""
-    try:
-        run_main(lambda: main(argv))
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
+    result = run_script_in_process(main, argv, capsys)
+    return result.returncode, result.stdout, result.stderr
 
 
 # ---------------------------------------------------------------- text handling
