@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -211,8 +212,8 @@ def test_half_built_cache_is_rebuilt_not_loaded(micro_dir, tmp_path, monkeypatch
     assert ensure_tiny(str(root)) == paths and len(builds) == 1  # built once, then reused
     for name in ("encoder", "classifier", "gpt2"):  # the same weights as the fixture's build: GPT-2 trains in a
         # second thread, and the random draws of the encoder and the classifier do not depend on its timing
-        rebuilt = (root / name / "model.safetensors").read_bytes()
-        assert rebuilt == open(os.path.join(micro_dir, name, "model.safetensors"), "rb").read(), name
+        rebuilt, fixture = (folder / name / "model.safetensors" for folder in (root, Path(micro_dir)))
+        assert rebuilt.read_bytes() == fixture.read_bytes(), name
 
 
 def test_a_failing_stage_stops_the_other_thread_and_leaves_nothing(tmp_path, monkeypatch):
