@@ -1,5 +1,5 @@
 """Where the tiny build's time goes, and what its two choices save: training GPT-2 side by side with the encoder and
-the classifier (two threads, half the CPU cores each; GPT-2's last steps alone on all of them) instead of one stage
+the classifier (two threads, half the CPU cores each; the classifier's last steps alone on all of them) instead of one stage
 after the other (all cores), and bf16 autocast instead of float32. Each stage's training step is timed both ways in
 one run, alternating, so that all see the same machine load; the median seconds per step, and the whole build's
 training time those give.
@@ -89,13 +89,14 @@ def time_both_ways(cfg, data, steps, rounds):
 
 def training_seconds(per_step, cfg):
     """The build's training time both ways, from seconds per step: one after the other, the sum of the stages; side
-    by side, the longer of the two threads while GPT-2 trains its first `lm_steps_beside` steps beside the encoder and
-    the classifier, then the rest alone on all the cores (at its one-after-the-other speed)."""
+    by side, the longer of the two threads while the encoder and the classifier's first `classifier_steps_beside`
+    steps train beside GPT-2, then the classifier's other steps alone on all the cores (at its one-after-the-other
+    speed)."""
     alone, beside = per_step["one after the other"], per_step["side by side"]
-    first = max(beside["encoder"] * cfg["mlm_steps"] + beside["classifier"] * cfg["classifier_steps"],
-                beside["gpt2"] * cfg["lm_steps_beside"])
+    first = max(beside["encoder"] * cfg["mlm_steps"] + beside["classifier"] * cfg["classifier_steps_beside"],
+                beside["gpt2"] * cfg["lm_steps"])
     return {"one after the other": sum(alone[stage] * cfg[key] for stage, key in STEPS.items()),
-            "side by side": first + alone["gpt2"] * (cfg["lm_steps"] - cfg["lm_steps_beside"])}
+            "side by side": first + alone["classifier"] * (cfg["classifier_steps"] - cfg["classifier_steps_beside"])}
 
 
 def main(argv=None):

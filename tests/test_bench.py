@@ -29,6 +29,7 @@ BENCHES = {
     "bench_terminal": (["--ratings", "5", "--rounds", "1"], "PPO step on 4 ratings"),
     "bench_tiny_build": (["--preset", "micro", "--steps", "2", "--rounds", "1", "--device", "cpu"],
                          "ratio one after the other / side by side, float32: "),
+    "bench_tiny_lm": (["--preset", "micro", "--steps", "4", "--device", "cpu"], "ratio 4 layers / 1: time per step"),
 }
 
 

@@ -38,19 +38,20 @@ from utils.data import DATASETS_VERSION, NEGATIVE, POSITIVE, read_corpus_split
 LABELS = {NEGATIVE: "negative (stars 1, 2 and 3)", POSITIVE: "positive (stars 4 and 5)"}  # uer's JD classifier
 REPORT = "report.json"  # written last: a folder without it is not a finished build
 TINY_MARKERS = (REPORT, "gpt2")  # a folder with either is a tiny build, finished or not: ours to replace
-RECIPE_VERSION = 4  # raise when the build makes different models, so that caches an older recipe made are rebuilt
+RECIPE_VERSION = 5  # raise when the build makes different models, so that caches an older recipe made are rebuilt
 PRESETS = {
     # a few minutes on 2 CPU cores: GPT-2 beside the encoder and the classifier, each under bf16 autocast where
     # the CPU or GPU has it (bench/bench_tiny_build.py)
-    # (lm_steps_beside: GPT-2's steps beside the encoder and the classifier, the rest alone on all the cores; chosen
-    # so that both threads end together on 2 cores: 400 + 500 of their steps take as long as 560 of GPT-2's)
-    "tiny": dict(hidden=192, heads=4, encoder_layers=3, gpt_layers=4, seq_len=64, batch_size=32,
-                 mlm_steps=400, classifier_steps=500, lm_steps=900, lm_steps_beside=560, max_sentences=None,
-                 max_test_sentences=None, bf16=True),
+    # (classifier_steps_beside: the classifier's steps beside GPT-2, the rest alone on all the cores; chosen so that
+    # both threads end their shared part together on 2 cores: 400 + 180 of theirs take as long as GPT-2's 900.
+    # One GPT-2 layer reaches the perplexity of four in as many steps, at 0.4x the time: bench/bench_tiny_lm.py)
+    "tiny": dict(hidden=192, heads=4, encoder_layers=3, gpt_layers=1, seq_len=64, batch_size=32,
+                 mlm_steps=400, classifier_steps=500, classifier_steps_beside=180, lm_steps=900, lm_lr=4e-3,
+                 max_sentences=None, max_test_sentences=None, bf16=True),
     # seconds: for the tests
     "micro": dict(hidden=32, heads=2, encoder_layers=1, gpt_layers=1, seq_len=32, batch_size=16,
-                  mlm_steps=15, classifier_steps=40, lm_steps=40, lm_steps_beside=20, max_sentences=1500,
-                  max_test_sentences=200, bf16=False),
+                  mlm_steps=15, classifier_steps=40, classifier_steps_beside=20, lm_steps=40, lm_lr=2e-3,
+                  max_sentences=1500, max_test_sentences=200, bf16=False),
 }
 
 
@@ -187,28 +188,29 @@ def _is_cjk(ch):
 # ---------------------------------------------------------------- training
 def train_side_by_side(tokenizer, train, classifier_train, cfg, seed, bar, lm_bar, paths, seconds):
     """The encoder, then the classifier fine-tuned from it, in this thread; GPT-2, which needs neither, in a second
-    thread: its first `lm_steps_beside` steps beside them, each thread with half the CPU cores, the rest alone on
-    all the cores (it waits for them if they are not done by then). Fixed points where the thread count changes keep
-    the build reproducible (the count changes the rounding); so does the order of the random draws: GPT-2 is
-    initialised (from its own fork of the random generator, so that the encoder and the classifier draw what they
-    drew when the stages ran one after the other) and its text tokenized here, before the second thread starts, and
-    its training draws no torch random numbers (no dropout; its own batch order). bench/bench_tiny_build.py times
-    this against one stage after the other. Saves the three models into `paths`; returns (classifier, GPT-2)."""
+    thread beside them, each thread with half the CPU cores. The classifier's steps from `classifier_steps_beside` on
+    run alone on all the cores (it waits for GPT-2 if GPT-2 is not done by then). Fixed points where the thread
+    count changes keep the build reproducible (the count changes the rounding); so does the order of the random
+    draws: GPT-2 is initialised (from its own fork of the random generator, so that the encoder and the classifier
+    draw what they drew when the stages ran one after the other) and its text tokenized here, before the second
+    thread starts, and its training draws no torch random numbers (no dropout; its own batch order).
+    bench/bench_tiny_build.py times this against one stage after the other. Saves the three models into `paths`;
+    returns (classifier, GPT-2)."""
     with torch.random.fork_rng(devices=[]):  # initialised on the CPU, then moved
         torch.manual_seed(seed)
         gpt2 = new_gpt2(tokenizer, cfg)
     blocks = _lm_blocks(tokenizer, [s for _, s in train], cfg["seq_len"])
-    threads = torch.get_num_threads()
+    threads = torch.get_num_threads()  # torch's thread count is per thread: a new thread starts with its parent's
     stop = threading.Event()  # set when this thread fails or is interrupted: the GPT-2 thread then ends at its next step
-    alone = threading.Event()  # set when this thread is done: GPT-2 may take all the cores
 
     def before_gpt2_step(step):
-        if step == cfg["lm_steps_beside"]:
-            while not (alone.wait(0.1) or stop.is_set()):
-                pass
-            torch.set_num_threads(threads)
         if stop.is_set():
             raise BuildStopped("gpt2")
+
+    def before_classifier_step(step):
+        if step == cfg["classifier_steps_beside"]:
+            lm.result()  # GPT-2 done (its error, if it failed, is raised here)
+            torch.set_num_threads(threads)
 
     if cfg["device"].type == "cpu":
         torch.set_num_threads(max(1, threads // 2))
@@ -219,8 +221,7 @@ def train_side_by_side(tokenizer, train, classifier_train, cfg, seed, bar, lm_ba
                 encoder = timed(seconds, "encoder", train_encoder, tokenizer, train, cfg, bar)
                 encoder.save_pretrained(paths["encoder"])
                 classifier = timed(seconds, "classifier", train_classifier, tokenizer, paths["encoder"],
-                                   classifier_train, cfg, bar)
-                alone.set()
+                                   classifier_train, cfg, bar, before_classifier_step)
                 lm.result()
             except BaseException:
                 stop.set()
@@ -319,7 +320,7 @@ def train_encoder(tokenizer, train, cfg, bar):
     return encoder
 
 
-def train_classifier(tokenizer, encoder_dir, train, cfg, bar):
+def train_classifier(tokenizer, encoder_dir, train, cfg, bar, before_step=None):
     classifier = BertForSequenceClassification.from_pretrained(
         encoder_dir, num_labels=2, id2label=LABELS, label2id={v: k for k, v in LABELS.items()},
         hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1).to(cfg["device"])
@@ -330,7 +331,7 @@ def train_classifier(tokenizer, encoder_dir, train, cfg, bar):
         return classifier(**enc, labels=torch.tensor([label for label, _ in batch], device=cfg["device"])).loss
 
     return _train(classifier, cfg["classifier_steps"], 3e-4, loss, _batches(train, cfg["batch_size"], 2), bar,
-                  "classifier", cfg)
+                  "classifier", cfg, before_step)
 
 
 def _lm_blocks(tokenizer, sentences, seq_len):
@@ -355,7 +356,7 @@ def train_gpt2(gpt2, blocks, cfg, bar, before_step=None):
         ids = torch.tensor(batch, device=cfg["device"])
         return gpt2(input_ids=ids, labels=ids).loss
 
-    return _train(gpt2, cfg["lm_steps"], 2e-3, loss, _batches(blocks, cfg["batch_size"], 3), bar, "gpt2", cfg, before_step)
+    return _train(gpt2, cfg["lm_steps"], cfg["lm_lr"], loss, _batches(blocks, cfg["batch_size"], 3), bar, "gpt2", cfg, before_step)
 
 
 # ---------------------------------------------------------------- quality report
