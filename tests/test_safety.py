@@ -366,11 +366,33 @@ def test_two_quick_ctrl_c_keep_the_last_complete_checkpoint_loadable(small_lists
     time.sleep(0.05)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=120)
-    assert process.returncode == 130 and "Traceback" not in err, err[-2000:]
+    # killed by the SIGINT itself when the second Ctrl-C comes while the process exits after the first one's save
+    # (micro steps and saves take milliseconds): a shell reports that as 130 too
+    assert process.returncode in (130, -signal.SIGINT) and "Traceback" not in err, err[-2000:]
     names = os.listdir(tmp_path / "ck")
     assert "model_best" in names and not [n for n in names if n.endswith((".tmp", ".previous"))], names
     for name in names:
         load_reward_model(str(tmp_path / "ck" / name))
+
+
+def test_a_second_ctrl_c_that_lands_in_a_finalizer_still_stops_at_once(capfd):
+    """Python only prints an exception raised in a `__del__` or a weakref callback ("Exception ignored in ..."), and
+    a signal can land there (it did, in a weakref callback during a reward-model run): the second Ctrl-C must stop
+    the run anyway, and print no traceback."""
+    from utils.run import StopRequests
+
+    class CtrlCWhileFinalized:
+        def __del__(self):
+            signal.raise_signal(signal.SIGINT)  # the handler runs at the next bytecode: still in here
+            sum(range(10))
+
+    with StopRequests(write=lambda text: None) as stop:
+        stop.requested = "Ctrl-C"  # the first Ctrl-C came
+        with pytest.raises(KeyboardInterrupt):
+            CtrlCWhileFinalized()  # finalized at once
+            time.sleep(5)
+    assert "StopRequests" not in repr(sys.unraisablehook)  # given back
+    assert "Exception ignored" not in capfd.readouterr().err
 
 
 @pytest.mark.parametrize("moment", ["generation", "update", "save"])

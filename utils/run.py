@@ -3,6 +3,8 @@
 - stopping without losing work (`StopRequests`): the first Ctrl-C or SIGTERM asks the loop to stop; it finishes
   the current step, saves a checkpoint with the reason "interrupted" and exits with 130. A second Ctrl-C stops at
   once (KeyboardInterrupt); checkpoints are written atomically, so the last complete one stays loadable.
+  Python cannot raise where a signal may land inside a finalizer (a `__del__`, a weakref callback): it prints the
+  KeyboardInterrupt there and goes on, so such a one is delivered again, to land in the code that runs next.
   The stop is deferred rather than raised where the signal lands: an exception raised inside `generate` can
   leave torch's vmap state broken, so that the KeyboardInterrupt turns into a RuntimeError and nothing is saved.
 - never training on, or saving, a broken model (`stop_if_not_finite`, `check_finite_weights`): a NaN or infinite
@@ -10,6 +12,7 @@
   last good checkpoint.
 """
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -51,11 +54,13 @@ class StopRequests:
         self.signals = (signal.SIGINT, signal.SIGTERM) + ((signal.SIGHUP,) if hangup else ())
         self._interruptible = False
         self._previous = {}
+        self._previous_unraisablehook = None
 
     def install(self):
         """Take over the signals (for the rest of the process, unless used as a context manager)."""
         if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
             self._previous = {signum: signal.signal(signum, self._on_signal) for signum in self.signals}
+            self._previous_unraisablehook, sys.unraisablehook = sys.unraisablehook, self._on_unraisable
         return self
 
     def __enter__(self):
@@ -66,6 +71,8 @@ class StopRequests:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous = {}
+        if self._previous_unraisablehook:
+            sys.unraisablehook, self._previous_unraisablehook = self._previous_unraisablehook, None
 
     def __exit__(self, *exc):
         self.uninstall()
@@ -83,6 +90,13 @@ class StopRequests:
             self.requested = name
             self.write(f"\n{name}: {self.message}")
 
+    def _on_unraisable(self, unraisable):
+        if unraisable.exc_type is KeyboardInterrupt and self.requested:  # the second Ctrl-C, raised in a finalizer
+            # again a moment later, from another thread: raised here, it would only be printed once more
+            threading.Timer(0.01, os.kill, (os.getpid(), signal.SIGINT)).start()
+        else:
+            self._previous_unraisablehook(unraisable)
+
     @contextlib.contextmanager
     def interruptible(self):
         """A block where nothing is lost by stopping at once (waiting for a person, loading models): a request
@@ -97,8 +111,6 @@ class StopRequests:
 
 
 def _silence_output():
-    import os
-
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
     os.dup2(devnull, sys.stderr.fileno())
