@@ -4,6 +4,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 import warnings
@@ -17,7 +18,7 @@ import train_dpo
 from conftest import REPO, run_script
 from train_dpo import (answer_logps, collate, dpo_loss, encode_lists, list_margins, plackett_luce_loss,
                        preference_loss)
-from utils.ai_feedback import build_ai_feedback
+from utils.ai_feedback import build_ai_feedback, ensure_ai_feedback
 from utils.logger import read_jsonl
 from utils.checkpoints import load_checkpoint_state
 from utils.policy import load_policy
@@ -170,6 +171,23 @@ def test_plackett_luce_steps_order_a_whole_list(micro_paths):
         loss, margins = preference_loss(lm, ref_lm, batch, 0.1, "plackett_luce", accelerator, tokenizer.pad_token_id)
     assert len(margins) == 6 and min(margins.tolist()) > 0, margins  # every pair of both lists in order
     assert loss.item() < math.log(6) - 0.3
+
+
+def test_ai_feedback_is_built_again_when_its_gpt2_is_rebuilt_in_the_same_folder(micro_paths, tmp_path, capsys):
+    """With RLHF_TINY_DIR the tiny models keep their folder when a new recipe rebuilds them: the lists the old
+    GPT-2 wrote are not taken for the new one's."""
+    from transformers import GPT2LMHeadModel
+
+    gpt2 = tmp_path / "gpt2"
+    shutil.copytree(micro_paths["gpt2"], gpt2)
+    output = str(tmp_path / "lists.tsv")
+    build = dict(model_name=str(gpt2), sentiment_model=micro_paths["classifier"], lists_per_prompt=1, gen_len=4)
+    ensure_ai_feedback(output, **build)
+    ensure_ai_feedback(output, **build)
+    assert capsys.readouterr().out.count(f"AI-feedback rank lists: reusing {output}") == 1
+    GPT2LMHeadModel.from_pretrained(gpt2).save_pretrained(gpt2)  # rebuilt in place
+    ensure_ai_feedback(output, **build)
+    assert f"AI-feedback rank lists: building {output}" in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------- the script

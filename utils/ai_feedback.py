@@ -48,7 +48,8 @@ def build_ai_feedback(output, model_name, sentiment_model, prompts=PROMPTS, list
                 order = sorted(range(k), key=lambda i: -scores[i])
                 append_rank_list(tmp, [texts[i] for i in order],
                                  {"prompt": prompt, "rank_list_len": k, "scores": [round(scores[i], 4) for i in order],
-                                  "annotator": f"AI feedback: {sentiment_model}", "model": model_name})
+                                  "annotator": f"AI feedback: {sentiment_model}", "model": model_name,
+                                  "model_written": model_written(model_name)})
         os.replace(metadata_path(tmp), metadata_path(output))  # the TSV last: its presence means "complete"
         os.replace(tmp, output)
     finally:
@@ -60,7 +61,8 @@ def build_ai_feedback(output, model_name, sentiment_model, prompts=PROMPTS, list
 
 def ensure_ai_feedback(output=DEFAULT_OUTPUT, **build_kwargs):
     """`output` (with its meta file) if a complete build by the same GPT-2 is there, else built now."""
-    if os.path.isfile(output) and written_by(output) == build_kwargs["model_name"]:
+    model_name = build_kwargs["model_name"]
+    if os.path.isfile(output) and written_by(output) == (model_name, model_written(model_name)):
         print(f"AI-feedback rank lists: reusing {output} (delete it, or run python -m utils.ai_feedback, to rebuild)")
         return output
     print(f"AI-feedback rank lists: building {output} (the classifier ranks the GPT-2's answers) ...")
@@ -69,12 +71,22 @@ def ensure_ai_feedback(output=DEFAULT_OUTPUT, **build_kwargs):
 
 
 def written_by(output):
-    """The GPT-2 that wrote the answers of an AI-feedback file (from its first meta record), or None."""
+    """(the GPT-2 that wrote the answers of an AI-feedback file, `model_written` of it then), from its first meta
+    record, or None."""
     try:
         with open(metadata_path(output), encoding="utf-8") as f:
-            return json.loads(f.readline()).get("model")
+            record = json.loads(f.readline())
+        return record.get("model"), record.get("model_written")
     except (OSError, ValueError, AttributeError):
         return None
+
+
+def model_written(model_name):
+    """When the newest file of a model folder was written (None for a hub name): a model rebuilt in the same folder,
+    as the tiny models are after a recipe change when RLHF_TINY_DIR names their folder, is another model."""
+    if not os.path.isdir(model_name):
+        return None
+    return max((entry.stat().st_mtime_ns for entry in os.scandir(model_name) if entry.is_file()), default=None)
 
 
 def check_options(args):
