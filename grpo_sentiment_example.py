@@ -251,7 +251,7 @@ def epoch_record(epoch, accelerator, answers, rewards, stats, sampled_kl, group_
 def print_epoch(record, chosen, answers, num_samples):
     tqdm.write(f"epoch {record['epoch']} mean-reward: {record['reward_mean']:.4f}  "
                f"kl: {record.get('kl', float('nan')):.3f}  distinct-2: {record['distinct_2']:.2f}  "
-               f"group-std: {record.get('group_reward_std', float('nan')):.3f}  ({record['time_epoch']:.1f}s)\n"
+               f"group-std: {record.get('group_reward_std', float('nan')):.3f}  ({record['time_epoch']:.1f}s)"
                + random_samples(chosen, answers, num_samples))
 
 

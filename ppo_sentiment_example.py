@@ -407,7 +407,7 @@ def print_epoch(record, chosen, answers, num_samples, show_raw):
                     for key in judged)
     tqdm.write(f"epoch {record['epoch']} mean-reward: {record['reward_mean']:.4f}{raw}  "
                f"kl: {record.get('kl', float('nan')):.3f}  distinct-2: {record['distinct_2']:.2f}{judge}  "
-               f"({record['time_epoch']:.1f}s)\n" + random_samples(chosen, answers, num_samples))
+               f"({record['time_epoch']:.1f}s)" + random_samples(chosen, answers, num_samples))
 
 
 def reference_baseline(ppo, tokenizer, prompts, reward_fn, judge, resume_state, args):

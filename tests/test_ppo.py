@@ -18,7 +18,7 @@ from transformers import AutoModel, AutoModelForSequenceClassification, AutoToke
 import ppo_sentiment_example
 from conftest import REPO, cpu_only, run_in_process, run_script_in_process
 from utils.common import UserError, set_seed
-from utils.generation import banned_token_ids, encode_prompt, generate_responses
+from utils.generation import banned_token_ids, encode_prompt, generate_responses, random_samples
 from utils.logger import read_jsonl
 from utils.checkpoints import load_checkpoint_state, save_policy_checkpoint
 from utils.generation import distinct_2
@@ -550,3 +550,15 @@ def test_accelerate_launch_two_processes(env, micro_paths, tmp_path):
     saved = checkpoints(save_dir)
     state = load_checkpoint_state(os.path.join(save_dir, saved[0]))
     assert len(saved) == 1 and state["epoch"] == 2 and state["reward_norm"]["std"] > 0
+
+
+def test_the_samples_block_names_what_it_prints_and_is_empty_for_none(capsys):
+    """`--print_samples 0` prints the epoch line alone, and asking for more samples than answers names how many
+    are printed."""
+    record = dict(epoch=3, reward_mean=0.5, kl=1.0, distinct_2=0.7, time_epoch=0.6)
+    ppo_sentiment_example.print_epoch(record, ["这部电影很"], ["好看"], 0, show_raw=False)
+    assert capsys.readouterr().out == "epoch 3 mean-reward: 0.5000  kl: 1.000  distinct-2: 0.70  (0.6s)\n"
+    lines = random_samples(["这部电影很", "说实话，真的很"], ["好看", "不错"], 5).splitlines()
+    assert lines[:2] == ["", "Random Sample 2 text(s) of model output:"]
+    assert sorted(line[3:] for line in lines[2:]) == ["说实话，真的很不错", "这部电影很好看"]
+

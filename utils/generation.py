@@ -206,9 +206,12 @@ def add_rollout_arguments(parser, save_dir, log_name):
 
 
 def random_samples(prompts, answers, num_samples):
-    """The original's "Random Sample N text(s) of model output:" block: `num_samples` random prompt + answer."""
+    """The original's "Random Sample N text(s) of model output:" block of `num_samples` random prompt + answer,
+    after a line break, to follow the epoch's line; "" for none."""
     picked = random.sample(range(len(answers)), min(num_samples, len(answers)))
-    return "\n".join([f"Random Sample {num_samples} text(s) of model output:"]
+    if not picked:
+        return ""
+    return "\n".join(["", f"Random Sample {len(picked)} text(s) of model output:"]
                      + [f"{i}. {prompts[k]}{answers[k]}" for i, k in enumerate(picked, start=1)])
 
 
