@@ -235,6 +235,25 @@ def test_a_failing_stage_stops_the_other_thread_and_leaves_nothing(tmp_path, mon
     assert os.listdir(tmp_path) == []
 
 
+def test_a_failing_gpt2_stops_the_encoder_and_leaves_nothing(tmp_path, monkeypatch):
+    """GPT-2 fails in its thread while the encoder trains: the build stops at the encoder's next step with GPT-2's
+    error (not after the encoder's million steps) and leaves no folder."""
+    import utils.tiny as tiny
+
+    monkeypatch.setitem(tiny.PRESETS, "micro", dict(tiny.PRESETS["micro"], mlm_steps=10**6))
+
+    def failing_gpt2(*args):
+        time.sleep(1)  # the encoder is training by now
+        raise RuntimeError("GPT-2 failed")
+
+    monkeypatch.setattr(tiny, "train_gpt2", failing_gpt2)
+    start = time.time()
+    with pytest.raises(RuntimeError, match="GPT-2 failed"):
+        tiny.build_tiny(str(tmp_path / "tiny"), preset="micro", report_dir=None)
+    assert time.time() - start < 30
+    assert os.listdir(tmp_path) == []
+
+
 def test_cache_of_an_older_recipe_is_rebuilt(micro_dir, tmp_path, monkeypatch, capsys):
     import utils.tiny as tiny
 

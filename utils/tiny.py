@@ -188,7 +188,7 @@ def _is_cjk(ch):
 # ---------------------------------------------------------------- training
 def train_side_by_side(tokenizer, train, classifier_train, cfg, seed, bar, lm_bar, paths, seconds):
     """The encoder, then the classifier fine-tuned from it, in this thread; GPT-2, which needs neither, in a second
-    thread beside them, each thread with half the CPU cores. The classifier's steps from `classifier_steps_beside` on
+    thread beside them, each thread with half the CPU cores; either one's failure stops the other at its next step. The classifier's steps from `classifier_steps_beside` on
     run alone on all the cores (it waits for GPT-2 if GPT-2 is not done by then). Fixed points where the thread
     count changes keep the build reproducible (the count changes the rounding); so does the order of the random
     draws: GPT-2 is initialised (from its own fork of the random generator, so that the encoder and the classifier
@@ -207,7 +207,12 @@ def train_side_by_side(tokenizer, train, classifier_train, cfg, seed, bar, lm_ba
         if stop.is_set():
             raise BuildStopped("gpt2")
 
+    def before_encoder_step(step):
+        if lm.done():
+            lm.result()  # GPT-2 failed: its error now, not after these stages
+
     def before_classifier_step(step):
+        before_encoder_step(step)
         if step == cfg["classifier_steps_beside"]:
             lm.result()  # GPT-2 done (its error, if it failed, is raised here)
             torch.set_num_threads(threads)
@@ -218,7 +223,7 @@ def train_side_by_side(tokenizer, train, classifier_train, cfg, seed, bar, lm_ba
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             lm = pool.submit(timed, seconds, "gpt2", train_gpt2, gpt2, blocks, cfg, lm_bar, before_gpt2_step)
             try:
-                encoder = timed(seconds, "encoder", train_encoder, tokenizer, train, cfg, bar)
+                encoder = timed(seconds, "encoder", train_encoder, tokenizer, train, cfg, bar, before_encoder_step)
                 encoder.save_pretrained(paths["encoder"])
                 classifier = timed(seconds, "classifier", train_classifier, tokenizer, paths["encoder"],
                                    classifier_train, cfg, bar, before_classifier_step)
@@ -293,7 +298,7 @@ def _bert_config(tokenizer, cfg, **extra):
                       **extra)
 
 
-def train_encoder(tokenizer, train, cfg, bar):
+def train_encoder(tokenizer, train, cfg, bar, before_step=None):
     """Masked-LM pretraining; returns the encoder as a `BertModel` (with pooler) for `AutoModel`.
     Dropout is off here and in GPT-2: in runs shorter than two epochs it only slows learning."""
     mlm = BertForMaskedLM(_bert_config(tokenizer, cfg, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
@@ -314,7 +319,7 @@ def train_encoder(tokenizer, train, cfg, bar):
         # the vocabulary projection only where a token was chosen: on every position it was most of the step
         return torch.nn.functional.cross_entropy(mlm.cls(hidden[chosen]), targets[chosen])
 
-    _train(mlm, cfg["mlm_steps"], 1e-3, loss, _batches(train, cfg["batch_size"], 1), bar, "encoder", cfg)
+    _train(mlm, cfg["mlm_steps"], 1e-3, loss, _batches(train, cfg["batch_size"], 1), bar, "encoder", cfg, before_step)
     encoder = BertModel(mlm.config)
     encoder.load_state_dict(mlm.bert.state_dict(), strict=False)  # the pooler keeps its initial weights
     return encoder
