@@ -216,39 +216,21 @@ def test_half_built_cache_is_rebuilt_not_loaded(micro_dir, tmp_path, monkeypatch
         assert rebuilt.read_bytes() == fixture.read_bytes(), name
 
 
-def test_a_failing_stage_stops_the_other_thread_and_leaves_nothing(tmp_path, monkeypatch):
-    """The encoder fails while GPT-2 trains in the other thread: the build stops at GPT-2's next step (not after
-    its million steps) and leaves no folder."""
+@pytest.mark.parametrize("failing, endless", [("train_encoder", "lm_steps"), ("train_gpt2", "mlm_steps")])
+def test_a_failing_stage_stops_the_other_thread_and_leaves_nothing(failing, endless, tmp_path, monkeypatch):
+    """The encoder fails while GPT-2 trains in the other thread, or GPT-2 while the encoder trains: the build stops
+    with that error at the other's next step (not after its million steps) and leaves no folder."""
     import utils.tiny as tiny
 
-    monkeypatch.setitem(tiny.PRESETS, "micro", dict(tiny.PRESETS["micro"], lm_steps=10**6))
+    monkeypatch.setitem(tiny.PRESETS, "micro", dict(tiny.PRESETS["micro"], **{endless: 10**6}))
 
-    def failing_encoder(*args):
-        time.sleep(1)  # GPT-2 is training by now
-        raise RuntimeError("the encoder failed")
+    def fails(*args):
+        time.sleep(1)  # the other thread is training by now
+        raise RuntimeError(f"{failing} failed")
 
-    monkeypatch.setattr(tiny, "train_encoder", failing_encoder)
+    monkeypatch.setattr(tiny, failing, fails)
     start = time.time()
-    with pytest.raises(RuntimeError, match="the encoder failed"):
-        tiny.build_tiny(str(tmp_path / "tiny"), preset="micro", report_dir=None)
-    assert time.time() - start < 30
-    assert os.listdir(tmp_path) == []
-
-
-def test_a_failing_gpt2_stops_the_encoder_and_leaves_nothing(tmp_path, monkeypatch):
-    """GPT-2 fails in its thread while the encoder trains: the build stops at the encoder's next step with GPT-2's
-    error (not after the encoder's million steps) and leaves no folder."""
-    import utils.tiny as tiny
-
-    monkeypatch.setitem(tiny.PRESETS, "micro", dict(tiny.PRESETS["micro"], mlm_steps=10**6))
-
-    def failing_gpt2(*args):
-        time.sleep(1)  # the encoder is training by now
-        raise RuntimeError("GPT-2 failed")
-
-    monkeypatch.setattr(tiny, "train_gpt2", failing_gpt2)
-    start = time.time()
-    with pytest.raises(RuntimeError, match="GPT-2 failed"):
+    with pytest.raises(RuntimeError, match=f"{failing} failed"):
         tiny.build_tiny(str(tmp_path / "tiny"), preset="micro", report_dir=None)
     assert time.time() - start < 30
     assert os.listdir(tmp_path) == []
