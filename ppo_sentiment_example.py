@@ -11,7 +11,7 @@ raw scores are normalised by the reference model's own answers, measured once be
 (`--reward_norm`); the sentiment classifier then judges the answers every `save_freq` epochs, a scorer the
 policy is not trained on, so that reward hacking shows as a reward that rises while the judge stalls.
 
-    python ppo_sentiment_example.py --tiny          # offline tiny models, about 5 minutes on a CPU
+    python ppo_sentiment_example.py --tiny          # offline tiny models: under a minute on a CPU, once built
     python ppo_sentiment_example.py                 # the original's hub models and settings
     accelerate launch --multi_gpu --num_processes 2 ppo_sentiment_example.py ...  # 2 processes (GPUs or CPUs)
 """
@@ -49,7 +49,7 @@ ORIGINAL = dict(model_name="uer/gpt2-chinese-cluecorpussmall",
                 sentiment_model="uer/roberta-base-finetuned-jd-binary-chinese",
                 total_samples=20000, batch_size=128, mini_batch_size=16, ppo_epochs=4, learning_rate=1.41e-5,
                 init_kl_coef=0.2, target=6.0, horizon=10000, save_freq=5, stop_at_reward="off")
-# ... and those that make the tiny models learn visibly on a 2-core CPU in about 5 minutes: a larger
+# ... and those that make the tiny models learn visibly on a 2-core CPU in under a minute: a larger
 # learning rate; 1 PPO epoch per batch (the step is most of an epoch's time); the original's batch of 128
 # in mini-batches of 32 (each update less noisy: PPO whitens advantages, so noise alone moves the policy
 # and uses up the KL budget); a weaker KL penalty that adapts within a few epochs, aiming at KL 5 (at 6 the
@@ -62,8 +62,9 @@ TINY = dict(total_samples=128 * 100, batch_size=128, mini_batch_size=32, ppo_epo
 STOP_WINDOW = 10  # --stop_at_reward looks at the mean reward of this many last epochs
 # With --reward_model the rewards are in units of the reference answers' standard deviation and unbounded: the
 # classifier's probability stops at 1, a reward model's score does not, so the policy keeps pushing and the KL
-# keeps growing (KL 11 and distinct-2 0.30 by epoch 12 with the classifier's 0.05). A stronger penalty that adapts
-# within tens of epochs (horizon 500: the coefficient moves up to 5% an epoch) holds the KL near a lower target.
+# keeps growing (KL 11 and distinct-2 0.30 by epoch 12 with an initial coefficient of 0.05). A stronger penalty
+# that adapts within tens of epochs (horizon 500: the coefficient moves up to 5% an epoch) holds the KL near a
+# lower target.
 REWARD_MODEL_KL = dict(init_kl_coef=0.3, target=3.0, horizon=500)
 # (its rewards, in units of the reference's standard deviation, have no level that means "learnt": no early stop)
 

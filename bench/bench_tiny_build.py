@@ -1,8 +1,8 @@
 """Where the tiny build's time goes, and what its two choices save: training GPT-2 side by side with the encoder and
-the classifier (two threads, half the CPU cores each; the classifier's last steps alone on all of them) instead of one stage
-after the other (all cores), and bf16 autocast instead of float32. Each stage's training step is timed both ways in
-one run, alternating, so that all see the same machine load; the median seconds per step, and the whole build's
-training time those give.
+the classifier (two threads, half the CPU cores each; the classifier's last steps alone on all of them) instead of
+one stage after the other (all cores), and bf16 autocast instead of float32. Each stage's training step is timed
+both ways in one run, alternating, so that all see the same machine load; the median seconds per step, and the whole
+build's training time those give.
 
     python bench/bench_tiny_build.py                  # the tiny recipe's sizes, 6 steps x 3 rounds
     python bench/bench_tiny_build.py --preset micro   # seconds (what the test runs)

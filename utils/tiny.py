@@ -188,14 +188,14 @@ def _is_cjk(ch):
 # ---------------------------------------------------------------- training
 def train_side_by_side(tokenizer, train, classifier_train, cfg, seed, bar, lm_bar, paths, seconds):
     """The encoder, then the classifier fine-tuned from it, in this thread; GPT-2, which needs neither, in a second
-    thread beside them, each thread with half the CPU cores; either one's failure stops the other at its next step. The classifier's steps from `classifier_steps_beside` on
-    run alone on all the cores (it waits for GPT-2 if GPT-2 is not done by then). Fixed points where the thread
-    count changes keep the build reproducible (the count changes the rounding); so does the order of the random
-    draws: GPT-2 is initialised (from its own fork of the random generator, so that the encoder and the classifier
-    draw what they drew when the stages ran one after the other) and its text tokenized here, before the second
-    thread starts, and its training draws no torch random numbers (no dropout; its own batch order).
-    bench/bench_tiny_build.py times this against one stage after the other. Saves the three models into `paths`;
-    returns (classifier, GPT-2)."""
+    thread beside them, each thread with half the CPU cores; either one's failure stops the other at its next step.
+    On a CPU the classifier's steps from `classifier_steps_beside` on run alone on all the cores (it waits for GPT-2
+    if GPT-2 is not done by then). Fixed points where the thread count changes keep the build reproducible (the
+    count changes the rounding); so does the order of the random draws: GPT-2 is initialised (from its own fork of
+    the random generator, so that the encoder and the classifier draw what they drew when the stages ran one after
+    the other) and its text tokenized here, before the second thread starts, and its training draws no torch random
+    numbers (no dropout; its own batch order). bench/bench_tiny_build.py times this against one stage after the
+    other. Saves the three models into `paths`; returns (classifier, GPT-2)."""
     with torch.random.fork_rng(devices=[]):  # initialised on the CPU, then moved
         torch.manual_seed(seed)
         gpt2 = new_gpt2(tokenizer, cfg)
@@ -207,23 +207,24 @@ def train_side_by_side(tokenizer, train, classifier_train, cfg, seed, bar, lm_ba
         if stop.is_set():
             raise BuildStopped("gpt2")
 
-    def before_encoder_step(step):
+    def raise_if_gpt2_failed(step):
         if lm.done():
-            lm.result()  # GPT-2 failed: its error now, not after these stages
+            lm.result()  # GPT-2's error now, not after the encoder and the classifier
 
     def before_classifier_step(step):
-        before_encoder_step(step)
-        if step == cfg["classifier_steps_beside"]:
+        raise_if_gpt2_failed(step)
+        if on_cpu and step == cfg["classifier_steps_beside"]:
             lm.result()  # GPT-2 done (its error, if it failed, is raised here)
             torch.set_num_threads(threads)
 
-    if cfg["device"].type == "cpu":
+    on_cpu = cfg["device"].type == "cpu"
+    if on_cpu:
         torch.set_num_threads(max(1, threads // 2))
     try:
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             lm = pool.submit(timed, seconds, "gpt2", train_gpt2, gpt2, blocks, cfg, lm_bar, before_gpt2_step)
             try:
-                encoder = timed(seconds, "encoder", train_encoder, tokenizer, train, cfg, bar, before_encoder_step)
+                encoder = timed(seconds, "encoder", train_encoder, tokenizer, train, cfg, bar, raise_if_gpt2_failed)
                 encoder.save_pretrained(paths["encoder"])
                 classifier = timed(seconds, "classifier", train_classifier, tokenizer, paths["encoder"],
                                    classifier_train, cfg, bar, before_classifier_step)
@@ -361,7 +362,8 @@ def train_gpt2(gpt2, blocks, cfg, bar, before_step=None):
         ids = torch.tensor(batch, device=cfg["device"])
         return gpt2(input_ids=ids, labels=ids).loss
 
-    return _train(gpt2, cfg["lm_steps"], cfg["lm_lr"], loss, _batches(blocks, cfg["batch_size"], 3), bar, "gpt2", cfg, before_step)
+    return _train(gpt2, cfg["lm_steps"], cfg["lm_lr"], loss, _batches(blocks, cfg["batch_size"], 3), bar, "gpt2", cfg,
+                  before_step)
 
 
 # ---------------------------------------------------------------- quality report
