@@ -275,8 +275,6 @@ def main(argv=None, reward_fn=None):
     if os.path.isdir(base_model):
         base_model = os.path.abspath(base_model)  # a checkpoint must find its reference from any directory
 
-    # no critic: the value head that load_policy attaches is neither trained nor given gradients
-    policy.v_head.requires_grad_(False)
     accelerator = Accelerator(**accelerator_kwargs(device, args.mixed_precision))
     optimizer = torch.optim.Adam([p for p in policy.parameters() if p.requires_grad], lr=args.learning_rate)
     policy, optimizer = accelerator.prepare(policy, optimizer)

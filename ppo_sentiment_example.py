@@ -42,6 +42,7 @@ from utils.options import (ArgumentParser, finite_float_or_off, fraction, learni
 from utils.reward_sources import REWARD_NORMS, RewardNormalizer, make_reward_and_judge, mean_std
 from utils.run import INTERRUPTED_EXIT, StopRequests, no_step_trained, stop_if_not_finite
 from utils.reward_model import reward_model_folder
+from utils.value_head import with_value_head
 from utils.tiny import ensure_tiny
 
 # The original's settings (uer's hub models, a GPU in mind) ...
@@ -189,10 +190,12 @@ class PPO:
     kl_ctl: AdaptiveKLController
 
 
-def make_ppo(policy, ref_model, tokenizer, config, accelerator_kwargs):
-    """A `PPO` for `policy` (from utils.policy.load_policy) and its reference, on the accelerator
-    `Accelerator(**accelerator_kwargs)` makes."""
+def make_ppo(policy, ref_model, tokenizer, config, accelerator_kwargs, value_head_from=None):
+    """A `PPO` for `policy` and its reference (from utils.policy.load_policy), on the accelerator
+    `Accelerator(**accelerator_kwargs)` makes. The policy gets PPO's value head, with the weights saved in the
+    checkpoint folder `value_head_from` when it has them (resuming), else a fresh one."""
     accelerator = Accelerator(**accelerator_kwargs)
+    policy = with_value_head(policy, value_head_from)
     # trl's Adam (same hyperparameters) as one fused kernel over all parameters
     optimizer = torch.optim.Adam([p for p in policy.parameters() if p.requires_grad], lr=config.learning_rate,
                                  fused=True)
@@ -466,7 +469,8 @@ def main(argv=None, reward_fn=None):
     if os.path.isdir(base_model):
         base_model = os.path.abspath(base_model)  # a checkpoint must find its reference from any directory
 
-    ppo = make_ppo(policy, ref_model, tokenizer, ppo_config(args), accelerator_kwargs(device, args.mixed_precision))
+    ppo = make_ppo(policy, ref_model, tokenizer, ppo_config(args), accelerator_kwargs(device, args.mixed_precision),
+                   value_head_from=args.resume or args.model_name)
     if resume_state:
         ppo.kl_ctl.value = float(resume_state["kl_coef"])
     accelerator = ppo.accelerator

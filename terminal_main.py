@@ -439,7 +439,8 @@ def main(argv=None):
             # trl's default PPO settings (4 PPO epochs, adaptive KL, ...), the whole batch in one mini-batch
             ppo_config = PPOConfig(learning_rate=args.learning_rate, mini_batch_size=args.batch_size,
                                    init_kl_coef=state.get("kl_coef", 0.2))
-            t.ppo = make_ppo(t.policy, ref_model, t.tokenizer, ppo_config, accelerate_kwargs)
+            t.ppo = make_ppo(t.policy, ref_model, t.tokenizer, ppo_config, accelerate_kwargs,
+                             value_head_from=args.resume)
     except StopRequested as stop:
         t.console.print(f"\n{stop}: stopped before the models were ready, nothing to save")
         return

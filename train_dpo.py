@@ -374,16 +374,14 @@ def main(argv=None):
     train_items, dev_items = read_data(args, accelerator)
     unit = "rank lists" if args.loss == "plackett_luce" else "preference pairs"
 
-    # the policy and its frozen reference, as the PPO scripts load them (dropout off, unsampled tokens masked);
-    # DPO trains the language model alone: the value head is saved with it, unchanged
+    # the policy and its frozen reference, as the PPO scripts load them (dropout off, unsampled tokens masked)
     policy, ref_model, tokenizer = load_policy(args.resume or args.model_name, accelerator.device,
                                                args.ref_model_name, chat_template=args.chat_template,
                                                lora=lora_options(args))
     base_model = resume_state["base_model"] if resume_state else (args.ref_model_name or args.model_name)
     if os.path.isdir(base_model):
         base_model = os.path.abspath(base_model)  # a checkpoint must find its reference from any directory
-    policy.v_head.requires_grad_(False)
-    lm, ref_lm = policy.pretrained_model, ref_model.pretrained_model
+    lm, ref_lm = policy, ref_model
     sample_prompts = sorted({prompt for prompt, _ in train_items if prompt})[:args.print_samples]
     check_room(lm, max((len(encode_prompt(tokenizer, p)) for p in sample_prompts), default=0), args.max_new_tokens)
     positions = getattr(lm.config, "n_positions", None) or lm.config.max_position_embeddings  # GPT-2's or others'

@@ -22,6 +22,7 @@ from utils.common import UserError, set_seed
 from utils.generation import (banned_token_ids, decode, encode_prompt, end_token_ids, generate_responses,
                               prepare_tokenizer)
 from utils.policy import AdaptersOff, load_causal_lm, load_policy, merge_lora_checkpoint
+from utils.value_head import with_value_head
 
 MIXED = ["iPhone 15很好用，价格2999元！Good.", "wifi信号很差，3天就坏了。", "价格:¥1,299 (含税) OK?"]
 LORA = {"r": 4, "lora_alpha": 8.0, "lora_dropout": 0.0, "target_modules": None}
@@ -112,7 +113,7 @@ def test_answers_stop_at_the_end_of_the_assistants_turn(micro_lms, arch):
     ends = end_token_ids(tokenizer)
     bonus = torch.zeros(len(tokenizer))
     bonus[ends[-1]] = 100.0  # the model ends its turn as soon as it may (after the one token generate insists on)
-    policy.pretrained_model.get_output_embeddings().register_forward_hook(lambda module, inputs, logits: logits + bonus)
+    policy.get_output_embeddings().register_forward_hook(lambda module, inputs, logits: logits + bonus)
     set_seed(0)
     responses = generate_responses(policy, tokenizer, [encode_prompt(tokenizer, "这部电影很")] * 2, 8, True)
     assert [r.tolist()[1:] for r in responses] == [[ends[-1]]] * 2
@@ -131,7 +132,7 @@ def only_checkpoint(save_dir):
 
 def assert_loads(checkpoint, arch_class):
     policy, ref_model, tokenizer = load_policy(checkpoint, "cpu")
-    assert type(policy.pretrained_model).__name__ == arch_class
+    assert type(policy).__name__ == arch_class
     assert tokenizer.chat_template  # the checkpoint keeps the model's template
 
 
@@ -228,6 +229,7 @@ def lm_logits(model, ids):
 def test_lora_trains_only_adapters_and_value_head_and_the_reference_stays_the_base(micro_lms, tmp_path):
     base_dir = micro_lms["qwen2"]
     policy, ref_model, tokenizer = load_policy(base_dir, "cpu", lora=LORA)
+    policy = with_value_head(policy)
     assert isinstance(ref_model, AdaptersOff)  # no second copy of the weights
     trainable = {n for n, p in policy.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n or n.startswith("v_head.") for n in trainable)
@@ -244,7 +246,7 @@ def test_lora_trains_only_adapters_and_value_head_and_the_reference_stays_the_ba
     responses = generate_responses(policy, tokenizer, [ids[0]] * 4, 6)
     for _ in range(3):  # raise the answers' log-probabilities and fit the value head to 1
         logprobs, mask = answer_logprobs(policy, [ids[0]] * 4, responses, tokenizer.pad_token_id)
-        _, _, values = policy(input_ids=ids)
+        values = policy(input_ids=ids).values
         loss = -(logprobs * mask).sum() + ((values - 1) ** 2).mean()
         loss.backward()
         optimizer.step()
@@ -262,6 +264,7 @@ def test_lora_trains_only_adapters_and_value_head_and_the_reference_stays_the_ba
                                         {"kl_coef": 0.2, "base_model": os.path.abspath(base_dir), "epoch": 1})
     assert not os.path.exists(os.path.join(checkpoint, "model.safetensors"))  # adapters only
     reloaded, reloaded_ref, _ = load_policy(checkpoint, "cpu")
+    reloaded = with_value_head(reloaded, checkpoint)
     assert torch.allclose(lm_logits(reloaded, ids)[..., sampled], trained_logits, atol=1e-5)
     assert torch.allclose(lm_logits(reloaded_ref, ids)[..., sampled], base_logits, atol=1e-5)
     assert torch.equal(reloaded.v_head.summary.weight, policy.v_head.summary.weight)
@@ -270,6 +273,7 @@ def test_lora_trains_only_adapters_and_value_head_and_the_reference_stays_the_ba
     full = AutoModelForCausalLM.from_pretrained(merged).eval()
     assert torch.allclose(lm_logits(full, ids)[..., sampled], trained_logits, atol=1e-4)
     merged_policy, _, _ = load_policy(merged, "cpu")
+    merged_policy = with_value_head(merged_policy, merged)
     assert torch.equal(merged_policy.v_head.summary.weight, policy.v_head.summary.weight)
     assert load_checkpoint_state(merged)["merged_from"] == os.path.abspath(checkpoint)
 

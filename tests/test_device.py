@@ -1,23 +1,21 @@
-"""Devices and precision: accelerate's state between tests, --mixed_precision, TF32, the attention masks built
-without vmap, the fused Adam, the tiny build's --device; and, marked `gpu` (skipped without CUDA), the real
+"""Devices and precision: accelerate's state between tests, --mixed_precision, TF32, the fused Adam, the tiny
+build's --device; and, marked `gpu` (skipped without CUDA), the real
 loops on a GPU: `python -m pytest -m gpu`."""
 import json
 import os
 
-import numpy as np
 import pytest
 import torch
 from accelerate import Accelerator
-from transformers import AutoModelForCausalLM, AutoTokenizer, masking_utils
+from transformers import AutoModelForCausalLM
 
 from conftest import REPO, reset_accelerate_state, run_in_process, run_script
-from utils.common import (UserError, accelerator_kwargs, pick_device, sdpa_mask_without_vmap, set_seed,
-                          use_fast_attention_masks)
+from utils.common import UserError, accelerator_kwargs, pick_device, set_seed
 from utils.data import RANK_LIST_DIR
 from utils.generation import encode_prompt, generate_responses
 from utils.logger import read_jsonl
 from utils.checkpoints import load_checkpoint_state
-from utils.policy import import_trl, load_policy, unwrap_policy
+from utils.policy import load_policy, unwrap_policy
 from utils.ranklists import read_rank_lists
 from utils.reward_model import load_reward_model
 from utils.tiny import build_tiny
@@ -110,97 +108,37 @@ def test_fp16_on_the_cpu_is_refused_before_anything_is_written(micro_dir, tmp_pa
 
 # ---------------------------------------------------------------- the same work, less overhead
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("padding", ["none", "right", "left", "all_but_one"])
-@pytest.mark.parametrize("q_length, past, kv_offset", [(7, 0, 0), (1, 6, 0), (3, 4, 2)])
-def test_masks_without_vmap_equal_transformers_own(device, padding, q_length, past, kv_offset):
-    kv_length = past + q_length
-    attention = torch.ones(3, kv_offset + kv_length, dtype=torch.bool, device=device)
-    if padding == "right":
-        attention[1, -2:] = attention[2, -4:] = False
-    elif padding == "left":
-        attention[0, :3] = attention[2, :1] = False
-    elif padding == "all_but_one":
-        attention[1, :-1] = False
-    causal = masking_utils.causal_mask_function
-    sliding = masking_utils.and_masks(causal, masking_utils.sliding_window_overlay(3))
-    for mask_function in (causal, sliding):
-        for allow_is_causal_skip in (True, False):
-            kwargs = dict(batch_size=3, cache_position=torch.arange(past, kv_length, device=device),
-                          kv_length=kv_length, kv_offset=kv_offset, mask_function=mask_function,
-                          attention_mask=attention, allow_is_causal_skip=allow_is_causal_skip)
-            expected, ours = masking_utils.sdpa_mask(**kwargs), sdpa_mask_without_vmap(**kwargs)
-            if expected is None:
-                assert ours is None
-            else:
-                assert ours.shape == expected.shape and ours.dtype == expected.dtype and torch.equal(ours, expected)
-    assert padding != "none" or sdpa_mask_without_vmap(3, torch.arange(kv_length, device=device), kv_length) is None
-
-
-def test_gpt2_samples_and_scores_alike_with_either_mask_builder(micro_paths):
-    model = AutoModelForCausalLM.from_pretrained(micro_paths["gpt2"]).eval()
-    tokenizer = AutoTokenizer.from_pretrained(micro_paths["gpt2"])
-    queries = [encode_prompt(tokenizer, p) for p in ("这部电影很", "刚收到货，感觉有点", "好")]
-    batch = tokenizer(["这部电影很好看", "好"], padding=True, return_tensors="pt")
-    outputs = []
-    try:
-        for builder in (masking_utils.sdpa_mask, sdpa_mask_without_vmap):
-            masking_utils.AttentionMaskInterface.register("sdpa", builder)
-            set_seed(3)
-            with torch.no_grad():
-                outputs.append((generate_responses(model, tokenizer, queries, 8), model(**batch).logits))
-    finally:
-        use_fast_attention_masks()
-    (stock_answers, stock_logits), (our_answers, our_logits) = outputs
-    assert all(torch.equal(a, b) for a, b in zip(stock_answers, our_answers))
-    real = batch["attention_mask"].bool()
-    assert torch.allclose(stock_logits[real], our_logits[real], atol=1e-5)
-
-
-def trl_default_trainer(policy, ref_model, tokenizer, **config):
-    """trl's PPOTrainer with its own optimizer (Adam, default settings)."""
-    trl = import_trl()
-    with pytest.warns((FutureWarning, UserWarning)):
-        return trl.PPOTrainer(config=trl.PPOConfig(**config), model=policy, ref_model=ref_model, tokenizer=tokenizer)
-
-
-@pytest.mark.parametrize("device", DEVICES)
-def test_fused_adam_trains_like_trls_own_adam(micro_paths, device, monkeypatch):
-    """Our update with its fused Adam against trl's step with trl's own Adam (the mini-batches drawn alike:
-    trl's numpy shuffle draws from torch's generator here)."""
+def test_fused_adam_trains_like_plain_adam(micro_paths, device):
+    """Our update with its fused Adam against the same update with torch's plain (for-each) Adam at the same
+    settings, from the same weights on the same batch."""
     from ppo_sentiment_example import PPOConfig, make_ppo, ppo_update
 
-    monkeypatch.setattr(np.random, "permutation", lambda size: torch.randperm(size).numpy())
     config = dict(mini_batch_size=4, ppo_epochs=2, learning_rate=1e-3)
     trained = []
-    for ours in (True, False):
+    for fused in (True, False):
         set_seed(0)  # the value head starts from random weights
         policy, ref_model, tokenizer = load_policy(micro_paths["gpt2"], device)
-        if ours:
-            trainer = make_ppo(policy, ref_model, tokenizer, PPOConfig(**config), accelerator_kwargs(device))
-        else:
-            trainer = trl_default_trainer(policy, ref_model, tokenizer, batch_size=8, seed=0,
-                                          accelerator_kwargs=accelerator_kwargs(device), **config)
+        trainer = make_ppo(policy, ref_model, tokenizer, PPOConfig(**config), accelerator_kwargs(device))
+        if not fused:
+            params = [p for p in trainer.policy.parameters() if p.requires_grad]
+            trainer.optimizer = trainer.accelerator.prepare(torch.optim.Adam(params, lr=config["learning_rate"]))
         set_seed(0)
         queries = [encode_prompt(tokenizer, p) for p in ("这部电影很", "刚收到货，感觉") * 4]
         responses = generate_responses(policy, tokenizer, queries, 6)
         set_seed(1)
-        scores = [float(i % 3) for i in range(8)]
-        if ours:
-            ppo_update(trainer, queries, responses, scores)
-        else:
-            trainer.step(queries, responses, [torch.tensor(score) for score in scores])
-        trained.append((trainer.optimizer.optimizer.defaults, policy.state_dict()))
-    (ours, ours_weights), (trls, trl_weights) = trained
-    assert ours["fused"] and not trls["fused"] and ours["lr"] == trls["lr"] and ours["betas"] == trls["betas"]
-    assert ours["weight_decay"] == trls["weight_decay"] == 0 and ours["eps"] == trls["eps"]
+        ppo_update(trainer, queries, responses, [float(i % 3) for i in range(8)])
+        trained.append((trainer.optimizer.optimizer.defaults, unwrap_policy(trainer).state_dict()))
+    (ours, ours_weights), (plain, plain_weights) = trained
+    assert ours["fused"] and not plain["fused"] and ours["lr"] == plain["lr"] and ours["betas"] == plain["betas"]
+    assert ours["weight_decay"] == plain["weight_decay"] == 0 and ours["eps"] == plain["eps"]
     start = AutoModelForCausalLM.from_pretrained(micro_paths["gpt2"]).state_dict()
-    name = "transformer.h.0.attn.c_attn.weight"
-    assert not torch.equal(ours_weights[name].cpu(), start[name])  # the step trained
+    name = "pretrained_model.transformer.h.0.attn.c_attn.weight"
+    assert not torch.equal(ours_weights[name].cpu(), start[name.removeprefix("pretrained_model.")])  # it trained
     # CUDA's embedding backward adds in no fixed order, and Adam turns a sign flip of a near-zero gradient into a
     # step of the learning rate: there a few elements may differ
     allowed = 0.0 if device == "cpu" else 1e-3
     for name, weight in ours_weights.items():
-        assert ((weight - trl_weights[name]).abs() > 1e-5).float().mean() <= allowed, name
+        assert ((weight - plain_weights[name]).abs() > 1e-5).float().mean() <= allowed, name
 
 
 # ---------------------------------------------------------------- the tiny build on a device

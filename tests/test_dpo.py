@@ -80,8 +80,8 @@ def test_only_the_answer_tokens_are_scored_with_the_prompt_as_condition(micro_pa
     policy, _, tokenizer = load_policy(micro_paths["gpt2"], "cpu")
     encoded, _ = encode_lists(tokenizer, PAIR_ITEMS, 64)
     with torch.no_grad():
-        logps = answer_logps(policy.pretrained_model, collate(encoded), tokenizer.pad_token_id)
-        plain = [plain_answer_logp(policy.pretrained_model, prompt, answer) for prompt, answers in encoded
+        logps = answer_logps(policy, collate(encoded), tokenizer.pad_token_id)
+        plain = [plain_answer_logp(policy, prompt, answer) for prompt, answers in encoded
                  for answer in answers]
     assert len(encoded) == len(PAIRS) and encoded[3][0] == []  # the pair without a prompt is scored too
     assert logps.tolist() == pytest.approx(plain, abs=1e-4)  # batched and padded vs one sequence at a time
@@ -95,7 +95,7 @@ def test_dpo_loss_is_log_2_when_the_policy_is_the_reference():
 
 def test_a_few_steps_raise_the_chosen_over_rejected_margin(micro_paths):
     policy, ref_model, tokenizer = load_policy(micro_paths["gpt2"], "cpu")
-    lm, ref_lm = policy.pretrained_model, ref_model.pretrained_model
+    lm, ref_lm = policy, ref_model
     batch = collate(encode_lists(tokenizer, PAIR_ITEMS, 64)[0])
     optimizer = torch.optim.AdamW(lm.parameters(), lr=1e-3)
     accelerator = Accelerator(cpu=True)
@@ -110,7 +110,6 @@ def test_a_few_steps_raise_the_chosen_over_rejected_margin(micro_paths):
     assert margins[0] == [0.0] * len(PAIRS)  # the policy starts as the reference
     assert min(margins[-1]) > 0.1, margins[-1]  # every pair, the one without a prompt too
     assert loss.item() < math.log(2) - 0.05
-    assert all(p.grad is None for p in policy.v_head.parameters())  # the value head takes no part
 
 
 # ---------------------------------------------------------------- Plackett-Luce on whole lists
@@ -154,7 +153,7 @@ def test_lists_keep_their_order_without_unscorable_or_repeated_answers(micro_pat
 
 def test_plackett_luce_steps_order_a_whole_list(micro_paths):
     policy, ref_model, tokenizer = load_policy(micro_paths["gpt2"], "cpu")
-    lm, ref_lm = policy.pretrained_model, ref_model.pretrained_model
+    lm, ref_lm = policy, ref_model
     batch = collate(encode_lists(tokenizer, [("这部电影很", ["好看，值得一看", "还行吧", "难看，浪费时间"]),
                                              ("刚收到货，感觉", ["很满意", "一般般", "太差了"])], 64)[0])
     optimizer = torch.optim.AdamW(lm.parameters(), lr=1e-3)
@@ -227,12 +226,12 @@ def test_tiny_run_builds_ai_feedback_once_then_trains_logs_saves_resumes_and_inf
     assert state["algorithm"] == "dpo" and state["reason"] == "end"
     assert state["step"] == last and state["kl_coef"] == 0.2
     assert os.path.isabs(state["base_model"]) and state["base_model"].endswith("gpt2")
-    # the language model learned, the value head did not move
+    # the language model learned; DPO has no value head
     early, final = (load_file(str(tmp_path / "ck" / name / "model.safetensors"))
                     for name in ("model_3", f"model_{last}"))
-    heads = [k for k in final if k.startswith("v_head.")]
-    assert heads and all(torch.equal(early[k], final[k]) for k in heads)
-    assert any(not torch.equal(early[k], final[k]) for k in final if k not in heads)
+    assert not any(k.startswith("v_head.") for k in final)
+    assert not os.path.exists(tmp_path / "ck" / f"model_{last}" / "value_head.safetensors")
+    assert any(not torch.equal(early[k], final[k]) for k in final)
 
     # resume from step 6: the lists are reused, the steps after 6 are redone and logged once
     second = micro_main(train_dpo.main, args + ["--resume", str(tmp_path / "ck" / "model_6")])

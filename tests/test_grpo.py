@@ -90,7 +90,7 @@ def test_answer_logprobs_match_each_answer_scored_alone(micro_paths):
             assert mask[i].sum().item() == len(response)
             assert batch[i, :len(response)].tolist() == pytest.approx(alone[0].tolist(), abs=1e-5)
             assert batch[i, len(response):].abs().sum().item() == 0.0
-            logits = policy.pretrained_model(torch.cat([query, response]).unsqueeze(0)).logits[0]
+            logits = policy(torch.cat([query, response]).unsqueeze(0)).logits[0]
             direct = torch.log_softmax(logits[len(query) - 1:-1], -1).gather(-1, response.unsqueeze(-1)).squeeze(-1)
             assert alone[0].tolist() == pytest.approx(direct.tolist(), abs=1e-5)
 
@@ -136,7 +136,7 @@ def test_equal_rewards_give_zero_advantage_and_finite_logs(variant, micro_dir, m
     saved = os.path.join(tmp_path / "ck", checkpoints(tmp_path / "ck")[0])
     trained, _, _ = load_policy(saved, "cpu")
     base, _, _ = load_policy(micro_paths["gpt2"], "cpu")
-    pairs = zip(trained.pretrained_model.parameters(), base.pretrained_model.parameters())  # (not the unused v_head)
+    pairs = zip(trained.parameters(), base.parameters())
     assert all(torch.equal(a, b) for a, b in pairs)
 
 
@@ -271,7 +271,7 @@ def test_bench_independent_scorer_compares_a_checkpoint_with_its_reference(micro
 
     policy, _, tokenizer = load_policy(micro_paths["gpt2"], "cpu")
     with torch.no_grad():
-        policy.pretrained_model.lm_head.weight.mul_(3.0)  # sharper: a different model, far from the reference
+        policy.lm_head.weight.mul_(3.0)  # sharper: a different model, far from the reference
     checkpoint = save_policy_checkpoint(policy, tokenizer, str(tmp_path / "model_1_0.50"),
                                      {"epoch": 1, "kl_coef": 0.5, "base_model": micro_paths["gpt2"]})
     bench_independent_scorer.main(["--checkpoint", checkpoint, "--num", "4", "--gen_len", "5"])

@@ -404,8 +404,10 @@ def test_two_quick_ctrl_c_at_any_moment_stop_at_once_and_the_last_checkpoint_loa
     from utils.generation import encode_prompt, generate_responses
     from utils.policy import load_policy
     from utils.run import StopRequests
+    from utils.value_head import with_value_head
 
     policy, _, tokenizer = load_policy(micro_paths["gpt2"], "cpu")
+    policy = with_value_head(policy)
     out = str(tmp_path / "model_1")
     state = dict(epoch=1, kl_coef=0.1, base_model=micro_paths["gpt2"], algorithm="ppo", reason="periodic")
     save_policy_checkpoint(policy, tokenizer, out, state)
@@ -423,18 +425,18 @@ def test_two_quick_ctrl_c_at_any_moment_stop_at_once_and_the_last_checkpoint_loa
                 generate_responses(policy, tokenizer, [encode_prompt(tokenizer, "这部电影很")], 4)
             elif moment == "update":
                 optimizer = torch.optim.SGD(policy.parameters(), lr=1e-3)
-                loss = policy.pretrained_model(torch.tensor([[1, 2, 3]])).logits.mean()
+                loss = policy(torch.tensor([[1, 2, 3]])).logits.mean()
                 loss.backward()
                 ctrl_c_twice()
                 optimizer.step()
             else:
-                real_save = policy.save_pretrained
+                real_save = policy.pretrained_model.save_pretrained
 
                 def interrupted_save(folder, **kwargs):
                     real_save(folder, **kwargs)
                     ctrl_c_twice()  # the weights written, the state file not yet
 
-                policy.save_pretrained = interrupted_save
+                policy.pretrained_model.save_pretrained = interrupted_save
                 save_policy_checkpoint(policy, tokenizer, out, dict(state, epoch=2))
         assert stop.requested == "Ctrl-C"
     assert tree(out) == saved and os.listdir(tmp_path) == ["model_1"]

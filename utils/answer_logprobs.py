@@ -5,13 +5,15 @@ positions counted from each prompt's first real token. The model sees exactly wh
 the log-probabilities are those of the sampling distribution.
 
     pack              ragged (queries, responses) -> one padded `Packed` batch (select rows with `select`)
-    score_answers     log-probs of a packed batch's answers, and with trl's value-head model the values
+    score_answers     log-probs of a packed batch's answers, and with PPO's value head the values
     answer_logprobs   pack + score in one call: (log-probs, answer mask)
 """
 from typing import NamedTuple
 
 import torch
 from torch.nn.utils.rnn import pad_sequence
+
+from utils.value_head import LogitsAndValues
 
 
 class Packed(NamedTuple):
@@ -50,8 +52,8 @@ def pack(queries, responses, pad_token_id):
 def score_answers(model, packed, with_entropy=False):
     """(log-probs, values, entropy) of a packed batch's answer tokens, each [batch, answer length], 0 off the answers.
 
-    `model` is any causal LM, or trl's value-head wrapper (output: logits, loss, values), which alone gives
-    `values` (else None). `entropy` (of the policy at each answer position, without gradient) only when asked.
+    `model` is any causal LM, or a `utils.value_head.PolicyWithValueHead`, which alone gives `values` (else None).
+    `entropy` (of the policy at each answer position, without gradient) only when asked.
     """
     mask = packed.answer_mask
     length = mask.shape[1]
@@ -59,11 +61,10 @@ def score_answers(model, packed, with_entropy=False):
     # length + 1 columns' logits are needed (the language-model head and its softmax skip the prompts)
     output = model(input_ids=packed.input_ids, attention_mask=packed.attention_mask,
                    position_ids=packed.position_ids, logits_to_keep=length + 1)
-    logits = output[0] if isinstance(output, tuple) else output.logits
-    all_logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    all_logprobs = torch.log_softmax(output.logits[:, :-1].float(), dim=-1)
     answers = packed.input_ids[:, -length:]
     logprobs = all_logprobs.gather(-1, answers.unsqueeze(-1)).squeeze(-1) * mask
-    values = output[2][:, -length - 1:-1].float() * mask if isinstance(output, tuple) and len(output) > 2 else None
+    values = output.values[:, :-1].float() * mask if isinstance(output, LogitsAndValues) else None
     entropy = None
     if with_entropy:
         with torch.no_grad():

@@ -1,8 +1,9 @@
-"""Policy checkpoints, one layout for every algorithm: a `save_pretrained` folder (value head included), the
-tokenizer, and a state file that records where training stands (epoch, KL coefficient) and the base (reference)
-model. `AutoModelForCausalLMWithValueHead.from_pretrained` reloads the folder. A LoRA policy's checkpoint holds
-its adapters (peft's adapter_config.json + adapter_model.safetensors) and its value head (value_head.safetensors)
-instead of the full model; `utils.policy.load_policy` reloads both kinds.
+"""Policy checkpoints, one layout for every algorithm: the language model's `save_pretrained` folder (a full model,
+or a LoRA policy's adapters: peft's adapter_config.json + adapter_model.safetensors), the tokenizer, PPO's value
+head in value_head.safetensors, and a state file that records where training stands (epoch, KL coefficient) and
+the base (reference) model. `AutoModelForCausalLM.from_pretrained` loads a full checkpoint as it is;
+`utils.policy.load_policy` reloads both kinds, and `utils.value_head` the head (also from checkpoints that trl's
+value-head class wrote, with the head inside model.safetensors).
 
     save_policy_checkpoint / load_checkpoint_state / find_latest_checkpoint
 
@@ -16,10 +17,10 @@ import os
 from utils.common import UserError, check_safetensors, folder_written_atomically
 from utils.options import checked_by
 from utils.run import check_finite_weights
+from utils.value_head import VALUE_HEAD_FILE, PolicyWithValueHead, load_value_head
 
 STATE_FILE = "ppo_state.json"  # the name every checkpoint so far was written with
 ADAPTER_CONFIG = "adapter_config.json"
-VALUE_HEAD_FILE = "value_head.safetensors"
 REQUIRED_STATE = ("kl_coef", "base_model")
 ALGORITHMS = ("ppo", "grpo", "dpo")
 
@@ -30,7 +31,7 @@ def checkpoint_algorithm(state):
 
 
 def save_policy_checkpoint(trainer_or_policy, tokenizer, out_dir, state):
-    """Save policy (value head included), tokenizer and `state` into `out_dir`, atomically.
+    """Save policy (a PPO policy's value head included), tokenizer and `state` into `out_dir`, atomically.
 
     Everything is written into a temporary folder beside it first and moved into place when complete, so an
     interrupted save never leaves a half checkpoint. With a trainer, `kl_coef` defaults to its current
@@ -54,14 +55,13 @@ def save_policy_checkpoint(trainer_or_policy, tokenizer, out_dir, state):
         raise ValueError(f"save_policy_checkpoint: algorithm {state['algorithm']!r} is not one of {ALGORITHMS}")
     check_finite_weights(policy, out_dir, hint="--learning_rate (or a larger KL coefficient / beta)")
     with folder_written_atomically(out_dir, STATE_FILE) as tmp:
-        if getattr(policy, "is_peft_model", False):  # trl would pickle the value head: safetensors instead
+        if isinstance(policy, PolicyWithValueHead):
             from safetensors.torch import save_file
 
-            policy.pretrained_model.save_pretrained(tmp)
             save_file({k: v.contiguous() for k, v in policy.v_head.state_dict().items()},
                       os.path.join(tmp, VALUE_HEAD_FILE))
-        else:
-            policy.save_pretrained(tmp, safe_serialization=True)
+            policy = policy.pretrained_model
+        policy.save_pretrained(tmp)  # safetensors; a peft model writes its adapters only
         tokenizer.save_pretrained(tmp)
         with open(os.path.join(tmp, STATE_FILE), "w", encoding="utf-8") as f:
             json.dump(state, f, indent=1, ensure_ascii=False)
@@ -86,7 +86,7 @@ def load_checkpoint_state(path, algorithm=None):
         raise UserError(f"{state_file}: corrupt checkpoint state (needs {', '.join(REQUIRED_STATE)})")
     required = ("config.json", "model.safetensors")
     if os.path.isfile(os.path.join(path, ADAPTER_CONFIG)):
-        required = (ADAPTER_CONFIG, "adapter_model.safetensors", VALUE_HEAD_FILE)
+        required = (ADAPTER_CONFIG, "adapter_model.safetensors")
     for name in required:
         if not os.path.isfile(os.path.join(path, name)):
             raise UserError(f"{path}: incomplete PPO checkpoint ({name} is missing)")
@@ -96,6 +96,9 @@ def load_checkpoint_state(path, algorithm=None):
     if algorithm and found != algorithm:
         raise UserError(f"{path} is a {found.upper()} checkpoint; --resume here continues {algorithm.upper()} "
                         f"checkpoints only (to start {algorithm.upper()} from that policy, pass it as --model_name)")
+    if algorithm == "ppo" and load_value_head(path) is None:  # resuming PPO needs its critic
+        raise UserError(f"{path}: incomplete PPO checkpoint (no value head: neither {VALUE_HEAD_FILE} nor trl's "
+                        "v_head.* weights in model.safetensors)")
     return state
 
 

@@ -188,44 +188,18 @@ def clean_text(text):
     return re.sub(r"\s+", " ", text).strip()
 
 
-def sdpa_mask_without_vmap(batch_size, cache_position, kv_length, kv_offset=0, mask_function=None, attention_mask=None,
-                           local_size=None, allow_is_causal_skip=True, **kwargs):
-    """transformers 4.57's `sdpa_mask`, the same mask, with the mask function evaluated once on broadcast index
-    tensors instead of through four nested `torch.vmap`s. With padding (every PPO batch, every batched
-    `generate` step) the vmaps cost about 13 ms of Python per GPT-2 forward pass here, a third of a PPO step
-    on the tiny models (transformers 5 evaluates the mask this way too)."""
-    import torch
-    from transformers import masking_utils as masks  # here: importing it takes seconds, and few scripts need it
+def quiet_transformers():
+    """No progress bars from transformers (loading and writing weights): a command that promises one line on an
+    error keeps that promise, and a tutorial's output stays the original's."""
+    from transformers.utils import logging
 
-    mask_function = mask_function or masks.causal_mask_function
-    q_length = cache_position.shape[0]
-    padding_mask = masks.prepare_padding_mask(attention_mask, kv_length, kv_offset, _slice=False)
-    if allow_is_causal_skip and masks._ignore_causal_mask_sdpa(padding_mask, q_length, kv_length, kv_offset,
-                                                               local_size):
-        return None  # SDPA's own is_causal
-    if padding_mask is not None:
-        mask_function = masks.and_masks(mask_function, masks.padding_mask_function(padding_mask))
-    device = cache_position.device
-    batch = torch.arange(batch_size, device=device)[:, None, None, None]
-    head = torch.zeros((1, 1, 1, 1), dtype=torch.long, device=device)
-    kv = (torch.arange(kv_length, device=device) + kv_offset)[None, None, None, :]
-    mask = mask_function(batch, head, cache_position[None, None, :, None], kv)
-    return mask.expand(batch_size, 1, q_length, kv_length)
-
-
-def use_fast_attention_masks():
-    """Every model of this process builds its SDPA attention masks with `sdpa_mask_without_vmap`."""
-    import transformers
-    from transformers.masking_utils import AttentionMaskInterface
-
-    if transformers.__version__.startswith("4."):
-        AttentionMaskInterface.register("sdpa", sdpa_mask_without_vmap)
+    logging.disable_progress_bar()
 
 
 def load_pretrained(loader, name_or_path, **kwargs):
-    """`loader.from_pretrained(name_or_path)`, with one clear line when it cannot be found; the model builds its
-    attention masks the fast way (`use_fast_attention_masks`)."""
-    use_fast_attention_masks()
+    """`loader.from_pretrained(name_or_path)`, quietly (`quiet_transformers`), with one clear line when it cannot be
+    found."""
+    quiet_transformers()
     try:
         return loader.from_pretrained(name_or_path, **kwargs)
     except (OSError, ValueError) as e:

@@ -87,7 +87,7 @@ def encode_prompt(tokenizer, prompt):
     out (the model would answer after an end mark), other tokenizers keep their start token but no end token."""
     if tokenizer.chat_template:
         ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                            tokenize=True)
+                                            tokenize=True, return_dict=False)
     elif is_wordpiece(tokenizer):
         ids = tokenizer.encode(prompt, add_special_tokens=False)
     else:
@@ -136,7 +136,7 @@ def banned_token_ids(tokenizer, stop_at_sep=False):
 def check_room(model, longest, max_new_tokens):
     """UserError unless the longest prompt plus `max_new_tokens` fits in the model's positions (checked before
     training, so that a too long --max_new_tokens is one line, not an index error deep inside generate)."""
-    config = getattr(getattr(model, "pretrained_model", model), "config", None)  # None: a wrapper that hides it
+    config = getattr(model, "config", None)
     positions = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
     if positions and longest + max_new_tokens > positions:
         raise UserError(f"--max_new_tokens {max_new_tokens}: with the longest prompt ({longest} tokens) that is more "

@@ -1,46 +1,37 @@
-"""The policy every script trains: any causal LM (uer's GPT-2, a Qwen2- or Llama-style model, our checkpoints)
-with a value head, plus its frozen reference model and tokenizer; LoRA adapters through peft when asked.
+"""The policy every script trains: any causal LM (uer's GPT-2, a Qwen2- or Llama-style model, our checkpoints),
+plus its frozen reference model and tokenizer; LoRA adapters through peft when asked. (PPO puts its value head on
+the policy itself: utils.value_head.)
 
-    load_policy        policy with a value head (dropout off) + frozen reference model + tokenizer
+    load_policy        policy (dropout off) + frozen reference model + tokenizer
     load_causal_lm     a causal LM for generation only (labelling page, AI feedback) + tokenizer
     add_model_arguments / lora_options   the --chat_template and --lora_* options every policy script shares
     AdaptersOff        a LoRA policy's reference: the same weights with the adapters switched off
-    import_trl         trl 0.11.4 without its deprecation noise (its value-head model class)
     unwrap_policy      the policy without its distributed wrapper
 
 `python -m utils.policy merge CHECKPOINT OUT` merges a LoRA checkpoint's adapters into a full model folder.
 """
 import os
-import warnings
 
 import torch
 import transformers
-from accelerate import PartialState
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-from utils.checkpoints import (ADAPTER_CONFIG, STATE_FILE, VALUE_HEAD_FILE, checkpoint_folder, load_checkpoint_state,
+from utils.checkpoints import (ADAPTER_CONFIG, STATE_FILE, checkpoint_folder, load_checkpoint_state,
                                save_policy_checkpoint)
 from utils.common import UserError, load_pretrained, run_main
 from utils.options import ArgumentParser, dropout, nonnegative_int, positive_float, replaceable_folder
 from utils.generation import CHAT_TEMPLATE_CHOICES, banned_token_ids, prepare_tokenizer
+from utils.value_head import load_value_head, with_value_head
 
 # LoRA's default target modules where peft's own defaults (query and value only) are not the usual choice
 LORA_TARGETS = {model_type: ["q_proj", "k_proj", "v_proj", "o_proj"]
                 for model_type in ("llama", "qwen2", "qwen3", "mistral", "gemma", "gemma2")}
 
 
-def import_trl():
-    """trl 0.11.4 warns at import and construction time that this API is deprecated: silence only that."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=FutureWarning, module=r"trl(\.|$)")
-        import trl
-    return trl
-
-
 def disable_dropout(model):
-    """Dropout 0 everywhere: trl leaves the policy in train mode after `step`, and rollouts sampled with
-    dropout on would not match the log-probabilities PPO computes without it."""
+    """Dropout 0 everywhere: the updates run the policy in train mode, and rollouts sampled with dropout on would
+    not match the log-probabilities the updates compute."""
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
@@ -50,7 +41,7 @@ def disable_dropout(model):
 def forbid_tokens(model, token_ids):
     """Make `token_ids` impossible in the model's own output distribution (a hook on the LM head).
 
-    `generate` never samples [PAD]/[UNK]/[CLS]/[MASK] (nor [SEP] with fixed-length answers), but trl scores
+    `generate` never samples [PAD]/[UNK]/[CLS]/[MASK] (nor [SEP] with fixed-length answers), but the updates score
     answers with the full softmax: the policy could then move probability onto tokens it never samples and
     the KL estimate would go negative. Masking the logits makes sampling and scoring use one distribution.
     """
@@ -61,7 +52,7 @@ def forbid_tokens(model, token_ids):
         logits[..., banned.to(logits.device)] = torch.finfo(logits.dtype).min / 2  # finite: entropy stays defined
         return logits
 
-    return model.pretrained_model.get_output_embeddings().register_forward_hook(mask_logits)
+    return model.get_output_embeddings().register_forward_hook(mask_logits)
 
 
 def add_model_arguments(parser, lora=True):
@@ -113,7 +104,8 @@ def is_lora_checkpoint(path):
 
 
 def _quietly(load, *args, **kwargs):
-    """A checkpoint also holds the value head's weights, which the bare LM inside reports as unused."""
+    """A checkpoint written with trl's value-head class also holds the value head's weights, which the bare LM
+    reports as unexpected."""
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()
     try:
@@ -140,59 +132,39 @@ def _with_lora(base, base_name, options):
                         f"them with --lora_target_modules (its linear layers: {','.join(linear)})") from e
 
 
-def _load_lora_policy(trl, path, base_name, options):
-    """A value-head policy whose LM is `base_name` with LoRA adapters: the adapters (and value head) of the
-    checkpoint `path`, or fresh ones from `options`. Only they are trainable."""
+def _load_lora_policy(path, base_name, options):
+    """`base_name` with LoRA adapters: those of the checkpoint `path`, or fresh ones from `options`. Only they are
+    trainable."""
     from peft import PeftModel
 
     check_causal_lm(base_name)
     base = disable_dropout(load_pretrained(AutoModelForCausalLM, base_name))  # the adapters keep --lora_dropout
     if path is not None:
-        lm = PeftModel.from_pretrained(base, path, is_trainable=True)
-    else:
-        lm = _with_lora(base, base_name, options)
-    policy = with_value_head(trl, lm, path)
-    disable_dropout(policy.v_head)
-    return policy
-
-
-def with_value_head(trl, lm, checkpoint=None):
-    """trl's value-head model around `lm` (a peft model or a plain causal LM); the value head from a LoRA
-    `checkpoint` if given (else freshly initialised)."""
-    from peft import PeftModel
-    from safetensors.torch import load_file
-
-    policy = trl.AutoModelForCausalLMWithValueHead(lm)
-    policy.is_peft_model = isinstance(lm, PeftModel)  # trl sets it only in its own from_pretrained
-    if checkpoint is not None:
-        policy.v_head.load_state_dict(load_file(os.path.join(checkpoint, VALUE_HEAD_FILE)))
-    return policy
+        return PeftModel.from_pretrained(base, path, is_trainable=True)
+    return _with_lora(base, base_name, options)
 
 
 class AdaptersOff:
-    """The reference model of a LoRA policy: calls into the policy itself with its adapters switched off, so the
-    two share one copy of the base weights. Deliberately not a torch module: moving, freezing or switching this
-    object to eval mode must not reach the policy."""
+    """The reference model of a LoRA policy: calls into the policy (a peft model) itself with its adapters switched
+    off, so the two share one copy of the base weights. Deliberately not a torch module: moving, freezing or
+    switching this object to eval mode must not reach the policy."""
 
-    def __init__(self, model, peft_model):
-        self.model, self.peft_model = model, peft_model
-
-    def _off(self):
-        return self.peft_model.disable_adapter()
+    def __init__(self, peft_model):
+        self.model = peft_model
 
     def __call__(self, *args, **kwargs):
-        with self._off():
+        with self.model.disable_adapter():
             return self.model(*args, **kwargs)
 
     forward = __call__
 
     def generate(self, *args, **kwargs):
-        with self._off():
+        with self.model.disable_adapter():
             return self.model.generate(*args, **kwargs)
 
     @property
-    def pretrained_model(self):
-        return AdaptersOff(self.model.pretrained_model, self.peft_model)
+    def config(self):
+        return self.model.config
 
     @property
     def training(self):
@@ -222,17 +194,13 @@ def load_policy(model_name_or_path, device, ref_model_name_or_path=None, stop_at
                 lora=None):
     """(policy, ref_model, tokenizer).
 
-    The policy is `model_name_or_path` (a hub name, a causal-LM folder or one of our checkpoints) with a value
-    head. Both models can never produce the tokens `generate_responses` never samples (`stop_at_sep` as
-    there). The reference model is `ref_model_name_or_path`, else the base model a checkpoint was trained
-    from (so resuming keeps the KL anchored to the original model), else the same model; it is frozen.
-    With `lora` (see `lora_options`) or a LoRA checkpoint, only the adapters and the value head train and the
-    reference is the base model with the adapters off (`AdaptersOff`).
+    The policy is `model_name_or_path` (a hub name, a causal-LM folder or one of our checkpoints), a causal LM. Both
+    models can never produce the tokens `generate_responses` never samples (`stop_at_sep` as there). The reference
+    model is `ref_model_name_or_path`, else the base model a checkpoint was trained from (so resuming keeps the KL
+    anchored to the original model), else the same model; it is frozen. With `lora` (see `lora_options`) or a
+    LoRA checkpoint, the policy is a peft model whose adapters alone train, and the reference is the base model
+    with the adapters off (`AdaptersOff`).
     """
-    trl = import_trl()
-    # trl's from_pretrained asks accelerate for the process state; created there without `cpu`, it makes every
-    # process of a CPU `accelerate launch` believe it is alone
-    PartialState(cpu=torch.device(device).type == "cpu")
     state = None
     if os.path.isfile(os.path.join(model_name_or_path, STATE_FILE)):
         state = load_checkpoint_state(model_name_or_path)
@@ -246,19 +214,16 @@ def load_policy(model_name_or_path, device, ref_model_name_or_path=None, stop_at
         if checkpoint is None and state is not None:
             raise UserError(f"--lora_r: {model_name_or_path} is a full checkpoint; LoRA starts from a base model "
                             "(or resumes a LoRA checkpoint)")
-        policy = _load_lora_policy(trl, checkpoint, base_name, lora)
-        policy.to(device)
-        ref_model = AdaptersOff(policy, policy.pretrained_model)
+        policy = _load_lora_policy(checkpoint, base_name, lora).to(device)
+        ref_model = AdaptersOff(policy)
     else:
         ref_model_name_or_path = ref_model_name_or_path or base_name
         for name in dict.fromkeys((model_name_or_path, ref_model_name_or_path)):
             check_causal_lm(name)
-        policy = _quietly(load_pretrained, trl.AutoModelForCausalLMWithValueHead, model_name_or_path)
-        ref_model = _quietly(load_pretrained, trl.AutoModelForCausalLMWithValueHead, ref_model_name_or_path)
-        disable_dropout(policy).to(device)
-        disable_dropout(ref_model).to(device).eval()
+        policy = disable_dropout(_quietly(load_pretrained, AutoModelForCausalLM, model_name_or_path)).to(device)
+        ref_model = disable_dropout(_quietly(load_pretrained, AutoModelForCausalLM, ref_model_name_or_path))
+        ref_model.to(device).eval().requires_grad_(False)
         forbid_tokens(ref_model, banned_token_ids(tokenizer, stop_at_sep))
-        ref_model.requires_grad_(False)
     forbid_tokens(policy, banned_token_ids(tokenizer, stop_at_sep))
     return policy, ref_model, tokenizer
 
@@ -287,12 +252,14 @@ def merged_lora_lm(checkpoint):
 
 def merge_lora_checkpoint(checkpoint, out_dir):
     """Write `checkpoint`'s LoRA adapters merged into its base model as a full checkpoint in `out_dir`: a
-    `save_pretrained` folder (value head included) that any script, or AutoModelForCausalLM, loads."""
+    `save_pretrained` folder (a PPO checkpoint's value head included) that any script, or AutoModelForCausalLM,
+    loads."""
     if not is_lora_checkpoint(checkpoint):
         raise UserError(f"{checkpoint}: not a LoRA checkpoint (no {ADAPTER_CONFIG})")
     state = load_checkpoint_state(checkpoint)
-    trl = import_trl()
-    policy = with_value_head(trl, merged_lora_lm(checkpoint), checkpoint)
+    policy = merged_lora_lm(checkpoint)
+    if load_value_head(checkpoint) is not None:
+        policy = with_value_head(policy, checkpoint)
     tokenizer = load_pretrained(AutoTokenizer, checkpoint)
     return save_policy_checkpoint(policy, tokenizer, out_dir, dict(state, merged_from=os.path.abspath(checkpoint)))
 
