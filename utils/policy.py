@@ -10,7 +10,9 @@ the policy itself: utils.value_head.)
 
 `python -m utils.policy merge CHECKPOINT OUT` merges a LoRA checkpoint's adapters into a full model folder.
 """
+import contextlib
 import os
+import warnings
 
 import torch
 import transformers
@@ -114,16 +116,27 @@ def _quietly(load, *args, **kwargs):
         transformers.logging.set_verbosity(verbosity)
 
 
+@contextlib.contextmanager
+def peft_on_transformers_5():
+    """peft 0.21 asks every model it wraps for `is_gradient_checkpointing`, which transformers 5 deprecates with a
+    FutureWarning that each LoRA run would print: only that one is silenced."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
+
+
 def _with_lora(base, base_name, options):
     """`base` with fresh LoRA adapters (peft): target modules from `options`, else our per-architecture defaults,
     else peft's."""
     from peft import LoraConfig, get_peft_model
 
     targets = options["target_modules"] or LORA_TARGETS.get(base.config.model_type)
+    conv1d = any(isinstance(m, transformers.pytorch_utils.Conv1D) for m in base.modules())  # GPT-2's (in, out) layout
     config = LoraConfig(r=options["r"], lora_alpha=options["lora_alpha"], lora_dropout=options["lora_dropout"],
-                        target_modules=targets, task_type="CAUSAL_LM")
+                        target_modules=targets, task_type="CAUSAL_LM", fan_in_fan_out=conv1d)
     try:
-        return get_peft_model(base, config)
+        with peft_on_transformers_5():
+            return get_peft_model(base, config)
     except ValueError as e:
         linear = sorted({n.rsplit(".", 1)[-1] for n, m in base.named_modules()
                          if isinstance(m, (torch.nn.Linear, transformers.pytorch_utils.Conv1D))} - {"lm_head"})
@@ -140,7 +153,8 @@ def _load_lora_policy(path, base_name, options):
     check_causal_lm(base_name)
     base = disable_dropout(load_pretrained(AutoModelForCausalLM, base_name))  # the adapters keep --lora_dropout
     if path is not None:
-        return PeftModel.from_pretrained(base, path, is_trainable=True)
+        with peft_on_transformers_5():
+            return PeftModel.from_pretrained(base, path, is_trainable=True)
     return _with_lora(base, base_name, options)
 
 
@@ -247,7 +261,8 @@ def merged_lora_lm(checkpoint):
     base_name = load_checkpoint_state(checkpoint)["base_model"]
     check_causal_lm(base_name)
     base = load_pretrained(AutoModelForCausalLM, base_name)
-    return PeftModel.from_pretrained(base, checkpoint).merge_and_unload()
+    with peft_on_transformers_5():
+        return PeftModel.from_pretrained(base, checkpoint).merge_and_unload()
 
 
 def merge_lora_checkpoint(checkpoint, out_dir):

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoTokenizer
 
-from utils.common import UserError, check_safetensors, folder_written_atomically
+from utils.common import UserError, check_safetensors, folder_written_atomically, quiet_transformers
 from utils.options import checked_by
 from utils.run import check_finite_weights
 
@@ -183,6 +183,7 @@ def load_reward_model(path, device=None):
     check_checkpoint(path)
     with open(os.path.join(path, META_FILE), encoding="utf-8") as f:
         meta = json.load(f)
+    quiet_transformers()
     try:
         encoder = AutoModel.from_pretrained(path, use_safetensors=True)
         tokenizer = AutoTokenizer.from_pretrained(path)
