@@ -43,6 +43,7 @@ from utils.common import (Lazy, UserError, accelerator_kwargs, any_process, pars
 from utils.generation import (add_rollout_arguments, decode, encode_prompt, generate_responses, random_samples,
                               read_prompts)
 from utils.logger import TrainLogger
+from utils.outputs import EPOCH_LOG, check_outputs, log_outputs
 from utils.options import ArgumentParser, learning_rate, nonnegative_float, positive_float, positive_int, ratio
 from utils.checkpoints import load_checkpoint_state, save_policy_checkpoint
 from utils.generation import check_room, distinct_2
@@ -104,7 +105,8 @@ def parse_args(argv=None):
 
 
 def check_sizes(args):
-    """Before anything is loaded or written: the batch must split into whole groups of at least 2 answers."""
+    """Before anything is loaded or written: the batch must split into whole groups of at least 2 answers, and
+    the logs may go where they are going (utils/outputs.py)."""
     if args.group_size < 2:
         raise UserError(f"--group_size {args.group_size}: a group needs at least 2 answers (the group is the baseline)")
     if args.batch_size % args.group_size:
@@ -114,6 +116,7 @@ def check_sizes(args):
         raise UserError(f"--mini_batch_size {args.mini_batch_size} is larger than --batch_size {args.batch_size}")
     if args.epsilon_high is None:
         args.epsilon_high = args.cliprange
+    check_outputs(log_outputs(args.log_dir, args.log_name, EPOCH_LOG), [("--prompts_file", args.prompts_file)])
 
 
 # ---------------------------------------------------------------- the algorithm

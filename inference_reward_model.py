@@ -10,11 +10,11 @@ Prints one `score<TAB>text` line per text, or with --eval_tsv the four ranking m
 import argparse
 import json
 import os
-import sys
 
 from utils.common import UserError, pick_device, run_main
-from utils.options import ArgumentParser, input_file, positive_int
+from utils.options import ArgumentParser, add_device_argument, input_file, positive_int, text
 from utils.ranklists import read_rank_lists
+from utils.texts import read_stdin_lines
 from utils.reward_model import load_reward_model, reward_model_folder, score_and_rank_metrics, score_texts
 
 DEFAULT_MODEL = os.path.join("checkpoints", "reward_model", "sentiment_analysis", "model_best")
@@ -26,7 +26,7 @@ EXAMPLE_TEXTS = [
 
 def parse_args(argv=None):
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("texts", nargs="*", help="texts to score; '-' reads one per line from stdin")
+    parser.add_argument("texts", nargs="*", type=text, help="texts to score; '-' reads one per line from stdin")
     parser.add_argument("--model_name", "--model", type=reward_model_folder, default=DEFAULT_MODEL,
                         help="a checkpoint folder written by train_reward_model.py")
     parser.add_argument("--eval_tsv", type=input_file, default=None,
@@ -34,7 +34,7 @@ def parse_args(argv=None):
     parser.add_argument("--skip_bad_lines", action="store_true", help="with --eval_tsv: skip and count bad lines")
     parser.add_argument("--batch_size", type=positive_int, default=32)
     parser.add_argument("--max_seq_len", type=positive_int, default=128)
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when present)")
+    add_device_argument(parser)
     args = parser.parse_args(argv)
     if args.eval_tsv and args.texts:
         raise UserError("give either texts or --eval_tsv, not both")
@@ -43,7 +43,7 @@ def parse_args(argv=None):
 
 def read_texts(args):
     if args.texts == ["-"]:
-        return [line.strip() for line in sys.stdin if line.strip()]
+        return [line.strip() for line in read_stdin_lines("expected one text per line") if line.strip()]
     return args.texts or EXAMPLE_TEXTS
 
 

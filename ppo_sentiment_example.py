@@ -34,6 +34,7 @@ from utils.common import (Lazy, UserError, accelerator_kwargs, any_process, pars
 from utils.generation import (add_rollout_arguments, decode, encode_prompt, generate_responses, random_samples,
                               read_prompts)
 from utils.logger import TrainLogger
+from utils.outputs import EPOCH_LOG, check_outputs, log_outputs
 from utils.checkpoints import load_checkpoint_state, save_policy_checkpoint
 from utils.generation import check_room, distinct_2
 from utils.policy import add_model_arguments, load_policy, lora_options, unwrap_policy
@@ -127,6 +128,7 @@ def check_options(args):
         raise UserError("--ref_samples must be at least 2 (a standard deviation needs two scores)")
     if args.mini_batch_size > args.batch_size:
         raise UserError(f"--mini_batch_size {args.mini_batch_size} is larger than --batch_size {args.batch_size}")
+    check_outputs(log_outputs(args.log_dir, args.log_name, EPOCH_LOG), [("--prompts_file", args.prompts_file)])
 
 
 def situational_defaults(args, preset):

@@ -35,12 +35,13 @@ import torch
 
 from utils.common import Lazy, UserError, parse_with_presets, pick_device
 from utils.generation import encode_prompt, sample_answers
-from utils.options import fraction, input_file, output_file, positive_float, positive_int
+from utils.options import add_device_argument, fraction, input_file, output_file, positive_float, positive_int, text
+from utils.outputs import LEASES, Output, check_outputs, labels_outputs
 from utils.policy import add_model_arguments, load_causal_lm
 from utils.preferences import read_prompted_rank_lists
 from utils.ranklists import (agreement, append_rank_list, count_saves, metadata_path, read_meta_records,
                              read_rank_list_table, undo_rank_list)
-from utils.tasks import TaskQueue, read_tasks
+from utils.tasks import TaskQueue, lease_file, read_tasks
 
 RANDOM_PROMPTS = ["今天早晨我去了", "这部电影很", "刚收到货，感觉", "说实话，真的很", "这次购物总的来说体验很",
                   "这家酒店的服务"]
@@ -66,7 +67,7 @@ def parse_args(argv):
                         help="the model that writes the answers: uer's GPT-2 or any causal LM")
     add_model_arguments(parser, lora=False)
     parser.add_argument("--tiny", action="store_true", help="use the offline tiny GPT-2 (utils/tiny.py)")
-    parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    add_device_argument(parser)
     parser.add_argument("--threads", type=positive_int, default=1,
                         help="CPU threads per generation: every annotator's session generates in its own thread, "
                              "and more torch threads than free cores made generation 5-10x slower here")
@@ -75,9 +76,9 @@ def parse_args(argv):
     parser.add_argument("--rank_list_len", type=positive_int, default=4, help="answers per prompt (K)")
     parser.add_argument("--max_new_tokens", "--max_gen_seq_len", type=positive_int, default=40,
                         help="new tokens per answer")
-    parser.add_argument("--random_prompts", nargs="+", default=RANDOM_PROMPTS, metavar="PROMPT",
+    parser.add_argument("--random_prompts", nargs="+", type=text, default=RANDOM_PROMPTS, metavar="PROMPT",
                         help="the pool that the 随机 prompt button draws from")
-    parser.add_argument("--password", help=f"access password for the page (better: the {PASSWORD_ENV} environment "
+    parser.add_argument("--password", type=text, help=f"access password for the page (better: the {PASSWORD_ENV} environment "
                                            "variable, which `ps` does not show); default: no password")
     parser.add_argument("--address", default="0.0.0.0",
                         help="where start_ranklist_labler.sh listens: 0.0.0.0 = every interface, as the original "
@@ -101,6 +102,10 @@ def parse_args(argv):
         raise UserError(f"--rank_list_len must be at least 2, got {args.rank_list_len}")
     if args.task_timeout <= 0:
         raise UserError(f"--task_timeout must be a positive number of seconds, got {args.task_timeout}")
+    outputs = labels_outputs("--dataset_file", args.dataset_file)
+    if args.tasks:
+        outputs.append(Output("--dataset_file", lease_file(args.dataset_file), LEASES))
+    check_outputs(outputs, [("--tasks", args.tasks)])
     if args.tasks:
         args.require_annotator = True  # the queue hands tasks to names
         args.rank_list_len = len(read_tasks(args.tasks, args.skip_bad_lines)[0].answers)

@@ -44,12 +44,13 @@ from utils.common import (Lazy, UserError, accelerator_kwargs, add_mixed_precisi
                           parse_with_presets, pick_device, run_main, set_seed)
 from utils.generation import check_room, decode, encode_prompt, generate_responses, read_prompts
 from utils.logger import TrainLogger
+from utils.outputs import RATINGS, check_outputs, log_outputs
 from utils.checkpoints import STATE_FILE, checkpoint_folder, load_checkpoint_state, save_policy_checkpoint
 from ppo_sentiment_example import PPOConfig, make_ppo, ppo_update
-from utils.options import (ArgumentParser, finite_float, input_file, learning_rate, output_folder,
+from utils.options import (ArgumentParser, add_device_argument, finite_float, input_file, learning_rate, output_folder,
                            positive_int, replaceable_folder, seed)
 from utils.policy import add_model_arguments, check_causal_lm, load_policy, lora_options
-from utils.ratings import RATINGS_NAME
+from utils.ratings import RATINGS_NAME, read_ratings
 from utils.run import INTERRUPTED_EXIT, StopRequested, StopRequests
 from utils.tiny import ensure_tiny
 
@@ -66,7 +67,7 @@ def parse_args(argv=None):
     parser.add_argument("--tiny", action="store_true", help="the offline tiny GPT-2 unless --model_name is given")
     parser.add_argument("--resume", type=checkpoint_folder, metavar="DIR",
                         help="continue from a checkpoint this script saved")
-    parser.add_argument("--device", help="default: cuda if available, else cpu")
+    add_device_argument(parser)
     add_mixed_precision_argument(parser)
     parser.add_argument("--prompts_file", type=input_file,
                         help="your own prompts, one per line (default: the original's four)")
@@ -92,19 +93,31 @@ def check_options(args):
     """The checks that involve two options (each option alone is checked by its `type=`)."""
     if not args.min_reward < args.max_reward:
         raise UserError(f"the reward range {args.min_reward} ~ {args.max_reward} is not two numbers, smallest first")
+    check_outputs(log_outputs(args.log_dir, RATINGS_NAME, RATINGS, "--log_dir"), [("--prompts_file", args.prompts_file)])
+    check_ratings_log(args.log_dir)
 
 
 # ---------------------------------------------------------------- files, checked before anything slow
+def ratings_log_path(log_dir):
+    return os.path.join(log_dir, f"{RATINGS_NAME}.jsonl")
+
+
+def check_ratings_log(log_dir):
+    """The earlier ratings are read as utils.ratings reads them (one schema): a line that is not a rating stops us
+    before any model is loaded, not after the first PPO step."""
+    path = ratings_log_path(log_dir)
+    if os.path.exists(path):
+        read_ratings(path, bad_line_hint="fix or remove that line, or choose another --log_dir")
+
+
 def open_ratings_log(log_dir, report_to="none"):
     """The ratings JSONL (appended to, never truncated) and its PNG: a folder we cannot write stops us now."""
-    path = os.path.join(log_dir, f"{RATINGS_NAME}.jsonl")
+    path = ratings_log_path(log_dir)
     try:
         check_writable(log_dir)
         return TrainLogger(log_dir, RATINGS_NAME, x_key="rating", resume=True, report_to=report_to)
     except OSError as e:
         raise UserError(f"cannot write the ratings log {path}: {e.strerror} (choose another --log_dir)") from e
-    except ValueError as e:
-        raise UserError(f"{path}: an earlier line is not a JSON record ({e}); move the file away or fix it") from e
 
 
 def check_writable(folder):

@@ -56,13 +56,16 @@ from utils.common import (Lazy, UserError, accelerator_kwargs, add_mixed_precisi
                           set_seed)
 from utils.generation import banned_token_ids, check_room, decode, encode_prompt, generate_responses
 from utils.logger import TrainLogger
+from utils.outputs import AI_LABELS, STEP_LOG, check_outputs, inputs_with_metadata, labels_outputs, log_outputs
 from utils.checkpoints import checkpoint_folder, load_checkpoint_state, save_policy_checkpoint
-from utils.options import (ArgumentParser, fraction, input_file, learning_rate, nonnegative_float,
-                           nonnegative_int, output_file, output_folder, positive_int, ratio, same_file, seed)
+from utils.options import (ArgumentParser, add_device_argument, file_name, fraction, input_file, learning_rate,
+                           nonnegative_int, output_file, output_folder, positive_float, positive_int, ratio, same_file,
+                           seed)
 from utils.policy import add_model_arguments, load_policy, lora_options
 from utils.preferences import preference_pairs, read_preference_jsonl, read_prompted_rank_lists
 from utils.ranklists import add_merge_arguments, merge_rank_lists, metadata_path
 from utils.run import INTERRUPTED_EXIT, StopRequests, no_step_trained
+from utils.texts import read_numbered_lines
 from utils.tiny import ensure_tiny
 
 DEFAULT_TRAIN = os.path.join("data", "human_labeled", "total_dataset.tsv")  # the labelling page's file
@@ -100,7 +103,9 @@ def parse_args(argv=None):
     p.add_argument("--prompt_mode", choices=("meta", "none"), default="meta",
                    help="meta: each list's prompt from its .meta.jsonl record (required); none: no prompts, "
                         "the whole texts are the answers (e.g. the corpus-made reward-model lists)")
-    p.add_argument("--beta", type=nonnegative_float, help="strength of the KL to the reference (DPO's beta)")
+    p.add_argument("--beta", type=positive_float,
+                   help="strength of the KL to the reference (DPO's beta; at 0 the loss would be log 2 whatever the "
+                        "policy does)")
     p.add_argument("--loss", choices=LOSSES, default="pairs",
                    help="pairs: every ordered pair of each rank list (DPO); plackett_luce: each whole list "
                         "(the DPO paper's appendix A.3; --batch_size then counts lists)")
@@ -117,7 +122,8 @@ def parse_args(argv=None):
     p.add_argument("--resume", type=checkpoint_folder,
                    help="continue from this checkpoint folder (its step and reference model)")
     p.add_argument("--log_dir", "--img_log_dir", type=output_folder, default="logs")
-    p.add_argument("--log_name", "--img_log_name", default="DPO-Sentiment-Zh")
+    p.add_argument("--log_name", "--img_log_name", type=file_name, default="DPO-Sentiment-Zh",
+                   help="logs: <log_dir>/<log_name>.jsonl and .png")
     add_report_to_argument(p)
     p.add_argument("--print_samples", "--num_samples", type=nonnegative_int, default=3,
                    help="answers printed at each evaluation")
@@ -128,7 +134,7 @@ def parse_args(argv=None):
     add_merge_arguments(p)
     add_mixed_precision_argument(p)
     p.add_argument("--seed", type=seed, default=0)
-    p.add_argument("--device", help="default: cuda if available, else cpu")
+    add_device_argument(p)
     return parse_with_presets(p, argv, PRESETS, check=check_options)
 
 
@@ -136,16 +142,19 @@ def check_options(args):
     """The checks that involve two options (each option alone is checked by its `type=`)."""
     if args.train_path and args.dev_path and same_file(args.train_path, args.dev_path):
         raise UserError(f"--dev_path {args.dev_path} is the training file: evaluation needs lists not trained on")
+    outputs = log_outputs(args.log_dir, args.log_name, STEP_LOG)
+    if args.tiny and not args.train_path:  # the AI-feedback rank lists are built there
+        outputs += labels_outputs("--ai_feedback_file", args.ai_feedback_file, AI_LABELS)
+    train_path = args.train_path or (None if args.tiny else DEFAULT_TRAIN)
+    check_outputs(outputs, inputs_with_metadata("--train_path", train_path)
+                  + inputs_with_metadata("--dev_path", args.dev_path))
 
 
 # ---------------------------------------------------------------- data: rank lists -> preference pairs
 def is_preference_jsonl(path):
     """True when the file's first non-blank line is a JSON object (a preference JSONL), not a rank list."""
-    with open(path, "rb") as f:
-        for raw in f:
-            if raw.strip():
-                return raw.lstrip().startswith(b"{")
-    return False
+    first = next((line for _, line in read_numbered_lines(path) if line is None or line.strip()), None)
+    return first is not None and first.lstrip().startswith("{")
 
 
 def read_lists(path, args):

@@ -29,7 +29,8 @@ from utils.common import (Lazy, UserError, accelerator_kwargs, add_mixed_precisi
                           set_seed)
 from utils.data import RANK_LIST_DIR, ensure_datasets
 from utils.logger import TrainLogger
-from utils.options import (ArgumentParser, fraction, input_file, learning_rate, nonnegative_float, output_folder,
+from utils.outputs import STEP_LOG, check_outputs, inputs_with_metadata, log_outputs
+from utils.options import (ArgumentParser, add_device_argument, file_name, fraction, input_file, learning_rate, nonnegative_float, output_folder,
                            positive_int, ratio, same_file, seed)
 from utils.preferences import read_prompted_rank_lists
 from utils.ranklists import add_merge_arguments, merge_rank_lists, read_rank_lists
@@ -63,7 +64,8 @@ def parse_args(argv=None):
                         default=os.path.join("checkpoints", "reward_model", "sentiment_analysis"))
     parser.add_argument("--log_dir", "--img_log_dir", type=output_folder,
                         default=os.path.join("logs", "reward_model", "sentiment_analysis"))
-    parser.add_argument("--log_name", "--img_log_name", default="ERNIE Reward Model")
+    parser.add_argument("--log_name", "--img_log_name", type=file_name, default="ERNIE Reward Model",
+                        help="logs: <log_dir>/<log_name>.jsonl and .png")
     add_report_to_argument(parser)
     parser.add_argument("--batch_size", type=positive_int, help="rank lists per step")
     parser.add_argument("--loss", choices=("pairwise", "listwise"), default="pairwise",
@@ -75,7 +77,7 @@ def parse_args(argv=None):
     parser.add_argument("--warmup_ratio", type=fraction, default=0.06, help="share of the steps with a rising lr")
     parser.add_argument("--valid_steps", type=positive_int, help="evaluate and save every N steps")
     parser.add_argument("--logging_steps", type=positive_int, default=10)
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when present)")
+    add_device_argument(parser)
     add_mixed_precision_argument(parser)
     parser.add_argument("--tiny", action="store_true",
                         help="offline: the project's tiny encoder, with settings tuned for it, unless given")
@@ -91,6 +93,9 @@ def check_options(args):
     """The checks that involve two options (each option alone is checked by its `type=`)."""
     if args.dev_path and same_file(args.train_path, args.dev_path):
         raise UserError(f"--dev_path {args.dev_path} is the training file: evaluation needs lists not trained on")
+    check_outputs(log_outputs(args.log_dir, args.log_name, STEP_LOG),
+                  inputs_with_metadata("--train_path", args.train_path or DEFAULT_TRAIN)
+                  + inputs_with_metadata("--dev_path", args.dev_path))
 
 
 def read_data(args, accelerator):

@@ -21,18 +21,17 @@ UNCHECKED = {
     "model_name": "a hub name or a local folder: load_pretrained refuses it in one line before anything is written",
     "ref_model_name": "as --model_name",
     "sentiment_model": "as --model_name",
-    "device": "torch.device refuses a bad name in pick_device, before any model loads",
-    "log_name": "any text: a file name inside --log_dir",
-    "prompt": "any text",
-    "texts": "any text",
-    "random_prompts": "any text",
-    "password": "any text",
     "address": "any text: streamlit's own option",
     "lora_target_modules": "module names: an unknown one is one line when the model loads (tests/test_any_lm.py)",
     "save_dir@inference_ppo_gpt": "read, not written: find_latest_checkpoint refuses it in one line first",
 }
 
 NUMBERS = ["0", "-1", "nan", "inf", "-inf", "1e30", str(10**12)]
+NOT_UTF8 = b"\xb2\xe2\xca\xd4".decode("utf-8", "surrogateescape")  # GBK bytes, as Python decodes them from argv
+# the other checked types: values each must refuse
+REFUSED = {options.text: [NOT_UTF8],
+           options.file_name: ["../x", "/tmp/x", "a/b", "..", " ", NOT_UTF8, "x" * 201],
+           options.device: ["foo", "cuda:99", "cpu:x", "meta"]}
 
 
 def parser_of(module_name, monkeypatch):
@@ -151,6 +150,8 @@ def test_every_option_refuses_bad_values_in_one_line(module_name, tmp_path, caps
         elif type_name in options.PATH_TYPES + ("reward_model_folder", "checkpoint_folder") or \
                 action.type in options.PATH_TYPES:
             cases += [(prefix, flag, action, case, path) for case, path in bad_paths(type_name, tmp_path).items()]
+        elif action.type in REFUSED:
+            cases += [(prefix, flag, action, value, value) for value in REFUSED[action.type]]
         elif action.dest not in UNCHECKED and f"{action.dest}@{module_name}" not in UNCHECKED:
             unchecked.append(flag or action.dest)
     assert not unchecked, f"{module_name}: options without a checked type= and not in UNCHECKED: {unchecked}"

@@ -119,6 +119,7 @@ def extra_record(path):
     return f"{metadata_path(path)}:3", f"a record without a rank list ({path} has 2 lists)"
 
 
+EARLIER_EXPORT = '{"prompt": "这部电影很", "chosen": "好看", "rejected": "难看"}\n'
 BAD = [one_text_list, empty_field, wrong_length, wrong_prompt, not_json, missing_record, extra_record]
 
 
@@ -126,12 +127,12 @@ BAD = [one_text_list, empty_field, wrong_length, wrong_prompt, not_json, missing
 def test_bad_lines_are_named_and_nothing_is_written(spoil, tmp_path, capsys):
     path = labelled_file(tmp_path)
     where, reason = spoil(path)
-    (tmp_path / "prefs.jsonl").write_text("earlier export\n", encoding="utf-8")
+    (tmp_path / "prefs.jsonl").write_text(EARLIER_EXPORT, encoding="utf-8")
     result = run_script_in_process(main, [path, "--output", str(tmp_path / "prefs.jsonl")], capsys)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == \
         f"error: {where}: {reason} (use --skip_bad_lines to skip such lines)"
-    assert (tmp_path / "prefs.jsonl").read_text(encoding="utf-8") == "earlier export\n"
+    assert (tmp_path / "prefs.jsonl").read_text(encoding="utf-8") == EARLIER_EXPORT
 
 
 @pytest.mark.parametrize("spoil", BAD, ids=[f.__name__ for f in BAD])

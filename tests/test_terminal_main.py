@@ -356,7 +356,7 @@ def test_an_unwritable_log_folder_is_refused_before_any_rating(micro_main, tmp_p
 
 
 @pytest.mark.parametrize("content, message", [
-    (None, r"missing\.txt: cannot read the prompts file \(No such file"),
+    (None, r"missing\.txt: no such file"),
     (b"\n  \n", r"missing\.txt: no prompts in this file"),
     ("好的\n".encode() + b"\xff\xfe\n", r"missing\.txt:2: not valid UTF-8 text \(expected one prompt per line\)$"),
 ])
@@ -411,8 +411,8 @@ def test_ratings_become_rank_lists_best_first_without_ties():
 
 def test_ratings_command_writes_rank_lists_the_reward_model_reads(tmp_path, capsys):
     ratings, out = tmp_path / "ratings.jsonl", tmp_path / "human" / "rank.tsv"
-    lines = [{"prompt": "这次购物总的来说体验很", "answer": a, "reward": r, "step": 1}
-             for a, r in [("差\t劲", -2.0), ("好", 2.0), ("一般", 0.5)]]
+    lines = [{"rating": n, "prompt": "这次购物总的来说体验很", "answer": a, "reward": r, "step": 1}
+             for n, (a, r) in enumerate([("差\t劲", -2.0), ("好", 2.0), ("一般", 0.5)], start=1)]
     ratings.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines), encoding="utf-8")
     result = run_script(["-m", "utils.ratings", str(ratings), str(out)])
     assert result.returncode == 0, result.stderr
@@ -420,12 +420,12 @@ def test_ratings_command_writes_rank_lists_the_reward_model_reads(tmp_path, caps
 
     out.write_text("kept\tas it was\n", encoding="utf-8")
     with open(ratings, "a", encoding="utf-8") as f:
-        f.write('{"prompt": "这部电影很", "answer": "好", "reward": NaN}\n')
+        f.write('{"rating": 4, "prompt": "这部电影很", "answer": "好", "reward": NaN}\n')
     result = run_script(["-m", "utils.ratings", str(ratings), str(out)])
     assert result.returncode == 2
-    assert result.stderr == f"error: {ratings}:4: 'reward' should be a finite number (use --skip_bad_lines to skip " \
-                            "such lines)\n"
+    assert result.stderr == f"error: {ratings}:4: 'reward': expected a finite number, got 'nan' (use " \
+                            "--skip_bad_lines to skip such lines)\n"
     assert out.read_text(encoding="utf-8") == "kept\tas it was\n"
     assert len(read_ratings(str(ratings), skip_bad_lines=True)) == 3
     assert capsys.readouterr().err == (f"warning: skipped 1 bad line(s) in {ratings} "
-                                       "(first: line 4: 'reward' should be a finite number)\n")
+                                       "(first: line 4: 'reward': expected a finite number, got 'nan')\n")

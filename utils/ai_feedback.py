@@ -20,7 +20,8 @@ from tqdm import tqdm
 
 from utils.common import Lazy, UserError, parse_with_presets, pick_device, run_main, set_seed
 from utils.generation import PROMPTS, read_prompts, sample_answers
-from utils.options import ArgumentParser, input_file, output_file, positive_int, same_file, seed
+from utils.options import ArgumentParser, add_device_argument, input_file, output_file, positive_int, seed
+from utils.outputs import AI_LABELS, check_outputs, labels_outputs
 from utils.policy import add_model_arguments, load_causal_lm
 from utils.ranklists import append_rank_list, metadata_path
 from utils.reward_sources import SentimentPipelineReward
@@ -92,8 +93,7 @@ def model_written(model_name):
 def check_options(args):
     if args.rank_list_len < 2:
         raise UserError(f"--rank_list_len {args.rank_list_len}: a rank list needs at least 2 answers")
-    if same_file(args.prompts_file, args.output):
-        raise UserError(f"--output {args.output} is the prompts file: writing it would destroy what is read")
+    check_outputs(labels_outputs("--output", args.output, AI_LABELS), [("--prompts_file", args.prompts_file)])
 
 
 def main(argv=None):
@@ -111,7 +111,7 @@ def main(argv=None):
                         help="answers per rank list (the labelling page's K)")
     parser.add_argument("--max_new_tokens", "--gen_len", type=positive_int, default=16, help="new tokens per answer")
     parser.add_argument("--seed", type=seed, default=0)
-    parser.add_argument("--device", help="default: cuda if available, else cpu")
+    add_device_argument(parser)
     tiny = dict(model_name=Lazy("the tiny GPT-2", lambda: ensure_tiny()["gpt2"]),
                 sentiment_model=Lazy("the tiny classifier", lambda: ensure_tiny()["classifier"]))
     args = parse_with_presets(parser, argv, {"default": dict(ORIGINAL_MODELS), "tiny": tiny}, check=check_options)

@@ -11,11 +11,13 @@ The state names the algorithm that trained the policy, lowercase: "ppo", "grpo" 
 without one is PPO's; "DPO" and "GRPO" are read lowercase), and why it was saved ("periodic", "end",
 "interrupted" ...). A model with NaN or infinite weights is never saved.
 """
+import argparse
 import json
+import math
 import os
 
 from utils.common import UserError, check_safetensors, folder_written_atomically
-from utils.options import checked_by
+from utils.options import checked_by, checked_value, nonnegative_float, nonnegative_int
 from utils.run import check_finite_weights
 from utils.value_head import VALUE_HEAD_FILE, PolicyWithValueHead, load_value_head
 
@@ -84,6 +86,7 @@ def load_checkpoint_state(path, algorithm=None):
         raise UserError(f"{state_file}: corrupt checkpoint state ({e})") from e
     if not isinstance(state, dict) or any(key not in state for key in REQUIRED_STATE):
         raise UserError(f"{state_file}: corrupt checkpoint state (needs {', '.join(REQUIRED_STATE)})")
+    check_state(state, state_file)
     required = ("config.json", "model.safetensors")
     if os.path.isfile(os.path.join(path, ADAPTER_CONFIG)):
         required = (ADAPTER_CONFIG, "adapter_model.safetensors")
@@ -100,6 +103,50 @@ def load_checkpoint_state(path, algorithm=None):
         raise UserError(f"{path}: incomplete PPO checkpoint (no value head: neither {VALUE_HEAD_FILE} nor trl's "
                         "v_head.* weights in model.safetensors)")
     return state
+
+
+STATE_NUMBERS = {"epoch": nonnegative_int, "step": nonnegative_int, "ratings": nonnegative_int,
+                 "kl_coef": nonnegative_float}  # the values a run resumes from, checked as the options that set them
+
+
+def check_state(state, state_file):
+    """UserError (one line naming the file and the key) unless what a run resumes from is what an option could
+    have set: a state file is read from disk like any input (a KL coefficient of -5 would resume with the KL
+    penalty turned into a bonus)."""
+    def refuse(key, what):
+        raise UserError(f'{state_file}: "{key}": {what}; the checkpoint state is corrupt (edited by hand?)')
+
+    for key, type_ in STATE_NUMBERS.items():
+        if key in state:
+            try:
+                checked_value(type_, state[key])
+            except argparse.ArgumentTypeError as e:
+                refuse(key, e)
+    if not isinstance(state["base_model"], str) or not state["base_model"].strip():
+        refuse("base_model", f"expected the reference model's name or folder, got {state['base_model']!r}")
+    if checkpoint_algorithm(state) not in ALGORITHMS:
+        refuse("algorithm", f"expected one of {', '.join(ALGORITHMS)}, got {state['algorithm']!r}")
+    if checkpoint_algorithm(state) == "dpo" and "step" not in state:
+        refuse("step", "missing (a DPO checkpoint resumes from its step)")
+    if state.get("reward_norm") is not None:
+        check_reward_norm(state["reward_norm"], refuse)
+    judge_ref = state.get("judge_ref") or {}
+    if not isinstance(judge_ref, dict) or not all(_finite(v) for v in judge_ref.values()):
+        refuse("judge_ref", f"expected the reference's mean judge score by judge, got {judge_ref!r}")
+
+
+def check_reward_norm(norm, refuse):
+    """The reward normalisation a PPO run resumes with (utils/reward_sources.py RewardNormalizer.state)."""
+    from utils.reward_sources import REWARD_NORMS
+
+    if not isinstance(norm, dict) or norm.get("mode") not in REWARD_NORMS:
+        refuse("reward_norm", f"expected a mode from {', '.join(REWARD_NORMS)} with its mean and std, got {norm!r}")
+    if not _finite(norm.get("mean")) or not (_finite(norm.get("std")) and norm["std"] > 0):
+        refuse("reward_norm", f"expected a finite mean and a positive finite std, got {norm!r}")
+
+
+def _finite(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def list_checkpoints(save_dir):

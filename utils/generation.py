@@ -14,7 +14,8 @@ from transformers import BertTokenizer, BertTokenizerFast
 
 from utils.common import UserError, add_mixed_precision_argument, add_report_to_argument, clean_text
 from utils.checkpoints import checkpoint_folder
-from utils.options import input_file, nonnegative_int, output_folder, positive_int, seed
+from utils.texts import read_lines
+from utils.options import add_device_argument, file_name, input_file, nonnegative_int, output_folder, positive_int, seed
 
 CHAT_TEMPLATE_CHOICES = ("auto", "none")
 _said = set()
@@ -60,22 +61,11 @@ PROMPTS = ["刚收到货，感觉", "这部电影很", "说实话，真的很", 
 
 
 def read_prompts(path=None):
-    """Prompts from a UTF-8 file, one per line, blank lines ignored; the original's four without a file."""
+    """Prompts from a UTF-8 file, one per line (utils/texts.py: any line ending), blank lines ignored, each
+    stripped of surrounding whitespace; the original's four without a file."""
     if path is None:
         return PROMPTS
-    try:
-        with open(path, "rb") as f:
-            lines = f.read().split(b"\n")
-    except OSError as e:
-        raise UserError(f"{path}: cannot read the prompts file ({e.strerror})") from e
-    prompts = []
-    for number, line in enumerate(lines, start=1):
-        try:
-            prompt = line.decode("utf-8").lstrip("\ufeff").strip()
-        except UnicodeDecodeError:
-            raise UserError(f"{path}:{number}: not valid UTF-8 text (expected one prompt per line)") from None
-        if prompt:
-            prompts.append(prompt)
+    prompts = [line.strip() for line in read_lines(path, "expected one prompt per line") if line.strip()]
     if not prompts:
         raise UserError(f"{path}: no prompts in this file (expected one prompt per line)")
     return prompts
@@ -195,13 +185,13 @@ def add_rollout_arguments(parser, save_dir, log_name):
     parser.add_argument("--resume", type=checkpoint_folder,
                         help="continue from this checkpoint folder (its epoch count and KL settings too)")
     parser.add_argument("--log_dir", type=output_folder, default="logs")
-    parser.add_argument("--log_name", default=log_name)
+    parser.add_argument("--log_name", type=file_name, default=log_name, help="logs: <log_dir>/<log_name>.jsonl and .png")
     add_report_to_argument(parser)
     parser.add_argument("--print_samples", "--num_samples", type=nonnegative_int, default=5,
                         help="random answers printed each epoch")
     parser.add_argument("--reward_batch_size", type=positive_int, default=64)
     parser.add_argument("--seed", type=seed, default=0)
-    parser.add_argument("--device", help="default: cuda if available, else cpu")
+    add_device_argument(parser)
     add_mixed_precision_argument(parser)
 
 

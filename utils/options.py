@@ -80,6 +80,70 @@ NUMBER_TYPES = (positive_int, nonnegative_int, seed, finite_float, positive_floa
                 ratio, fraction, dropout, correlation, finite_float_or_off)
 
 
+def checked_value(type_, value):
+    """A number read from a file (a JSON value), checked by the option type `type_` as a command line's text is
+    (ArgumentTypeError): state kept on disk, such as a checkpoint's KL coefficient, is checked like an option."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise argparse.ArgumentTypeError(f"expected {type_.what}, got {value!r}")
+    return type_(repr(value))
+
+
+# ---------------------------------------------------------------- texts, names and devices
+def text(value):
+    """A text given on the command line (a prompt, texts to score). Python decodes an argument that is not UTF-8
+    into lone surrogates (surrogateescape), which no tokenizer and no file can take: such an argument is refused."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        raise argparse.ArgumentTypeError(f"'{shown}' is not valid UTF-8 text (another encoding, such as GBK?)") \
+            from None
+    return value
+
+
+LONGEST_NAME = 200  # bytes: a file name of <name> plus its suffix stays within the usual 255
+
+
+def file_name(value):
+    """A name that a script turns into files inside a folder of its own (--log_name: <log_dir>/<name>.jsonl and
+    .png): a name, not a path, so that it cannot point outside that folder."""
+    text(value)
+    if not value.strip() or value in (".", "..") or "/" in value or os.sep in value or "\0" in value:
+        raise argparse.ArgumentTypeError(f"expected a file name without folders (--log_dir names the folder), "
+                                         f"got {value!r}")
+    if len(value.encode("utf-8")) > LONGEST_NAME:
+        raise argparse.ArgumentTypeError(f"expected a file name of at most {LONGEST_NAME} bytes, got "
+                                         f"{len(value.encode('utf-8'))}")
+    return value
+
+
+def device(name):
+    """A torch device this machine has: cpu, or the machine's accelerator (cuda, cuda:N with N below its number of
+    devices; mps, xpu ... where torch finds one). Checked while the arguments are parsed: asked for a GPU it does
+    not have, a script would otherwise fail deep inside a model, or quietly run on the CPU."""
+    import torch
+
+    try:
+        chosen = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected a device such as cpu, cuda or cuda:1, got {name!r}") from None
+    if chosen.type == "cpu":
+        return name
+    present = torch.accelerator.current_accelerator() if torch.accelerator.is_available() else None
+    if present is None or present.type != chosen.type:
+        raise argparse.ArgumentTypeError(f"{name}: this machine has no {chosen.type} device (torch finds "
+                                         f"{present.type if present else 'none'}); use --device cpu")
+    count = torch.accelerator.device_count()
+    if chosen.index is not None and chosen.index >= count:
+        raise argparse.ArgumentTypeError(f"{name}: this machine has {count} {chosen.type} device(s), numbered from "
+                                         f"0 to {count - 1}")
+    return name
+
+
+def add_device_argument(parser):
+    parser.add_argument("--device", type=device, help="cpu, cuda, cuda:1 ... (default: CUDA when present, else cpu)")
+
+
 # ---------------------------------------------------------------- paths
 def _nearest_existing(path):
     path = os.path.abspath(path)

@@ -18,9 +18,11 @@ import sys
 from dataclasses import dataclass
 
 from utils.common import UserError, write_text_atomically
-from utils.options import ArgumentParser, input_file, output_file, same_file
-from utils.ranklists import (add_merge_arguments, merge_rank_lists, metadata_path, open_to_read, parse_rank_list_line,
+from utils.options import ArgumentParser, input_file, output_file
+from utils.ranklists import (add_merge_arguments, merge_rank_lists, metadata_path, parse_rank_list_line,
                              read_checked_lines)
+from utils.outputs import PREFERENCES, Output, check_outputs, inputs_with_metadata
+from utils.texts import NOT_UTF8, read_numbered_lines
 
 DEFAULT_OUTPUT = os.path.join("data", "human_labeled", "preferences.jsonl")
 
@@ -47,9 +49,9 @@ def read_prompted_rank_lists(path, skip_bad_lines=False):
     records = _records(meta_file) if os.path.isfile(meta_file) else None
     seen = 0  # non-blank TSV lines so far: the index of the line's meta record
 
-    def parse_line(raw):
+    def parse_line(line):
         nonlocal seen
-        fields, reason = parse_rank_list_line(raw, None)
+        fields, reason = parse_rank_list_line(line, None)
         if fields == []:  # a blank line has no meta record
             return None, None
         seen += 1
@@ -70,17 +72,16 @@ def read_prompted_rank_lists(path, skip_bad_lines=False):
 
 
 def _records(meta_file):
-    """[(line_number, raw bytes)] of the non-blank lines of a meta file."""
-    with open_to_read(meta_file) as f:
-        return [(number, raw) for number, raw in enumerate(f, start=1) if raw.strip()]
+    """[(line_number, text, None where it is not UTF-8)] of the non-blank lines of a meta file."""
+    return [(number, line) for number, line in read_numbered_lines(meta_file) if line is None or line.strip()]
 
 
-def _from_record(meta_number, raw, meta_file, texts):
+def _from_record(meta_number, line, meta_file, texts):
     """(PromptedRankList, None) for a record that matches the rank list `texts`, (None, reason) otherwise."""
     where = f"{meta_file}:{meta_number}"
     try:
-        record = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+        record = json.loads(line)
+    except (TypeError, ValueError):  # TypeError: a line that is not UTF-8 (None)
         return None, f"its record {where} is not a JSON object"
     if not isinstance(record, dict):
         return None, f"its record {where} is not a JSON object"
@@ -125,11 +126,9 @@ def read_preference_jsonl(path, skip_bad_lines=False):
     `chosen` or `rejected`, or whose `chosen` equals its `rejected` stops with `file:line: reason`; with
     `skip_bad_lines` it is left out and counted on stderr (the rank-list reader's checked lines).
     """
-    def parse_line(raw):
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            return None, "not valid UTF-8 text"
+    def parse_line(line):
+        if line is None:
+            return None, NOT_UTF8
         if not line.strip():
             return None, None
         try:
@@ -167,9 +166,8 @@ def main(argv=None):
     parser.add_argument("--skip_bad_lines", action="store_true", help="skip and count bad lines")
     add_merge_arguments(parser)
     args = parser.parse_args(argv)
-    for path in args.rank_list_files:
-        if same_file(path, args.output) or same_file(metadata_path(path), args.output):
-            raise UserError(f"--output {args.output} is also an input: writing it would destroy what is read")
+    check_outputs([Output("--output", args.output, PREFERENCES)],
+                  [read for path in args.rank_list_files for read in inputs_with_metadata("TSV", path)])
     rank_lists = [r for path in args.rank_list_files for r in read_prompted_rank_lists(path, args.skip_bad_lines)]
     rank_lists, summary = merge_rank_lists(rank_lists, args.merge, args.min_agreement)
     print(summary)

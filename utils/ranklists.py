@@ -27,6 +27,7 @@ from collections import Counter
 
 from utils.options import ArgumentParser, correlation, input_file
 from utils.common import UserError, write_text_atomically
+from utils.texts import NOT_UTF8, ends_mid_line, numbered_lines, read_bytes, read_numbered_lines
 
 _CONTROL_WHITESPACE = re.compile(r"[\t\r\n\v\f\x1c-\x1e\x85\u2028\u2029]+")
 
@@ -44,49 +45,45 @@ def read_rank_lists(path, skip_bad_lines=False, expected_fields=None):
     return rank_lists
 
 
-def open_to_read(path):
-    """`open(path, "rb")`, with one line (UserError) for a folder or a file this process may not read."""
-    if os.path.isdir(path):
-        raise UserError(f"{path} is a folder; expected a file")
-    try:
-        return open(path, "rb")
-    except OSError as e:
-        raise UserError(f"{path}: cannot read it ({e.strerror})") from e
+SKIP_HINT = "use --skip_bad_lines to skip such lines"
 
 
-def read_checked_lines(path, parse_line, skip_bad_lines=False):
-    """The values `parse_line(raw_bytes)` makes of a file's lines. It returns (value, None) for a good line,
-    (None or an empty value, None) for a line to ignore, (None, reason) for a bad one.
+def read_checked_lines(path, parse_line, skip_bad_lines=False, last_line_may_be_cut=False, bad_line_hint=SKIP_HINT):
+    """The values `parse_line(text)` makes of a file's lines, read by the one text reader (utils/texts.py: LF, CR
+    and CRLF alike, no byte-order mark; the text is None for a line that is not UTF-8). It returns (value, None)
+    for a good line, (None or an empty value, None) for a line to ignore, (None, reason) for a bad one.
 
-    A bad line stops with `file:line: reason`; with `skip_bad_lines` it is left out, and one warning on stderr
-    counts the skipped lines. Rank lists and the terminal's ratings are read this way.
+    A bad line stops with `file:line: reason (bad_line_hint)`; with `skip_bad_lines` it is left out, and one warning on stderr
+    counts the skipped lines. With `last_line_may_be_cut` (a file appended to line by line), a bad last line
+    without its line ending is a write cut short by a kill: it is left out with a warning. Rank lists, task files,
+    preference pairs and the terminal's ratings are read this way.
     """
-    if not os.path.isfile(path):
-        raise UserError(f"{path}: no such file")
+    data = read_bytes(path)
+    lines = numbered_lines(data)
+    cut = last_line_may_be_cut and ends_mid_line(data)
     values, bad = [], []
-    with open_to_read(path) as f:
-        for number, raw in enumerate(f, start=1):
-            value, reason = parse_line(raw)
-            if reason is None:
-                if value:
-                    values.append(value)
-            elif skip_bad_lines:
-                bad.append((number, reason))
-            else:
-                raise UserError(f"{path}:{number}: {reason} (use --skip_bad_lines to skip such lines)")
+    for number, line in lines:
+        value, reason = parse_line(line)
+        if reason is None:
+            if value:
+                values.append(value)
+        elif cut and number == len(lines):
+            print(f"warning: {path}:{number}: the last line was cut short (a write killed halfway?) and is left "
+                  "out", file=sys.stderr)
+        elif skip_bad_lines:
+            bad.append((number, reason))
+        else:
+            raise UserError(f"{path}:{number}: {reason} ({bad_line_hint})")
     if bad:
         print(f"warning: skipped {len(bad)} bad line(s) in {path} (first: line {bad[0][0]}: {bad[0][1]})",
               file=sys.stderr)
     return values
 
 
-def parse_rank_list_line(raw, expected_fields):
-    """(fields, None) for a good line, ([], None) for a blank one, (None, reason) for a bad one."""
-    try:
-        line = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return None, "not valid UTF-8 text"
-    line = line.rstrip("\r\n")
+def parse_rank_list_line(line, expected_fields):
+    """(fields, None) for a good line, ([], None) for a blank one, (None, reason) for a bad one (None: not UTF-8)."""
+    if line is None:
+        return None, NOT_UTF8
     if not line.strip():
         return [], None
     fields = [field.strip() for field in line.split("\t")]
@@ -246,13 +243,12 @@ def read_rank_list_table(dataset_file, expected_fields):
     rank_lists, bad = [], []
     if not os.path.exists(dataset_file):
         return rank_lists, bad
-    with open_to_read(dataset_file) as f:
-        for number, raw in enumerate(f, start=1):
-            fields, reason = parse_rank_list_line(raw, expected_fields)
-            if reason is not None:
-                bad.append((number, reason))
-            elif fields:
-                rank_lists.append(fields)
+    for number, line in read_numbered_lines(dataset_file):
+        fields, reason = parse_rank_list_line(line, expected_fields)
+        if reason is not None:
+            bad.append((number, reason))
+        elif fields:
+            rank_lists.append(fields)
     return rank_lists, bad
 
 

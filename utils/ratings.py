@@ -12,41 +12,60 @@ only the first one rated is kept, and a prompt needs answers with at least two d
 """
 import argparse
 import json
-import math
 import os
 
 from utils.common import UserError
-from utils.options import ArgumentParser, input_file, output_file, same_file
-from utils.ranklists import read_checked_lines, write_rank_lists
+from utils.options import (ArgumentParser, checked_value, finite_float, input_file, nonnegative_float, output_file,
+                           positive_int)
+from utils.ranklists import SKIP_HINT, read_checked_lines, write_rank_lists
+from utils.outputs import RANK_LISTS, Output, check_outputs
+from utils.texts import NOT_UTF8
 
 RATINGS_NAME = "Terminal-Human-Feedback"  # logs/<name>.jsonl and logs/<name>.png
 DEFAULT_RATINGS = os.path.join("logs", f"{RATINGS_NAME}.jsonl")
 DEFAULT_RANK_LISTS = os.path.join("data", "human_labeled", "terminal_rank_lists.tsv")
 
 
-def read_ratings(path, skip_bad_lines=False):
-    """The ratings in a JSONL file; a bad line stops with `file:line: reason` unless `skip_bad_lines`."""
-    return read_checked_lines(path, _parse_rating, skip_bad_lines)
+def read_ratings(path, skip_bad_lines=False, bad_line_hint=SKIP_HINT):
+    """The ratings in a JSONL file, each checked against the one schema of the log (RATING_FIELDS), as
+    `python -m utils.ratings` and `terminal_main.py` (before it loads a model) read it. A bad line stops with
+    `file:line: reason (bad_line_hint)` unless `skip_bad_lines`; a last line cut short by a kill is left out with a
+    warning."""
+    return read_checked_lines(path, _parse_rating, skip_bad_lines, last_line_may_be_cut=True,
+                              bad_line_hint=bad_line_hint)
 
 
-def _parse_rating(raw):
+# the schema of a rating record: field -> (the option type that checks its number, or str; required)
+RATING_FIELDS = {"rating": (positive_int, True), "prompt": (str, True), "answer": (str, True),
+                 "reward": (finite_float, True), "step": (positive_int, False), "seconds": (nonnegative_float, False),
+                 "time": (str, False)}
+REQUIRED_FIELDS = [key for key, (_, required) in RATING_FIELDS.items() if required]
+
+
+def _parse_rating(line):
     """(rating, None) for a good line, (None, None) for a blank one, (None, reason) for a bad one."""
-    if not raw.strip():
+    if line is None:
+        return None, NOT_UTF8
+    if not line.strip():
         return None, None
     try:
-        rating = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        return None, "not valid UTF-8 text"
+        rating = json.loads(line)
     except ValueError:
         return None, "not a JSON record"
     if not isinstance(rating, dict):
         return None, "not a JSON object"
-    for key in ("prompt", "answer"):
-        if not isinstance(rating.get(key), str):
-            return None, f"'{key}' should be a text"
-    reward = rating.get("reward")
-    if isinstance(reward, bool) or not isinstance(reward, (int, float)) or not math.isfinite(reward):
-        return None, "'reward' should be a finite number"
+    for key, (type_, required) in RATING_FIELDS.items():
+        if key not in rating:
+            if required:
+                return None, f"no '{key}' (a rating record has {', '.join(REQUIRED_FIELDS)})"
+        elif type_ is str:
+            if not isinstance(rating[key], str):
+                return None, f"'{key}' should be a text"
+        else:
+            try:
+                checked_value(type_, rating[key])
+            except argparse.ArgumentTypeError as e:
+                return None, f"'{key}': {e}"
     return rating, None
 
 
@@ -76,8 +95,7 @@ def main(argv=None):
                         help="rewritten as a whole")
     parser.add_argument("--skip_bad_lines", action="store_true")
     args = parser.parse_args(argv)
-    if same_file(args.ratings_file, args.out_file):
-        raise UserError(f"{args.out_file} is also the ratings file: writing it would destroy what is read")
+    check_outputs([Output("out_file", args.out_file, RANK_LISTS)], [("ratings_file", args.ratings_file)])
     ratings = read_ratings(args.ratings_file, skip_bad_lines=args.skip_bad_lines)
     rank_lists = ratings_to_rank_lists(ratings)
     if not rank_lists:

@@ -16,8 +16,10 @@ import time
 from dataclasses import dataclass
 
 from utils.common import UserError, write_text_atomically
-from utils.options import ArgumentParser, input_file, output_file, positive_int, seed
+from utils.options import ArgumentParser, add_device_argument, input_file, output_file, positive_int, seed
 from utils.ranklists import clean_field, locked, metadata_path, read_checked_lines, read_meta_records
+from utils.outputs import TASKS, Output, check_outputs
+from utils.texts import NOT_UTF8
 
 
 @dataclass
@@ -38,14 +40,16 @@ def read_tasks(path, skip_bad_lines=False):
     answers_per_task = None
     number = 0  # read_checked_lines hands every line, blank ones too, in order
 
-    def parse_line(raw):
+    def parse_line(line):
         nonlocal answers_per_task, number
         number += 1
-        if not raw.strip():
+        if line is None:
+            return None, NOT_UTF8
+        if not line.strip():
             return None, None
         try:
-            task = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+            task = json.loads(line)
+        except ValueError:
             task = None
         if not isinstance(task, dict):
             return None, 'not a JSON object (expected {"id": ..., "prompt": ..., "answers": [...]})'
@@ -148,7 +152,7 @@ class TaskQueue:
 
     @property
     def lease_file(self):
-        return os.path.splitext(self.dataset_file)[0] + ".leases.json"
+        return lease_file(self.dataset_file)
 
     def _active_leases(self, now):
         try:
@@ -161,6 +165,11 @@ class TaskQueue:
 
     def _write_leases(self, leases):
         write_text_atomically(self.lease_file, json.dumps({t: h for t, h in leases.items() if h}, ensure_ascii=False))
+
+
+def lease_file(dataset_file):
+    """Who is ranking which task now: `total_dataset.tsv` -> `total_dataset.leases.json`."""
+    return os.path.splitext(dataset_file)[0] + ".leases.json"
 
 
 def make_tasks(model_name, prompts, tasks_per_prompt, k, max_new_tokens, seed=0, device="cpu"):
@@ -189,7 +198,7 @@ def main(argv=None):
     make.add_argument("--rank_list_len", "--k", type=positive_int, default=4, help="answers per task (K)")
     make.add_argument("--max_new_tokens", type=positive_int, default=40, help="new tokens per answer")
     make.add_argument("--seed", type=seed, default=0)
-    make.add_argument("--device", help="default: cuda if available, else cpu")
+    add_device_argument(make)
     check = commands.add_parser("check", help="read a task file as the labelling page will, and say what is in it")
     check.add_argument("tasks_file", type=input_file)
     check.add_argument("--skip_bad_lines", action="store_true", help="skip and count bad lines")
@@ -198,15 +207,13 @@ def main(argv=None):
         tasks = read_tasks(args.tasks_file, args.skip_bad_lines)
         print(f"{args.tasks_file}: {len(tasks)} tasks of {len(tasks[0].answers)} answers")
         return
+    if args.rank_list_len < 2:
+        raise UserError(f"--rank_list_len must be at least 2, got {args.rank_list_len}")
+    check_outputs([Output("--output", args.output, TASKS)], [("--prompts_file", args.prompts_file)])
     from utils.common import pick_device  # imported here: the start script's check needs none of them
     from utils.generation import read_prompts
     from utils.tiny import ensure_tiny
 
-    for name in ("tasks_per_prompt", "max_new_tokens"):
-        if getattr(args, name) < 1:
-            raise UserError(f"--{name} must be at least 1, got {getattr(args, name)}")
-    if args.rank_list_len < 2:
-        raise UserError(f"--rank_list_len must be at least 2, got {args.rank_list_len}")
     prompts = read_prompts(args.prompts_file)
     model_name = args.model_name or (ensure_tiny()["gpt2"] if args.tiny else "uer/gpt2-chinese-cluecorpussmall")
     tasks = make_tasks(model_name, prompts, args.tasks_per_prompt, args.rank_list_len, args.max_new_tokens,

@@ -33,7 +33,7 @@ from transformers import (BertConfig, BertForMaskedLM, BertForSequenceClassifica
 
 from utils.common import (UserError, check_replaceable_folder, folder_written_atomically, pick_device,
                           quiet_transformers, set_seed)
-from utils.options import ArgumentParser, replaceable_folder
+from utils.options import ArgumentParser, add_device_argument, replaceable_folder
 from utils.data import DATASETS_VERSION, NEGATIVE, POSITIVE, read_corpus_split
 
 LABELS = {NEGATIVE: "negative (stars 1, 2 and 3)", POSITIVE: "positive (stars 4 and 5)"}  # uer's JD classifier
@@ -395,7 +395,7 @@ def main(argv=None):
                         help="default: $RLHF_TINY_DIR or the per-user cache")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
     parser.add_argument("--force", action="store_true", help="rebuild even if the models are there")
-    parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when present)")
+    add_device_argument(parser)
     args = parser.parse_args(argv)
     root = args.out_dir or tiny_dir()
     check_replaceable_folder(root, TINY_MARKERS, "the tiny models' folder")  # --force deletes only a tiny build
