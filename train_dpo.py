@@ -186,14 +186,10 @@ def check_prompts_known(path, rank_lists):
 
 
 def to_pairs(rank_lists, name):
-    """Every ordered pair i<j of the lists, as lists of 2: (prompt, [chosen, rejected]); pairs of identical
-    answers are left out and counted."""
-    pairs, identical = preference_pairs(rank_lists)
-    if identical:
-        print(f"{name}: left out {identical} pair(s) whose chosen and rejected answers are identical")
+    """Every ordered pair i<j of the lists, as lists of 2: (prompt, [chosen, rejected])."""
+    pairs = preference_pairs(rank_lists)
     if not pairs:
-        raise UserError(f"no {name} preference pairs ({len(rank_lists)} rank lists, {identical} identical pairs left "
-                        "out): nothing to train on")
+        raise UserError(f"no {name} preference pairs ({len(rank_lists)} rank lists): nothing to train on")
     return [(pair["prompt"], [pair["chosen"], pair["rejected"]]) for pair in pairs]
 
 
@@ -220,7 +216,7 @@ def read_data(args, accelerator):
                         "--tiny for AI-feedback rank lists)")
     train_lists = read_lists(train_path, args)
     if not train_lists:
-        raise UserError(f"{train_path}: no rank lists in it, nothing to train on")
+        raise UserError(f"{train_path}: no rank list of 2 or more different texts in it: nothing to train on")
     if args.dev_path:
         dev_lists = read_lists(args.dev_path, args)
     else:  # hold out whole lists, so that no dev answer is trained on

@@ -13,6 +13,8 @@ Without GPUs, `accelerate launch --multi_gpu` runs the processes on the CPU (glo
 `--cpu --num_processes N` starts only one process unless mpirun is set up.
 """
 import argparse
+import hashlib
+import json
 import math
 import os
 import random
@@ -30,12 +32,12 @@ from utils.common import (Lazy, UserError, accelerator_kwargs, add_mixed_precisi
 from utils.data import RANK_LIST_DIR, ensure_datasets
 from utils.logger import TrainLogger
 from utils.outputs import STEP_LOG, check_outputs, inputs_with_metadata, log_outputs
-from utils.options import (ArgumentParser, add_device_argument, file_name, fraction, input_file, learning_rate, nonnegative_float, output_folder,
-                           positive_int, ratio, same_file, seed)
+from utils.options import (ArgumentParser, add_device_argument, file_name, fraction, input_file, learning_rate,
+                           nonnegative_float, output_folder, positive_int, ratio, same_file, seed)
 from utils.preferences import read_prompted_rank_lists
 from utils.ranklists import add_merge_arguments, merge_rank_lists, read_rank_lists
-from utils.reward_model import (RewardModel, encode_rank_lists, listwise_loss, rank_list_loss, ranking_metrics,
-                                save_reward_model, scores_to_lists, usable_seq_len)
+from utils.reward_model import (META_FILE, RewardModel, encode_rank_lists, listwise_loss, rank_list_loss,
+                                ranking_metrics, save_reward_model, scores_to_lists, usable_seq_len)
 from utils.run import INTERRUPTED_EXIT, StopRequests, stop_if_not_finite
 from utils.tiny import ensure_tiny
 
@@ -211,10 +213,40 @@ def evaluate(model, dev_loader, accelerator):
     return ranking_metrics(score_lists)
 
 
-def save_checkpoint(model, tokenizer, out_dir, accelerator, reason):
+def save_checkpoint(model, tokenizer, out_dir, accelerator, reason, evaluation=None):
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        save_reward_model(accelerator.unwrap_model(model), tokenizer, out_dir, reason)
+        save_reward_model(accelerator.unwrap_model(model), tokenizer, out_dir, reason, evaluation)
+
+
+def dev_fingerprint(dev_lists):
+    """Which dev lists a score was measured on (their order aside): scores on other lists are not comparable."""
+    return hashlib.sha1(json.dumps(sorted(dev_lists), ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+def earlier_best(save_dir, fingerprint):
+    """(path, pairwise accuracy) of the `model_best` an earlier run left in `save_dir`; the accuracy is None when
+    that model was not scored on the same dev lists; (path, None) too when there is none."""
+    path = os.path.join(save_dir, "model_best")
+    try:
+        with open(os.path.join(path, META_FILE), encoding="utf-8") as f:
+            meta = json.load(f)
+        accuracy = meta["dev_metrics"]["pairwise_acc"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return path, None
+    same_lists = meta.get("dev_lists") == fingerprint and isinstance(accuracy, (int, float)) and math.isfinite(accuracy)
+    return path, accuracy if same_lists else None
+
+
+def announce_earlier_best(path, accuracy, accelerator):
+    """Say what becomes of an earlier run's model_best: kept unless this run beats it, or (scored on other dev
+    lists) replaced by this run's best."""
+    if accuracy is not None:
+        accelerator.print(f"{path} (an earlier run's) has pairwise_acc {accuracy:.5f} on these dev lists: it is "
+                          "kept unless this run does better")
+    elif os.path.isdir(path):
+        accelerator.print(f"note: {path} (an earlier run's) was not scored on these dev lists, so it cannot be "
+                          "compared: this run's best replaces it")
 
 
 def main(argv=None):
@@ -226,6 +258,9 @@ def main(argv=None):
     set_seed(args.seed)
 
     train_lists, dev_lists = read_data(args, accelerator)
+    fingerprint = dev_fingerprint(dev_lists)
+    best_path, earlier_acc = earlier_best(args.save_dir, fingerprint)
+    announce_earlier_best(best_path, earlier_acc, accelerator)
     encoder, tokenizer = load_encoder(args)
     model = RewardModel(encoder)
     max_seq_len = usable_seq_len(model, args.max_seq_len)
@@ -243,7 +278,7 @@ def main(argv=None):
                       f"parameters) on {accelerator.device} x {accelerator.num_processes}; {total_steps} steps")
     logger = TrainLogger(args.log_dir, args.log_name, report_to=args.report_to) if accelerator.is_main_process else None
 
-    global_step, best_acc, recent_losses, tic, last_saved = 0, None, [], time.time(), 0
+    global_step, best_acc, recent_losses, tic, last_saved = 0, earlier_acc, [], time.time(), 0
     stop = StopRequests("saving after this step (Ctrl-C again to stop at once) ...").install()
     try:
         for epoch in range(1, args.num_train_epochs + 1):
@@ -270,7 +305,7 @@ def main(argv=None):
 
                 if global_step % args.valid_steps == 0 or global_step == total_steps:
                     best_acc = evaluate_and_save(model, tokenizer, dev_loader, accelerator, logger, args,
-                                                 global_step, best_acc)
+                                                 global_step, best_acc, fingerprint)
                     last_saved, tic = global_step, time.time()
                 if any_process(accelerator, bool(stop.requested)):  # all processes stop after the same step
                     if global_step > last_saved:
@@ -279,24 +314,29 @@ def main(argv=None):
                     accelerator.print(f"stopped after step {global_step}: saved "
                                       f"{os.path.join(args.save_dir, f'model_{global_step}')}")
                     sys.exit(INTERRUPTED_EXIT)
+        if earlier_acc is not None and best_acc == earlier_acc:
+            accelerator.print(f"this run did not beat {best_path} (pairwise_acc {earlier_acc:.5f}): it is kept")
     finally:
         stop.uninstall()
         if logger:
             logger.close()
 
 
-def evaluate_and_save(model, tokenizer, dev_loader, accelerator, logger, args, global_step, best_acc):
-    """Dev metrics, `model_<step>` every time and `model_best` when pairwise accuracy improved."""
+def evaluate_and_save(model, tokenizer, dev_loader, accelerator, logger, args, global_step, best_acc, fingerprint):
+    """Dev metrics, `model_<step>` every time and `model_best` when pairwise accuracy improved on `best_acc` (this
+    run's best so far, or the earlier run's model_best on the same dev lists)."""
     metrics = evaluate(model, dev_loader, accelerator)
     accelerator.print("Evaluation acc: " + ", ".join(f"{k} {v:.5f}" for k, v in metrics.items()))
     if logger:
         logger.log({"step": global_step, **metrics})
         logger.plot()
-    save_checkpoint(model, tokenizer, os.path.join(args.save_dir, f"model_{global_step}"), accelerator, "periodic")
+    evaluation = {"dev_metrics": metrics, "dev_lists": fingerprint}
+    save_checkpoint(model, tokenizer, os.path.join(args.save_dir, f"model_{global_step}"), accelerator, "periodic",
+                    evaluation)
     if best_acc is None or metrics["pairwise_acc"] > best_acc:
         accelerator.print(f"best pairwise_acc performance has been updated: {best_acc or 0:.5f} --> "
                           f"{metrics['pairwise_acc']:.5f}")
-        save_checkpoint(model, tokenizer, os.path.join(args.save_dir, "model_best"), accelerator, "best")
+        save_checkpoint(model, tokenizer, os.path.join(args.save_dir, "model_best"), accelerator, "best", evaluation)
         best_acc = metrics["pairwise_acc"]
     return best_acc
 

@@ -330,22 +330,23 @@ def test_a_list_of_one_text_is_named_with_file_and_line(env, tmp_path):  # the o
                            "(use --skip_bad_lines to skip such lines)", tmp_path)
 
 
-def test_identical_pairs_are_left_out_and_counted(micro_main, tmp_path):
-    lists = [("这部电影很", ["好看", "好看", "难看"])] * 10  # per list: 1 identical pair, 2 real ones
-    result = micro_main(train_dpo.main, small_run(tmp_path, "--train_path", labelled(tmp_path, lists)))
+def test_a_repeated_text_counts_once_and_is_counted(micro_main, tmp_path):
+    path = labelled(tmp_path, [("这部电影很", ["好看", "好看", "难看"])] * 10)  # per list: one text twice
+    result = micro_main(train_dpo.main, small_run(tmp_path, "--train_path", path))
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "training: left out 9 pair(s) whose chosen and rejected answers are identical" in result.stdout
-    assert "dev: left out 1 pair(s)" in result.stdout and "18 train / 2 dev preference pairs" in result.stdout
+    assert f"note: {path}: left out 10 repeated text(s) (each text counts once, at its best place in its list) " \
+           "and with them 0 rank list(s) that had fewer than 2 different texts" in result.stderr
+    assert "9 train / 1 dev preference pairs" in result.stdout
 
 
 @pytest.mark.parametrize("case", ["all_identical", "one_list"])
 def test_an_empty_training_or_dev_set_stops_before_training(case, micro_main, tmp_path):
     if case == "all_identical":
         path = labelled(tmp_path, [("这部电影很", ["好看", "好看"])] * 5)
-        message = "no training preference pairs (4 rank lists, 4 identical pairs left out): nothing to train on"
+        message = f"{path}: no rank list of 2 or more different texts in it: nothing to train on"
     else:
         path = labelled(tmp_path, [("这部电影很", ["好看", "难看"])])
-        message = "no dev preference pairs (0 rank lists, 0 identical pairs left out): nothing to train on"
+        message = "no dev preference pairs (0 rank lists): nothing to train on"
     assert_refused(micro_main(train_dpo.main, small_run(tmp_path, "--train_path", path)), message, tmp_path)
 
 
@@ -394,10 +395,9 @@ GOOD = {"prompt": "这部电影很", "chosen": "好看", "rejected": "难看"}
 @pytest.mark.parametrize("bad, reason", [
     ({"prompt": "这部电影很", "chosen": "好看"}, 'no "rejected" field (a preference line has prompt, chosen, rejected)'),
     ({**GOOD, "chosen": " "}, 'empty "chosen" answer'),
-    ({**GOOD, "rejected": "好看"}, '"chosen" and "rejected" are the same answer (it teaches nothing)'),
     ({**GOOD, "prompt": None}, '"prompt" is not a string'),
     ("[1, 2]", "not a JSON object"),
-], ids=["missing_field", "empty_chosen", "chosen_is_rejected", "prompt_not_text", "not_an_object"])
+], ids=["missing_field", "empty_chosen", "prompt_not_text", "not_an_object"])
 def test_a_bad_preference_line_is_named_with_file_and_line_or_skipped(bad, reason, micro_main, tmp_path, capsys):
     path = write_jsonl(tmp_path / "prefs.jsonl", [GOOD] * 3 + [bad] + [GOOD] * 7)
     assert_refused(micro_main(train_dpo.main, small_run(tmp_path, "--train_path", path)),

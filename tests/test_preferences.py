@@ -58,13 +58,13 @@ def test_lists_without_a_known_prompt_get_an_empty_one_and_are_counted(tmp_path)
     assert "3 rank list(s) (5 pairs) have no known prompt" in result.stdout
 
 
-def test_identical_texts_are_left_out_and_counted(tmp_path):
+def test_a_repeated_text_counts_once_at_its_best_place(tmp_path):
     path = tmp_path / "same.tsv"
-    path.write_text("好\t好\t差\n", encoding="utf-8")
+    path.write_text("好\t好\t差\n好\t差\t好\n", encoding="utf-8")
     result, pairs = export(tmp_path, path)
     assert result.returncode == 0, result.stderr
     assert pairs == [{"prompt": "", "chosen": "好", "rejected": "差"}] * 2
-    assert "left out 1 pair(s) whose two texts are identical" in result.stdout
+    assert f"note: {path}: left out 2 repeated text(s)" in result.stderr
 
 
 def meta_lines(path):
@@ -155,5 +155,5 @@ def test_lines_from_several_files_and_blank_lines(tmp_path):
     with open(first, "a", encoding="utf-8") as f:
         f.write("\n\r\n")  # blank lines have no meta record
     second = labelled_file(tmp_path, "b.tsv")
-    pairs, identical = preference_pairs(read_prompted_rank_lists(first) + read_prompted_rank_lists(second))
-    assert len(pairs) == 18 and identical == 0 and pairs[:9] == pairs[9:]
+    pairs = preference_pairs(read_prompted_rank_lists(first) + read_prompted_rank_lists(second))
+    assert len(pairs) == 18 and pairs[:9] == pairs[9:]

@@ -33,7 +33,8 @@ class TrainLogger:
 
     def __init__(self, log_dir, name, x_key="step", resume=False, redo_from=None, report_to="none"):
         """`resume` keeps the records already on disk, except those whose `x_key` is `redo_from` or later (a run
-        resumed from a checkpoint redoes them, so they would otherwise appear twice). `report_to` also sends each
+        resumed from a checkpoint redoes them, so they would otherwise appear twice); without it, the first record
+        replaces an earlier run's log (a run that logs nothing leaves it as it was). `report_to` also sends each
         record's numbers to that tracker (TensorBoard's files go to `<log_dir>/tensorboard/<name>`)."""
         os.makedirs(log_dir, exist_ok=True)
         self.jsonl_path = os.path.join(log_dir, f"{name}.jsonl")
@@ -46,13 +47,14 @@ class TrainLogger:
             self.records = [r for r in on_disk if redo_from is None or r.get(x_key, redo_from) < redo_from]
             if len(self.records) < len(on_disk) or _ends_mid_line(self.jsonl_path):
                 write_text_atomically(self.jsonl_path, "".join(_json_line(r) for r in self.records))
-        else:
-            write_text_atomically(self.jsonl_path, "")
-        self._file = open(self.jsonl_path, "a", encoding="utf-8")
+        self._mode = "a" if resume else "w"
+        self._file = None  # opened by the first record
         self.tracker = start_tracker(report_to, log_dir, name)
 
     def log(self, record):
         self.records.append(record)
+        if self._file is None:
+            self._file = open(self.jsonl_path, self._mode, encoding="utf-8")
         self._file.write(_json_line(record))
         self._file.flush()
         os.fsync(self._file.fileno())
@@ -136,7 +138,8 @@ class TrainLogger:
             ax.fill_between(x, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], alpha=0.2)
 
     def close(self):
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
         if self.tracker:
             self.tracker.finish()
             self.tracker = None

@@ -15,12 +15,12 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from utils.common import UserError, write_text_atomically
 from utils.options import ArgumentParser, input_file, output_file
 from utils.ranklists import (add_merge_arguments, merge_rank_lists, metadata_path, parse_rank_list_line,
-                             read_checked_lines)
+                             read_checked_lines, without_repeats)
 from utils.outputs import PREFERENCES, Output, check_outputs, inputs_with_metadata
 from utils.texts import NOT_UTF8, read_numbered_lines
 
@@ -61,7 +61,7 @@ def read_prompted_rank_lists(path, skip_bad_lines=False):
             return None, f"no record for this rank list in {meta_file} (it has {len(records)})"
         return _from_record(*records[seen - 1], meta_file, fields)
 
-    rank_lists = read_checked_lines(path, parse_line, skip_bad_lines)
+    rank_lists = with_distinct_texts(path, read_checked_lines(path, parse_line, skip_bad_lines))
     extra = (records or [])[seen:]
     if extra:
         where, reason = f"{meta_file}:{extra[0][0]}", f"a record without a rank list ({path} has {seen} lists)"
@@ -69,6 +69,12 @@ def read_prompted_rank_lists(path, skip_bad_lines=False):
             raise UserError(f"{where}: {reason} (use --skip_bad_lines to skip such lines)")
         print(f"warning: skipped {len(extra)} record(s) in {meta_file} (first: {where}: {reason})", file=sys.stderr)
     return rank_lists
+
+
+def with_distinct_texts(path, rank_lists):
+    """The rank lists after the one rule for repeated texts (utils/ranklists.py `without_repeats`)."""
+    distinct = without_repeats(path, [rank_list.texts for rank_list in rank_lists])
+    return [replace(r, texts=texts) for r, texts in zip(rank_lists, distinct) if texts]
 
 
 def _records(meta_file):
@@ -99,20 +105,15 @@ def _from_record(meta_number, line, meta_file, texts):
 
 
 def preference_pairs(rank_lists):
-    """(pairs, identical): every ordered pair i<j of every list as {prompt, chosen, rejected}, answers without
-    their prompt (prompt "" and the whole texts when none is known); `identical` counts the pairs left out
-    because chosen and rejected are the same text (they teach nothing)."""
-    pairs, identical = [], 0
+    """Every ordered pair i<j of every list as {prompt, chosen, rejected}, answers without their prompt (prompt ""
+    and the whole texts when none is known). The readers have left no identical texts in a list."""
+    pairs = []
     for rank_list in rank_lists:
         prompt = rank_list.prompt or ""
         answers = [text[len(prompt):] for text in rank_list.texts]
-        for i in range(len(answers)):
-            for j in range(i + 1, len(answers)):
-                if answers[i] == answers[j]:
-                    identical += 1
-                else:
-                    pairs.append({"prompt": prompt, "chosen": answers[i], "rejected": answers[j]})
-    return pairs, identical
+        pairs += [{"prompt": prompt, "chosen": answers[i], "rejected": answers[j]}
+                  for i in range(len(answers)) for j in range(i + 1, len(answers))]
+    return pairs
 
 
 PAIR_FIELDS = ("prompt", "chosen", "rejected")
@@ -122,9 +123,10 @@ def read_preference_jsonl(path, skip_bad_lines=False):
     """The pairs of a preference JSONL (what `main` writes: {"prompt", "chosen", "rejected"} per line, answers
     without their prompt) as rank lists of 2, chosen first, with their prompt ("" for none).
 
-    A line that is not a JSON object, lacks one of the three fields or has one that is not text, has an empty
-    `chosen` or `rejected`, or whose `chosen` equals its `rejected` stops with `file:line: reason`; with
-    `skip_bad_lines` it is left out and counted on stderr (the rank-list reader's checked lines).
+    A line that is not a JSON object, lacks one of the three fields or has one that is not text, or has an empty
+    `chosen` or `rejected` stops with `file:line: reason`; with `skip_bad_lines` it is left out and counted on
+    stderr (the rank-list reader's checked lines). A pair whose `chosen` equals its `rejected` is left out and
+    counted, as identical texts of a rank list are (`with_distinct_texts`).
     """
     def parse_line(line):
         if line is None:
@@ -146,11 +148,9 @@ def read_preference_jsonl(path, skip_bad_lines=False):
         for field, answer in (("chosen", chosen), ("rejected", rejected)):
             if not answer.strip():
                 return None, f"empty \"{field}\" answer"
-        if chosen == rejected:
-            return None, "\"chosen\" and \"rejected\" are the same answer (it teaches nothing)"
         return PromptedRankList([prompt + chosen, prompt + rejected], prompt), None
 
-    pairs = read_checked_lines(path, parse_line, skip_bad_lines)
+    pairs = with_distinct_texts(path, read_checked_lines(path, parse_line, skip_bad_lines))
     if not pairs:
         raise UserError(f"{path}: no preference pairs in this file (expected one JSON object per line with "
                         f"{', '.join(PAIR_FIELDS)})")
@@ -171,15 +171,16 @@ def main(argv=None):
     rank_lists = [r for path in args.rank_list_files for r in read_prompted_rank_lists(path, args.skip_bad_lines)]
     rank_lists, summary = merge_rank_lists(rank_lists, args.merge, args.min_agreement)
     print(summary)
-    pairs, identical = preference_pairs(rank_lists)
+    pairs = preference_pairs(rank_lists)
+    if not pairs:  # an empty export never replaces an earlier one
+        raise UserError(f"no preference pairs in {', '.join(args.rank_list_files)} (no rank list of 2 or more "
+                        f"different texts): {args.output} is left as it was")
     write_text_atomically(args.output, "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs))
     print(f"{args.output}: {len(pairs)} preference pairs from {len(rank_lists)} rank lists")
     unknown = [r for r in rank_lists if r.prompt is None]
     if unknown:
         print(f"{len(unknown)} rank list(s) ({sum(len(r.texts) * (len(r.texts) - 1) // 2 for r in unknown)} pairs) "
               "have no known prompt (no .meta.jsonl record with one): written with prompt \"\" and the whole texts")
-    if identical:
-        print(f"left out {identical} pair(s) whose two texts are identical")
 
 
 if __name__ == "__main__":

@@ -37,12 +37,29 @@ def read_rank_lists(path, skip_bad_lines=False, expected_fields=None):
     """Rank lists from a TSV file: one list per line, fields separated by tabs, best first.
 
     A bad line (fewer than 2 fields, an empty field, not UTF-8, or not `expected_fields` long) stops with
-    `file:line: reason`; with `skip_bad_lines` it is left out and counted on stderr. Blank lines are ignored.
+    `file:line: reason`; with `skip_bad_lines` it is left out and counted on stderr. Blank lines are ignored, and
+    repeated texts as `without_repeats` says.
     """
-    rank_lists = read_checked_lines(path, lambda raw: parse_rank_list_line(raw, expected_fields), skip_bad_lines)
+    lines = read_checked_lines(path, lambda line: parse_rank_list_line(line, expected_fields), skip_bad_lines)
+    rank_lists = [texts for texts in without_repeats(path, lines) if texts]
     if not rank_lists:
-        raise UserError(f"{path}: no rank lists in this file (expected one tab-separated list per line)")
+        raise UserError(f"{path}: no rank list of 2 or more different texts in this file (expected one "
+                        "tab-separated list per line)")
     return rank_lists
+
+
+def without_repeats(path, text_lists):
+    """The one rule for identical texts in a rank list, the same for the reward model, DPO and the preference
+    export: a text counts once, at its best place (a pair of identical texts says nothing, and a repeat lower in
+    the list would contradict the first). One entry per list of `text_lists`: its distinct texts, or None for a
+    list left with fewer than 2; one note on stderr counts what was left out of the file `path`."""
+    distinct = [list(dict.fromkeys(texts)) for texts in text_lists]
+    repeats = sum(len(texts) - len(kept) for texts, kept in zip(text_lists, distinct))
+    dropped = sum(len(kept) < 2 for kept in distinct)
+    if repeats:
+        print(f"note: {path}: left out {repeats} repeated text(s) (each text counts once, at its best place in its "
+              f"list) and with them {dropped} rank list(s) that had fewer than 2 different texts", file=sys.stderr)
+    return [kept if len(kept) >= 2 else None for kept in distinct]
 
 
 SKIP_HINT = "use --skip_bad_lines to skip such lines"
@@ -156,9 +173,13 @@ def _append_durably(path, data):
 
 
 def append_rank_list(dataset_file, texts, meta=None):
-    """Append one rank list (texts best first) and its metadata record; returns a `SavedLine` for undo."""
+    """Append one rank list (texts best first) and its metadata record; returns a `SavedLine` for undo. The prompt
+    in `meta` is cleaned as the texts are (`clean_field`) before either is written: the saved texts then begin with
+    the saved prompt, whatever whitespace it had (a task prompt " 这部电影很" is saved as "这部电影很")."""
     line = format_rank_line(texts)
     record = {"save_id": uuid.uuid4().hex, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(meta or {})}
+    if isinstance(record.get("prompt"), str):
+        record["prompt"] = clean_field(record["prompt"])
     with locked(dataset_file):
         _append_durably(dataset_file, line.encode("utf-8"))
         _append_durably(metadata_path(dataset_file), (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))

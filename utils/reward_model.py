@@ -161,14 +161,14 @@ def score_texts(model, tokenizer, texts, batch_size=32, max_seq_len=128):
 
 
 # ---------------------------------------------------------------- checkpoints
-def save_reward_model(model, tokenizer, out_dir, reason=None):
+def save_reward_model(model, tokenizer, out_dir, reason=None, evaluation=None):
     """Write the checkpoint into a temporary folder, then rename it into place (`folder_written_atomically`): a
     killed save never leaves a half-written `out_dir`, and the previous one stays loadable until the new one is
-    complete."""
+    complete. `evaluation` (the dev metrics and which dev lists gave them) goes into its META_FILE."""
     head = {"weight": model.head.weight.detach().cpu().contiguous(), "bias": model.head.bias.detach().cpu()}
     meta = {"encoder_class": type(model.encoder).__name__, "hidden_size": model.head.in_features,
             "head": "Linear(hidden_size, 1) on the pooled output ([CLS] state when there is no pooler)",
-            "algorithm": "reward_model", "reason": reason}
+            "algorithm": "reward_model", "reason": reason, **(evaluation or {})}
     check_finite_weights(model, out_dir, hint="--learning_rate (or --weight_decay)")
     with folder_written_atomically(out_dir, META_FILE) as tmp:
         model.encoder.save_pretrained(tmp, safe_serialization=True)
