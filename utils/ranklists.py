@@ -65,15 +65,16 @@ def without_repeats(path, text_lists):
 SKIP_HINT = "use --skip_bad_lines to skip such lines"
 
 
-def read_checked_lines(path, parse_line, skip_bad_lines=False, last_line_may_be_cut=False, bad_line_hint=SKIP_HINT):
+def read_checked_lines(path, parse_line, skip_bad_lines=False, last_line_may_be_cut=False,
+                       bad_line_hint=SKIP_HINT):
     """The values `parse_line(text)` makes of a file's lines, read by the one text reader (utils/texts.py: LF, CR
     and CRLF alike, no byte-order mark; the text is None for a line that is not UTF-8). It returns (value, None)
     for a good line, (None or an empty value, None) for a line to ignore, (None, reason) for a bad one.
 
-    A bad line stops with `file:line: reason (bad_line_hint)`; with `skip_bad_lines` it is left out, and one warning on stderr
-    counts the skipped lines. With `last_line_may_be_cut` (a file appended to line by line), a bad last line
-    without its line ending is a write cut short by a kill: it is left out with a warning. Rank lists, task files,
-    preference pairs and the terminal's ratings are read this way.
+    A bad line stops with `file:line: reason (bad_line_hint)`; with `skip_bad_lines` it is left out, and one
+    warning on stderr counts the skipped lines. With `last_line_may_be_cut` (a file appended to line by line), a
+    bad last line without its line ending is a write cut short by a kill: it is left out with a warning. Rank
+    lists, task files, preference pairs and the terminal's ratings are read this way.
     """
     data = read_bytes(path)
     lines = numbered_lines(data)
@@ -181,9 +182,24 @@ def append_rank_list(dataset_file, texts, meta=None):
     if isinstance(record.get("prompt"), str):
         record["prompt"] = clean_field(record["prompt"])
     with locked(dataset_file):
+        add_metadata_for_earlier_lines(dataset_file)
         _append_durably(dataset_file, line.encode("utf-8"))
         _append_durably(metadata_path(dataset_file), (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
     return SavedLine(dataset_file, line, record["save_id"])
+
+
+EARLIER_LINE_RECORD = '{"prompt": null, "note": "saved before this file had metadata"}\n'
+
+
+def add_metadata_for_earlier_lines(dataset_file):
+    """A TSV saved before it had a .meta.jsonl (the original tool wrote none) gets one record without a prompt for
+    each of its lines, so that the n-th line of the file keeps the n-th record once lines with records follow."""
+    meta_file = metadata_path(dataset_file)
+    if os.path.exists(meta_file) or not os.path.exists(dataset_file):
+        return
+    earlier = sum(1 for _, line in read_numbered_lines(dataset_file) if line is None or line.strip())
+    if earlier:
+        write_text_atomically(meta_file, EARLIER_LINE_RECORD * earlier)
 
 
 def undo_rank_list(saved):
