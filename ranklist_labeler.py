@@ -25,6 +25,7 @@ import argparse
 import hmac
 import os
 import random
+import re
 import statistics
 import sys
 import time
@@ -47,6 +48,17 @@ RANDOM_PROMPTS = ["今天早晨我去了", "这部电影很", "刚收到货，�
                   "这家酒店的服务"]
 UNRANKED = -1
 PASSWORD_ENV = "LABELER_PASSWORD"
+
+
+def as_text(text):
+    """`text` (a prompt, a saved line, a name, a message quoting them) for the Markdown that st.write, st.success
+    and the like render, as a code span: shown verbatim, it makes no link, image, emphasis, HTML, Streamlit
+    directive (:red[...], $...$) or link of a bare URL (which GFM makes even of backslash-escaped text). Line
+    breaks become spaces (a blank line would end the span); the fence is longer than any run of backticks in it,
+    and the spaces inside it are the one pair CommonMark strips."""
+    text = re.sub(r"[\r\n]", " ", str(text))
+    fence = "`" * (1 + max((len(run) for run in re.findall("`+", text)), default=0))
+    return f"{fence} {text} {fence}"
 
 
 class PageArgumentParser(argparse.ArgumentParser):
@@ -237,7 +249,7 @@ def save_ranking(args, queue=None):
     try:
         saved = append_rank_list(args.dataset_file, best_first, meta)
     except (OSError, UserError) as e:
-        st.session_state.notice = ("error", f"存储失败: {e}")
+        st.session_state.notice = ("error", f"存储失败: {as_text(e)}")
         return
     took_ms = (time.perf_counter() - start) * 1000
     answers["saved"] = True
@@ -246,7 +258,7 @@ def save_ranking(args, queue=None):
     if queue is not None:
         queue.release(answers["task_id"], annotator)
     next_step = "下一个任务已经领取~" if queue is not None else "请更换 prompt 生成新的答案~"
-    st.session_state.notice = ("success", f"保存成功（{took_ms:.1f} ms，写入 {args.dataset_file}），{next_step}")
+    st.session_state.notice = ("success", f"保存成功（{took_ms:.1f} ms，写入 {as_text(args.dataset_file)}），{next_step}")
 
 
 def undo_last_save():
@@ -255,12 +267,12 @@ def undo_last_save():
         return
     answers_id, saved = st.session_state.saved_lines.pop()
     if not undo_rank_list(saved):
-        st.session_state.notice = ("warning", f"{saved.path} 里已经找不到这一行（文件被改过？），什么也没有删除。")
+        st.session_state.notice = ("warning", f"{as_text(saved.path)} 里已经找不到这一行（文件被改过？），什么也没有删除。")
         return
     answers = st.session_state.get("answers")
     if answers and answers["id"] == answers_id:
         answers["saved"] = False
-    st.session_state.notice = ("success", f"已撤销这一行: {saved.line.strip()[:60]}")
+    st.session_state.notice = ("success", f"已撤销这一行: {as_text(saved.line.strip()[:60])}")
 
 
 def rank_key(answers, i):
@@ -302,7 +314,7 @@ def free_answers(args, model, tokenizer):
             try:
                 texts = generate_answers(model, tokenizer, prompt, args)
             except UserError as e:
-                st.error(str(e))
+                st.error(as_text(e))
                 return None
         answers = st.session_state.answers = new_answers(prompt, texts)
     return answers
@@ -319,12 +331,12 @@ def queue_answers(queue):
         task = queue.take(annotator, st.session_state.skipped)
         if task is None:
             st.session_state.pop("answers", None)
-            st.success(f"{annotator}，队列里没有留给你的任务了，谢谢！")
+            st.success(f"{as_text(annotator)}，队列里没有留给你的任务了，谢谢！")
             return None
         answers = new_answers(task.prompt, [task.prompt + a for a in task.answers], task.id)
         answers["annotator"] = annotator
         st.session_state.answers = answers
-    st.write(f"任务 `{answers['task_id']}`，prompt：**{answers['prompt']}**")
+    st.markdown(f"任务 {as_text(answers['task_id'])}，prompt：**{as_text(answers['prompt'])}**")
     return answers
 
 
@@ -381,19 +393,19 @@ def show_notice():
 def dataset_tab(args):
     path = args.dataset_file
     if not os.path.exists(path):
-        st.info(f"{path} 还不存在：存储第一条排序时会创建它。")
+        st.info(f"{as_text(path)} 还不存在：存储第一条排序时会创建它。")
         return
     try:
         rank_lists, bad_lines = read_rank_list_table(path, args.rank_list_len)
     except UserError as e:
-        st.error(f"error: {e}")
+        st.error(f"error: {as_text(e)}")
         return
-    st.write(f"{path}: 共 **{len(rank_lists)}** 条 rank list")
+    st.write(f"{as_text(path)}: 共 **{len(rank_lists)}** 条 rank list")
     if rank_lists:
         st.dataframe(pd.DataFrame(rank_lists, columns=[f"rank {i + 1}" for i in range(args.rank_list_len)]))
     by_annotator, by_day = count_saves(metadata_path(path))
     if by_annotator:
-        st.write(f"按标注者、按天统计（来自 {metadata_path(path)}）:")
+        st.write(f"按标注者、按天统计（来自 {as_text(metadata_path(path))}）:")
         annotator_column, day_column = st.columns(2)
         seconds = median_seconds(metadata_path(path))
         annotator_column.dataframe(pd.DataFrame([(name, count, seconds.get(name)) for name, count
@@ -422,7 +434,7 @@ def show_agreement(path):
     try:
         report = agreement(read_prompted_rank_lists(path, skip_bad_lines=True))
     except UserError as e:
-        st.warning(f"无法计算一致性: {e}")
+        st.warning(f"无法计算一致性: {as_text(e)}")
         return
     overall = report["overall"]
     if not overall["pairs"]:
@@ -436,7 +448,7 @@ def show_agreement(path):
 
 def show_error(e):
     print(f"error: {e}", file=sys.stderr)
-    st.error(f"error: {e}")
+    st.error(f"error: {as_text(e)}")
     st.stop()
 
 

@@ -202,3 +202,56 @@ def test_two_annotators_rank_one_task_by_clicks_in_at_most_five_actions(browser,
         assert agreement(lists)["tasks"]["电影-1"]["tau"] == pytest.approx(2 / 3)
         [merged], _ = merge_rank_lists(lists, "consensus")
         assert merged.task_id == "电影-1" and len(merged.texts) == 4
+
+
+# Markdown that would make every annotator's browser fetch an image and show a link (issue 31)
+HOSTILE_PROMPT = "这部电影很![x](http://127.0.0.1:9/track.png)[点此重新登录](http://127.0.0.1:9/phish)"
+HOSTILE_ANSWERS = ["<img src=http://127.0.0.1:9/a.png>好看", ":red[红] $x^2$ **粗**", "www.example.com 一般",
+                   "http://127.0.0.1:9/x 难看"]
+
+
+def rank_and_save(page):
+    """Click answers 1, 2, 3 (the fourth is implied) and save."""
+    for answer in (1, 2, 3):
+        page.get_by_role("button", name=f"选句子{answer}").click()
+        page.get_by_role("button", name=f"句子{answer}: 第 {answer} 名").wait_for(timeout=60_000)
+        wait_until_idle(page)
+    page.get_by_role("button", name="存储当前排序").click()
+    page.get_by_text("保存成功").wait_for(timeout=60_000)
+    wait_until_idle(page)
+
+
+def test_prompts_answers_and_saved_lines_are_shown_as_plain_text(browser, micro_dir, tmp_path):
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text("".join(json.dumps({"id": task_id, "prompt": HOSTILE_PROMPT, "answers": HOSTILE_ANSWERS},
+                                        ensure_ascii=False) + "\n" for task_id in ("t*1`", "t2")), encoding="utf-8")
+    annotator = "甲[我](http://127.0.0.1:9/me)"
+    saved_line = "\t".join(HOSTILE_PROMPT + answer for answer in HOSTILE_ANSWERS)
+    with serve(tmp_path, micro_dir, "--tasks", str(tasks)) as (url, dataset, log):
+        context = browser.new_context(viewport={"width": 1280, "height": 1600})
+        requested = []
+        context.on("request", lambda request: requested.append(request.url))
+        page = context.new_page()
+        page.goto(url)
+        page.get_by_label("访问密码").fill(PASSWORD)
+        page.get_by_role("button", name="进入").click()
+        page.get_by_label("标注者").fill(annotator)
+        page.get_by_label("标注者").press("Enter")
+        page.get_by_text(f"任务 t*1`，prompt：{HOSTILE_PROMPT}", exact=True).wait_for(timeout=60_000)
+        wait_until_idle(page)
+        main = page.get_by_test_id("stMain")
+        shown = main.inner_text()
+        assert all(HOSTILE_PROMPT + answer in shown for answer in HOSTILE_ANSWERS)
+        rank_and_save(page)  # task t*1`; t2 comes next
+        page.get_by_role("button", name="撤销上一次存储").click()
+        notice = page.get_by_text("已撤销这一行")
+        notice.wait_for(timeout=60_000)
+        assert notice.inner_text() == f"已撤销这一行: {saved_line[:60]}"
+        assert main.locator("a, img").count() == 0
+        wait_until_idle(page)
+        rank_and_save(page)  # t2, then t*1` again (its save was undone)
+        rank_and_save(page)
+        page.get_by_text(f"{annotator}，队列里没有留给你的任务了，谢谢！", exact=True).wait_for(timeout=60_000)
+        assert main.locator("a, img").count() == 0
+        assert [url for url in requested if "127.0.0.1:9/" in url] == []
+        assert dataset.read_text(encoding="utf-8") == (saved_line + "\n") * 2

@@ -238,8 +238,8 @@ def test_a_password_keeps_everything_behind_it(open_page, monkeypatch, tmp_path)
 
 def test_an_empty_password_is_refused(open_page, tmp_path):
     at = open_page("--password", "")
-    assert [e.value for e in at.error] == ["error: --password is empty: give a password, or leave the option out "
-                                           "for a page without one"]
+    assert [e.value for e in at.error] == ["error: ` --password is empty: give a password, or leave the option "
+                                           "out for a page without one `"]  # a code span: shown as plain text
     assert not at.selectbox and not at.text_input
     result = subprocess.run(["sh", "start_ranklist_labler.sh", "--tiny", "--password", ""], cwd=REPO,
                             env=dict(os.environ, PYTHON="false"), capture_output=True, text=True)
@@ -347,12 +347,12 @@ def test_queue_mode_two_annotators_share_a_task(open_page, tmp_path):
         assert any("请先在侧边栏填写标注者名字" in i.value for i in at.info), "a task needs a name"
         assert not at.button or SAVE not in [b.label for b in at.button]
         at.sidebar.text_input[0].set_value(name).run()
-        assert any("任务 `t1`" in m.value for m in at.markdown), "with --overlap 1 both rank t1"
+        assert any("任务 ` t1 `" in m.value for m in at.markdown), "with --overlap 1 both rank t1"
     for name, clicks in (("甲", ["选句子1", "选句子2", "选句子3"]), ("乙", ["选句子1", "选句子3", "选句子2"])):
         for label in clicks:
             click(pages[name], label)
         click(pages[name], SAVE)
-        assert any("任务 `t2`" in m.value for m in pages[name].markdown), "the next task comes after a save"
+        assert any("任务 ` t2 `" in m.value for m in pages[name].markdown), "the next task comes after a save"
     records = [json.loads(line) for line in lines_of(metadata_path(dataset))]
     assert [(r["task_id"], r["annotator"]) for r in records] == [("t1", "甲"), ("t1", "乙")]
     assert [r["model"] for r in records] == [tasks, tasks]
