@@ -124,6 +124,8 @@ def check_builder_wrote(paths):
     user put there (the original tutorial kept its own rank lists in data/reward_datasets/)."""
     stamp = read_build_stamp()
     written = stamp.get("files")
+    if written is not None and not isinstance(written, dict):
+        raise UserError(f'{BUILD_STAMP}: "files": expected the hash of each file the builder wrote, got {written!r}')
     for path in paths:
         if not os.path.exists(path) or (stamp and written is None):
             continue
@@ -147,9 +149,10 @@ def read_build_stamp():
     """What the last build of the datasets recorded ({} when there is none)."""
     try:
         with open(BUILD_STAMP, encoding="utf-8") as f:
-            return json.load(f)
+            stamp = json.load(f)
     except (OSError, ValueError):
         return {}
+    return stamp if isinstance(stamp, dict) else {}
 
 
 def read_corpus_split(name):

@@ -160,7 +160,9 @@ class TaskQueue:
                 leases = json.load(f)
         except (OSError, ValueError):
             return {}  # none yet, or unreadable: leases only delay, losing them loses no label
-        return {task_id: {a: until for a, until in holders.items() if until > now}
+        if not isinstance(leases, dict):
+            return {}
+        return {task_id: {a: until for a, until in holders.items() if isinstance(until, (int, float)) and until > now}
                 for task_id, holders in leases.items() if isinstance(holders, dict)}
 
     def _write_leases(self, leases):
