@@ -71,8 +71,8 @@ def test_datasets_an_older_builder_made_are_rebuilt_with_their_settings(tmp_path
     ensure_datasets()
     assert train.read_text(encoding="utf-8") == built  # current: left alone
     train.write_text("stale\tlines\n", encoding="utf-8")
-    stamp = tmp_path / BUILD_STAMP
-    stamp.write_text(json.dumps({**json.loads(stamp.read_text()), "version": DATASETS_VERSION - 1}))
+    stamp = tmp_path / BUILD_STAMP  # what an older builder wrote: no hashes of its files
+    stamp.write_text(json.dumps({"version": DATASETS_VERSION - 1, "seed": 0, "list_len": 3}))
     ensure_datasets()
     assert train.read_text(encoding="utf-8") == built  # rebuilt, still 3 texts per list
     assert json.loads(stamp.read_text())["version"] == DATASETS_VERSION

@@ -41,10 +41,11 @@ def read_rank_lists(path, skip_bad_lines=False, expected_fields=None):
     repeated texts as `without_repeats` says.
     """
     lines = read_checked_lines(path, lambda line: parse_rank_list_line(line, expected_fields), skip_bad_lines)
+    if not lines:
+        raise UserError(f"{path}: no rank lists in this file (expected one tab-separated list per line)")
     rank_lists = [texts for texts in without_repeats(path, lines) if texts]
     if not rank_lists:
-        raise UserError(f"{path}: no rank list of 2 or more different texts in this file (expected one "
-                        "tab-separated list per line)")
+        raise UserError(f"{path}: no rank list of 2 or more different texts in this file")
     return rank_lists
 
 
