@@ -12,7 +12,7 @@ import os
 from utils.common import UserError, pick_device, run_main, set_seed
 from utils.generation import decode, encode_prompt, generate_responses
 from utils.checkpoints import checkpoint_folder, find_latest_checkpoint, load_checkpoint_state
-from utils.options import ArgumentParser, add_device_argument, positive_int, seed, text
+from utils.options import ArgumentParser, add_device_argument, positive_int, seed, utf8_text
 from utils.policy import add_model_arguments, load_policy
 
 
@@ -23,7 +23,7 @@ def parse_args(argv=None):
     p.add_argument("--save_dir", default=os.path.join("checkpoints", "ppo_sentiment_gpt"),
                    help="where to look for the newest checkpoint (GRPO: checkpoints/grpo_sentiment_gpt, "
                         "DPO: checkpoints/dpo_sentiment_gpt)")
-    p.add_argument("--prompt", type=text, default="这部电影很")
+    p.add_argument("--prompt", type=utf8_text, default="这部电影很")
     p.add_argument("--num", type=positive_int, default=5, help="continuations to write")
     p.add_argument("--max_new_tokens", "--gen_len", type=positive_int, default=16, help="new tokens per continuation")
     p.add_argument("--stop_at_sep", action="store_true", help="let the end token ([SEP], eos) end a continuation early")

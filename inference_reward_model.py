@@ -12,7 +12,7 @@ import json
 import os
 
 from utils.common import UserError, pick_device, run_main
-from utils.options import ArgumentParser, add_device_argument, input_file, positive_int, text
+from utils.options import ArgumentParser, add_device_argument, input_file, positive_int, utf8_text
 from utils.ranklists import read_rank_lists
 from utils.texts import read_stdin_lines
 from utils.reward_model import load_reward_model, reward_model_folder, score_and_rank_metrics, score_texts
@@ -26,7 +26,7 @@ EXAMPLE_TEXTS = [
 
 def parse_args(argv=None):
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("texts", nargs="*", type=text, help="texts to score; '-' reads one per line from stdin")
+    parser.add_argument("texts", nargs="*", type=utf8_text, help="texts to score; '-' reads one per line from stdin")
     parser.add_argument("--model_name", "--model", type=reward_model_folder, default=DEFAULT_MODEL,
                         help="a checkpoint folder written by train_reward_model.py")
     parser.add_argument("--eval_tsv", type=input_file, default=None,

@@ -36,7 +36,8 @@ import torch
 
 from utils.common import Lazy, UserError, parse_with_presets, pick_device
 from utils.generation import encode_prompt, sample_answers
-from utils.options import add_device_argument, fraction, input_file, output_file, positive_float, positive_int, text
+from utils.options import (add_device_argument, fraction, input_file, output_file, positive_float, positive_int,
+                           utf8_text)
 from utils.outputs import LEASES, Output, check_outputs, labels_outputs
 from utils.policy import add_model_arguments, load_causal_lm
 from utils.preferences import read_prompted_rank_lists
@@ -88,10 +89,11 @@ def parse_args(argv):
     parser.add_argument("--rank_list_len", type=positive_int, default=4, help="answers per prompt (K)")
     parser.add_argument("--max_new_tokens", "--max_gen_seq_len", type=positive_int, default=40,
                         help="new tokens per answer")
-    parser.add_argument("--random_prompts", nargs="+", type=text, default=RANDOM_PROMPTS, metavar="PROMPT",
+    parser.add_argument("--random_prompts", nargs="+", type=utf8_text, default=RANDOM_PROMPTS, metavar="PROMPT",
                         help="the pool that the 随机 prompt button draws from")
-    parser.add_argument("--password", type=text, help=f"access password for the page (better: the {PASSWORD_ENV} environment "
-                                           "variable, which `ps` does not show); default: no password")
+    parser.add_argument("--password", type=utf8_text,
+                        help=f"access password for the page (better: the {PASSWORD_ENV} environment "
+                             "variable, which `ps` does not show); default: no password")
     parser.add_argument("--address", default="0.0.0.0",
                         help="where start_ranklist_labler.sh listens: 0.0.0.0 = every interface, as the original "
                              "(other machines open ip:8904), 127.0.0.1 = this machine only")

@@ -93,7 +93,8 @@ def check_options(args):
     """The checks that involve two options (each option alone is checked by its `type=`)."""
     if not args.min_reward < args.max_reward:
         raise UserError(f"the reward range {args.min_reward} ~ {args.max_reward} is not two numbers, smallest first")
-    check_outputs(log_outputs(args.log_dir, RATINGS_NAME, RATINGS, "--log_dir"), [("--prompts_file", args.prompts_file)])
+    check_outputs(log_outputs(args.log_dir, RATINGS_NAME, RATINGS, "--log_dir"),
+                  [("--prompts_file", args.prompts_file)])
     check_ratings_log(args.log_dir)
 
 

@@ -29,7 +29,7 @@ UNCHECKED = {
 NUMBERS = ["0", "-1", "nan", "inf", "-inf", "1e30", str(10**12)]
 NOT_UTF8 = b"\xb2\xe2\xca\xd4".decode("utf-8", "surrogateescape")  # GBK bytes, as Python decodes them from argv
 # the other checked types: values each must refuse
-REFUSED = {options.text: [NOT_UTF8],
+REFUSED = {options.utf8_text: [NOT_UTF8],
            options.file_name: ["../x", "/tmp/x", "a/b", "..", " ", NOT_UTF8, "x" * 201],
            options.device: ["foo", "cuda:99", "cpu:x", "meta"]}
 

@@ -89,7 +89,7 @@ def checked_value(type_, value):
 
 
 # ---------------------------------------------------------------- texts, names and devices
-def text(value):
+def utf8_text(value):
     """A text given on the command line (a prompt, texts to score). Python decodes an argument that is not UTF-8
     into lone surrogates (surrogateescape), which no tokenizer and no file can take: such an argument is refused."""
     try:
@@ -107,7 +107,7 @@ LONGEST_NAME = 200  # bytes: a file name of <name> plus its suffix stays within 
 def file_name(value):
     """A name that a script turns into files inside a folder of its own (--log_name: <log_dir>/<name>.jsonl and
     .png): a name, not a path, so that it cannot point outside that folder."""
-    text(value)
+    utf8_text(value)
     if not value.strip() or value in (".", "..") or "/" in value or os.sep in value or "\0" in value:
         raise argparse.ArgumentTypeError(f"expected a file name without folders (--log_dir names the folder), "
                                          f"got {value!r}")

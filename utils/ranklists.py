@@ -458,8 +458,6 @@ def format_agreement(report):
 
 def main(argv=None):
     """`python -m utils.ranklists agreement FILE`: agreement between the annotators of a labelled TSV file."""
-    import argparse
-
     from utils.preferences import read_prompted_rank_lists  # it reads the TSV with its meta file, and imports us
 
     parser = ArgumentParser(prog="python -m utils.ranklists", description=main.__doc__)
