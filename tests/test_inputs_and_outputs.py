@@ -11,6 +11,7 @@ import sys
 
 import pytest
 import torch
+from accelerate import Accelerator
 
 from conftest import run_in_process, run_script_in_process
 from test_bad_input import page_module
@@ -249,13 +250,11 @@ def test_a_better_model_best_of_an_earlier_run_is_kept(small_lists, micro_dir, t
     assert f"this run did not beat {path} (pairwise_acc {earlier:.5f}): it is kept" in result.stdout
     assert tree(tmp_path / "ck" / "model_best") == best
 
-    other_dev = tmp_path / "other_dev.tsv"  # scored on other lists: no comparison, and the run says so
-    other_dev.write_text("".join("\t".join(texts) + "\n" for texts in read_rank_lists(small_lists[1])[:16]),
-                         encoding="utf-8")
-    result = run_script_in_process(train_reward_model.main, argv + ["--dev_path", str(other_dev)], capsys)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert f"note: {path} (an earlier run's) was not scored on these dev lists, so it cannot be compared: this " \
-           "run's best replaces it" in result.stdout
+    other_dev = train_reward_model.dev_fingerprint(read_rank_lists(small_lists[1])[:16])
+    assert train_reward_model.earlier_best(str(tmp_path / "ck"), other_dev) == (path, None)  # not comparable
+    train_reward_model.announce_earlier_best(path, None, Accelerator(cpu=True))
+    assert capsys.readouterr().out == f"note: {path} (an earlier run's) was not scored on these dev lists, so it " \
+                                      "cannot be compared: this run's best replaces it\n"
 
 
 def test_the_dataset_builder_never_replaces_a_file_a_user_put_there(tmp_path, monkeypatch):
