@@ -33,6 +33,7 @@ import time
 import pandas as pd
 import streamlit as st
 import torch
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from utils.common import Lazy, UserError, parse_with_presets, pick_device
 from utils.generation import encode_prompt, sample_answers
@@ -63,7 +64,8 @@ def as_text(text):
 
 
 class PageArgumentParser(argparse.ArgumentParser):
-    """argparse for a Streamlit page, which must not exit: errors raise UserError, --help is shown on the page."""
+    """argparse for a Streamlit page, which must not exit: errors raise UserError, --help is shown on the page
+    (`python ranklist_labeler.py --help`, outside Streamlit, prints it: `help_outside_streamlit`)."""
 
     def error(self, message):
         raise UserError(f"{message} (`streamlit run ranklist_labeler.py -- --help` lists the options)")
@@ -74,8 +76,15 @@ class PageArgumentParser(argparse.ArgumentParser):
 
 
 def parse_args(argv):
-    parser = PageArgumentParser(prog="streamlit run ranklist_labeler.py --", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    args = parse_with_presets(build_parser(PageArgumentParser), argv,
+                              {"default": {"model_name": "uer/gpt2-chinese-cluecorpussmall"},
+                               "tiny": {"model_name": Lazy("the tiny GPT-2", tiny_gpt2)}})
+    return checked(args)
+
+
+def build_parser(parser_class):
+    parser = parser_class(prog="streamlit run ranklist_labeler.py --", description=__doc__,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model_name", "--model",
                         help="the model that writes the answers: uer's GPT-2 or any causal LM")
     add_model_arguments(parser, lora=False)
@@ -106,8 +115,11 @@ def parse_args(argv):
     parser.add_argument("--task_timeout", type=positive_float, default=600,
                         help="with --tasks: seconds after which a task taken but not saved returns to the queue")
     parser.add_argument("--skip_bad_lines", action="store_true", help="with --tasks: skip and count bad task lines")
-    args = parse_with_presets(parser, argv, {"default": {"model_name": "uer/gpt2-chinese-cluecorpussmall"},
-                                             "tiny": {"model_name": Lazy("the tiny GPT-2", tiny_gpt2)}})
+    return parser
+
+
+def checked(args):
+    """The checks beyond each option's own, and what follows from the options (the password, queue mode)."""
     if args.password == "":
         raise UserError("--password is empty: give a password, or leave the option out for a page without one")
     if args.password is None:
@@ -500,4 +512,18 @@ def main():
         dataset_tab(args)
 
 
-main()
+def help_outside_streamlit(argv):
+    """`python ranklist_labeler.py --help` prints the options and exits 0; anything else outside Streamlit says how
+    to start the page (exit 2). Nothing of Streamlit runs: no server starts, and none of its bare-mode warnings."""
+    if "-h" in argv or "--help" in argv:
+        build_parser(argparse.ArgumentParser).print_help()
+        sys.exit(0)
+    print("error: ranklist_labeler.py is a Streamlit page: start it with `sh start_ranklist_labler.sh ...` or "
+          "`streamlit run ranklist_labeler.py -- ...` (--help lists the options)", file=sys.stderr)
+    sys.exit(2)
+
+
+if get_script_run_ctx(suppress_warning=True) is not None:  # run by Streamlit (its server, or its AppTest in the tests)
+    main()
+elif __name__ == "__main__":
+    help_outside_streamlit(sys.argv[1:])

@@ -4,6 +4,14 @@
 # --address 127.0.0.1 keeps the page on this machine (default 0.0.0.0: every interface, as the original);
 # LABELER_PASSWORD=... (or --password ..., which `ps` shows) lets in only those who know the password.
 # --tasks FILE (queue mode) is read here first: the server does not start on a task file it cannot read.
+for arg in "$@"; do  # --help: the page's options, and no server
+    case $arg in
+        -h|--help)
+            echo "sh start_ranklist_labler.sh [OPTIONS]: the labelling page on port ${PORT:-8904} (PORT=..., PYTHON=...," \
+                 "LABELER_PASSWORD=... in the environment); the OPTIONS are the page's:"
+            exec "${PYTHON:-python}" "$(dirname "$0")/ranklist_labeler.py" --help ;;
+    esac
+done
 address=0.0.0.0
 password=${LABELER_PASSWORD:-}
 option=
