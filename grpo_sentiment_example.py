@@ -38,7 +38,7 @@ from accelerate import Accelerator
 from tqdm import tqdm
 
 from utils.answer_logprobs import answer_logprobs
-from utils.common import (Lazy, UserError, accelerator_kwargs, any_process, parse_with_presets,
+from utils.common import (UserError, accelerator_kwargs, any_process,
                           pick_device, run_main, set_seed)
 from utils.generation import (add_rollout_arguments, decode, encode_prompt, generate_responses, random_samples,
                               read_prompts)
@@ -50,8 +50,9 @@ from utils.generation import check_room, distinct_2
 from utils.policy import add_model_arguments, load_policy, lora_options
 from utils.reward_sources import make_reward_source
 from utils.run import INTERRUPTED_EXIT, StopRequests, no_step_trained, stop_if_not_finite
+from utils.presets import Preset, parse_with_presets, settings_line
 from utils.reward_model import reward_model_folder
-from utils.tiny import ensure_tiny
+from utils.tiny import TINY_CLASSIFIER, TINY_GPT2
 
 # The original PPO example's models and scale (a GPU in mind), with GRPO's usual settings ...
 ORIGINAL = dict(model_name="uer/gpt2-chinese-cluecorpussmall",
@@ -66,7 +67,9 @@ ORIGINAL = dict(model_name="uer/gpt2-chinese-cluecorpussmall",
 # suffices: on the frontier (bench/bench_frontier.py, docs/benchmarks.md) beta 0.05 gave +0.38 at KL 2.4 with
 # distinct-2 0.59 (beta 0.03: +0.39 at KL 2.6, distinct-2 0.57); beta 0.01 collapsed (distinct-2 0.50 at KL 4.7).
 TINY = dict(total_samples=128 * 40, batch_size=128, mini_batch_size=32, grpo_epochs=1, learning_rate=1e-4, beta=0.05,
-            save_freq=20, scale_rewards="none", loss_type="dr_grpo", advantage="rloo", epsilon_high=0.28)
+            save_freq=20, scale_rewards="none", loss_type="dr_grpo", advantage="rloo", epsilon_high=0.28,
+            model_name=TINY_GPT2, sentiment_model=TINY_CLASSIFIER)
+PRESETS = [Preset("--tiny", lambda args: args.tiny, TINY)]
 EPS = 1e-4  # added to the group's std: a group whose answers all score the same gets zero advantage, not NaN
 
 
@@ -99,9 +102,8 @@ def parse_args(argv=None):
     p.add_argument("--max_grad_norm", type=positive_float, default=1.0)
     add_rollout_arguments(p, save_dir=os.path.join("checkpoints", "grpo_sentiment_gpt"), log_name="GRPO-Sentiment-Zh")
     add_model_arguments(p)
-    tiny = dict(TINY, model_name=Lazy("the tiny GPT-2", lambda: ensure_tiny()["gpt2"]),
-                sentiment_model=Lazy("the tiny classifier", lambda: ensure_tiny()["classifier"]))
-    return parse_with_presets(p, argv, {"default": dict(ORIGINAL), "tiny": tiny}, check=check_sizes)
+    p.set_defaults(**ORIGINAL)
+    return parse_with_presets(p, argv, PRESETS, check=check_sizes)
 
 
 def check_sizes(args):
@@ -286,6 +288,7 @@ def main(argv=None, reward_fn=None):
     main_process = accelerator.is_main_process
     accelerator.print(f"GRPO on {accelerator.device} x {accelerator.num_processes} process(es), "
                       f"{args.batch_size // args.group_size} prompts x {args.group_size} answers per process and epoch")
+    accelerator.print(settings_line(args))
     logger = (TrainLogger(args.log_dir, args.log_name, x_key="epoch", resume=bool(args.resume), redo_from=start_epoch,
                           report_to=args.report_to) if main_process else None)
 

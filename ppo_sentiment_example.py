@@ -29,7 +29,7 @@ from accelerate import Accelerator
 from tqdm import tqdm
 
 from utils.answer_logprobs import pack, score_answers, select
-from utils.common import (Lazy, UserError, accelerator_kwargs, any_process, parse_with_presets,
+from utils.common import (UserError, accelerator_kwargs, any_process,
                           pick_device, run_main, set_seed)
 from utils.generation import (add_rollout_arguments, decode, encode_prompt, generate_responses, random_samples,
                               read_prompts)
@@ -42,15 +42,16 @@ from utils.options import (ArgumentParser, finite_float_or_off, fraction, learni
                            positive_float, positive_int)
 from utils.reward_sources import REWARD_NORMS, RewardNormalizer, make_reward_and_judge, mean_std
 from utils.run import INTERRUPTED_EXIT, StopRequests, no_step_trained, stop_if_not_finite
+from utils.presets import Preset, parse_with_presets, settings_line
 from utils.reward_model import reward_model_folder
 from utils.value_head import with_value_head
-from utils.tiny import ensure_tiny
+from utils.tiny import TINY_CLASSIFIER, TINY_GPT2
 
 # The original's settings (uer's hub models, a GPU in mind) ...
 ORIGINAL = dict(model_name="uer/gpt2-chinese-cluecorpussmall",
                 sentiment_model="uer/roberta-base-finetuned-jd-binary-chinese",
                 total_samples=20000, batch_size=128, mini_batch_size=16, ppo_epochs=4, learning_rate=1.41e-5,
-                init_kl_coef=0.2, target=6.0, horizon=10000, save_freq=5, stop_at_reward="off")
+                init_kl_coef=0.2, target=6.0, horizon=10000, save_freq=5, stop_at_reward="off", reward_norm="none")
 # ... and those that make the tiny models learn visibly on a 2-core CPU in under a minute: a larger
 # learning rate; 1 PPO epoch per batch (the step is most of an epoch's time); the original's batch of 128
 # in mini-batches of 32 (each update less noisy: PPO whitens advantages, so noise alone moves the policy
@@ -60,15 +61,23 @@ ORIGINAL = dict(model_name="uer/gpt2-chinese-cluecorpussmall",
 # levels off, and longer runs only wear down the answers' variety (distinct-2): the run stops there, once it has
 # shown its lesson (at most 100 epochs).
 TINY = dict(total_samples=128 * 100, batch_size=128, mini_batch_size=32, ppo_epochs=1, learning_rate=3e-4,
-            init_kl_coef=0.08, target=5.0, horizon=2000, save_freq=25, stop_at_reward=0.9)
-STOP_WINDOW = 10  # --stop_at_reward looks at the mean reward of this many last epochs
+            init_kl_coef=0.08, target=5.0, horizon=2000, save_freq=25, stop_at_reward=0.9, model_name=TINY_GPT2,
+            sentiment_model=TINY_CLASSIFIER)
 # With --reward_model the rewards are in units of the reference answers' standard deviation and unbounded: the
 # classifier's probability stops at 1, a reward model's score does not, so the policy keeps pushing and the KL
 # keeps growing (KL 11 and distinct-2 0.30 by epoch 12 with an initial coefficient of 0.05). A stronger penalty
 # that adapts within tens of epochs (horizon 500: the coefficient moves up to 5% an epoch) holds the KL near a
-# lower target.
-REWARD_MODEL_KL = dict(init_kl_coef=0.3, target=3.0, horizon=500)
-# (its rewards, in units of the reference's standard deviation, have no level that means "learnt": no early stop)
+# lower target. The rewards are normalised by the reference model's answers, and have no level that means
+# "learnt": no early stop.
+REWARD_MODEL = dict(init_kl_coef=0.3, target=3.0, horizon=500, reward_norm="reference", stop_at_reward="off")
+# --preset gpu, speed over faithfulness: at mini-batch 16 a GPU mostly waits on per-mini-batch overhead, so the
+# whole batch goes in one mini-batch, under bf16 autocast (its learning: README)
+PRESETS = [Preset("--tiny", lambda args: args.tiny, TINY),
+           Preset("--reward_model", lambda args: args.reward_model is not None, REWARD_MODEL),
+           Preset("--preset gpu", lambda args: args.preset == "gpu",
+                  lambda args: dict(mini_batch_size=args.batch_size, mixed_precision="bf16"),
+                  note="--mini_batch_size = --batch_size, --mixed_precision bf16")]
+STOP_WINDOW = 10  # --stop_at_reward looks at the mean reward of this many last epochs
 
 
 def parse_args(argv=None):
@@ -81,9 +90,9 @@ def parse_args(argv=None):
                    help="reward-model folder from train_reward_model.py, used instead of the classifier")
     p.add_argument("--reward_norm", choices=REWARD_NORMS,
                    help="how raw scores become PPO rewards: 'reference' = (score - mean) / std of the reference "
-                        "model's own answers, measured once before training and kept in checkpoints (default with "
-                        "--reward_model); 'batch' = whitened within each batch; 'none' = the raw scores (default "
-                        "with the classifier, whose probabilities already have a fixed 0..1 scale)")
+                        "model's own answers, measured once before training and kept in checkpoints; 'batch' = "
+                        "whitened within each batch; 'none' = the raw scores (the classifier's probabilities "
+                        "already have a fixed 0..1 scale)")
     p.add_argument("--normalize_reward", dest="reward_norm", action="store_const", const="reference",
                    help="the same as --reward_norm reference (the older name)")
     p.add_argument("--judge_model", type=reward_model_folder,
@@ -98,15 +107,12 @@ def parse_args(argv=None):
     p.add_argument("--mini_batch_size", type=positive_int, help="forward and PPO mini-batch size")
     p.add_argument("--ppo_epochs", type=positive_int, help="optimisation passes over each batch")
     p.add_argument("--learning_rate", "--lr", type=learning_rate)
-    p.add_argument("--init_kl_coef", type=nonnegative_float,
-                   help=f"initial KL coefficient (adaptive; {REWARD_MODEL_KL['init_kl_coef']} with --reward_model)")
-    p.add_argument("--target", type=positive_float,
-                   help=f"KL target of the adaptive controller ({REWARD_MODEL_KL['target']} with --reward_model)")
-    p.add_argument("--horizon", type=positive_int,
-                   help=f"horizon of the adaptive KL controller ({REWARD_MODEL_KL['horizon']} with --reward_model)")
+    p.add_argument("--init_kl_coef", type=nonnegative_float, help="initial KL coefficient (adaptive)")
+    p.add_argument("--target", type=positive_float, help="KL target of the adaptive controller")
+    p.add_argument("--horizon", type=positive_int, help="horizon of the adaptive KL controller")
     p.add_argument("--stop_at_reward", type=finite_float_or_off,
                    help=f"stop and save once the mean reward of the last {STOP_WINDOW} epochs reaches this; off: "
-                        "train all epochs (off with --reward_model)")
+                        "train all epochs")
     p.add_argument("--gamma", type=fraction, default=1.0)
     p.add_argument("--lam", type=fraction, default=0.95)
     p.add_argument("--cliprange", type=positive_float, default=0.2)
@@ -115,11 +121,9 @@ def parse_args(argv=None):
     add_rollout_arguments(p, save_dir=os.path.join("checkpoints", "ppo_sentiment_gpt"), log_name="PPO-Sentiment-Zh")
     add_model_arguments(p)
     p.add_argument("--preset", choices=["gpu"], help="gpu: the whole batch in one mini-batch and bf16 (speed over "
-                                                     "faithfulness; explicit arguments still win)")
-    tiny = dict(TINY, model_name=Lazy("the tiny GPT-2", lambda: ensure_tiny()["gpt2"]),
-                sentiment_model=Lazy("the tiny classifier", lambda: ensure_tiny()["classifier"]))
-    return parse_with_presets(p, argv, {"default": dict(ORIGINAL), "tiny": tiny}, situational_defaults,
-                              check_options)
+                                                     "faithfulness)")
+    p.set_defaults(**ORIGINAL)
+    return parse_with_presets(p, argv, PRESETS, check_options)
 
 
 def check_options(args):
@@ -129,16 +133,6 @@ def check_options(args):
     if args.mini_batch_size > args.batch_size:
         raise UserError(f"--mini_batch_size {args.mini_batch_size} is larger than --batch_size {args.batch_size}")
     check_outputs(log_outputs(args.log_dir, args.log_name, EPOCH_LOG), [("--prompts_file", args.prompts_file)])
-
-
-def situational_defaults(args, preset):
-    """Defaults that depend on other options: a reward model's normalisation and KL settings, the GPU preset."""
-    defaults = (dict(REWARD_MODEL_KL, reward_norm="reference", stop_at_reward="off") if args.reward_model
-                else dict(reward_norm="none"))
-    if args.preset == "gpu":  # speed over faithfulness: at mini-batch 16 a GPU mostly waits on per-mini-batch
-        # overhead, so the whole batch goes in one mini-batch, under bf16 autocast (its learning: README)
-        defaults.update(mini_batch_size=args.batch_size or preset["batch_size"], mixed_precision="bf16")
-    return defaults
 
 
 def ppo_config(args):
@@ -480,6 +474,7 @@ def main(argv=None, reward_fn=None):
     main_process = accelerator.is_main_process
     accelerator.print(f"PPO on {accelerator.device} x {accelerator.num_processes} process(es), "
                       f"{args.batch_size} samples per process and epoch")
+    accelerator.print(settings_line(args))
     normalize, judge_ref = reference_baseline(ppo, tokenizer, prompts, reward_fn, judge, resume_state, args)
     logger = (TrainLogger(args.log_dir, args.log_name, x_key="epoch", resume=bool(args.resume), redo_from=start_epoch,
                           report_to=args.report_to) if main_process else None)

@@ -35,12 +35,13 @@ import streamlit as st
 import torch
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-from utils.common import Lazy, UserError, parse_with_presets, pick_device
+from utils.common import UserError, pick_device
 from utils.generation import encode_prompt, sample_answers
 from utils.options import (add_device_argument, fraction, input_file, output_file, positive_float, positive_int,
                            utf8_text)
 from utils.outputs import LEASES, Output, check_outputs, labels_outputs
 from utils.policy import add_model_arguments, load_causal_lm
+from utils.presets import Lazy, Preset, parse_with_presets
 from utils.preferences import read_prompted_rank_lists
 from utils.ranklists import (agreement, append_rank_list, count_saves, metadata_path, read_meta_records,
                              read_rank_list_table, undo_rank_list)
@@ -76,10 +77,10 @@ class PageArgumentParser(argparse.ArgumentParser):
 
 
 def parse_args(argv):
-    args = parse_with_presets(build_parser(PageArgumentParser), argv,
-                              {"default": {"model_name": "uer/gpt2-chinese-cluecorpussmall"},
-                               "tiny": {"model_name": Lazy("the tiny GPT-2", tiny_gpt2)}})
-    return checked(args)
+    parser = build_parser(PageArgumentParser)
+    parser.set_defaults(model_name="uer/gpt2-chinese-cluecorpussmall")
+    return checked(parse_with_presets(parser, argv, [Preset("--tiny", lambda args: args.tiny,
+                                                            dict(model_name=Lazy("the tiny GPT-2", tiny_gpt2)))]))
 
 
 def build_parser(parser_class):

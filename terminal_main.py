@@ -40,8 +40,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from utils.common import (Lazy, UserError, accelerator_kwargs, add_mixed_precision_argument, add_report_to_argument,
-                          parse_with_presets, pick_device, run_main, set_seed)
+from utils.common import (UserError, accelerator_kwargs, add_mixed_precision_argument, add_report_to_argument,
+                          pick_device, run_main, set_seed)
 from utils.generation import check_room, decode, encode_prompt, generate_responses, read_prompts
 from utils.logger import TrainLogger
 from utils.outputs import RATINGS, check_outputs, log_outputs
@@ -51,8 +51,9 @@ from utils.options import (ArgumentParser, add_device_argument, finite_float, in
                            positive_int, replaceable_folder, seed)
 from utils.policy import add_model_arguments, check_causal_lm, load_policy, lora_options
 from utils.ratings import RATINGS_NAME, read_ratings
+from utils.presets import Preset, parse_with_presets
 from utils.run import INTERRUPTED_EXIT, StopRequested, StopRequests
-from utils.tiny import ensure_tiny
+from utils.tiny import TINY_GPT2
 
 MAX_REPLY_BYTES = 64  # a reward is a short number: a longer line is refused without being parsed
 COMMANDS = {"s": "skip", "r": "regenerate", "q": "quit", "?": "help", "？": "help"}
@@ -84,8 +85,8 @@ def parse_args(argv=None):
                         default=os.path.join("checkpoints", "terminal_human_feedback"),
                         help="the checkpoint folder (replaced at each save; any other existing folder is refused)")
     parser.add_argument("--seed", type=seed, help="fix the sampling (default: different answers every run)")
-    return parse_with_presets(parser, argv, {"default": {"model_name": "uer/gpt2-chinese-cluecorpussmall"},
-                                             "tiny": {"model_name": Lazy("the tiny GPT-2", lambda: ensure_tiny()["gpt2"])}},
+    parser.set_defaults(model_name="uer/gpt2-chinese-cluecorpussmall")
+    return parse_with_presets(parser, argv, [Preset("--tiny", lambda args: args.tiny, dict(model_name=TINY_GPT2))],
                               check=check_options)
 
 

@@ -51,8 +51,8 @@ from transformers import get_linear_schedule_with_warmup
 
 from utils.ai_feedback import DEFAULT_OUTPUT as AI_FEEDBACK_FILE, ensure_ai_feedback
 from utils.answer_logprobs import answer_logprobs
-from utils.common import (Lazy, UserError, accelerator_kwargs, add_mixed_precision_argument, add_report_to_argument,
-                          any_process, parse_with_presets, pick_device, run_main,
+from utils.common import (UserError, accelerator_kwargs, add_mixed_precision_argument, add_report_to_argument,
+                          any_process, pick_device, run_main,
                           set_seed)
 from utils.generation import banned_token_ids, check_room, decode, encode_prompt, generate_responses
 from utils.logger import TrainLogger
@@ -64,20 +64,19 @@ from utils.options import (ArgumentParser, add_device_argument, file_name, fract
 from utils.policy import add_model_arguments, load_policy, lora_options
 from utils.preferences import preference_pairs, read_preference_jsonl, read_prompted_rank_lists
 from utils.ranklists import add_merge_arguments, merge_rank_lists, metadata_path
+from utils.presets import Preset, parse_with_presets, settings_line
 from utils.run import INTERRUPTED_EXIT, StopRequests, no_step_trained
 from utils.texts import read_numbered_lines
-from utils.tiny import ensure_tiny
+from utils.tiny import TINY_GPT2, ensure_tiny
 
 DEFAULT_TRAIN = os.path.join("data", "human_labeled", "total_dataset.tsv")  # the labelling page's file
-PRESETS = {
-    # the DPO paper's beta, and a learning rate as small as its 1e-6 for the full-size GPT-2 ...
-    "default": dict(model_name="uer/gpt2-chinese-cluecorpussmall", beta=0.1, learning_rate=1e-6, batch_size=16,
-                    num_train_epochs=3, valid_steps=100),
-    # ... and for the tiny GPT-2 on a CPU: one epoch over the AI-feedback pairs. At lr 1e-4 and beta 0.1 the
-    # answers grew repetitive within 40 steps (distinct-2 below 0.5); beta 0.5 keeps the policy nearer the reference
-    "tiny": dict(model_name=Lazy("the tiny GPT-2", lambda: ensure_tiny()["gpt2"]), beta=0.5, learning_rate=5e-5,
-                 batch_size=32, num_train_epochs=1, valid_steps=20),
-}
+# the DPO paper's beta, and a learning rate as small as its 1e-6 for the full-size GPT-2 ...
+ORIGINAL = dict(model_name="uer/gpt2-chinese-cluecorpussmall", beta=0.1, learning_rate=1e-6, batch_size=16,
+                num_train_epochs=3, valid_steps=100)
+# ... and for the tiny GPT-2 on a CPU: one epoch over the AI-feedback pairs. At lr 1e-4 and beta 0.1 the
+# answers grew repetitive within 40 steps (distinct-2 below 0.5); beta 0.5 keeps the policy nearer the reference
+TINY = dict(model_name=TINY_GPT2, beta=0.5, learning_rate=5e-5, batch_size=32, num_train_epochs=1, valid_steps=20)
+PRESETS = [Preset("--tiny", lambda args: args.tiny, TINY)]
 
 
 LOSSES = ("pairs", "plackett_luce")
@@ -135,6 +134,7 @@ def parse_args(argv=None):
     add_mixed_precision_argument(p)
     p.add_argument("--seed", type=seed, default=0)
     add_device_argument(p)
+    p.set_defaults(**ORIGINAL)
     return parse_with_presets(p, argv, PRESETS, check=check_options)
 
 
@@ -415,6 +415,7 @@ def main(argv=None):
     accelerator.print(f"{len(train_set)} train / {len(dev_set)} dev {unit}; beta {args.beta}; "
                       f"{accelerator.device} x {accelerator.num_processes}; {total_steps} steps"
                       + (f", resuming after step {global_step}" if global_step else ""))
+    accelerator.print(settings_line(args))
     logger = (TrainLogger(args.log_dir, args.log_name, resume=bool(args.resume), redo_from=global_step + 1,
                           report_to=args.report_to) if accelerator.is_main_process else None)
 

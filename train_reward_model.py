@@ -26,8 +26,8 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader
 from transformers import AutoModel, AutoTokenizer, get_linear_schedule_with_warmup
 
-from utils.common import (Lazy, UserError, accelerator_kwargs, add_mixed_precision_argument, add_report_to_argument,
-                          any_process, load_pretrained, parse_with_presets, pick_device, run_main,
+from utils.common import (UserError, accelerator_kwargs, add_mixed_precision_argument, add_report_to_argument,
+                          any_process, load_pretrained, pick_device, run_main,
                           set_seed)
 from utils.data import RANK_LIST_DIR, ensure_datasets
 from utils.logger import TrainLogger
@@ -38,8 +38,9 @@ from utils.preferences import read_prompted_rank_lists
 from utils.ranklists import add_merge_arguments, merge_rank_lists, read_rank_lists
 from utils.reward_model import (META_FILE, RewardModel, encode_rank_lists, listwise_loss, rank_list_loss,
                                 ranking_metrics, save_reward_model, scores_to_lists, usable_seq_len)
+from utils.presets import Preset, parse_with_presets, settings_line
 from utils.run import INTERRUPTED_EXIT, StopRequests, stop_if_not_finite
-from utils.tiny import ensure_tiny
+from utils.tiny import TINY_ENCODER
 
 DEFAULT_TRAIN = os.path.join(RANK_LIST_DIR, "train.tsv")
 DEFAULT_DEV = os.path.join(RANK_LIST_DIR, "dev.tsv")
@@ -47,8 +48,9 @@ DEFAULT_DEV = os.path.join(RANK_LIST_DIR, "dev.tsv")
 # 64 tokens; on the corpus-made lists its dev ranking peaked within the first epoch (more epochs lowered it)
 ORIGINAL = dict(model_name="nghuyong/ernie-3.0-base-zh", learning_rate=1e-5, num_train_epochs=10, batch_size=32,
                 valid_steps=50, max_seq_len=128)
-TINY = dict(model_name=Lazy("the tiny encoder", lambda: ensure_tiny()["encoder"]), learning_rate=5e-4,
-            num_train_epochs=1, batch_size=16, valid_steps=50, max_seq_len=64)
+TINY = dict(model_name=TINY_ENCODER, learning_rate=5e-4, num_train_epochs=1, batch_size=16, valid_steps=50,
+            max_seq_len=64)
+PRESETS = [Preset("--tiny", lambda args: args.tiny, TINY)]
 
 
 def parse_args(argv=None):
@@ -86,7 +88,8 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=seed, default=42)
     parser.add_argument("--skip_bad_lines", action="store_true", help="skip and count bad TSV lines")
     add_merge_arguments(parser)
-    args = parse_with_presets(parser, argv, {"default": dict(ORIGINAL), "tiny": dict(TINY)}, check=check_options)
+    parser.set_defaults(**ORIGINAL)
+    args = parse_with_presets(parser, argv, PRESETS, check=check_options)
     args.train_path = args.train_path or DEFAULT_TRAIN  # built from the corpus on first use
     return args
 
@@ -276,6 +279,7 @@ def main(argv=None):
     accelerator.print(f"{len(train_lists)} train / {len(dev_lists)} dev rank lists; encoder "
                       f"{type(encoder).__name__} ({sum(p.numel() for p in encoder.parameters()) / 1e6:.1f}M "
                       f"parameters) on {accelerator.device} x {accelerator.num_processes}; {total_steps} steps")
+    accelerator.print(settings_line(args))
     logger = TrainLogger(args.log_dir, args.log_name, report_to=args.report_to) if accelerator.is_main_process else None
 
     global_step, best_acc, recent_losses, tic, last_saved = 0, earlier_acc, [], time.time(), 0

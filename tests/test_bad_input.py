@@ -36,7 +36,7 @@ REFUSED = {options.utf8_text: [NOT_UTF8],
 
 def parser_of(module_name, monkeypatch):
     """The parser a script's main() builds, caught as it starts parsing."""
-    module = page_module() if module_name == "ranklist_labeler" else importlib.import_module(module_name)
+    module = importlib.import_module(module_name)  # the labelling page runs only inside Streamlit
     caught = []
 
     class Caught(Exception):
@@ -52,20 +52,6 @@ def parser_of(module_name, monkeypatch):
         entry([])
     monkeypatch.undo()
     return module, entry, caught[0]
-
-
-def page_module():
-    """The labelling page's module without running the page (a Streamlit script calls main() at its end)."""
-    import types
-
-    path = os.path.join(REPO, "ranklist_labeler.py")
-    with open(path, encoding="utf-8") as f:
-        source = f.read()
-    assert source.rstrip().endswith("\nmain()")
-    module = types.ModuleType("ranklist_labeler_page")
-    module.__file__ = path
-    exec(compile(source.rstrip()[:-len("main()")], path, "exec"), module.__dict__)
-    return module
 
 
 def bad_paths(kind, tmp_path):

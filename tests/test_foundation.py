@@ -1,4 +1,5 @@
 """The shared foundation: corpus datasets, rank-list reader, tiny cache, model loading, logger, text cleanup."""
+import argparse
 import json
 import os
 import re
@@ -409,34 +410,44 @@ def test_clean_text_removes_bert_spacing_and_special_tokens():
 
 
 # ---------------------------------------------------------------- the one --tiny rule
-def test_tiny_fills_only_what_was_not_given_and_help_shows_both_presets(capsys):
-    import argparse
-
-    from utils.common import Lazy, parse_with_presets
+def test_presets_fill_only_what_was_not_given_and_the_header_and_help_say_who_set_what(capsys):
+    from utils.presets import Lazy, Preset, parse_with_presets, settings_line
 
     built = []
-
-    def presets():
-        return {"default": {"model_name": "uer/gpt2", "learning_rate": 1e-5},
-                "tiny": {"model_name": Lazy("the tiny GPT-2", lambda: built.append(1) or "/tiny/gpt2"),
-                         "learning_rate": 3e-4}}
+    presets = [Preset("--tiny", lambda args: args.tiny,
+                      {"model_name": Lazy("the tiny GPT-2", lambda: built.append(1) or "/tiny/gpt2"),
+                       "learning_rate": 3e-4, "seed": "7"}),
+               Preset("--fast", lambda args: args.fast, lambda args: {"batch_size": args.learning_rate * 100},
+                      note="--batch_size = 100 x --learning_rate")]
 
     def parser():
-        p = argparse.ArgumentParser()
+        p = argparse.ArgumentParser(formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("--tiny", action="store_true")
+        p.add_argument("--fast", action="store_true")
         p.add_argument("--model_name", "--model", help="policy")
         p.add_argument("--learning_rate", "--lr", type=float)
+        p.add_argument("--batch_size", type=float, default=1.0)
         p.add_argument("--seed", type=int, default=0)
+        p.set_defaults(model_name="uer/gpt2", learning_rate=1e-5)
         return p
 
-    args = parse_with_presets(parser(), [], presets())
+    args = parse_with_presets(parser(), [], presets)
     assert (args.model_name, args.learning_rate, args.seed) == ("uer/gpt2", 1e-5, 0) and not built
-    args = parse_with_presets(parser(), ["--tiny", "--lr", "0.1"], presets())
-    assert (args.model_name, args.learning_rate) == ("/tiny/gpt2", 0.1) and built == [1]
-    args = parse_with_presets(parser(), ["--tiny", "--model", "mine"], presets())
-    assert args.model_name == "mine" and built == [1]  # given explicitly: the tiny model is not even built
+    assert settings_line(args) == "settings: the plain defaults"
+    args = parse_with_presets(parser(), ["--tiny", "--lr", "1e-05", "--fast"], presets)
+    # the plain default given explicitly still beats the preset; a preset's string goes through its type
+    assert (args.model_name, args.learning_rate, args.seed, args.batch_size) == ("/tiny/gpt2", 1e-5, 7, 1e-3)
+    assert built == [1]
+    assert settings_line(args).splitlines() == ["settings from --tiny: model_name /tiny/gpt2, seed 7",
+                                                "settings from --fast: batch_size 0.001",
+                                                "settings from the command line: fast True, tiny True"]
+    args = parse_with_presets(parser(), ["--tiny", "--model", "mine"], presets)
+    assert args.model_name == "mine" and args.learning_rate == 3e-4 and built == [1]  # the tiny model is not built
+    args = parse_with_presets(parser(), ["--tiny", "--fast"], presets)
+    assert args.batch_size == pytest.approx(3e-2)  # a derived preset sees the earlier presets' values
     with pytest.raises(SystemExit):
-        parse_with_presets(parser(), ["--help"], presets())
-    help_text = " ".join(capsys.readouterr().out.split())
-    assert "policy (default: uer/gpt2; --tiny: the tiny GPT-2)" in help_text
-    assert "--lr LEARNING_RATE default: 1e-05; --tiny: 0.0003" in help_text
+        parse_with_presets(parser(), ["--help"], presets)
+    help_text = capsys.readouterr().out
+    assert "presets (an option given on the command line always wins):" in help_text
+    assert "  --tiny: --model_name the tiny GPT-2, --learning_rate 0.0003, --seed 7" in help_text
+    assert "  --fast: --batch_size = 100 x --learning_rate" in help_text

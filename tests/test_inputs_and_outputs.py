@@ -14,7 +14,6 @@ import torch
 from accelerate import Accelerator
 
 from conftest import run_in_process, run_script_in_process
-from test_bad_input import page_module
 from test_safety import last_error_line, one_error_line, reward_model_argv, small_lists, tree  # noqa: F401
 from utils.common import UserError
 from utils.outputs import (AI_LABELS, AI_META, EPOCH_LOG, FIGURE, LABELS, LABELS_META, LEASES, OTHER, PREFERENCES,
@@ -140,7 +139,7 @@ def test_tasks_make_refuses_to_write_over_its_prompts_file(tmp_path, capsys, no_
 
 @pytest.mark.parametrize("make", ["the task file", "a task file as labels", "the tasks' own prompts file"])
 def test_the_labelling_page_refuses_a_dataset_file_of_another_kind(make, tmp_path):
-    page = page_module()
+    import ranklist_labeler as page  # the page runs only inside Streamlit
     task_file = write_jsonl(tmp_path / "T.jsonl", [{"id": "t1", "prompt": "这部电影很", "answers": ["好看", "难看"]}])
     dataset, message = {
         "the task file": (task_file, f"--dataset_file {task_file} is also what --tasks reads"),

@@ -18,14 +18,15 @@ import os
 
 from tqdm import tqdm
 
-from utils.common import Lazy, UserError, parse_with_presets, pick_device, run_main, set_seed
+from utils.common import UserError, pick_device, run_main, set_seed
 from utils.generation import PROMPTS, read_prompts, sample_answers
 from utils.options import ArgumentParser, add_device_argument, input_file, output_file, positive_int, seed
 from utils.outputs import AI_LABELS, check_outputs, labels_outputs
 from utils.policy import add_model_arguments, load_causal_lm
 from utils.ranklists import append_rank_list, metadata_path
 from utils.reward_sources import SentimentPipelineReward
-from utils.tiny import ensure_tiny
+from utils.presets import Preset, parse_with_presets
+from utils.tiny import TINY_CLASSIFIER, TINY_GPT2
 
 DEFAULT_OUTPUT = os.path.join("data", "ai_feedback", "sentiment_rank_lists.tsv")
 ORIGINAL_MODELS = dict(model_name="uer/gpt2-chinese-cluecorpussmall",
@@ -112,9 +113,9 @@ def main(argv=None):
     parser.add_argument("--max_new_tokens", "--gen_len", type=positive_int, default=16, help="new tokens per answer")
     parser.add_argument("--seed", type=seed, default=0)
     add_device_argument(parser)
-    tiny = dict(model_name=Lazy("the tiny GPT-2", lambda: ensure_tiny()["gpt2"]),
-                sentiment_model=Lazy("the tiny classifier", lambda: ensure_tiny()["classifier"]))
-    args = parse_with_presets(parser, argv, {"default": dict(ORIGINAL_MODELS), "tiny": tiny}, check=check_options)
+    parser.set_defaults(**ORIGINAL_MODELS)
+    tiny = Preset("--tiny", lambda args: args.tiny, dict(model_name=TINY_GPT2, sentiment_model=TINY_CLASSIFIER))
+    args = parse_with_presets(parser, argv, [tiny], check=check_options)
     os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
     path = build_ai_feedback(args.output, args.model_name, args.sentiment_model, read_prompts(args.prompts_file),
                              args.lists_per_prompt, args.rank_list_len, args.max_new_tokens, args.seed,

@@ -47,53 +47,6 @@ def leave_process_group():
         torch.distributed.destroy_process_group()
 
 
-class Lazy:
-    """A preset value computed only when it is used (the tiny models' paths: built on first use); `label`
-    stands for it in --help."""
-
-    def __init__(self, label, compute):
-        self.label, self.compute = label, compute
-
-    def __str__(self):
-        return self.label
-
-
-def parse_with_presets(parser, argv, presets, situational=None, check=None):
-    """Parse `argv` with the one --tiny rule every script follows: an option left out takes its value from
-    `presets["tiny"]` when --tiny is given, else from `presets["default"]`; an option given explicitly always
-    wins. Each such option's --help line shows both values. `situational(args, preset)`, if given, returns
-    defaults that depend on other options (say, a reward model's KL settings); they beat the preset's.
-    `check(args)`, if given, checks options against each other (UserError) once they are all known, before any
-    `Lazy` value (the tiny models) is computed; a preset's path goes through its option's `type=` check too."""
-    default, tiny = presets["default"], presets["tiny"]
-    for action in parser._actions:
-        if action.dest in default or action.dest in tiny:
-            both = (f"default: {default.get(action.dest, action.default)}; "
-                    f"--tiny: {tiny.get(action.dest, default.get(action.dest, action.default))}")
-            action.help = f"{action.help} ({both})" if action.help else both
-            default.setdefault(action.dest, action.default)
-            action.default = None
-    args = parser.parse_args(argv)
-    if hasattr(args, "report_to"):  # before the presets build or load any model
-        check_tracker_installed(args.report_to)
-    preset = {**default, **(tiny if args.tiny else {})}
-    if situational:
-        preset.update(situational(args, preset))
-    lazy = {}
-    types = {action.dest: action.type for action in parser._actions}
-    for key, value in preset.items():
-        if getattr(args, key) is None:
-            if isinstance(value, Lazy):
-                lazy[key] = value
-            else:
-                setattr(args, key, _typed(parser, key, types.get(key), value))
-    if check:
-        check(args)
-    for key, value in lazy.items():
-        setattr(args, key, value.compute())
-    return args
-
-
 TRACKER_PACKAGES = {"tensorboard": "tensorboard", "swanlab": "swanlab", "wandb": "wandb"}  # --report_to: pip name
 
 
@@ -104,23 +57,12 @@ def add_report_to_argument(parser):
 
 
 def check_tracker_installed(report_to):
-    """One line naming the package to install, before anything is loaded (parse_with_presets calls this)."""
+    """One line naming the package to install, before anything is loaded (utils.presets.parse_with_presets calls
+    this)."""
     package = TRACKER_PACKAGES.get(report_to)
     if package and importlib.util.find_spec(package) is None:
         raise UserError(f"--report_to {report_to} needs the '{package}' package, which is not installed: "
                         f"pip install {package}")
-
-
-def _typed(parser, dest, type_, value):
-    """A preset's string value through its option's `type=` check, as argparse treats a string default."""
-    if not isinstance(value, str) or type_ is None:
-        return value
-    import argparse
-
-    try:
-        return type_(value)
-    except argparse.ArgumentTypeError as e:
-        raise UserError(f"--{dest}: {e}") from e
 
 
 MIXED_PRECISION = ("no", "bf16", "fp16")

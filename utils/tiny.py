@@ -34,6 +34,7 @@ from transformers import (BertConfig, BertForMaskedLM, BertForSequenceClassifica
 from utils.common import (UserError, check_replaceable_folder, folder_written_atomically, pick_device,
                           quiet_transformers, set_seed)
 from utils.options import ArgumentParser, add_device_argument, replaceable_folder
+from utils.presets import Lazy
 from utils.data import DATASETS_VERSION, NEGATIVE, POSITIVE, read_corpus_split
 
 LABELS = {NEGATIVE: "negative (stars 1, 2 and 3)", POSITIVE: "positive (stars 4 and 5)"}  # uer's JD classifier
@@ -82,6 +83,12 @@ def ensure_tiny(root=None, preset="tiny", device=None):
                 print(f"building the offline tiny models in {root} ({why}; a few minutes on 2 CPU cores) ...")
                 build_tiny(root, preset=preset, device=device)
     return tiny_paths(root)
+
+
+# the --tiny presets' model paths: the models are built on first use
+TINY_GPT2 = Lazy("the tiny GPT-2", lambda: ensure_tiny()["gpt2"])
+TINY_CLASSIFIER = Lazy("the tiny classifier", lambda: ensure_tiny()["classifier"])
+TINY_ENCODER = Lazy("the tiny encoder", lambda: ensure_tiny()["encoder"])
 
 
 def open_build_lock(root):
