@@ -34,8 +34,10 @@ class ValueHead(torch.nn.Module):
         self.summary = torch.nn.Linear(hidden_size, 1)
 
     def forward(self, hidden_states):
-        # a bf16 language model beside a float32 head (or the reverse): the head reads in its own precision
-        return self.summary(hidden_states.to(self.summary.weight.dtype)).squeeze(-1)
+        # a bf16 language model beside a float32 head (or the reverse): the head reads in its own precision. The
+        # values are a tensor of their own, not a squeezed view: FSDP2 warns about a sharded model's view outputs
+        # (an in-place op on one would skip the backward's all-gather)
+        return self.summary(hidden_states.to(self.summary.weight.dtype)).squeeze(-1).clone()
 
 
 class PolicyWithValueHead(torch.nn.Module):
