@@ -26,6 +26,8 @@ BENCHES = {
     "bench_reward_model": (["--steps", "1", "--batch_size", "4", "--skip_ernie", "--device", "cpu"],
                            "ratio ours / original:"),
     "bench_labeler": (["--saves", "5", "--generations", "1", "--undo_lines", "50"], "ratio 2 threads / 1 thread"),
+    "bench_sharding": (["--shape", "micro", "--rounds", "1", "--batch_size", "2", "--max_new_tokens", "2"],
+                       "ratio sharded / gathered: "),  # one process here; the figures come from torchrun's two
     "bench_terminal": (["--ratings", "5", "--rounds", "1"], "PPO step on 4 ratings"),
     "bench_tiny_build": (["--preset", "micro", "--steps", "2", "--rounds", "1", "--device", "cpu"],
                          "ratio one after the other / side by side, float32: "),
