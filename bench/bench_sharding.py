@@ -11,6 +11,8 @@ GPT-2 (uer's Chinese GPT-2 architecture, so no download is needed): the choices 
 2. One training step (forward, backward, Adam) on --batch_size sequences per process: FSDP2 next to DDP, and one
    process alone on the same per-process batch.
 3. Memory per process: bytes of weights, gradients and Adam moments each process holds, sharded and replicated.
+"gather only" times entering and leaving `gathered_weights` without decoding: what the gathered rollout pays on
+top of its decoding.
 
     torchrun --standalone --nproc_per_node 2 bench/bench_sharding.py                 # GPT-2 base shape, 102M
     torchrun --standalone --nproc_per_node 2 bench/bench_sharding.py --shape tiny --rounds 1
@@ -18,7 +20,6 @@ GPT-2 (uer's Chinese GPT-2 architecture, so no download is needed): the choices 
 import argparse
 import copy
 import os
-import resource
 import statistics
 import sys
 import time
@@ -72,6 +73,7 @@ def bench_rollouts(args, plain, sharded, prompts):
     strategies = {
         "sharded": lambda: rollout(sharded, prompts, args.max_new_tokens, synced_gpus=True),
         "gathered": lambda: gathered_rollout(sharded, prompts, args.max_new_tokens),
+        "gather only": lambda: gathered_rollout(sharded, prompts, 0),  # its all-gather and free, no decoding
         "replica": lambda: (copy_into_replica(sharded, replica), rollout(replica, prompts, args.max_new_tokens)),
         "unsharded": lambda: rollout(plain, prompts, args.max_new_tokens),
     }
@@ -85,7 +87,7 @@ def bench_rollouts(args, plain, sharded, prompts):
 
 def gathered_rollout(model, prompts, max_new_tokens):
     with sharding.gathered_weights(model):
-        return rollout(model, prompts, max_new_tokens)
+        return rollout(model, prompts, max_new_tokens) if max_new_tokens else None
 
 
 def train_step(model, optimizer, batch):
@@ -148,10 +150,10 @@ def main(argv=None):
         f"tokens; median of {args.rounds}")
     seconds = bench_rollouts(args, plain, sharded, prompts)
     gathered_mb = params * 4 / 2**20
-    traffic = {"sharded": args.max_new_tokens * gathered_mb, "gathered": gathered_mb, "replica": gathered_mb,
-               "unsharded": 0}
+    traffic = {"sharded": args.max_new_tokens * gathered_mb, "gathered": gathered_mb, "gather only": gathered_mb,
+               "replica": gathered_mb, "unsharded": 0}
     for name, s in seconds.items():
-        say(f"  {name:9s} {s:7.3f} s per rollout, {s / args.max_new_tokens * 1000:7.1f} ms per token, "
+        say(f"  {name:11s} {s:7.3f} s per rollout, {s / args.max_new_tokens * 1000:7.1f} ms per token, "
             f"~{traffic[name]:7.0f} MB of float32 weights all-gathered per process")
     say(f"ratio sharded / gathered: {seconds['sharded'] / seconds['gathered']:.1f}; gathered / unsharded: "
         f"{seconds['gathered'] / seconds['unsharded']:.2f}")
@@ -162,8 +164,7 @@ def main(argv=None):
     replicated = {key: value * n for key, value in memory.items()}
     say("held per process, float32 (FSDP2 / DDP): " + ", ".join(
         f"{key} {memory[key] / 2**20:.0f} / {replicated[key] / 2**20:.0f} MB" for key in memory))
-    say(f"peak resident memory of rank 0: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10:.0f} MB; "
-        f"load average {os.getloadavg()[0]:.1f} at the end")
+    say(f"load average {os.getloadavg()[0]:.1f} at the end")
 
 
 if __name__ == "__main__":
