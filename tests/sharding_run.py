@@ -179,10 +179,10 @@ def sharded_run(variant, model_dir, out_dir, device, resume):
     return dict(result, processes=per_process)
 
 
-def statistics_check():
+def statistics_check(device):
     """global_mean_var of shares of different sizes (process r: 3 + 2r values, the last one masked out)."""
     rank = sharding.rank()
-    values = torch.arange(3 + 2 * rank, dtype=torch.float32) * (rank + 1) + 10 * rank
+    values = (torch.arange(3 + 2 * rank, dtype=torch.float32) * (rank + 1) + 10 * rank).to(device)
     mask = torch.ones_like(values)
     mask[-1] = 0
     mean, variance = sharding.global_mean_var(values, mask)
@@ -199,7 +199,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     models = dict(item.split("=", 1) for item in args.model)
     device = sharding.start_processes(args.device)
-    results = {"world_size": sharding.world_size(), "device": str(device), "statistics": statistics_check()}
+    results = {"world_size": sharding.world_size(), "device": str(device), "statistics": statistics_check(device)}
     for variant in args.variants.split(","):
         results[variant] = sharded_run(variant, models[VARIANTS[variant]["model"]], args.out_dir, device,
                                        resume=variant in args.resume.split(","))
