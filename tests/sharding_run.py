@@ -122,15 +122,18 @@ def greedy_answer(policy, prompt, length, pad_token_id):
 
 def reference_run(variant, model_dir, device="cpu", world_size=2):
     """The variant trained in this process, unsharded, on the whole batch: losses and norms of STEPS steps, the
-    weights after them, the loss of the step after, and the greedy answers each process's prompt gets."""
+    weights after them, the loss of the step after, and the greedy answers each process's prompt gets from the
+    policy and from the reference."""
     policy, ref, tokenizer = build(variant, model_dir, device)
     optimizer = make_optimizer(policy)
     batch = batch_for(tokenizer, slice(None), device)
     losses, norms = train_steps(policy, ref, optimizer, batch, STEPS)
     weights = {name: p.detach().cpu().clone() for name, p in policy.named_parameters()}
-    answers = [greedy_answer(policy, *prompt_for(r, tokenizer), tokenizer.pad_token_id) for r in range(world_size)]
+    answers, ref_answers = ([greedy_answer(model, *prompt_for(r, tokenizer), tokenizer.pad_token_id)
+                             for r in range(world_size)] for model in (policy, ref))
     next_loss, _ = train_steps(policy, ref, optimizer, batch, 1)
-    return {"losses": losses, "norms": norms, "weights": weights, "answers": answers, "next_loss": next_loss[0]}
+    return {"losses": losses, "norms": norms, "weights": weights, "answers": answers, "ref_answers": ref_answers,
+            "next_loss": next_loss[0]}
 
 
 def gathered_parameters(policy):
@@ -143,39 +146,42 @@ def sharded_run(variant, model_dir, out_dir, device, resume):
     spec = VARIANTS[variant]
     policy, ref, tokenizer = build(variant, model_dir, device)
     sharding.shard_model(policy, spec.get("mixed_precision"))
-    ref = sharding.shard_reference(ref, spec.get("mixed_precision"))
+    ref = sharding.shard_reference(ref, policy, spec.get("mixed_precision"))
     share_before = sharding.local_share(policy)
     optimizer = make_optimizer(policy)
     batch = batch_for(tokenizer, my_rows(rank, world_size), device)
     losses, norms = train_steps(policy, ref, optimizer, batch, STEPS)
     with sharding.gathered_weights(policy):
         answer = greedy_answer(policy, *prompt_for(rank, tokenizer), tokenizer.pad_token_id)
+    with sharding.gathered_weights(ref):
+        ref_answer = greedy_answer(ref, *prompt_for(rank, tokenizer), tokenizer.pad_token_id)
     share_after = sharding.local_share(policy)
 
     folder = os.path.join(out_dir, variant)
     checkpoint = os.path.join(folder, "checkpoint")
     state = sharding.full_state_dict(policy)
+    optimizer_state = sharding.full_optimizer_state(policy, optimizer)
     gathered = gathered_parameters(policy)
     if sharding.is_main_process():
         os.makedirs(checkpoint, exist_ok=True)
         sharding.save_pretrained(policy, checkpoint, state)
+        sharding.save_optimizer(optimizer_state, os.path.join(checkpoint, sharding.OPTIMIZER_FILE))
         save_file(gathered, os.path.join(folder, "gathered.safetensors"))
     sharding.barrier()
-    sharding.save_optimizer(policy, optimizer, os.path.join(checkpoint, sharding.OPTIMIZER_FILE))
     next_loss, _ = train_steps(policy, ref, optimizer, batch, 1)
 
     result = {"losses": losses, "norms": norms, "next_loss": next_loss[0]}
     if resume:  # a fresh process's model from the base weights, then the checkpoint and the optimizer's state
         fresh, fresh_ref, _ = build(variant, model_dir, device)
         sharding.shard_model(fresh, spec.get("mixed_precision"))
-        fresh_ref = sharding.shard_reference(fresh_ref, spec.get("mixed_precision"))
+        fresh_ref = sharding.shard_reference(fresh_ref, fresh, spec.get("mixed_precision"))
         sharding.load_pretrained(fresh, checkpoint)
         fresh_optimizer = make_optimizer(fresh)
         sharding.load_optimizer(fresh, fresh_optimizer, os.path.join(checkpoint, sharding.OPTIMIZER_FILE))
         result["resumed_loss"] = train_steps(fresh, fresh_ref, fresh_optimizer, batch, 1)[0][0]
     per_process = [None] * world_size
     dist.all_gather_object(per_process, {"share_before": share_before, "share_after": share_after,
-                                         "answer": answer})
+                                         "answer": answer, "ref_answer": ref_answer})
     return dict(result, processes=per_process)
 
 

@@ -3,9 +3,10 @@ a few steps sharded (tests/sharding_run.py) against the same global batch in thi
 
 One torchrun launch carries every check of the standalone run (they share its few seconds of start-up): each
 process holds about half of the trainable parameters, the losses, gradient norms and weights equal the single
-process's, greedy answers from the gathered weights equal the single process's, the saved folders load in one
-process with AutoModelForCausalLM (peft for LoRA) and hold the gathered weights, and a sharded model resumed from
-a checkpoint and its optimizer file takes the step the uninterrupted one takes. A second launch runs two torchrun
+process's, greedy answers from the gathered weights (of the policy and of the reference) equal the single
+process's, the saved folders load in one process with AutoModelForCausalLM (peft for LoRA) and hold the gathered
+weights, and a sharded model resumed from a checkpoint and its optimizer file takes the step the uninterrupted one
+takes. A second launch runs two torchrun
 agents on 127.0.0.1 as two nodes. The `gpu` tests repeat the first on CUDA (NCCL), one process per GPU (at most 2).
 """
 import json
@@ -129,6 +130,7 @@ def check_run(results, out_dir, models, device, processes):
             check_weights(variant, load_file(os.path.join(out_dir, variant, "gathered.safetensors")),
                           reference["weights"], 1e-5)
             assert [p["answer"] for p in sharded["processes"]] == reference["answers"], variant
+        assert [p["ref_answer"] for p in sharded["processes"]] == reference["ref_answers"], f"{variant}: reference"
         check_checkpoint(variant, os.path.join(out_dir, variant), models)
         if "resumed_loss" in sharded:
             assert sharded["resumed_loss"] == sharded["next_loss"], f"{variant}: resuming changed the next step"

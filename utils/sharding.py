@@ -8,12 +8,14 @@ arithmetic and the measurements behind the choices made here.
 
     start_processes / rank / world_size / is_main_process / barrier   torchrun's process group, this process's device
     decoder_layers / shard_model / shard_reference / local_share  fully_shard per transformer block, then the root
+    RootAdaptersOff       a sharded LoRA policy's reference (its adapters off), called through the policy's root
     gathered_weights      the whole model gathered once for a rollout's `generate`, sharded again after
     all_sum / global_mean / global_mean_var / global_token_mean / clip_grad_norm   statistics (and a loss) of the
                           whole batch, not of one process's share
     full_state_dict / save_pretrained / load_pretrained / load_full_state_dict   save_pretrained folders, written
                           once by rank 0, and read into a sharded model
-    save_optimizer / load_optimizer   Adam's state in one safetensors file, for any number of processes
+    full_optimizer_state / save_optimizer / load_optimizer   Adam's state in one safetensors file, written by rank
+                          0, read into any number of processes
 
 Run a script that uses it with `torchrun --standalone --nproc_per_node N script.py` (one machine), or on each of M
 machines `torchrun --nnodes M --node_rank I --nproc_per_node N --master_addr HOST --master_port PORT script.py`.
@@ -122,11 +124,32 @@ def shard_model(model, mixed_precision=None, frozen=False):
     return model
 
 
-def shard_reference(ref_model, mixed_precision=None):
-    """The reference model for sharded training: a full model is sharded like the policy (it is as large) but
-    frozen; a LoRA policy's reference (`AdaptersOff`) is the sharded policy itself with its adapters off."""
+class RootAdaptersOff(AdaptersOff):
+    """A sharded LoRA policy's reference: the policy called through its FSDP root with the adapters off. FSDP2
+    gathers the root unit's weights (embeddings, LM head) in the root's forward only, and PPO's root is the
+    value-head wrapper around the peft model that `AdaptersOff` calls."""
+
+    def __init__(self, policy):
+        super().__init__(_language_model(policy))
+        self.root = policy
+
+    def __call__(self, *args, **kwargs):
+        with self.model.disable_adapter():
+            return self.root(*args, **kwargs)
+
+    forward = __call__
+
+    def generate(self, *args, **kwargs):
+        with self.model.disable_adapter():
+            return self.root.generate(*args, **kwargs)
+
+
+def shard_reference(ref_model, policy, mixed_precision=None):
+    """The reference model for the sharded `policy`: a full model is sharded like the policy (it is as large) but
+    frozen; a LoRA policy's reference (`AdaptersOff`) stays the policy itself with its adapters off, called
+    through the policy's root."""
     if isinstance(ref_model, AdaptersOff):
-        return ref_model
+        return RootAdaptersOff(policy)
     return shard_model(ref_model, mixed_precision, frozen=True)
 
 
@@ -149,8 +172,10 @@ def gathered_weights(model):
     For a rollout's `generate`: a sharded model would all-gather each block at every decoding step, and every
     process would have to take the same number of steps (transformers' `synced_gpus`). Inside, decoding needs no
     collective, so a process whose answers all ended stops. It costs the whole model's weights (in the compute
-    precision) while inside, as DDP does all the time. Without sharding it does nothing."""
-    units = _units(model)
+    precision) while inside, as DDP does all the time. A LoRA reference gathers its policy. Without sharding it
+    does nothing."""
+    target = model.root if isinstance(model, RootAdaptersOff) else model
+    units = _units(target) if isinstance(target, torch.nn.Module) else []
     if not units:
         yield model
         return
@@ -161,7 +186,7 @@ def gathered_weights(model):
     try:
         yield model
     finally:
-        trained = any(p.requires_grad for p in model.parameters())
+        trained = any(p.requires_grad for p in root.parameters())
         for unit in units:  # back to what shard_model set
             unit.set_reshard_after_forward(unit is not root or not trained, recurse=False)
             unit.reshard()
@@ -272,18 +297,22 @@ def load_pretrained(model, folder):
     load_full_state_dict(model, state)
 
 
-def save_optimizer(model, optimizer, path):
-    """Write the optimizer's state (Adam's moments and step counts, each the whole tensor) to the safetensors file
-    `path`, named `<parameter>/<state>`, and its parameter groups (learning rate, betas ...) as JSON in the file's
-    metadata: one file whatever the number of processes, so a run resumes with any number of them (or one), and
-    nothing to unpickle. A collective; rank 0 writes."""
+def full_optimizer_state(model, optimizer):
+    """The optimizer's state (Adam's moments and step counts, each tensor whole, and its parameter groups) of the
+    sharded `model`, gathered into rank 0's CPU memory (a collective; the others get {})."""
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     state = get_optimizer_state_dict(model, optimizer, options=options)
-    if is_main_process():
-        tensors = {f"{name}/{key}": value.contiguous() for name, values in state["state"].items()
-                   for key, value in values.items()}
-        save_file(tensors, path, metadata={"param_groups": json.dumps(state["param_groups"])})
-    barrier()
+    return state if is_main_process() else {}
+
+
+def save_optimizer(state, path):
+    """Write `full_optimizer_state`'s result to the safetensors file `path`: the tensors named
+    `<parameter>/<state>`, the parameter groups (learning rate, betas ...) as JSON in the file's metadata. One file
+    whatever the number of processes, so a run resumes with any number of them (or one), and nothing to unpickle.
+    Called by rank 0 alone."""
+    tensors = {f"{name}/{key}": value.contiguous() for name, values in state["state"].items()
+               for key, value in values.items()}
+    save_file(tensors, path, metadata={"param_groups": json.dumps(state["param_groups"])})
 
 
 def load_optimizer(model, optimizer, path):
