@@ -3,6 +3,7 @@ had it (trl 1.x no longer has that class). It works with any causal LM the colle
 included, and keeps trl's parameter names (`pretrained_model.*`, `v_head.summary.*`).
 
     PolicyWithValueHead   forward -> (logits, values); generate and save as the language model inside
+    language_model        the language model of a policy with or without the head
     load_value_head       the head's weights from a checkpoint folder, in today's layout or in trl's
 
 A checkpoint keeps the value head in `value_head.safetensors` beside the language model's own files, so the model
@@ -61,6 +62,11 @@ class PolicyWithValueHead(torch.nn.Module):
 
     def generate(self, *args, **kwargs):
         return self.pretrained_model.generate(*args, **kwargs)
+
+
+def language_model(model):
+    """The causal LM inside a `PolicyWithValueHead`, else `model` itself: what sampling and log-probabilities need."""
+    return model.pretrained_model if isinstance(model, PolicyWithValueHead) else model
 
 
 def with_value_head(lm, checkpoint=None):
