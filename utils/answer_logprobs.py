@@ -56,15 +56,16 @@ def score_answers(model, packed, with_entropy=False):
     `entropy` (of the policy at each answer position, without gradient) only when asked.
     """
     mask = packed.answer_mask
-    length = mask.shape[1]
-    # the logits (and the value) at column t belong to the state before the token at column t + 1: only the last
-    # length + 1 columns' logits are needed (the language-model head and its softmax skip the prompts)
+    width, length = packed.input_ids.shape[1], mask.shape[1]
+    # the logits (and the value) at column t belong to the state before the token at column t + 1: only the columns
+    # before the answers' tokens are kept (the language-model head and its softmax skip the prompts)
+    before_answers = torch.arange(width - length - 1, width - 1, device=packed.input_ids.device)
     output = model(input_ids=packed.input_ids, attention_mask=packed.attention_mask,
-                   position_ids=packed.position_ids, logits_to_keep=length + 1)
-    all_logprobs = torch.log_softmax(output.logits[:, :-1].float(), dim=-1)
-    answers = packed.input_ids[:, -length:]
+                   position_ids=packed.position_ids, logits_to_keep=before_answers)
+    all_logprobs = torch.log_softmax(output.logits.float(), dim=-1)
+    answers = packed.input_ids[:, width - length:]
     logprobs = all_logprobs.gather(-1, answers.unsqueeze(-1)).squeeze(-1) * mask
-    values = output.values[:, :-1].float() * mask if isinstance(output, LogitsAndValues) else None
+    values = output.values.float() * mask if isinstance(output, LogitsAndValues) else None
     entropy = None
     if with_entropy:
         with torch.no_grad():

@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 import torch
 from safetensors import safe_open
+from transformers.modeling_utils import slice_logits_to_keep
 
 VALUE_HEAD_FILE = "value_head.safetensors"
 TRL_PREFIX = "v_head."  # where trl's class put the head inside model.safetensors
@@ -54,10 +55,11 @@ class PolicyWithValueHead(torch.nn.Module):
         return self.pretrained_model.config
 
     def forward(self, input_ids, attention_mask=None, position_ids=None, logits_to_keep=0):
-        """Logits and values at the last `logits_to_keep` positions (0: all of them)."""
+        """Logits and values at `logits_to_keep`, as the language model takes it: the last N positions (0: all of
+        them) or a tensor of positions."""
         output = self.pretrained_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                                        logits_to_keep=logits_to_keep, output_hidden_states=True)
-        hidden = output.hidden_states[-1][:, -logits_to_keep:]  # -0: every position
+        hidden = slice_logits_to_keep(output.hidden_states[-1], logits_to_keep)
         return LogitsAndValues(output.logits, self.v_head(hidden))
 
     def generate(self, *args, **kwargs):
