@@ -35,6 +35,7 @@ import warnings
 import numpy as np
 import torch
 from accelerate import Accelerator
+from torch.nn.utils.rnn import pad_sequence
 from tqdm import tqdm
 
 from utils.answer_logprobs import answer_logprobs
@@ -174,13 +175,17 @@ def grpo_loss(logprobs, old_logprobs, ref_logprobs, advantages, mask, cliprange,
                                                  clip_frac=clip_frac.item())
 
 
-def grpo_update(accelerator, policy, ref_model, optimizer, tokenizer, queries, responses, advantages, args):
+def grpo_update(accelerator, policy, ref_model, optimizer, tokenizer, queries, responses, sampled_logprobs,
+                advantages, args):
     """`grpo_epochs` passes of mini-batch steps over one batch of sampled answers; returns mean stats and the
-    per-answer KL to the reference (sum over the answer's tokens, as trl's PPO logs it) before the update."""
+    per-answer KL to the reference (sum over the answer's tokens, as trl's PPO logs it) before the update.
+
+    The ratio's old log-probabilities are `sampled_logprobs`, those the answers were drawn with (the policy's own,
+    before this update: a forward pass over the batch saved)."""
     pad = tokenizer.pad_token_id
     with torch.no_grad(), accelerator.autocast():
-        old_logprobs, mask = answer_logprobs(policy, queries, responses, pad)
-        ref_logprobs, _ = answer_logprobs(ref_model, queries, responses, pad)
+        ref_logprobs, mask = answer_logprobs(ref_model, queries, responses, pad)
+    old_logprobs = pad_sequence(sampled_logprobs, batch_first=True).to(ref_logprobs.device)
     sampled_kl = ((old_logprobs - ref_logprobs) * mask).sum(dim=1)
     advantages = advantages.to(old_logprobs.device)
     stats = []
@@ -200,6 +205,11 @@ def grpo_update(accelerator, policy, ref_model, optimizer, tokenizer, queries, r
     return {key: float(np.mean([s[key] for s in stats])) for key in stats[0]}, sampled_kl
 
 
+def make_optimizer(policy, learning_rate):
+    """Adam over the trainable weights, as one fused kernel (not one per weight)."""
+    return torch.optim.Adam([p for p in policy.parameters() if p.requires_grad], lr=learning_rate, fused=True)
+
+
 def optimizer_params(optimizer):
     return [p for group in optimizer.param_groups for p in group["params"]]
 
@@ -210,8 +220,9 @@ def run_epoch(accelerator, policy, ref_model, optimizer, tokenizer, reward_fn, p
               for _ in range(args.group_size)]  # each group: one prompt, group_size answers
     queries = [encode_prompt(tokenizer, prompt) for prompt in chosen]
     t0 = time.time()
-    responses = generate_responses(accelerator.unwrap_model(policy), tokenizer, queries, args.max_new_tokens,
-                                   args.stop_at_sep)
+    with accelerator.autocast():  # the precision of the update, which takes the sampling log-probabilities
+        responses, sampled_logprobs = generate_responses(accelerator.unwrap_model(policy), tokenizer, queries,
+                                                         args.max_new_tokens, args.stop_at_sep, with_logprobs=True)
     answers = [decode(tokenizer, response) for response in responses]
     t1 = time.time()
     rewards = [float(r) for r in reward_fn([prompt + answer for prompt, answer in zip(chosen, answers)])]
@@ -224,7 +235,7 @@ def run_epoch(accelerator, policy, ref_model, optimizer, tokenizer, reward_fn, p
     else:
         advantages, group_std = group_advantages(rewards, args.group_size, args.advantage, args.scale_rewards)
         stats, sampled_kl = grpo_update(accelerator, policy, ref_model, optimizer, tokenizer, queries, responses,
-                                        advantages, args)
+                                        sampled_logprobs, advantages, args)
     t3 = time.time()
     timing = dict(time_generate=t1 - t0, time_reward=t2 - t1, time_optimize=t3 - t2, time_epoch=t3 - t0)
     return chosen, answers, rewards, stats, sampled_kl, group_std, timing
@@ -281,7 +292,7 @@ def main(argv=None, reward_fn=None):
         base_model = os.path.abspath(base_model)  # a checkpoint must find its reference from any directory
 
     accelerator = Accelerator(**accelerator_kwargs(device, args.mixed_precision))
-    optimizer = torch.optim.Adam([p for p in policy.parameters() if p.requires_grad], lr=args.learning_rate)
+    optimizer = make_optimizer(policy, args.learning_rate)
     policy, optimizer = accelerator.prepare(policy, optimizer)
     ref_model.to(accelerator.device)
     set_seed(args.seed + 1000 * start_epoch + accelerator.process_index)  # processes sample different prompts

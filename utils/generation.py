@@ -137,12 +137,14 @@ def check_room(model, longest, max_new_tokens):
 
 
 @torch.no_grad()
-def generate_responses(model, tokenizer, queries, max_new_tokens, stop_at_sep=False):
+def generate_responses(model, tokenizer, queries, max_new_tokens, stop_at_sep=False, with_logprobs=False):
     """Sample one answer per query tensor, all of them in one batch (pure sampling, left padding, a KV cache).
 
     Returns the answers' new token ids, each without padding; an answer is exactly `max_new_tokens` long
     unless `stop_at_sep` lets an end token ([SEP], eos, end of turn) end it early (that token is then kept, as trl
-    expects an end token).
+    expects an end token). `with_logprobs`: also each answer's token log-probabilities under the distribution it
+    was drawn from (a list of float tensors, each as long as its answer), i.e. the policy's `answer_logprobs` of
+    the answers up to float rounding (and, at the first token, the end tokens it may not draw there).
     Sampling runs in eval mode (dropout off), so the rollouts match the log-probabilities PPO computes. The loop is
     `generate(do_sample=True, top_k=0, top_p=1.0, min_new_tokens=1, suppress_tokens=...)` written out, with the
     positions and masks `utils.answer_logprobs.pack` gives the same batch later; only the draw differs (`sample`).
@@ -157,7 +159,7 @@ def generate_responses(model, tokenizer, queries, max_new_tokens, stop_at_sep=Fa
     never = torch.tensor(banned_token_ids(tokenizer, stop_at_sep), device=device)
     prompts = pack(queries, [query[:0] for query in queries], pad).to(device)
     input_ids, attention_mask, position_ids = prompts.input_ids, prompts.attention_mask, prompts.position_ids
-    cache, columns = None, []
+    cache, columns, logprobs = None, [], []
     finished = torch.zeros(len(queries), dtype=torch.bool, device=device)
     for step in range(max_new_tokens):
         output = lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
@@ -167,6 +169,8 @@ def generate_responses(model, tokenizer, queries, max_new_tokens, stop_at_sep=Fa
         logits[:, never if step else torch.cat([never, ends])] = -math.inf  # at least one token before an end
         token = sample(logits.softmax(-1)).masked_fill(finished, pad)
         columns.append(token)
+        if with_logprobs:
+            logprobs.append(logits.log_softmax(-1).gather(1, token[:, None]).squeeze(1))
         finished |= torch.isin(token, ends)
         if stop_at_sep and finished.all():  # (without it no end token is ever drawn: no host sync per token)
             break
@@ -177,7 +181,9 @@ def generate_responses(model, tokenizer, queries, max_new_tokens, stop_at_sep=Fa
     for row in torch.stack(columns, dim=1).cpu():
         ended = torch.isin(row, ends.cpu()).nonzero()
         responses.append(row[: ended[0, 0] + 1] if len(ended) else row)
-    return responses
+    if not with_logprobs:
+        return responses
+    return responses, [row[:len(response)] for row, response in zip(torch.stack(logprobs, dim=1).cpu(), responses)]
 
 
 def sample(probs):
