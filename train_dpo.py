@@ -352,6 +352,25 @@ def evaluate(lm, ref_lm, dev_loader, beta, loss_type, accelerator, pad_token_id)
     return {"preference_acc": (margins > 0).float().mean().item(), "reward_margin": margins.mean().item()}
 
 
+def make_optimizer(lm, learning_rate):
+    """AdamW (torch's weight decay, 0.01) as one fused kernel (not one per weight)."""
+    return torch.optim.AdamW(lm.parameters(), lr=learning_rate, fused=True)
+
+
+def train_step(lm, ref_lm, batch, optimizer, scheduler, args, accelerator, pad_token_id):
+    """One step on a batch: its (loss, preference accuracy, mean margin) as a tensor, or None when the loss is NaN
+    or infinite on any process (then no process updates)."""
+    loss, margins = preference_loss(lm, ref_lm, batch, args.beta, args.loss, accelerator, pad_token_id)
+    stats = None
+    if all_finite(loss, accelerator):
+        accelerator.backward(loss)
+        optimizer.step()
+        stats = torch.stack([loss.detach(), (margins > 0).float().mean(), margins.mean()])
+    optimizer.zero_grad()
+    scheduler.step()
+    return stats
+
+
 def all_finite(loss, accelerator):
     """False on every process when any process's loss is NaN or infinite, so they all skip the update alike."""
     bad = torch.tensor([float(not torch.isfinite(loss))], device=accelerator.device)
@@ -404,7 +423,7 @@ def main(argv=None):
     train_loader = DataLoader(train_set, batch_sampler=batches, collate_fn=collate)
     dev_loader = DataLoader(sorted(dev_set, key=lambda item: len(item[0]) + max(map(len, item[1]))),
                             batch_size=args.batch_size, collate_fn=collate)
-    optimizer = torch.optim.AdamW(lm.parameters(), lr=args.learning_rate)
+    optimizer = make_optimizer(lm, args.learning_rate)
     lm, optimizer, train_loader, dev_loader = accelerator.prepare(lm, optimizer, train_loader, dev_loader)
     steps_per_epoch = len(train_loader)  # per process, after sharding the batches
     total_steps = steps_per_epoch * args.num_train_epochs
@@ -437,19 +456,13 @@ def main(argv=None):
             if global_step > (epoch - 1) * steps_per_epoch:  # resumed within this epoch
                 loader = accelerator.skip_first_batches(train_loader, global_step - (epoch - 1) * steps_per_epoch)
             for batch in loader:
-                loss, margins = preference_loss(lm, ref_lm, batch, args.beta, args.loss, accelerator,
-                                                tokenizer.pad_token_id)
-                if not all_finite(loss, accelerator):
+                stats = train_step(lm, ref_lm, batch, optimizer, scheduler, args, accelerator, tokenizer.pad_token_id)
+                if stats is None:
                     warnings.warn(f"DPO update skipped at step {global_step + 1}: the loss is NaN or infinite")
-                    optimizer.zero_grad()
                     skipped += 1
                 else:
                     trained += 1
-                    accelerator.backward(loss)
-                    optimizer.step()
-                    optimizer.zero_grad()
-                    recent.append(torch.stack([loss.detach(), (margins > 0).float().mean(), margins.mean()]))
-                scheduler.step()
+                    recent.append(stats)
                 global_step += 1
 
                 if global_step % args.logging_steps == 0 and recent:
