@@ -6,6 +6,7 @@ import importlib
 import json
 import math
 import os
+import re
 import sys
 
 import pytest
@@ -61,6 +62,23 @@ def test_bench_ppo_refuses_a_batch_the_mini_batches_do_not_divide(micro_env):
     result = run_script(["bench/bench_ppo.py", "--batch_size", "8", "--skip_full_size"], env=micro_env)
     assert result.returncode == 2 and "--batch_size must be a multiple of 32" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_bench_vs_trl_prints_both_lines_and_both_sides_train(micro_main, tmp_path):
+    """GRPO (one generation) and DPO (two steps) against trl's trainers on the micro models: each line in its
+    form, and every side took all its optimizer steps and moved its weights."""
+    result = micro_main(bench_main("bench_vs_trl"), ["--repeats", "1", "--grpo_steps", "4", "--ai_feedback_file",
+                                                     str(tmp_path / "lists.tsv"), "--ai_feedback_lists", "2",
+                                                     "--device", "cpu"])
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    for algorithm, unit, learnt in (("grpo", "completion", "reward"), ("dpo", "pair", "accuracy")):
+        line = next(line for line in lines if line.startswith(f"{algorithm} ours/trl "))
+        assert re.fullmatch(rf"{algorithm} ours/trl \d+\.\d\dx per {unit} \(median\), {learnt} ours \d\.\d\d trl "
+                            r"\d\.\d\d; min \d+\.\d\dx; not equal: \S.*", line), line
+    rows = [line.split() for line in lines if line.split()[:1] in (["ours"], ["trl"])]
+    assert [(row[0], int(row[4])) for row in rows] == [("ours", 4), ("trl", 4), ("ours", 2), ("trl", 2)]
+    assert all(float(row[5]) > 0 for row in rows)  # |w - w0| / |w0|
 
 
 @pytest.fixture(scope="module")
