@@ -21,9 +21,10 @@ defaults are bf16 and checkpointing), no saving, evaluation, logging or reportin
   - token ids: trl tokenizes text with special tokens, so the BERT-vocabulary GPT-2 would get `[CLS] prompt [SEP]`
     (and, in DPO, an end token after every answer). GRPO's prompts go through a copy of the tokenizer that adds
     none; DPO gets the project's own token ids (`prompt_ids`, `chosen_ids`, `rejected_ids`, what its collator reads);
-  - the tokens never sampled: `load_policy` gives them a frozen bias inside the output layer
-    (`utils.policy.forbid_tokens`); trl's models get the same bias, which its fused log-probabilities read (they
-    skip the layer's forward), and `suppress_tokens` with `min_new_tokens=1` in generation, as ours samples;
+  - the tokens never sampled: `load_policy` masks them in the output layer's forward (`utils.policy.forbid_tokens`,
+    a hook); trl computes log-probabilities from the layer's weight and bias directly, past any hook, so its models
+    get a frozen bias of -1e4 on those tokens instead (`never_sampled_as_bias`: the same distribution in float32),
+    and `suppress_tokens` with `min_new_tokens=1` in generation, as ours samples;
   - the baseline: our leave-one-out advantage r - mean(others) is G / (G - 1) (r - mean(group)): trl's advantage
     with `reward_weights=[G / (G - 1)]` (only without reward scaling).
 What cannot be made equal is printed on each line: each side draws its own prompts, answers and batch order.
@@ -55,7 +56,7 @@ import grpo_sentiment_example as grpo  # noqa: E402
 import train_dpo as dpo  # noqa: E402
 from utils.common import accelerator_kwargs, clean_text, load_pretrained, pick_device, set_seed  # noqa: E402
 from utils.generation import PROMPTS, banned_token_ids  # noqa: E402
-from utils.policy import forbid_tokens, load_policy, load_tokenizer  # noqa: E402
+from utils.policy import load_policy, load_tokenizer  # noqa: E402
 from utils.reward_sources import SentimentPipelineReward  # noqa: E402
 from utils.tiny import ensure_tiny  # noqa: E402
 
@@ -83,10 +84,20 @@ def trl():
 
 # ---------------------------------------------------------------- what both sides share
 def trl_model(path, tokenizer, device):
-    """The GPT-2 as trl's users load it, with the frozen bias of `load_policy` on the tokens never sampled."""
+    """The GPT-2 as trl's users load it, the tokens never sampled given a frozen bias (`never_sampled_as_bias`)."""
     model = load_pretrained(AutoModelForCausalLM, path).to(device)
-    forbid_tokens(model, banned_token_ids(tokenizer))
+    never_sampled_as_bias(model, banned_token_ids(tokenizer))
     return model
+
+
+def never_sampled_as_bias(model, token_ids):
+    """The output layer (GPT-2's has no bias of its own) gets a bias of -1e4 on `token_ids`, a buffer that is not
+    trained: e^-10000 is 0 beside any real logit in float32, as our hook's masked logits are."""
+    head = model.get_output_embeddings()
+    bias = torch.zeros(head.weight.shape[0], dtype=head.weight.dtype, device=head.weight.device)
+    bias[sorted(set(token_ids))] = -1e4
+    del head.bias
+    head.register_buffer("bias", bias, persistent=False)
 
 
 def tokenizer_without_special_tokens(tokenizer):
@@ -182,7 +193,7 @@ def trl_grpo(paths, reward, steps, seed, device, clock):
             seed=seed, use_cpu=device.type == "cpu", **TRL_CONFIG)
         trainer = trl().GRPOTrainer(model=policy, reward_funcs=sentiment, args=config, train_dataset=prompts,
                                     processing_class=tokenizer_without_special_tokens(tokenizer))
-        forbid_tokens(trainer.ref_model, banned)  # trl loads its reference itself, from the policy's folder
+        never_sampled_as_bias(trainer.ref_model, banned)  # trl loads its reference itself, from the policy's folder
         seconds = trl_train(trainer, clock)
     return Run(seconds, final_reward(rewards), trainer.state.global_step, moved(trainer.model, start))
 

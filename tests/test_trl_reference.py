@@ -235,8 +235,11 @@ def test_one_grpo_update_steps_along_grpo_trainers_gradient(case, micro_paths, t
                            max_grad_norm=1e9)
     advantages, _ = group_advantages(batch.rewards, G, case.advantage, case.scale_rewards)
     optimizer = torch.optim.SGD(policy.parameters(), lr=1.0)
+    with torch.no_grad():  # on-policy: the log-probabilities the answers were sampled with are the policy's own
+        logprobs, mask = answer_logprobs(policy, batch.queries, batch.responses, tokenizer.pad_token_id)
+    sampled_logprobs = [row[keep] for row, keep in zip(logprobs, mask)]
     grpo_update(Accelerator(cpu=True), policy, ref_model, optimizer, tokenizer, batch.queries, batch.responses,
-                advantages, args)
+                sampled_logprobs, advantages, args)
     after = torch.cat([p.detach().flatten() for p in policy.parameters()])
     assert trl_gradient.abs().max() > 100 * TOL  # a step that a wrong term would change beyond TOL
     assert_equal(after - before, -trl_gradient, "parameter step")

@@ -40,28 +40,20 @@ def disable_dropout(model):
     return model
 
 
-NEVER = -1e4  # the logit of a token never sampled: e^-10000 is 0 in float32 beside any real logit, yet finite in every
-# dtype, float16 included (entropies stay defined)
-
-
 def forbid_tokens(model, token_ids):
-    """Make `token_ids` impossible in the model's own output distribution: a frozen bias of NEVER on their logits.
+    """Make `token_ids` impossible in the model's own output distribution (a hook on the LM head).
 
     `generate` never samples [PAD]/[UNK]/[CLS]/[MASK] (nor [SEP] with fixed-length answers), but the updates score
     answers with the full softmax: the policy could then move probability onto tokens it never samples and
     the KL estimate would go negative. Masking the logits makes sampling and scoring use one distribution.
-    An LM head without a bias of its own (GPT-2, Qwen2, Llama) takes it as its bias, a buffer inside its matmul that
-    is not saved with the model; any other head adds it in a forward hook (one more pass over the logits).
     """
-    head = model.get_output_embeddings()
-    bias = torch.zeros(head.weight.shape[0], dtype=head.weight.dtype, device=head.weight.device)
-    bias[sorted(set(token_ids))] = NEVER
-    if isinstance(head, torch.nn.Linear) and head.bias is None:
-        del head.bias
-        head.register_buffer("bias", bias, persistent=False)
-    else:
-        head.register_buffer("never_bias", bias, persistent=False)
-        head.register_forward_hook(lambda module, inputs, logits: logits + module.never_bias.to(logits.dtype))
+    banned = torch.tensor(sorted(set(token_ids)), dtype=torch.long)
+
+    def mask_logits(module, inputs, logits):
+        # in place: the head's output is fresh and no backward needs it; finite, so that entropy stays defined
+        return logits.index_fill_(-1, banned.to(logits.device), torch.finfo(logits.dtype).min / 2)
+
+    return model.get_output_embeddings().register_forward_hook(mask_logits)
 
 
 def add_model_arguments(parser, lora=True):
