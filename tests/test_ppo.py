@@ -10,15 +10,15 @@ import sys
 import time
 import warnings
 
-import numpy as np
 import pytest
 import torch
 from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
 import ppo_sentiment_example
+from bench import micro_ppo
 from conftest import REPO, cpu_only, run_in_process, run_script_in_process
 from utils.common import UserError, set_seed
-from utils.generation import banned_token_ids, encode_prompt, generate_responses, random_samples
+from utils.generation import encode_prompt, generate_responses, random_samples
 from utils.logger import read_jsonl
 from utils.checkpoints import load_checkpoint_state, save_policy_checkpoint
 from utils.generation import distinct_2
@@ -155,63 +155,72 @@ def test_ppo_update_skips_batches_without_enough_answer_tokens(micro_paths):
     assert any(not torch.equal(before[k], v) for k, v in after.items())
 
 
-TRL_STATS = dict(policy_loss="ppo/loss/policy", value_loss="ppo/loss/value", kl="objective/kl",
-                 approx_kl="ppo/policy/approxkl", policy_kl="ppo/policy/policykl", clip_frac="ppo/policy/clipfrac",
-                 value_clip_frac="ppo/val/clipfrac", advantages_mean="ppo/policy/advantages_mean",
-                 entropy="ppo/policy/entropy", kl_coef="objective/kl_coef")
+with open(micro_ppo.FIXTURE, encoding="utf-8") as f:
+    TRL_RECORDED = json.load(f)
 
 
-def ragged_batch(tokenizer, n, seed):
-    """`n` prompts of different lengths and random answers of 1 to 6 tokens (never a token generate never samples)."""
-    prompts = ["这部电影很", "好", "太差了，不要买", "还行吧", "推荐", "质量一般", "物流很快，", "不"]
-    queries = [encode_prompt(tokenizer, prompts[i % len(prompts)]) for i in range(n)]
-    banned = set(banned_token_ids(tokenizer, False))
-    allowed = torch.tensor([i for i in range(len(tokenizer)) if i not in banned])
-    generator = torch.Generator().manual_seed(seed)
-    lengths = torch.randint(1, 7, (n,), generator=generator).tolist()
-    responses = [allowed[torch.randint(len(allowed), (length,), generator=generator)] for length in lengths]
-    return queries, responses, torch.randn(n, generator=generator).tolist()
+@pytest.mark.parametrize("run", sorted(micro_ppo.RUNS))
+def test_our_ppo_update_matches_trls_recorded_step(run):
+    """Our `ppo_update` against trl 0.11.4's `PPOTrainer.step` as bench/record_trl_ppo.py recorded it (trl 1.x has
+    no PPO): from the same seeded weights on the same ragged batches (prompts and answers of several lengths), two
+    updates in a row (the second with the KL controller's new coefficient and a policy that moved from its
+    reference), the same statistics and the same weights afterwards.
 
-
-@pytest.mark.parametrize("mini_batch_size, ppo_epochs", [(8, 1), (4, 4)])
-def test_our_ppo_update_matches_trls_step(micro_paths, monkeypatch, mini_batch_size, ppo_epochs):
-    """trl 0.11.4's `PPOTrainer.step` and our `ppo_update` from the same weights on the same ragged batch (prompts
-    and answers of several lengths), two updates in a row (the second with the KL controller's new coefficient
-    and a policy that moved from its reference): the same statistics and the same weights afterwards.
-
-    One configuration is a single mini-batch (its order cannot matter), the other the original's shape (mini-batch
-    of half the batch, 4 PPO epochs) with the same shuffles: trl draws them with numpy, which draws here from
-    torch's generator, seeded alike on both sides. The learning rate is large, so that ratios get clipped.
-    Tolerances: float32 arithmetic in another order (our packing pads prompts on the left, trl pads on the right).
+    One run is a single mini-batch (its order cannot matter), the other the original's shape (mini-batch of half
+    the batch, 4 PPO epochs) with the same shuffles: trl drew them with numpy, which drew from torch's generator,
+    seeded alike on both sides. The learning rate is large, so that ratios get clipped. Tolerances: float32
+    arithmetic in another order (our packing pads prompts on the left, trl pads on the right; other thread counts).
     """
-    from bench.trl_reference import make_trl_trainer, trl_step
     from ppo_sentiment_example import PPOConfig, make_ppo, ppo_update
 
-    n, config = 8, dict(learning_rate=1e-2, mini_batch_size=mini_batch_size, ppo_epochs=ppo_epochs)
-    policy, ref_model, tokenizer = load_policy(micro_paths["gpt2"], "cpu")
-    start = {key: value.clone() for key, value in policy.state_dict().items()}
-    ours = make_ppo(copy.deepcopy(policy), copy.deepcopy(ref_model), tokenizer, PPOConfig(**config), {"cpu": True})
-    trl = make_trl_trainer(policy, ref_model, tokenizer, batch_size=n, **config)
-    monkeypatch.setattr(np.random, "permutation", lambda size: torch.randperm(size).numpy())
+    recorded = TRL_RECORDED["runs"][run]
+    assert recorded["config"] == micro_ppo.RUNS[run], "the fixture is older than bench/micro_ppo.py: " + \
+        TRL_RECORDED["command"]
+    config = PPOConfig(**recorded["config"])
+    tokenizer, policy = micro_ppo.micro_tokenizer(), micro_ppo.micro_policy()
+    assert micro_ppo.weights_digest(policy) == TRL_RECORDED["start_weights_sha256"], \
+        "bench/micro_ppo.py builds other starting weights than those recorded: " + TRL_RECORDED["command"]
+    start = micro_ppo.named_weights(policy)
+    ref_lm = copy.deepcopy(policy.pretrained_model).eval().requires_grad_(False)
+    ours = make_ppo(policy.pretrained_model, ref_lm, tokenizer, config, {"cpu": True})
+    unwrap_policy(ours).v_head.load_state_dict(policy.v_head.state_dict())
     clipped = 0.0
-    for step in range(2):
-        queries, responses, scores = ragged_batch(tokenizer, n, seed=step)
-        torch.manual_seed(step)
-        expected = trl_step(trl, queries, responses, scores)
-        torch.manual_seed(step)
+    for step, expected in enumerate(recorded["steps"]):
+        queries, responses, scores = micro_ppo.micro_batch(tokenizer, seed=expected["batch_seed"])
+        torch.manual_seed(expected["torch_seed"])
+        assert [torch.randperm(micro_ppo.BATCH_SIZE).tolist() for _ in range(config.ppo_epochs)] == \
+            expected["shuffles"], "torch draws other shuffles than trl was given: " + TRL_RECORDED["command"]
+        torch.manual_seed(expected["torch_seed"])
         stats = ppo_update(ours, queries, responses, scores)
-        for ours_name, trl_name in TRL_STATS.items():
-            assert stats[ours_name] == pytest.approx(float(expected[trl_name]), rel=1e-4, abs=1e-5), ours_name
-        assert ours.kl_ctl.value == pytest.approx(float(trl.kl_ctl.value), rel=1e-6)
+        for ours_name, trl_name in micro_ppo.TRL_STATS.items():
+            assert stats[ours_name] == pytest.approx(expected["stats"][trl_name], rel=1e-4, abs=1e-5), \
+                (step, ours_name)
+        assert ours.kl_ctl.value == pytest.approx(expected["kl_coef_after"], rel=1e-6)
         clipped += stats["clip_frac"]
-    assert ours.kl_ctl.value != config.get("init_kl_coef", 0.2)  # the controller moved
-    assert clipped > 0 if ppo_epochs > 1 else clipped == 0  # a single pass starts at ratio 1: nothing to clip
+    assert ours.kl_ctl.value != config.init_kl_coef  # the controller moved
+    assert clipped > 0 if config.ppo_epochs > 1 else clipped == 0  # a single pass starts at ratio 1: nothing to clip
 
     # the same weights: where the two updates differ, they differ by float32 noise, a thousandth of the update
-    trained, reference = unwrap_policy(ours).state_dict(), trl.accelerator.unwrap_model(trl.model).state_dict()
-    moved = torch.cat([(reference[key] - start[key]).flatten() for key in start])
-    differ = torch.cat([(trained[key] - reference[key]).flatten() for key in start])
-    assert moved.norm() > 0.1 and differ.norm() < 1e-3 * moved.norm(), (differ.norm(), moved.norm())
+    trained = micro_ppo.named_weights(unwrap_policy(ours))
+    assert list(trained) == list(recorded["moved"])
+    width = policy.config.n_embd
+    moved = without_key_biases({name: micro_ppo.decode_floats(m["float32_base64"], m["shape"])
+                                for name, m in recorded["moved"].items()}, width)
+    ours_moved = without_key_biases({name: trained[name] - start[name] for name in trained}, width)
+    differ = {name: ours_moved[name] - moved[name] for name in moved}
+    total_moved = torch.cat([m.flatten() for m in moved.values()]).norm()
+    total_differ = torch.cat([d.flatten() for d in differ.values()]).norm()
+    worst = max(differ, key=lambda name: differ[name].norm())
+    assert total_moved > 0.1 and total_differ < 1e-3 * total_moved, (total_differ, total_moved, worst)
+
+
+def without_key_biases(weights, width):
+    """`weights` without GPT-2's attention key biases (the middle third of each `c_attn.bias`). They get no gradient
+    in exact arithmetic (a key bias adds the same number to all of a query's scores, which the softmax ignores),
+    only float32 noise, which Adam (eps 1e-8) turns into steps of up to the learning rate: noise on either side,
+    and other noise on each."""
+    return {name: torch.cat([weight[:width], weight[2 * width:]]) if name.endswith(".attn.c_attn.bias") else weight
+            for name, weight in weights.items()}
 
 
 def test_checkpoint_reloads_to_the_same_generations(micro_paths, tmp_path):

@@ -123,6 +123,13 @@ def set_seed(seed):
     torch.manual_seed(seed)
 
 
+def user_cache(*parts):
+    """A path in this project's per-user cache, shared by every clone: $XDG_CACHE_HOME/rlhf-zh/..., or
+    ~/.cache/rlhf-zh/... when XDG_CACHE_HOME is unset (the way the Hugging Face hub caches models)."""
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(cache, "rlhf-zh", *parts)
+
+
 def clean_text(text):
     """Undo BERT-tokenizer decoding: drop special tokens and the spaces put between Chinese characters."""
     text = _SPECIAL_RE.sub("", text)

@@ -32,7 +32,7 @@ from transformers import (BertConfig, BertForMaskedLM, BertForSequenceClassifica
                           BertTokenizerFast, GPT2Config, GPT2LMHeadModel, get_linear_schedule_with_warmup)
 
 from utils.common import (UserError, check_replaceable_folder, folder_written_atomically, pick_device,
-                          quiet_transformers, set_seed)
+                          quiet_transformers, set_seed, user_cache)
 from utils.options import ArgumentParser, add_device_argument, replaceable_folder
 from utils.presets import Lazy
 from utils.data import DATASETS_VERSION, NEGATIVE, POSITIVE, read_corpus_split
@@ -62,8 +62,7 @@ def tiny_dir():
     """$RLHF_TINY_DIR, else this recipe's folder in the per-user cache."""
     if os.environ.get("RLHF_TINY_DIR"):
         return os.environ["RLHF_TINY_DIR"]
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(cache, "rlhf-zh", "tiny", f"recipe{RECIPE_VERSION}-datasets{DATASETS_VERSION}")
+    return user_cache("tiny", f"recipe{RECIPE_VERSION}-datasets{DATASETS_VERSION}")
 
 
 def tiny_paths(root=None):
