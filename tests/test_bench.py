@@ -14,6 +14,7 @@ import torch
 import transformers
 from transformers import AutoModel, AutoTokenizer
 
+from bench.trl_venv import BUILD_COMMAND, SHARED, pins, trl_venv_python
 from conftest import REPO, run_script
 from utils.reward_model import RewardModel, save_reward_model
 
@@ -22,8 +23,6 @@ sys.path.insert(0, os.path.join(REPO, "bench"))  # as `python bench/<name>.py` h
 BENCHES = {
     "bench_any_lm": (["--shape", "micro", "--batch_size", "16", "--epochs", "2", "--device", "cpu"],
                      "ratio LoRA / full: time"),
-    "bench_ppo": (["--batch_size", "32", "--repeats", "1", "--skip_full_size", "--device", "cpu"],
-                  "ratio ours/trl step, same settings (mini-batch 16, 4 PPO epochs): optimize "),
     "bench_reward_model": (["--steps", "1", "--batch_size", "4", "--skip_ernie", "--device", "cpu"],
                            "ratio ours / original:"),
     "bench_labeler": (["--saves", "5", "--generations", "1", "--undo_lines", "50"], "ratio 2 threads / 1 thread"),
@@ -56,6 +55,45 @@ def test_bench_runs_and_prints_its_ratio(name, micro_main):
     result = micro_main(bench_main(name), args)
     assert result.returncode == 0, result.stderr
     assert expected in result.stdout
+
+
+PPO_QUICK = ["--batch_size", "32", "--repeats", "1", "--skip_full_size", "--device", "cpu"]
+
+
+def test_bench_ppo_times_ours_against_the_original_and_trls_step(micro_main):
+    """The original's structure and trl's step run in trl 0.11.4's venv, ours here, each variant in a process of its
+    own, all on the same prompts in turn."""
+    if trl_venv_python() is None:
+        pytest.skip(f"trl 0.11.4's venv is not built: `{BUILD_COMMAND}` builds it (about 2 minutes; .ci/run does)")
+    result = micro_main(bench_main("bench_ppo"), PPO_QUICK)
+    assert result.returncode == 0, result.stderr
+    rows = [line.split("  ")[0] for line in result.stdout.splitlines() if "(mb " in line]
+    assert rows == ["original (mb 16, 4 epochs)", "ours (mb 16, 4 epochs)", "trl step (mb 16, 4 epochs)",
+                    "ours, --tiny (mb 32, 1 epoch)"]
+    assert "ratio ours/original, same settings (mini-batch 16, 4 PPO epochs): epoch " in result.stdout
+    assert "ratio ours/trl step, same settings (mini-batch 16, 4 PPO epochs): optimize " in result.stdout
+    assert "ratio --tiny settings / original settings, both ours" in result.stdout
+
+
+def test_bench_ppo_without_trls_venv_times_ours_and_says_how_to_build_it(micro_main, monkeypatch, tmp_path):
+    monkeypatch.setenv("RLHF_TRL_VENV", str(tmp_path / "trl-venv"))
+    result = micro_main(bench_main("bench_ppo"), PPO_QUICK)
+    assert result.returncode == 0, result.stderr
+    assert f"trl 0.11.4's venv is not built: only our variants are timed (build it with `{BUILD_COMMAND}`" \
+        in result.stdout
+    rows = [line.split("  ")[0] for line in result.stdout.splitlines() if "(mb " in line]
+    assert rows == ["ours (mb 16, 4 epochs)", "ours, --tiny (mb 32, 1 epoch)"]
+    assert "ratio --tiny settings / original settings, both ours" in result.stdout
+    assert "ours/trl" not in result.stdout and "ours/original" not in result.stdout
+    assert not os.path.exists(tmp_path / "trl-venv")  # nothing built unasked
+
+
+def test_trl_venv_pins_trl_0_11_4_beside_requirements_own_torch_and_transformers():
+    with open(os.path.join(REPO, "requirements.txt"), encoding="utf-8") as f:
+        requirements = f.read().splitlines()
+    assert pins()[0] == "trl==0.11.4"
+    assert all(pin in requirements for pin in pins()[1:]) and len(pins()) == 1 + len(SHARED)
+    assert {pin.split("==")[0] for pin in pins()} >= {"trl", "torch", "transformers", "accelerate", "rich"}
 
 
 def test_bench_ppo_refuses_a_batch_the_mini_batches_do_not_divide(micro_env):
