@@ -57,11 +57,12 @@ def score_answers(model, packed, with_entropy=False):
     """
     mask = packed.answer_mask
     width, length = packed.input_ids.shape[1], mask.shape[1]
-    # the logits (and the value) at column t belong to the state before the token at column t + 1: only the columns
-    # before the answers' tokens are kept (the language-model head and its softmax skip the prompts)
-    before_answers = torch.arange(width - length - 1, width - 1, device=packed.input_ids.device)
+    # the logits (and the value) at column t belong to the state before the token at column t + 1: the answers (the
+    # last `length` columns) are predicted at the `length` columns before them, and the language-model head and its
+    # softmax run there alone; no cache (nothing is generated)
+    predicting = torch.arange(width - length - 1, width - 1, device=packed.input_ids.device)
     output = model(input_ids=packed.input_ids, attention_mask=packed.attention_mask,
-                   position_ids=packed.position_ids, logits_to_keep=before_answers)
+                   position_ids=packed.position_ids, logits_to_keep=predicting, use_cache=False)
     all_logprobs = torch.log_softmax(output.logits.float(), dim=-1)
     answers = packed.input_ids[:, width - length:]
     logprobs = all_logprobs.gather(-1, answers.unsqueeze(-1)).squeeze(-1) * mask

@@ -54,11 +54,11 @@ class PolicyWithValueHead(torch.nn.Module):
     def config(self):
         return self.pretrained_model.config
 
-    def forward(self, input_ids, attention_mask=None, position_ids=None, logits_to_keep=0):
-        """Logits and values at `logits_to_keep`, as the language model takes it: the last N positions (0: all of
-        them) or a tensor of positions."""
+    def forward(self, input_ids, attention_mask=None, position_ids=None, logits_to_keep=0, **kwargs):
+        """Logits and values at the positions `logits_to_keep` names, as transformers reads it (an int: the last that
+        many, 0 all; a tensor: those positions); `kwargs` go to the language model."""
         output = self.pretrained_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                                       logits_to_keep=logits_to_keep, output_hidden_states=True)
+                                       logits_to_keep=logits_to_keep, output_hidden_states=True, **kwargs)
         hidden = slice_logits_to_keep(output.hidden_states[-1], logits_to_keep)
         return LogitsAndValues(output.logits, self.v_head(hidden))
 
