@@ -36,7 +36,7 @@ from transformers import AutoTokenizer, BertConfig, BertForSequenceClassificatio
 from bench.ppo_epochs import GEN_LEN, NEEDS_TRL  # noqa: E402
 from bench.trl_venv import BUILD_COMMAND, trl_venv_python  # noqa: E402
 from ppo_sentiment_example import TINY  # noqa: E402
-from utils.common import pick_device, set_seed  # noqa: E402
+from utils.common import pick_device, quiet_transformers, set_seed  # noqa: E402
 from utils.generation import PROMPTS  # noqa: E402
 from utils.tiny import LABELS, ensure_tiny  # noqa: E402
 
@@ -207,6 +207,7 @@ def main(argv=None):
                      f"{ORIGINAL_PPO['mini_batch_size']} (the two mini-batch sizes)")
     device = pick_device(args.device)
     set_seed(0)
+    quiet_transformers()  # no progress bars while the full-size models are written
     gpu = f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
     print(f"torch {torch.__version__}, {device.type}{gpu}, {torch.get_num_threads()} thread(s) per process, "
           f"{os.cpu_count()} CPU(s), load average {os.getloadavg()[0]:.1f} at start")
