@@ -37,7 +37,7 @@ GEN_LEN = 16
 
 @dataclass
 class Setup:
-    policy: torch.nn.Module  # what generates: the language model, or trl's value-head class around it
+    policy: torch.nn.Module  # what generates: the language model (inside our or trl's value-head class)
     tokenizer: object
     update: Callable  # (queries, responses, scores) -> statistics
 
@@ -58,7 +58,8 @@ def trl_setup(gpt2_dir, batch_size, device, fused_adam=True, **ppo):
     policy, ref_model, tokenizer = load_policy(gpt2_dir, device)
     trainer = make_trl_trainer(policy, ref_model, tokenizer, fused_adam=fused_adam, batch_size=batch_size, seed=0,
                                accelerator_kwargs=accelerator_kwargs(device), **ppo)
-    return Setup(trainer.accelerator.unwrap_model(trainer.model), tokenizer, functools.partial(trl_step, trainer))
+    lm = trainer.accelerator.unwrap_model(trainer.model).pretrained_model  # generates (trl's wrapper returns tuples)
+    return Setup(lm, tokenizer, functools.partial(trl_step, trainer))
 
 
 def synchronize(device):
