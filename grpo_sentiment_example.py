@@ -39,8 +39,8 @@ from torch.nn.utils.rnn import pad_sequence
 from tqdm import tqdm
 
 from utils.answer_logprobs import answer_logprobs
-from utils.common import (UserError, accelerator_kwargs, any_process,
-                          pick_device, run_main, set_seed)
+from utils.device import accelerator_kwargs, any_process, pick_device, set_seed
+from utils.errors import UserError, run_main
 from utils.generation import (add_rollout_arguments, decode, encode_prompt, generate_responses, random_samples,
                               read_prompts)
 from utils.logger import TrainLogger

@@ -9,7 +9,8 @@ same kind of folder.
 import argparse
 import os
 
-from utils.common import UserError, pick_device, run_main, set_seed
+from utils.device import pick_device, set_seed
+from utils.errors import UserError, run_main
 from utils.generation import decode, encode_prompt, generate_responses
 from utils.checkpoints import checkpoint_folder, find_latest_checkpoint, load_checkpoint_state
 from utils.options import ArgumentParser, add_device_argument, positive_int, seed, utf8_text

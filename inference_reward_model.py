@@ -11,7 +11,8 @@ import argparse
 import json
 import os
 
-from utils.common import UserError, pick_device, run_main
+from utils.device import pick_device
+from utils.errors import UserError, run_main
 from utils.options import ArgumentParser, add_device_argument, input_file, positive_int, utf8_text
 from utils.ranklists import read_rank_lists
 from utils.texts import read_stdin_lines

@@ -29,8 +29,8 @@ from accelerate import Accelerator
 from tqdm import tqdm
 
 from utils.answer_logprobs import pack, score_answers, select
-from utils.common import (UserError, accelerator_kwargs, any_process,
-                          pick_device, run_main, set_seed)
+from utils.device import accelerator_kwargs, any_process, pick_device, set_seed
+from utils.errors import UserError, run_main
 from utils.generation import (add_rollout_arguments, decode, encode_prompt, generate_responses, random_samples,
                               read_prompts)
 from utils.logger import TrainLogger

@@ -35,7 +35,8 @@ import streamlit as st
 import torch
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-from utils.common import UserError, pick_device
+from utils.device import pick_device
+from utils.errors import UserError
 from utils.generation import encode_prompt, sample_answers
 from utils.options import (add_device_argument, fraction, input_file, output_file, positive_float, positive_int,
                            utf8_text)

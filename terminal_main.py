@@ -40,8 +40,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from utils.common import (UserError, accelerator_kwargs, add_mixed_precision_argument, add_report_to_argument,
-                          pick_device, run_main, set_seed)
+from utils.device import accelerator_kwargs, add_mixed_precision_argument, pick_device, set_seed
+from utils.errors import UserError, run_main
+from utils.options import add_report_to_argument
 from utils.generation import check_room, decode, encode_prompt, generate_responses, read_prompts
 from utils.logger import TrainLogger
 from utils.outputs import RATINGS, check_outputs, log_outputs

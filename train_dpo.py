@@ -51,9 +51,9 @@ from transformers import get_linear_schedule_with_warmup
 
 from utils.ai_feedback import DEFAULT_OUTPUT as AI_FEEDBACK_FILE, ensure_ai_feedback
 from utils.answer_logprobs import answer_logprobs
-from utils.common import (UserError, accelerator_kwargs, add_mixed_precision_argument, add_report_to_argument,
-                          any_process, pick_device, run_main,
-                          set_seed)
+from utils.device import accelerator_kwargs, add_mixed_precision_argument, any_process, pick_device, set_seed
+from utils.errors import UserError, run_main
+from utils.options import add_report_to_argument
 from utils.generation import banned_token_ids, check_room, decode, encode_prompt, generate_responses
 from utils.logger import TrainLogger
 from utils.outputs import AI_LABELS, STEP_LOG, check_outputs, inputs_with_metadata, labels_outputs, log_outputs

@@ -26,9 +26,10 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader
 from transformers import AutoModel, AutoTokenizer, get_linear_schedule_with_warmup
 
-from utils.common import (UserError, accelerator_kwargs, add_mixed_precision_argument, add_report_to_argument,
-                          any_process, load_pretrained, pick_device, run_main,
-                          set_seed)
+from utils.device import accelerator_kwargs, add_mixed_precision_argument, any_process, pick_device, set_seed
+from utils.errors import UserError, run_main
+from utils.models import load_pretrained
+from utils.options import add_report_to_argument
 from utils.data import RANK_LIST_DIR, ensure_datasets
 from utils.logger import TrainLogger
 from utils.outputs import STEP_LOG, check_outputs, inputs_with_metadata, log_outputs

@@ -54,7 +54,9 @@ from transformers import AutoModelForCausalLM, PrinterCallback, get_linear_sched
 
 import grpo_sentiment_example as grpo  # noqa: E402
 import train_dpo as dpo  # noqa: E402
-from utils.common import accelerator_kwargs, clean_text, load_pretrained, pick_device, set_seed  # noqa: E402
+from utils.device import accelerator_kwargs, pick_device, set_seed# noqa: E402
+from utils.models import load_pretrained# noqa: E402
+from utils.texts import clean_text# noqa: E402
 from utils.generation import PROMPTS, banned_token_ids  # noqa: E402
 from utils.policy import load_policy, load_tokenizer  # noqa: E402
 from utils.reward_sources import SentimentPipelineReward  # noqa: E402

@@ -119,7 +119,7 @@ def micro_lms(tmp_path_factory):
 def run_script_in_process(main, argv, capsys):
     """A script's `main(argv)` behind `run_main`, in this process (no interpreter start-up), read as `run_script`'s
     result is: a CompletedProcess with the exit code (0 when `main` returns), stdout and stderr."""
-    from utils.common import run_main
+    from utils.errors import run_main
 
     capsys.readouterr()
     try:

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from conftest import REPO
-from utils.common import UserError
+from utils.errors import UserError
 from utils.preferences import PromptedRankList, main as preferences_main, read_prompted_rank_lists
 from utils.ranklists import (agreement, append_rank_list, consensus_order, kendall_tau,
                              main as ranklists_main, merge_rank_lists, undo_rank_list)

@@ -18,7 +18,8 @@ from conftest import REPO, run_script, run_script_in_process
 from utils import ai_feedback, generation
 from utils.answer_logprobs import answer_logprobs
 from utils.checkpoints import find_latest_checkpoint, load_checkpoint_state, save_policy_checkpoint
-from utils.common import UserError, set_seed
+from utils.device import set_seed
+from utils.errors import UserError
 from utils.generation import (banned_token_ids, decode, encode_prompt, end_token_ids, generate_responses,
                               prepare_tokenizer)
 from utils.policy import AdaptersOff, load_causal_lm, load_policy, merge_lora_checkpoint

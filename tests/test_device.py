@@ -11,7 +11,8 @@ from transformers import AutoModelForCausalLM
 
 from bench.trl_venv import BUILD_COMMAND, trl_venv_python
 from conftest import REPO, reset_accelerate_state, run_in_process, run_script
-from utils.common import UserError, accelerator_kwargs, pick_device, set_seed
+from utils.device import accelerator_kwargs, pick_device, set_seed
+from utils.errors import UserError
 from utils.data import RANK_LIST_DIR
 from utils.generation import encode_prompt, generate_responses
 from utils.logger import read_jsonl

@@ -14,7 +14,10 @@ import pytest
 import torch
 
 from conftest import REPO, run_script
-from utils.common import UserError, clean_text, load_pretrained, pick_device, run_main
+from utils.device import pick_device
+from utils.errors import UserError, run_main
+from utils.models import load_pretrained
+from utils.texts import clean_text
 from utils.data import (BUILD_STAMP, DATASETS_VERSION, RANK_LIST_DIR, build_datasets, ensure_datasets, make_rank_lists,
                         read_corpus_split)
 from utils.logger import TrainLogger, read_jsonl

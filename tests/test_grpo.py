@@ -383,7 +383,7 @@ def test_clip_higher_lets_a_positive_advantage_push_the_ratio_further():
                                            (["--scale_rewards", "std"], "--scale_rewards")])
 def test_bad_variant_options_are_one_line_errors(bad, fragment, micro_dir, monkeypatch, capsys):
     import grpo_sentiment_example
-    from utils.common import run_main
+    from utils.errors import run_main
 
     monkeypatch.setenv("RLHF_TINY_DIR", micro_dir)
     with pytest.raises(SystemExit) as exit_info:

@@ -15,7 +15,7 @@ from accelerate import Accelerator
 
 from conftest import run_in_process, run_script_in_process
 from test_safety import last_error_line, one_error_line, reward_model_argv, small_lists, tree  # noqa: F401
-from utils.common import UserError
+from utils.errors import UserError
 from utils.outputs import (AI_LABELS, AI_META, EPOCH_LOG, FIGURE, LABELS, LABELS_META, LEASES, OTHER, PREFERENCES,
                            RANK_LISTS, RATINGS, STEP_LOG, TASKS, kind_of)
 from utils.ranklists import append_rank_list, metadata_path, read_rank_lists

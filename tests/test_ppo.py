@@ -17,7 +17,8 @@ from transformers import AutoModel, AutoModelForSequenceClassification, AutoToke
 import ppo_sentiment_example
 from bench import micro_ppo
 from conftest import REPO, cpu_only, run_in_process, run_script_in_process
-from utils.common import UserError, set_seed
+from utils.device import set_seed
+from utils.errors import UserError
 from utils.generation import encode_prompt, generate_responses, random_samples
 from utils.logger import read_jsonl
 from utils.checkpoints import load_checkpoint_state, save_policy_checkpoint

@@ -11,7 +11,8 @@ from streamlit.proto.TextInput_pb2 import TextInput as TextInputProto
 from streamlit.testing.v1 import AppTest
 
 from conftest import REPO, run_in_process
-from utils.common import UserError, pick_device
+from utils.device import pick_device
+from utils.errors import UserError
 from utils.ranklists import (append_rank_list, clean_field, format_rank_line, metadata_path, read_rank_list_table,
                              read_rank_lists, undo_rank_list)
 from utils.tasks import main as tasks_main

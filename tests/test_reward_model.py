@@ -18,7 +18,7 @@ from transformers import AutoTokenizer, BertConfig, BertModel
 import inference_reward_model
 import train_reward_model
 from conftest import REPO, cpu_only
-from utils.common import UserError, run_main
+from utils.errors import UserError, run_main
 from utils.data import RANK_LIST_DIR
 from utils.logger import read_jsonl
 from utils.ranklists import read_rank_lists

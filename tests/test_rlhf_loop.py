@@ -97,7 +97,7 @@ def test_split_rank_lists():
     assert len(dev) == 2 and len(train) == 18 and sorted(train + dev) == sorted(lists)
     assert split_rank_lists(lists, 0.1, 42, "x.tsv") == (train, dev)  # the same seed, the same split
     assert split_rank_lists(lists, 0.1, 7, "x.tsv")[1] != dev
-    from utils.common import UserError
+    from utils.errors import UserError
     for ratio in (0.0, 1.0, 0.99):
         with pytest.raises(UserError, match="cannot hold out"):
             split_rank_lists(lists, ratio, 42, "x.tsv")

@@ -13,7 +13,8 @@ import torch
 
 from conftest import REPO, run_in_process, run_script
 from utils.checkpoints import load_checkpoint_state, save_policy_checkpoint
-from utils.common import UserError, folder_written_atomically, write_text_atomically
+from utils.errors import UserError
+from utils.files import folder_written_atomically, write_text_atomically
 from utils.data import RANK_LIST_DIR
 from utils.logger import read_jsonl
 from utils.ranklists import read_rank_lists, write_rank_lists

@@ -7,8 +7,8 @@ import os
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import utils.common
-from utils.common import run_main
+import utils.options
+from utils.errors import run_main
 from utils.logger import TrainLogger, read_jsonl
 
 SCRIPTS = ["ppo_sentiment_example", "grpo_sentiment_example", "train_dpo", "train_reward_model", "terminal_main"]
@@ -19,7 +19,7 @@ def test_missing_tracker_package_is_one_line_before_any_model(script, tmp_path, 
     import utils.tiny
 
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(utils.common.importlib.util, "find_spec",
+    monkeypatch.setattr(utils.options.importlib.util, "find_spec",
                         lambda name, *a: None if name == "swanlab" else real_find_spec(name, *a))
     monkeypatch.setenv("RLHF_TINY_DIR", str(tmp_path / "no_models_yet"))
     monkeypatch.setattr(utils.tiny, "build_tiny", lambda *a, **k: pytest.fail("built the tiny models first"))

@@ -18,7 +18,8 @@ import os
 
 from tqdm import tqdm
 
-from utils.common import UserError, pick_device, run_main, set_seed
+from utils.device import pick_device, set_seed
+from utils.errors import UserError, run_main
 from utils.generation import PROMPTS, read_prompts, sample_answers
 from utils.options import ArgumentParser, add_device_argument, input_file, output_file, positive_int, seed
 from utils.outputs import AI_LABELS, check_outputs, labels_outputs

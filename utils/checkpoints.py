@@ -16,7 +16,8 @@ import json
 import math
 import os
 
-from utils.common import UserError, check_safetensors, folder_written_atomically
+from utils.errors import UserError
+from utils.files import check_safetensors, folder_written_atomically
 from utils.options import checked_by, checked_value, nonnegative_float, nonnegative_int
 from utils.run import check_finite_weights
 from utils.value_head import VALUE_HEAD_FILE, PolicyWithValueHead, load_value_head

@@ -11,7 +11,8 @@ import os
 import random
 import re
 
-from utils.common import UserError, write_text_atomically
+from utils.errors import UserError
+from utils.files import write_text_atomically
 from utils.options import ArgumentParser, positive_int, seed
 from utils.ranklists import write_rank_lists
 
@@ -173,6 +174,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from utils.common import run_main
+    from utils.errors import run_main
 
     run_main(main)

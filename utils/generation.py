@@ -14,7 +14,10 @@ import torch
 from transformers import BertTokenizer, BertTokenizerFast
 
 from utils.answer_logprobs import pack
-from utils.common import UserError, add_mixed_precision_argument, add_report_to_argument, clean_text
+from utils.device import add_mixed_precision_argument
+from utils.errors import UserError
+from utils.options import add_report_to_argument
+from utils.texts import clean_text
 from utils.checkpoints import checkpoint_folder
 from utils.texts import read_lines
 from utils.options import add_device_argument, file_name, input_file, nonnegative_int, output_folder, positive_int, seed

@@ -1,7 +1,7 @@
 """Options checked where they are declared: each script's parser gives every number and every path a `type=`
 from this module, so a bad value stops the script while the arguments are parsed (one line, exit 2), before any
 model is loaded, and `--help` and the checks cannot drift apart. Checks that involve two options live in one
-function per script (`check=` of `utils.common.parse_with_presets`).
+function per script (`check=` of `utils.presets.parse_with_presets`).
 
     p = ArgumentParser(...)
     p.add_argument("--batch_size", type=positive_int)
@@ -9,10 +9,13 @@ function per script (`check=` of `utils.common.parse_with_presets`).
     p.add_argument("--save_dir", type=output_folder)
 """
 import argparse
+import importlib.util
 import math
 import os
 import re
 import sys
+
+from utils.errors import UserError
 
 LARGEST_COUNT = 10**9  # sizes, steps and counts above this are a typo, not a plan
 LARGEST_SEED = 2**31 - 1  # numpy's seeds stop at 2**32 - 1; the scripts add epoch numbers to them
@@ -201,8 +204,6 @@ def input_file(path):
 def checked_by(check, name):
     """A `type=` that runs `check(value)`, one of the project's checks that raise UserError (a checkpoint folder,
     a reward-model folder), while the arguments are parsed; `name` names the type in the bad-input tests."""
-    from utils.common import UserError
-
     def argument_type(value):
         try:
             check(value)
@@ -216,8 +217,8 @@ def checked_by(check, name):
 
 def replaceable_folder(marker):
     """The type of a folder the script replaces as a whole (a checkpoint): missing, empty, or one this project
-    wrote (it holds `marker`); anything else is refused, never deleted (`utils.common.folder_written_atomically`)."""
-    from utils.common import check_replaceable_folder
+    wrote (it holds `marker`); anything else is refused, never deleted (`utils.files.folder_written_atomically`)."""
+    from utils.files import check_replaceable_folder
 
     def check(path):
         check_replaceable_folder(path, marker, "")
@@ -232,3 +233,22 @@ PATH_TYPES = (output_folder, output_file, input_file, "replaceable_folder")  # a
 def same_file(a, b):
     """True when the paths name one existing file (the output would overwrite an input)."""
     return bool(a and b) and os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
+
+
+# ---------------------------------------------------------------- trackers
+TRACKER_PACKAGES = {"tensorboard": "tensorboard", "swanlab": "swanlab", "wandb": "wandb"}  # --report_to: pip name
+
+
+def add_report_to_argument(parser):
+    parser.add_argument("--report_to", choices=("none", *TRACKER_PACKAGES), default="none",
+                        help="also log the JSONL's numbers to this tracker (its package is not in requirements.txt: "
+                             "pip install it)")
+
+
+def check_tracker_installed(report_to):
+    """One line naming the package to install, before anything is loaded (utils.presets.parse_with_presets calls
+    this)."""
+    package = TRACKER_PACKAGES.get(report_to)
+    if package and importlib.util.find_spec(package) is None:
+        raise UserError(f"--report_to {report_to} needs the '{package}' package, which is not installed: "
+                        f"pip install {package}")

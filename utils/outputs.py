@@ -15,7 +15,7 @@ import json
 import os
 from dataclasses import dataclass
 
-from utils.common import UserError
+from utils.errors import UserError
 from utils.ranklists import metadata_path
 from utils.texts import numbered_lines
 

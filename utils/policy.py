@@ -21,7 +21,8 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_N
 
 from utils.checkpoints import (ADAPTER_CONFIG, STATE_FILE, checkpoint_folder, load_checkpoint_state,
                                save_policy_checkpoint)
-from utils.common import UserError, load_pretrained, run_main
+from utils.errors import UserError, run_main
+from utils.models import load_pretrained
 from utils.options import ArgumentParser, dropout, nonnegative_int, positive_float, replaceable_folder
 from utils.generation import CHAT_TEMPLATE_CHOICES, banned_token_ids, prepare_tokenizer
 from utils.value_head import load_value_head, with_value_head

@@ -17,7 +17,8 @@ import os
 import sys
 from dataclasses import dataclass, replace
 
-from utils.common import UserError, write_text_atomically
+from utils.errors import UserError
+from utils.files import write_text_atomically
 from utils.options import ArgumentParser, input_file, output_file
 from utils.ranklists import (add_merge_arguments, merge_rank_lists, metadata_path, parse_rank_list_line,
                              read_checked_lines, without_repeats)
@@ -184,6 +185,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from utils.common import run_main
+    from utils.errors import run_main
 
     run_main(main)

@@ -13,7 +13,7 @@ import argparse
 import textwrap
 from typing import Callable, NamedTuple, Union
 
-from utils.common import check_tracker_installed
+from utils.options import check_tracker_installed
 
 COMMAND_LINE = "the command line"
 WIDTH = 118

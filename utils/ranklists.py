@@ -26,7 +26,8 @@ import uuid
 from collections import Counter
 
 from utils.options import ArgumentParser, correlation, input_file
-from utils.common import UserError, write_text_atomically
+from utils.errors import UserError
+from utils.files import write_text_atomically
 from utils.texts import NOT_UTF8, ends_mid_line, numbered_lines, read_bytes, read_numbered_lines
 
 _CONTROL_WHITESPACE = re.compile(r"[\t\r\n\v\f\x1c-\x1e\x85\u2028\u2029]+")
@@ -475,6 +476,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from utils.common import run_main
+    from utils.errors import run_main
 
     run_main(main)

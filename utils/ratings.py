@@ -14,7 +14,7 @@ import argparse
 import json
 import os
 
-from utils.common import UserError
+from utils.errors import UserError
 from utils.options import (ArgumentParser, checked_value, finite_float, input_file, nonnegative_float, output_file,
                            positive_int)
 from utils.ranklists import SKIP_HINT, read_checked_lines, write_rank_lists
@@ -110,6 +110,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from utils.common import run_main
+    from utils.errors import run_main
 
     run_main(main)

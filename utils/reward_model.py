@@ -18,7 +18,9 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoTokenizer
 
-from utils.common import UserError, check_safetensors, folder_written_atomically, quiet_transformers
+from utils.errors import UserError
+from utils.files import check_safetensors, folder_written_atomically
+from utils.models import quiet_transformers
 from utils.options import checked_by
 from utils.run import check_finite_weights
 

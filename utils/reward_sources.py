@@ -14,7 +14,8 @@ import warnings
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
-from utils.common import UserError, load_pretrained
+from utils.errors import UserError
+from utils.models import load_pretrained
 from utils.reward_model import load_reward_model, score_texts
 
 REWARD_NORMS = ("none", "reference", "batch")

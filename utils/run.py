@@ -19,7 +19,8 @@ import threading
 
 import torch
 
-from utils.common import UserError, any_process
+from utils.device import any_process
+from utils.errors import UserError
 
 INTERRUPTED_EXIT = 130  # what a shell reports for a program stopped by Ctrl-C
 

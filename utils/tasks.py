@@ -15,7 +15,8 @@ import os
 import time
 from dataclasses import dataclass
 
-from utils.common import UserError, write_text_atomically
+from utils.errors import UserError
+from utils.files import write_text_atomically
 from utils.options import ArgumentParser, add_device_argument, input_file, output_file, positive_int, seed
 from utils.ranklists import clean_field, locked, metadata_path, read_checked_lines, read_meta_records
 from utils.outputs import TASKS, Output, check_outputs
@@ -176,7 +177,7 @@ def lease_file(dataset_file):
 
 def make_tasks(model_name, prompts, tasks_per_prompt, k, max_new_tokens, seed=0, device="cpu"):
     """`tasks_per_prompt` tasks of `k` sampled answers for every prompt, ids `<prompt number>-<task number>`."""
-    from utils.common import set_seed
+    from utils.device import set_seed
     from utils.generation import sample_answers
     from utils.policy import load_causal_lm
 
@@ -212,7 +213,7 @@ def main(argv=None):
     if args.rank_list_len < 2:
         raise UserError(f"--rank_list_len must be at least 2, got {args.rank_list_len}")
     check_outputs([Output("--output", args.output, TASKS)], [("--prompts_file", args.prompts_file)])
-    from utils.common import pick_device  # imported here: the start script's check needs none of them
+    from utils.device import pick_device# imported here: the start script's check needs none of them
     from utils.generation import read_prompts
     from utils.tiny import ensure_tiny
 
@@ -225,6 +226,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from utils.common import run_main
+    from utils.errors import run_main
 
     run_main(main)

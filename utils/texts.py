@@ -11,13 +11,16 @@ metadata), stdin, and texts given on the command line.
     read_lines(path, what)      [text], stopping at the first line that is not UTF-8
     read_stdin_lines(what)      the same for stdin
 
-Texts given on the command line are checked by their options' `type=` (utils/options.py `text`).
+Texts given on the command line are checked by their options' `type=` (utils/options.py `utf8_text`).
+
+    clean_text                  what a BERT tokenizer decodes, without its special tokens and inter-character spaces
 """
 import codecs
 import os
+import re
 import sys
 
-from utils.common import UserError
+from utils.errors import UserError
 
 NOT_UTF8 = "not valid UTF-8 text"
 
@@ -74,3 +77,17 @@ def read_stdin_lines(what):
     """The lines of stdin, read as `read_lines` reads a file (the bytes: the terminal's encoding plays no part)."""
     return checked_texts(numbered_lines(sys.stdin.buffer.read()), "stdin", what)
 
+
+# ---------------------------------------------------------------- decoded text
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+_SPECIAL_RE = re.compile("|".join(re.escape(t) for t in SPECIAL_TOKENS))
+# a space is dropped only when a CJK character or CJK punctuation stands on one side of it
+_CJK = r"\u3000-\u303f\u4e00-\u9fff\uff00-\uffef"
+_CJK_SPACE_RE = re.compile(rf"(?<=[{_CJK}])\s+|\s+(?=[{_CJK}])")
+
+
+def clean_text(text):
+    """Undo BERT-tokenizer decoding: drop special tokens and the spaces put between Chinese characters."""
+    text = _SPECIAL_RE.sub("", text)
+    text = _CJK_SPACE_RE.sub("", text)
+    return re.sub(r"\s+", " ", text).strip()

@@ -31,8 +31,10 @@ from tqdm import tqdm
 from transformers import (BertConfig, BertForMaskedLM, BertForSequenceClassification, BertModel, BertTokenizer,
                           BertTokenizerFast, GPT2Config, GPT2LMHeadModel, get_linear_schedule_with_warmup)
 
-from utils.common import (UserError, check_replaceable_folder, folder_written_atomically, pick_device,
-                          quiet_transformers, set_seed, user_cache)
+from utils.device import pick_device, set_seed
+from utils.errors import UserError
+from utils.files import check_replaceable_folder, folder_written_atomically, user_cache
+from utils.models import quiet_transformers
 from utils.options import ArgumentParser, add_device_argument, replaceable_folder
 from utils.presets import Lazy
 from utils.data import DATASETS_VERSION, NEGATIVE, POSITIVE, read_corpus_split
@@ -411,6 +413,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from utils.common import run_main
+    from utils.errors import run_main
 
     run_main(main)
