@@ -41,13 +41,13 @@ from tqdm import tqdm
 from utils.answer_logprobs import answer_logprobs
 from utils.device import accelerator_kwargs, any_process, pick_device, set_seed
 from utils.errors import UserError, run_main
-from utils.generation import (add_rollout_arguments, decode, encode_prompt, generate_responses, random_samples,
-                              read_prompts)
-from utils.logger import TrainLogger
+from utils.generation import check_room, generate_responses
+from utils.logger import TrainLogger, distinct_2, random_samples
+from utils.online import add_rollout_arguments
+from utils.tokens import decode, encode_prompt, read_prompts
 from utils.outputs import EPOCH_LOG, check_outputs, log_outputs
 from utils.options import ArgumentParser, learning_rate, nonnegative_float, positive_float, positive_int, ratio
 from utils.checkpoints import load_checkpoint_state, save_policy_checkpoint
-from utils.generation import check_room, distinct_2
 from utils.policy import add_model_arguments, load_policy, lora_options
 from utils.reward_sources import make_reward_source
 from utils.run import INTERRUPTED_EXIT, StopRequests, no_step_trained, stop_if_not_finite

@@ -11,7 +11,8 @@ import os
 
 from utils.device import pick_device, set_seed
 from utils.errors import UserError, run_main
-from utils.generation import decode, encode_prompt, generate_responses
+from utils.generation import generate_responses
+from utils.tokens import decode, encode_prompt
 from utils.checkpoints import checkpoint_folder, find_latest_checkpoint, load_checkpoint_state
 from utils.options import ArgumentParser, add_device_argument, positive_int, seed, utf8_text
 from utils.policy import add_model_arguments, load_policy

@@ -37,15 +37,15 @@ from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from utils.device import pick_device
 from utils.errors import UserError
-from utils.generation import encode_prompt, sample_answers
+from utils.generation import sample_answers
+from utils.tokens import encode_prompt
 from utils.options import (add_device_argument, fraction, input_file, output_file, positive_float, positive_int,
                            utf8_text)
 from utils.outputs import LEASES, Output, check_outputs, labels_outputs
 from utils.policy import add_model_arguments, load_causal_lm
 from utils.presets import Lazy, Preset, parse_with_presets
-from utils.preferences import read_prompted_rank_lists
 from utils.ranklists import (agreement, append_rank_list, count_saves, metadata_path, read_meta_records,
-                             read_rank_list_table, undo_rank_list)
+                             read_prompted_rank_lists, read_rank_list_table, undo_rank_list)
 from utils.tasks import TaskQueue, lease_file, read_tasks
 
 RANDOM_PROMPTS = ["今天早晨我去了", "这部电影很", "刚收到货，感觉", "说实话，真的很", "这次购物总的来说体验很",

@@ -42,14 +42,14 @@ from rich.table import Table
 
 from utils.device import accelerator_kwargs, add_mixed_precision_argument, pick_device, set_seed
 from utils.errors import UserError, run_main
-from utils.options import add_report_to_argument
-from utils.generation import check_room, decode, encode_prompt, generate_responses, read_prompts
+from utils.options import (ArgumentParser, add_device_argument, add_report_to_argument, finite_float, input_file,
+                           learning_rate, output_folder, positive_int, replaceable_folder, seed)
+from utils.generation import check_room, generate_responses
+from utils.tokens import decode, encode_prompt, read_prompts
 from utils.logger import TrainLogger
 from utils.outputs import RATINGS, check_outputs, log_outputs
 from utils.checkpoints import STATE_FILE, checkpoint_folder, load_checkpoint_state, save_policy_checkpoint
 from ppo_sentiment_example import PPOConfig, make_ppo, ppo_update
-from utils.options import (ArgumentParser, add_device_argument, finite_float, input_file, learning_rate, output_folder,
-                           positive_int, replaceable_folder, seed)
 from utils.policy import add_model_arguments, check_causal_lm, load_policy, lora_options
 from utils.ratings import RATINGS_NAME, read_ratings
 from utils.presets import Preset, parse_with_presets

@@ -53,17 +53,17 @@ from utils.ai_feedback import DEFAULT_OUTPUT as AI_FEEDBACK_FILE, ensure_ai_feed
 from utils.answer_logprobs import answer_logprobs
 from utils.device import accelerator_kwargs, add_mixed_precision_argument, any_process, pick_device, set_seed
 from utils.errors import UserError, run_main
-from utils.options import add_report_to_argument
-from utils.generation import banned_token_ids, check_room, decode, encode_prompt, generate_responses
+from utils.options import (ArgumentParser, add_device_argument, add_report_to_argument, add_sampling_arguments,
+                           file_name, fraction, input_file, learning_rate, output_file, output_folder, positive_float,
+                           positive_int, ratio, same_file, seed)
+from utils.generation import check_room, generate_responses
+from utils.tokens import banned_token_ids, decode, encode_prompt
 from utils.logger import TrainLogger
 from utils.outputs import AI_LABELS, STEP_LOG, check_outputs, inputs_with_metadata, labels_outputs, log_outputs
 from utils.checkpoints import checkpoint_folder, load_checkpoint_state, save_policy_checkpoint
-from utils.options import (ArgumentParser, add_device_argument, file_name, fraction, input_file, learning_rate,
-                           nonnegative_int, output_file, output_folder, positive_float, positive_int, ratio, same_file,
-                           seed)
 from utils.policy import add_model_arguments, load_policy, lora_options
-from utils.preferences import preference_pairs, read_preference_jsonl, read_prompted_rank_lists
-from utils.ranklists import add_merge_arguments, merge_rank_lists, metadata_path
+from utils.preferences import preference_pairs, read_preference_jsonl
+from utils.ranklists import add_merge_arguments, merge_rank_lists, metadata_path, read_prompted_rank_lists
 from utils.presets import Preset, parse_with_presets, settings_line
 from utils.run import INTERRUPTED_EXIT, StopRequests, no_step_trained
 from utils.texts import read_numbered_lines
@@ -124,10 +124,7 @@ def parse_args(argv=None):
     p.add_argument("--log_name", "--img_log_name", type=file_name, default="DPO-Sentiment-Zh",
                    help="logs: <log_dir>/<log_name>.jsonl and .png")
     add_report_to_argument(p)
-    p.add_argument("--print_samples", "--num_samples", type=nonnegative_int, default=3,
-                   help="answers printed at each evaluation")
-    p.add_argument("--max_new_tokens", "--gen_len", type=positive_int, default=16,
-                   help="new tokens per answer (AI feedback and printed samples)")
+    add_sampling_arguments(p, print_samples=3, printed="at each evaluation")
     p.add_argument("--skip_bad_lines", action="store_true",
                    help="skip and count bad lines of the rank-list or preference files")
     add_merge_arguments(p)

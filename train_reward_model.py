@@ -29,14 +29,13 @@ from transformers import AutoModel, AutoTokenizer, get_linear_schedule_with_warm
 from utils.device import accelerator_kwargs, add_mixed_precision_argument, any_process, pick_device, set_seed
 from utils.errors import UserError, run_main
 from utils.models import load_pretrained
-from utils.options import add_report_to_argument
+from utils.options import (ArgumentParser, add_device_argument, add_report_to_argument, file_name, fraction,
+                           input_file, learning_rate, nonnegative_float, output_folder, positive_int, ratio,
+                           same_file, seed)
 from utils.data import RANK_LIST_DIR, ensure_datasets
 from utils.logger import TrainLogger
 from utils.outputs import STEP_LOG, check_outputs, inputs_with_metadata, log_outputs
-from utils.options import (ArgumentParser, add_device_argument, file_name, fraction, input_file, learning_rate,
-                           nonnegative_float, output_folder, positive_int, ratio, same_file, seed)
-from utils.preferences import read_prompted_rank_lists
-from utils.ranklists import add_merge_arguments, merge_rank_lists, read_rank_lists
+from utils.ranklists import add_merge_arguments, merge_rank_lists, read_prompted_rank_lists, read_rank_lists
 from utils.reward_model import (META_FILE, RewardModel, encode_rank_lists, listwise_loss, rank_list_loss,
                                 ranking_metrics, save_reward_model, scores_to_lists, usable_seq_len)
 from utils.presets import Preset, parse_with_presets, settings_line

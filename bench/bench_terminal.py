@@ -30,7 +30,8 @@ from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-from utils.generation import PROMPTS, encode_prompt, generate_responses  # noqa: E402
+from utils.generation import generate_responses# noqa: E402
+from utils.tokens import PROMPTS, encode_prompt# noqa: E402
 from utils.logger import TrainLogger  # noqa: E402
 from utils.policy import load_policy  # noqa: E402
 from ppo_sentiment_example import PPOConfig, make_ppo, ppo_update  # noqa: E402

@@ -57,7 +57,7 @@ import train_dpo as dpo  # noqa: E402
 from utils.device import accelerator_kwargs, pick_device, set_seed# noqa: E402
 from utils.models import load_pretrained# noqa: E402
 from utils.texts import clean_text# noqa: E402
-from utils.generation import PROMPTS, banned_token_ids  # noqa: E402
+from utils.tokens import PROMPTS, banned_token_ids# noqa: E402
 from utils.policy import load_policy, load_tokenizer  # noqa: E402
 from utils.reward_sources import SentimentPipelineReward  # noqa: E402
 from utils.tiny import ensure_tiny  # noqa: E402

@@ -42,7 +42,7 @@ TRL_STATS = dict(policy_loss="ppo/loss/policy", value_loss="ppo/loss/value", kl=
 
 def micro_tokenizer():
     tokenizer = BertTokenizer(vocab={token: i for i, token in enumerate(VOCAB)}, do_lower_case=False)
-    tokenizer.eos_token = tokenizer.sep_token  # as utils.generation.prepare_tokenizer sets it
+    tokenizer.eos_token = tokenizer.sep_token  # as utils.tokens.prepare_tokenizer sets it
     return tokenizer
 
 

@@ -28,7 +28,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 from utils.device import accelerator_kwargs, pick_device, set_seed# noqa: E402
-from utils.generation import decode, encode_prompt, generate_responses  # noqa: E402
+from utils.generation import generate_responses# noqa: E402
+from utils.tokens import decode, encode_prompt# noqa: E402
 from utils.policy import load_policy, unwrap_policy  # noqa: E402
 from utils.reward_sources import SentimentPipelineReward  # noqa: E402
 

@@ -11,9 +11,9 @@ import pytest
 
 from conftest import REPO
 from utils.errors import UserError
-from utils.preferences import PromptedRankList, main as preferences_main, read_prompted_rank_lists
-from utils.ranklists import (agreement, append_rank_list, consensus_order, kendall_tau,
-                             main as ranklists_main, merge_rank_lists, undo_rank_list)
+from utils.preferences import main as preferences_main
+from utils.ranklists import (PromptedRankList, agreement, append_rank_list, consensus_order, kendall_tau,
+                             main as ranklists_main, merge_rank_lists, read_prompted_rank_lists, undo_rank_list)
 from utils.tasks import Task, TaskQueue, read_tasks, write_tasks
 
 PROMPT = "这部电影很"

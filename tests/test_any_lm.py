@@ -15,13 +15,13 @@ import inference_ppo_gpt
 import ppo_sentiment_example
 import train_dpo
 from conftest import REPO, run_script, run_script_in_process
-from utils import ai_feedback, generation
+from utils import ai_feedback, tokens
 from utils.answer_logprobs import answer_logprobs
 from utils.checkpoints import find_latest_checkpoint, load_checkpoint_state, save_policy_checkpoint
 from utils.device import set_seed
 from utils.errors import UserError
-from utils.generation import (banned_token_ids, decode, encode_prompt, end_token_ids, generate_responses,
-                              prepare_tokenizer)
+from utils.generation import generate_responses
+from utils.tokens import banned_token_ids, decode, encode_prompt, end_token_ids, prepare_tokenizer
 from utils.policy import AdaptersOff, load_causal_lm, load_policy, merge_lora_checkpoint
 from utils.value_head import with_value_head
 
@@ -84,7 +84,7 @@ def test_prompts_go_through_the_chat_template_unless_told_otherwise(micro_lms):
 
 
 def test_a_missing_pad_token_becomes_eos_and_is_said_once(micro_lms, capsys, monkeypatch):
-    monkeypatch.setattr(generation, "_said", set())  # as in a fresh process
+    monkeypatch.setattr(tokens, "_said", set())  # as in a fresh process
     for _ in range(2):
         tokenizer = tokenizer_of(micro_lms["llama"])
     assert tokenizer.pad_token == tokenizer.eos_token == "<|end_of_text|>"

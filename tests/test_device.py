@@ -14,7 +14,8 @@ from conftest import REPO, reset_accelerate_state, run_in_process, run_script
 from utils.device import accelerator_kwargs, pick_device, set_seed
 from utils.errors import UserError
 from utils.data import RANK_LIST_DIR
-from utils.generation import encode_prompt, generate_responses
+from utils.generation import generate_responses
+from utils.tokens import encode_prompt
 from utils.logger import read_jsonl
 from utils.checkpoints import load_checkpoint_state
 from utils.policy import load_policy, unwrap_policy

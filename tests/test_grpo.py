@@ -14,7 +14,7 @@ import grpo_sentiment_example
 from conftest import REPO, cpu_only, run_in_process
 from grpo_sentiment_example import TINY
 from utils.answer_logprobs import answer_logprobs
-from utils.generation import encode_prompt
+from utils.tokens import encode_prompt
 from utils.logger import read_jsonl
 from utils.checkpoints import load_checkpoint_state, save_policy_checkpoint
 from utils.policy import load_policy
@@ -333,7 +333,7 @@ def test_unscaled_advantages_of_an_all_equal_group_are_zero_not_nan(baseline):
 
 def direct_loss(logprobs, old, ref, advantages, mask, low, high, beta, loss_type, max_new_tokens):
     """The GRPO loss token by token in plain Python."""
-    per_answer, total, tokens = [], 0.0, 0
+    per_answer, total = [], 0.0
     for i in range(len(advantages)):
         answer = []
         for t in range(len(mask[i])):

@@ -228,7 +228,7 @@ def test_a_log_is_replaced_only_by_a_runs_first_record(tmp_path):
     assert [json.loads(line)["reward_mean"] for line in open(earlier)] == [0.7]
 
 
-def test_a_better_model_best_of_an_earlier_run_is_kept(small_lists, micro_dir, tmp_path, capsys, monkeypatch):
+def test_a_better_model_best_of_an_earlier_run_is_kept(small_lists, micro_dir, tmp_path, capsys, monkeypatch):  # noqa: F811 (small_lists is a fixture)
     import train_reward_model
 
     monkeypatch.setenv("RLHF_TINY_DIR", micro_dir)
@@ -351,7 +351,7 @@ def test_a_rank_list_file_of_identical_texts_trains_no_reward_model(tmp_path, ca
 
 
 def test_a_labelled_file_without_metadata_keeps_its_lines_and_records_aligned(tmp_path, capsys):
-    from utils.preferences import read_prompted_rank_lists
+    from utils.ranklists import read_prompted_rank_lists
 
     tsv = tmp_path / "total_dataset.tsv"
     tsv.write_text("很好\t很差\n\n不错\t一般\n", encoding="utf-8")  # the original labeller wrote no metadata

@@ -159,7 +159,7 @@ def test_rank_four_answers_and_save_in_a_real_browser(server, browser):
 
 
 def test_two_annotators_rank_one_task_by_clicks_in_at_most_five_actions(browser, micro_dir, tmp_path):
-    from utils.preferences import read_prompted_rank_lists
+    from utils.ranklists import read_prompted_rank_lists
     from utils.ranklists import agreement, merge_rank_lists
 
     tasks = tmp_path / "tasks.jsonl"

@@ -19,10 +19,10 @@ from bench import micro_ppo
 from conftest import REPO, cpu_only, run_in_process, run_script_in_process
 from utils.device import set_seed
 from utils.errors import UserError
-from utils.generation import encode_prompt, generate_responses, random_samples
-from utils.logger import read_jsonl
+from utils.generation import generate_responses
+from utils.logger import distinct_2, random_samples, read_jsonl
+from utils.tokens import encode_prompt
 from utils.checkpoints import load_checkpoint_state, save_policy_checkpoint
-from utils.generation import distinct_2
 from utils.policy import load_policy, unwrap_policy
 from utils.reward_model import RewardModel, save_reward_model
 from utils.reward_sources import RewardModelReward, RewardNormalizer, SentimentPipelineReward

@@ -4,8 +4,8 @@ import json
 import pytest
 
 from conftest import run_script, run_script_in_process
-from utils.preferences import main, preference_pairs, read_prompted_rank_lists
-from utils.ranklists import append_rank_list, metadata_path
+from utils.preferences import main, preference_pairs
+from utils.ranklists import append_rank_list, metadata_path, read_prompted_rank_lists
 
 MOVIE = "这部电影很"
 SHOP = "刚收到货，感觉"

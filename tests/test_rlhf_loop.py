@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from conftest import REPO
-from utils.generation import PROMPTS
+from utils.tokens import PROMPTS
 from utils.logger import TrainLogger, read_jsonl
 from utils.ranklists import append_rank_list, metadata_path
 

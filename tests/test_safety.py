@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from conftest import REPO, run_in_process, run_script
+from conftest import REPO, run_in_process
 from utils.checkpoints import load_checkpoint_state, save_policy_checkpoint
 from utils.errors import UserError
 from utils.files import folder_written_atomically, write_text_atomically
@@ -402,7 +402,8 @@ def test_two_quick_ctrl_c_at_any_moment_stop_at_once_and_the_last_checkpoint_loa
     """Real SIGINTs, twice in quick succession, while the policy generates, while it takes an optimiser step and
     while a checkpoint is being written over an older one: the first asks for a stop, the second stops at once,
     and the checkpoint already on disk still loads, unchanged."""
-    from utils.generation import encode_prompt, generate_responses
+    from utils.generation import generate_responses
+    from utils.tokens import encode_prompt
     from utils.policy import load_policy
     from utils.run import StopRequests
     from utils.value_head import with_value_head
@@ -478,7 +479,7 @@ def test_a_file_that_cannot_be_read_is_one_line(tmp_path, monkeypatch):
     simulated at the open), and a folder where the file is expected."""
     import builtins
 
-    from utils.preferences import read_prompted_rank_lists
+    from utils.ranklists import read_prompted_rank_lists
     from utils.ranklists import read_rank_list_table
 
     lists = tmp_path / "lists.tsv"

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from conftest import REPO, run_script
 from terminal_main import HOLD_STEPS_ENV, MAX_REPLY_BYTES, main, parse_args, parse_reply
-from utils.generation import PROMPTS, read_prompts
+from utils.tokens import PROMPTS, read_prompts
 from utils.errors import UserError, run_main
 from utils.logger import read_jsonl
 from utils.checkpoints import load_checkpoint_state

@@ -2,12 +2,11 @@
 package is missing refused in one line before any model is built or loaded."""
 import importlib
 import math
-import os
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import utils.options
+from utils import options
 from utils.errors import run_main
 from utils.logger import TrainLogger, read_jsonl
 
@@ -19,7 +18,7 @@ def test_missing_tracker_package_is_one_line_before_any_model(script, tmp_path, 
     import utils.tiny
 
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(utils.options.importlib.util, "find_spec",
+    monkeypatch.setattr(options.importlib.util, "find_spec",
                         lambda name, *a: None if name == "swanlab" else real_find_spec(name, *a))
     monkeypatch.setenv("RLHF_TINY_DIR", str(tmp_path / "no_models_yet"))
     monkeypatch.setattr(utils.tiny, "build_tiny", lambda *a, **k: pytest.fail("built the tiny models first"))

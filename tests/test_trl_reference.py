@@ -43,7 +43,7 @@ from train_dpo import collate, encode_lists, preference_loss
 from train_reward_model import make_loader, score_batch
 from utils.answer_logprobs import answer_logprobs
 from utils.models import load_pretrained
-from utils.generation import PROMPTS, banned_token_ids, encode_prompt
+from utils.tokens import PROMPTS, banned_token_ids, encode_prompt
 from utils.policy import disable_dropout, load_tokenizer
 from utils.reward_model import RewardModel, listwise_loss, rank_list_loss
 

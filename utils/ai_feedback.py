@@ -20,7 +20,8 @@ from tqdm import tqdm
 
 from utils.device import pick_device, set_seed
 from utils.errors import UserError, run_main
-from utils.generation import PROMPTS, read_prompts, sample_answers
+from utils.generation import sample_answers
+from utils.tokens import PROMPTS, read_prompts
 from utils.options import ArgumentParser, add_device_argument, input_file, output_file, positive_int, seed
 from utils.outputs import AI_LABELS, check_outputs, labels_outputs
 from utils.policy import add_model_arguments, load_causal_lm

@@ -4,6 +4,7 @@ import fnmatch
 import json
 import math
 import os
+import random
 
 import matplotlib
 
@@ -209,3 +210,20 @@ def _companion_of(key, keys):
 
 def _is_number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# ---------------------------------------------------------------- what a run prints and measures of its answers
+def random_samples(prompts, answers, num_samples):
+    """The original's "Random Sample N text(s) of model output:" block of `num_samples` random prompt + answer,
+    after a line break, to follow the epoch's line; "" for none."""
+    picked = random.sample(range(len(answers)), min(num_samples, len(answers)))
+    if not picked:
+        return ""
+    return "\n".join(["", f"Random Sample {len(picked)} text(s) of model output:"]
+                     + [f"{i}. {prompts[k]}{answers[k]}" for i, k in enumerate(picked, start=1)])
+
+
+def distinct_2(texts):
+    """Distinct character bigrams / all character bigrams over `texts` (1.0 = no bigram repeats)."""
+    bigrams = [text[i:i + 2] for text in texts for i in range(len(text) - 1)]
+    return len(set(bigrams)) / len(bigrams) if bigrams else 0.0

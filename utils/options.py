@@ -252,3 +252,11 @@ def check_tracker_installed(report_to):
     if package and importlib.util.find_spec(package) is None:
         raise UserError(f"--report_to {report_to} needs the '{package}' package, which is not installed: "
                         f"pip install {package}")
+
+
+# ---------------------------------------------------------------- option groups several scripts share
+def add_sampling_arguments(parser, print_samples, printed):
+    """How answers are sampled and how many are shown (`printed`: when, for the help)."""
+    parser.add_argument("--max_new_tokens", "--gen_len", type=positive_int, default=16, help="new tokens per answer")
+    parser.add_argument("--print_samples", "--num_samples", type=nonnegative_int, default=print_samples,
+                        help=f"random answers printed {printed}")

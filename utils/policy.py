@@ -24,7 +24,7 @@ from utils.checkpoints import (ADAPTER_CONFIG, STATE_FILE, checkpoint_folder, lo
 from utils.errors import UserError, run_main
 from utils.models import load_pretrained
 from utils.options import ArgumentParser, dropout, nonnegative_int, positive_float, replaceable_folder
-from utils.generation import CHAT_TEMPLATE_CHOICES, banned_token_ids, prepare_tokenizer
+from utils.tokens import CHAT_TEMPLATE_CHOICES, banned_token_ids, prepare_tokenizer
 from utils.value_head import load_value_head, with_value_head
 
 # LoRA's default target modules where peft's own defaults (query and value only) are not the usual choice

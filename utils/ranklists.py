@@ -459,7 +459,6 @@ def format_agreement(report):
 
 def main(argv=None):
     """`python -m utils.ranklists agreement FILE`: agreement between the annotators of a labelled TSV file."""
-    from utils.preferences import read_prompted_rank_lists  # it reads the TSV with its meta file, and imports us
 
     parser = ArgumentParser(prog="python -m utils.ranklists", description=main.__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -479,3 +478,81 @@ if __name__ == "__main__":
     from utils.errors import run_main
 
     run_main(main)
+
+
+# ---------------------------------------------------------------- rank lists with their prompts (the .meta.jsonl)
+@dataclasses.dataclass
+class PromptedRankList:
+    """One rank list, texts best first; `prompt` is None when no prompt is known; `task_id` and `annotator` come
+    from the labelling page's meta record (the task queue's id, who ranked it), None when unknown."""
+    texts: list
+    prompt: str = None
+    task_id: str = None
+    annotator: str = None
+
+
+def read_prompted_rank_lists(path, skip_bad_lines=False):
+    """The rank lists of a TSV file with their prompts from its `.meta.jsonl` (if there is one).
+
+    The n-th non-blank line of the TSV belongs to the n-th non-blank record of the meta file. A bad TSV line,
+    a record that is not JSON, whose `rank_list_len` differs from the line's number of texts, whose prompt does
+    not begin every text, or a line without a record (or a record without a line) stops with `file:line:
+    reason`; with `skip_bad_lines` the line is left out and counted on stderr.
+    """
+    meta_file = metadata_path(path)
+    records = _records(meta_file) if os.path.isfile(meta_file) else None
+    seen = 0  # non-blank TSV lines so far: the index of the line's meta record
+
+    def parse_line(line):
+        nonlocal seen
+        fields, reason = parse_rank_list_line(line, None)
+        if fields == []:  # a blank line has no meta record
+            return None, None
+        seen += 1
+        if reason is not None or records is None:
+            return (None if reason else PromptedRankList(fields)), reason
+        if seen > len(records):
+            return None, f"no record for this rank list in {meta_file} (it has {len(records)})"
+        return _from_record(*records[seen - 1], meta_file, fields)
+
+    rank_lists = with_distinct_texts(path, read_checked_lines(path, parse_line, skip_bad_lines))
+    extra = (records or [])[seen:]
+    if extra:
+        where, reason = f"{meta_file}:{extra[0][0]}", f"a record without a rank list ({path} has {seen} lists)"
+        if not skip_bad_lines:
+            raise UserError(f"{where}: {reason} (use --skip_bad_lines to skip such lines)")
+        print(f"warning: skipped {len(extra)} record(s) in {meta_file} (first: {where}: {reason})", file=sys.stderr)
+    return rank_lists
+
+
+def with_distinct_texts(path, rank_lists):
+    """The rank lists after the one rule for repeated texts (utils/ranklists.py `without_repeats`)."""
+    distinct = without_repeats(path, [rank_list.texts for rank_list in rank_lists])
+    return [dataclasses.replace(r, texts=texts) for r, texts in zip(rank_lists, distinct) if texts]
+
+
+def _records(meta_file):
+    """[(line_number, text, None where it is not UTF-8)] of the non-blank lines of a meta file."""
+    return [(number, line) for number, line in read_numbered_lines(meta_file) if line is None or line.strip()]
+
+
+def _from_record(meta_number, line, meta_file, texts):
+    """(PromptedRankList, None) for a record that matches the rank list `texts`, (None, reason) otherwise."""
+    where = f"{meta_file}:{meta_number}"
+    try:
+        record = json.loads(line)
+    except (TypeError, ValueError):  # TypeError: a line that is not UTF-8 (None)
+        return None, f"its record {where} is not a JSON object"
+    if not isinstance(record, dict):
+        return None, f"its record {where} is not a JSON object"
+    if "rank_list_len" in record and record["rank_list_len"] != len(texts):
+        return None, f"{len(texts)} texts, but its record {where} says rank_list_len {record['rank_list_len']}"
+    prompt = record.get("prompt")
+    if prompt is not None and not isinstance(prompt, str):
+        return None, f"the prompt in its record {where} is not a string"
+    for i, text in enumerate(texts, start=1):
+        if prompt and not text.startswith(prompt):
+            return None, f"text {i} does not begin with the prompt {prompt!r} of its record {where}"
+    task_id = record.get("task_id")
+    return PromptedRankList(texts, prompt or None, None if task_id is None else str(task_id),
+                            record.get("annotator")), None

@@ -214,7 +214,7 @@ def main(argv=None):
         raise UserError(f"--rank_list_len must be at least 2, got {args.rank_list_len}")
     check_outputs([Output("--output", args.output, TASKS)], [("--prompts_file", args.prompts_file)])
     from utils.device import pick_device# imported here: the start script's check needs none of them
-    from utils.generation import read_prompts
+    from utils.tokens import read_prompts
     from utils.tiny import ensure_tiny
 
     prompts = read_prompts(args.prompts_file)
