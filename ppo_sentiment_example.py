@@ -14,38 +14,31 @@ policy is not trained on, so that reward hacking shows as a reward that rises wh
     python ppo_sentiment_example.py --tiny          # offline tiny models: under a minute on a CPU, once built
     python ppo_sentiment_example.py                 # the original's hub models and settings
     accelerate launch --multi_gpu --num_processes 2 ppo_sentiment_example.py ...  # 2 processes (GPUs or CPUs)
+    torchrun --standalone --nproc_per_node 2 ppo_sentiment_example.py --tiny --fsdp  # the policy sharded over 2 (FSDP2)
 """
 import argparse
 import os
-import random
-import sys
-import time
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from accelerate import Accelerator
-from tqdm import tqdm
 
 from utils.answer_logprobs import pack, score_answers, select
-from utils.device import accelerator_kwargs, any_process, pick_device, set_seed
+from utils.device import any_process
 from utils.errors import UserError, run_main
-from utils.generation import check_room, generate_responses
-from utils.logger import TrainLogger, distinct_2, random_samples
-from utils.online import add_rollout_arguments
-from utils.tokens import decode, encode_prompt, read_prompts
+from utils.online import add_rollout_arguments, train_online
+from utils.options import ArgumentParser, fraction, learning_rate, nonnegative_float, positive_float, positive_int
 from utils.outputs import EPOCH_LOG, check_outputs, log_outputs
-from utils.checkpoints import load_checkpoint_state, save_policy_checkpoint
-from utils.policy import add_model_arguments, load_policy, lora_options, unwrap_policy
-from utils.options import (ArgumentParser, finite_float_or_off, fraction, learning_rate, nonnegative_float,
-                           positive_float, positive_int)
-from utils.reward_sources import REWARD_NORMS, RewardNormalizer, make_reward_and_judge, mean_std
-from utils.run import INTERRUPTED_EXIT, StopRequests, no_step_trained, stop_if_not_finite
-from utils.presets import Preset, parse_with_presets, settings_line
+from utils.policy import add_model_arguments
+from utils.presets import Preset, parse_with_presets
 from utils.reward_model import reward_model_folder
-from utils.value_head import with_value_head
+from utils.reward_sources import REWARD_NORMS
+from utils.run import optimizer_step, prepare_frozen, prepare_trainable
+from utils.sharding import global_mean_var, global_token_mean
 from utils.tiny import TINY_CLASSIFIER, TINY_GPT2
+from utils.value_head import with_value_head
 
 # The original's settings (uer's hub models, a GPU in mind) ...
 ORIGINAL = dict(model_name="uer/gpt2-chinese-cluecorpussmall",
@@ -77,7 +70,6 @@ PRESETS = [Preset("--tiny", lambda args: args.tiny, TINY),
            Preset("--preset gpu", lambda args: args.preset == "gpu",
                   lambda args: dict(mini_batch_size=args.batch_size, mixed_precision="bf16"),
                   note="--mini_batch_size = --batch_size, --mixed_precision bf16")]
-STOP_WINDOW = 10  # --stop_at_reward looks at the mean reward of this many last epochs
 
 
 def parse_args(argv=None):
@@ -95,12 +87,6 @@ def parse_args(argv=None):
                         "already have a fixed 0..1 scale)")
     p.add_argument("--normalize_reward", dest="reward_norm", action="store_const", const="reference",
                    help="the same as --reward_norm reference (the older name)")
-    p.add_argument("--judge_model", type=reward_model_folder,
-                   help="reward-model folder that judges the answers every save_freq epochs (default: with "
-                        "--reward_model the sentiment classifier judges; with the classifier as reward, none)")
-    p.add_argument("--ref_samples", type=positive_int, default=256,
-                   help="answers of the reference model scored before training: the normalisation statistics "
-                        "and the judge's baseline")
     p.add_argument("--total_samples", "--steps", type=positive_int,
                    help="answers to train on in all; epochs = ceil(total_samples / batch_size)")
     p.add_argument("--batch_size", type=positive_int, help="samples per PPO epoch (per process)")
@@ -110,9 +96,6 @@ def parse_args(argv=None):
     p.add_argument("--init_kl_coef", type=nonnegative_float, help="initial KL coefficient (adaptive)")
     p.add_argument("--target", type=positive_float, help="KL target of the adaptive controller")
     p.add_argument("--horizon", type=positive_int, help="horizon of the adaptive KL controller")
-    p.add_argument("--stop_at_reward", type=finite_float_or_off,
-                   help=f"stop and save once the mean reward of the last {STOP_WINDOW} epochs reaches this; off: "
-                        "train all epochs")
     p.add_argument("--gamma", type=fraction, default=1.0)
     p.add_argument("--lam", type=fraction, default=0.95)
     p.add_argument("--cliprange", type=positive_float, default=0.2)
@@ -139,7 +122,7 @@ def ppo_config(args):
     return PPOConfig(learning_rate=args.learning_rate, mini_batch_size=args.mini_batch_size,
                      ppo_epochs=args.ppo_epochs, init_kl_coef=args.init_kl_coef, target=args.target,
                      horizon=args.horizon, gamma=args.gamma, lam=args.lam, cliprange=args.cliprange,
-                     cliprange_value=args.cliprange_value, vf_coef=args.vf_coef)
+                     cliprange_value=args.cliprange_value, vf_coef=args.vf_coef, max_grad_norm=args.max_grad_norm)
 
 
 # ---------------------------------------------------------------- the algorithm
@@ -158,6 +141,7 @@ class PPOConfig:
     cliprange_value: float = 0.2  # the new value is clipped to the old one +- this
     vf_coef: float = 0.1  # weight of the value loss
     ratio_threshold: float = 10.0  # a mini-batch whose mean ratio exceeds this is not learned from
+    max_grad_norm: float = None  # clip the gradient's norm to this (trl's default: no clipping)
 
 
 class AdaptiveKLController:
@@ -175,8 +159,9 @@ class AdaptiveKLController:
 
 @dataclass
 class PPO:
-    """What a PPO update works on: the policy (with its value head) and its optimiser, prepared by `accelerator`
-    (several processes, mixed precision), the frozen reference model, and the KL controller."""
+    """What a PPO update works on: the policy (with its value head) and its optimiser, prepared on the
+    accelerator's processes (data parallel, or sharded with --fsdp), the frozen reference model, and the KL
+    controller. Also the algorithm utils/online.py's loop runs (its `update`, `loss`, `kl_coef` ...)."""
     accelerator: Accelerator
     policy: torch.nn.Module
     ref_model: torch.nn.Module
@@ -184,21 +169,50 @@ class PPO:
     tokenizer: object
     config: PPOConfig
     kl_ctl: AdaptiveKLController
+    group_size = 1  # one answer per prompt
+    with_logprobs = False  # the update computes the old log-probabilities itself (with the values)
+    hint = "--learning_rate"
+    LOGGED = ("kl", "kl_coef", "policy_loss", "value_loss", "entropy")
+
+    @property
+    def kl_coef(self):
+        return self.kl_ctl.value
+
+    def unwrapped_policy(self):
+        """The policy without its data-parallel wrapper (what `generate` and a checkpoint take)."""
+        return self.accelerator.unwrap_model(self.policy)
+
+    def update(self, rollout, rewards):
+        stats = ppo_update(self, rollout.queries, rollout.responses, rewards)
+        return None if stats is None else {key: stats[key] for key in self.LOGGED}
+
+    def loss(self, stats):
+        return stats["policy_loss"] + stats["value_loss"]
+
+    def summary(self, record):
+        return ""
+
+    def batch_line(self, args):
+        return f"{args.batch_size} samples"
 
 
-def make_ppo(policy, ref_model, tokenizer, config, accelerator_kwargs, value_head_from=None):
-    """A `PPO` for `policy` and its reference (from utils.policy.load_policy), on the accelerator
-    `Accelerator(**accelerator_kwargs)` makes. The policy gets PPO's value head, with the weights saved in the
-    checkpoint folder `value_head_from` when it has them (resuming), else a fresh one."""
-    accelerator = Accelerator(**accelerator_kwargs)
-    policy = with_value_head(policy, value_head_from)
-    # trl's Adam (same hyperparameters) as one fused kernel over all parameters
-    optimizer = torch.optim.Adam([p for p in policy.parameters() if p.requires_grad], lr=config.learning_rate,
-                                 fused=True)
-    policy, optimizer = accelerator.prepare(policy, optimizer)
-    ref_model.to(accelerator.device)
+def make_ppo(policy, ref_model, tokenizer, config, accelerator, value_head_from=None):
+    """A `PPO` for `policy` and its reference (from utils.policy.load_policy) on `accelerator`'s processes
+    (utils.run.make_accelerator). The policy gets PPO's value head, with the weights saved in the checkpoint folder
+    `value_head_from` when it has them (resuming), else a fresh one; trl's Adam (same hyperparameters), fused."""
+    policy, optimizer = prepare_trainable(accelerator, with_value_head(policy, value_head_from), config.learning_rate)
+    ref_model = prepare_frozen(accelerator, ref_model, trained=policy)
     return PPO(accelerator, policy, ref_model, optimizer, tokenizer, config,
                AdaptiveKLController(config.init_kl_coef, config.target, config.horizon))
+
+
+def build(args, accelerator, policy, ref_model, tokenizer, resume_state):
+    """The PPO the arguments describe (utils.online.train_online calls it), where a checkpoint left it."""
+    ppo = make_ppo(policy, ref_model, tokenizer, ppo_config(args), accelerator,
+                   value_head_from=args.resume or args.model_name)
+    if resume_state:
+        ppo.kl_ctl.value = float(resume_state["kl_coef"])
+    return ppo
 
 
 def masked_mean(x, mask):
@@ -206,9 +220,9 @@ def masked_mean(x, mask):
 
 
 def masked_whiten(x, mask):
-    """(x - mean) / std over the masked entries (the variance with Bessel's correction, as trl)."""
-    mean = masked_mean(x, mask)
-    variance = masked_mean((x - mean) ** 2, mask) * mask.sum() / (mask.sum() - 1)
+    """(x - mean) / std over the masked entries of the whole batch, every process's share of it (the variance with
+    Bessel's correction, as trl; trl whitened each process's share on its own)."""
+    mean, variance = global_mean_var(x, mask)
     return (x - mean) * torch.rsqrt(variance + 1e-8)
 
 
@@ -248,12 +262,12 @@ def ppo_loss(logprobs, values, entropy, old_logprobs, old_values, advantages, re
     and the mini-batch's statistics (a tensor in the order of STAT_NAMES, read only after the update)."""
     values_clipped = torch.clamp(values, old_values - config.cliprange_value, old_values + config.cliprange_value)
     value_losses, value_losses_clipped = (values - returns) ** 2, (values_clipped - returns) ** 2
-    value_loss = 0.5 * masked_mean(torch.max(value_losses, value_losses_clipped), mask)
+    value_loss = 0.5 * global_token_mean(torch.max(value_losses, value_losses_clipped), mask)
 
     ratio = torch.exp(logprobs - old_logprobs)
     policy_losses = -advantages * ratio
     policy_losses_clipped = -advantages * torch.clamp(ratio, 1 - config.cliprange, 1 + config.cliprange)
-    policy_loss = masked_mean(torch.max(policy_losses, policy_losses_clipped), mask)
+    policy_loss = global_token_mean(torch.max(policy_losses, policy_losses_clipped), mask)
 
     # as trl: a mini-batch whose policy moved too far (mean ratio above the threshold) is not learned from;
     # a 0/1 factor rather than an `if`, so that nothing waits for the device here
@@ -317,9 +331,7 @@ def ppo_update(ppo, queries, responses, scores):
             logprobs, values, entropy = score_answers(ppo.policy, select(batch, rows), with_entropy=True)
             loss, mini_batch_stats = ppo_loss(logprobs, values, entropy, old_logprobs[rows], old_values[rows],
                                               advantages[rows], returns[rows], mask[rows], config)
-            ppo.optimizer.zero_grad()
-            accelerator.backward(loss)
-            ppo.optimizer.step()
+            optimizer_step(accelerator, ppo.optimizer, loss, config.max_grad_norm)
             stats.append(mini_batch_stats)
 
     # 3. the statistics, read once (means over mini-batches and processes), and the KL controller's step
@@ -334,209 +346,10 @@ def ppo_update(ppo, queries, responses, scores):
     return dict(summary, kl_coef=kl_coef)
 
 
-# ---------------------------------------------------------------- the loop
-def sample_texts(model, tokenizer, prompts, args):
-    """`args.batch_size` random prompts and the model's answers: (prompts, answers, query ids, response ids)."""
-    chosen = random.choices(prompts, k=args.batch_size)
-    queries = [encode_prompt(tokenizer, prompt) for prompt in chosen]
-    responses = generate_responses(model, tokenizer, queries, args.max_new_tokens, args.stop_at_sep)
-    return chosen, [decode(tokenizer, response) for response in responses], queries, responses
-
-
-def measure_reference(ppo, tokenizer, prompts, reward_fn, judge, args):
-    """Raw reward and judge scores (None without a judge) of `args.ref_samples` answers of the reference model,
-    written from the same prompts with the same sampling as the policy's."""
-    texts = []
-    while len(texts) < args.ref_samples:
-        chosen, answers, _, _ = sample_texts(ppo.ref_model, tokenizer, prompts, args)
-        texts += [prompt + answer for prompt, answer in zip(chosen, answers)]
-    texts = texts[:args.ref_samples]
-    return reward_fn(texts), judge(texts) if judge else None
-
-
-@dataclass
-class Epoch:
-    prompts: list
-    answers: list
-    scores: list  # raw scores of the reward source
-    rewards: list  # what PPO was given: the scores after normalisation
-    stats: dict  # trl's statistics, None when the update was skipped
-    timing: dict
-
-
-def run_epoch(ppo, tokenizer, reward_fn, normalize, prompts, args):
-    """One PPO epoch: sample, score, normalise, update. Returns an `Epoch`."""
-    t0 = time.time()
-    chosen, answers, queries, responses = sample_texts(unwrap_policy(ppo), tokenizer, prompts, args)
-    t1 = time.time()
-    scores = reward_fn([prompt + answer for prompt, answer in zip(chosen, answers)])
-    rewards = normalize(scores)
-    t2 = time.time()
-    stats = ppo_update(ppo, queries, responses, rewards)
-    t3 = time.time()
-    timing = dict(time_generate=t1 - t0, time_reward=t2 - t1, time_optimize=t3 - t2, time_epoch=t3 - t0)
-    return Epoch(chosen, answers, scores, rewards, stats, timing)
-
-
-def epoch_record(epoch_number, ppo, epoch):
-    """What the JSONL log keeps for one epoch: the raw score and the reward PPO was given (means and standard
-    deviations over all processes' samples), KL, variety, losses, timings."""
-    accelerator, stats = ppo.accelerator, epoch.stats
-    raw_score_mean, raw_score_std = mean_std(epoch.scores, accelerator)
-    reward_mean, reward_std = mean_std(epoch.rewards, accelerator)
-    record = dict(epoch=epoch_number, raw_score_mean=raw_score_mean, raw_score_std=raw_score_std,
-                  reward_mean=reward_mean, reward_std=reward_std, kl_coef=float(ppo.kl_ctl.value),
-                  response_len=float(np.mean([len(a) for a in epoch.answers])), distinct_2=distinct_2(epoch.answers),
-                  skipped=stats is None)
-    if stats is not None:
-        record.update({key: stats[key] for key in ("kl", "kl_coef", "policy_loss", "value_loss", "entropy")})
-    record.update({key: round(value, 4) for key, value in epoch.timing.items()})
-    return record
-
-
-def judge_record(judge, texts, judge_ref, accelerator):
-    """The judge's mean score of this epoch's answers, its standard deviation, and the reference's mean."""
-    mean, std = mean_std(judge(texts), accelerator)
-    return {f"judge_{judge.name}": mean, f"judge_{judge.name}_std": std, f"judge_ref_{judge.name}": judge_ref}
-
-
-def print_epoch(record, chosen, answers, num_samples, show_raw):
-    """The original's epoch line and samples, with the raw score when the reward is normalised (`show_raw`) and
-    the judge's score when it judged this epoch."""
-    raw = f"  raw-score: {record['raw_score_mean']:.4f} ± {record['raw_score_std']:.4f}" if show_raw else ""
-    judged = [key for key in record if key.startswith("judge_ref_")]
-    judge = "".join(f"  judge {key[10:]}: {record['judge_' + key[10:]]:.4f} (reference {record[key]:.4f})"
-                    for key in judged)
-    tqdm.write(f"epoch {record['epoch']} mean-reward: {record['reward_mean']:.4f}{raw}  "
-               f"kl: {record.get('kl', float('nan')):.3f}  distinct-2: {record['distinct_2']:.2f}{judge}  "
-               f"({record['time_epoch']:.1f}s)" + random_samples(chosen, answers, num_samples))
-
-
-def reference_baseline(ppo, tokenizer, prompts, reward_fn, judge, resume_state, args):
-    """(normaliser, {judge name: the reference's mean judge score}): taken from the checkpoint when resuming, so a
-    resumed run gives the same rewards for the same scores; else measured on the reference model's answers."""
-    saved = resume_state or {}
-    normalize = RewardNormalizer(args.reward_norm)
-    reuse_norm = (saved.get("reward_norm") or {}).get("mode") == args.reward_norm
-    if reuse_norm:
-        normalize = RewardNormalizer.from_state(saved["reward_norm"])
-    judge_ref = dict(saved.get("judge_ref") or {})
-    measure_norm = args.reward_norm == "reference" and not reuse_norm
-    measure_judge = judge is not None and judge.name not in judge_ref
-    if not (measure_norm or measure_judge):
-        return normalize, judge_ref
-    scores, judged = measure_reference(ppo, tokenizer, prompts, reward_fn, judge if measure_judge else None, args)
-    accelerator = ppo.accelerator
-    mean, std = mean_std(scores, accelerator)
-    line = f"reference model, {args.ref_samples} answers per process: raw score {mean:.4f} ± {std:.4f}"
-    if measure_norm:
-        normalize.measure(scores, accelerator)
-        line += " (the rewards' zero and unit)"
-    if measure_judge:
-        judge_ref[judge.name] = mean_std(judged, accelerator)[0]
-        line += f", judge {judge.name} {judge_ref[judge.name]:.4f}"
-    accelerator.print(line)
-    return normalize, judge_ref
-
-
-def checkpoint_name(save_dir, epoch, score):
-    return os.path.join(save_dir, f"model_{epoch}_{score:.2f}")
-
-
+# ---------------------------------------------------------------- main
 def main(argv=None, reward_fn=None):
     """Train; `reward_fn` (texts -> floats) replaces the reward source the arguments choose (and its judge)."""
-    args = parse_args(argv)
-    set_seed(args.seed)
-    device = pick_device(args.device)
-    args.device = device.type
-    prompts = read_prompts(args.prompts_file)
-    start_epoch, resume_state = 0, None
-    if args.resume:
-        resume_state = load_checkpoint_state(args.resume, "ppo")  # before anything is loaded or written
-        start_epoch = int(resume_state.get("epoch", 0))
-    judge = None
-    if reward_fn is None:  # loaded and checked before anything is written
-        reward_fn, judge = make_reward_and_judge(args, device)
-    policy, ref_model, tokenizer = load_policy(args.resume or args.model_name, device, args.ref_model_name,
-                                                  stop_at_sep=args.stop_at_sep, chat_template=args.chat_template,
-                                                  lora=lora_options(args))
-    check_room(policy, max(len(encode_prompt(tokenizer, p)) for p in prompts), args.max_new_tokens)
-    base_model = resume_state["base_model"] if resume_state else (args.ref_model_name or args.model_name)
-    if os.path.isdir(base_model):
-        base_model = os.path.abspath(base_model)  # a checkpoint must find its reference from any directory
-
-    ppo = make_ppo(policy, ref_model, tokenizer, ppo_config(args), accelerator_kwargs(device, args.mixed_precision),
-                   value_head_from=args.resume or args.model_name)
-    if resume_state:
-        ppo.kl_ctl.value = float(resume_state["kl_coef"])
-    accelerator = ppo.accelerator
-    set_seed(args.seed + 1000 * start_epoch + accelerator.process_index)  # processes sample different prompts
-    main_process = accelerator.is_main_process
-    accelerator.print(f"PPO on {accelerator.device} x {accelerator.num_processes} process(es), "
-                      f"{args.batch_size} samples per process and epoch")
-    accelerator.print(settings_line(args))
-    normalize, judge_ref = reference_baseline(ppo, tokenizer, prompts, reward_fn, judge, resume_state, args)
-    logger = (TrainLogger(args.log_dir, args.log_name, x_key="epoch", resume=bool(args.resume), redo_from=start_epoch,
-                          report_to=args.report_to) if main_process else None)
-
-    total_epochs = int(np.ceil(args.total_samples / args.batch_size))
-    stop = StopRequests("saving after this epoch (Ctrl-C again to stop at once) ...", write=tqdm.write).install()
-    completed, last_saved, reward_mean, raw_score_mean = start_epoch, start_epoch, float("nan"), float("nan")
-    trained, recent_rewards, end = 0, [], "end"
-
-    def save(reason):
-        no_step_trained(trained, completed - start_epoch - trained, "epoch")  # nothing learnt: nothing to save
-        path = checkpoint_name(args.save_dir, completed, raw_score_mean)
-        state = dict(epoch=completed, kl_coef=float(ppo.kl_ctl.value), base_model=base_model,
-                     reward_mean=reward_mean, raw_score_mean=raw_score_mean, algorithm="ppo", reason=reason,
-                     reward_norm=normalize.state(), judge_ref=judge_ref)
-        save_policy_checkpoint(ppo, tokenizer, path, state)
-        if main_process:
-            tqdm.write(f"saved {path}")
-
-    try:
-        for epoch in tqdm(range(start_epoch, total_epochs), initial=start_epoch, total=total_epochs,
-                          disable=not main_process, desc="PPO epochs"):
-            result = run_epoch(ppo, tokenizer, reward_fn, normalize, prompts, args)
-            record = epoch_record(epoch, ppo, result)
-            reward_mean, raw_score_mean, completed = record["reward_mean"], record["raw_score_mean"], epoch + 1
-            if not record["skipped"]:
-                trained += 1
-                stop_if_not_finite(record["policy_loss"] + record["value_loss"], f"epoch {completed}",
-                                   "--learning_rate", accelerator)
-            if judge and (completed % args.save_freq == 0 or completed == total_epochs):
-                texts = [prompt + answer for prompt, answer in zip(result.prompts, result.answers)]
-                record.update(judge_record(judge, texts, judge_ref[judge.name], accelerator))
-            if main_process:
-                logger.log(record)
-                print_epoch(record, result.prompts, result.answers, args.print_samples, normalize.mode != "none")
-            if any_process(accelerator, bool(stop.requested)):  # all processes stop after the same epoch
-                if completed > last_saved:
-                    save("interrupted")
-                if main_process:
-                    logger.plot()
-                sys.exit(INTERRUPTED_EXIT)
-            recent_rewards = (recent_rewards + [reward_mean])[-STOP_WINDOW:]
-            if len(recent_rewards) == STOP_WINDOW and np.mean(recent_rewards) >= args.stop_at_reward:
-                accelerator.print(f"the mean reward of the last {STOP_WINDOW} epochs reached {args.stop_at_reward} at "
-                                  f"epoch {completed}: stopping (--stop_at_reward off trains all {total_epochs})")
-                end = "reward_reached"
-                break
-            if completed % args.save_freq == 0:
-                save("periodic")
-                last_saved = completed
-                if main_process:
-                    logger.plot()  # drawing takes longer than a tiny epoch: only when saving
-        if last_saved != completed:
-            save(end)
-        if main_process:
-            logger.plot()
-    finally:
-        stop.uninstall()
-        if logger:
-            logger.close()
-    if main_process:
-        print(f"done: {completed} epochs, logs in {logger.jsonl_path} and {logger.png_path}")
+    train_online(parse_args(argv), "ppo", build, reward_fn)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import torch
+from accelerate import Accelerator
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -48,7 +49,7 @@ from utils.generation import check_room, generate_responses
 from utils.tokens import decode, encode_prompt, read_prompts
 from utils.logger import TrainLogger
 from utils.outputs import RATINGS, check_outputs, log_outputs
-from utils.checkpoints import STATE_FILE, checkpoint_folder, load_checkpoint_state, save_policy_checkpoint
+from utils.checkpoints import STATE_FILES, checkpoint_folder, load_checkpoint_state, save_policy_checkpoint
 from ppo_sentiment_example import PPOConfig, make_ppo, ppo_update
 from utils.policy import add_model_arguments, check_causal_lm, load_policy, lora_options
 from utils.ratings import RATINGS_NAME, read_ratings
@@ -82,7 +83,7 @@ def parse_args(argv=None):
     parser.add_argument("--learning_rate", type=learning_rate, default=1.41e-5)
     parser.add_argument("--log_dir", type=output_folder, default="./logs")
     add_report_to_argument(parser)
-    parser.add_argument("--save_dir", type=replaceable_folder(STATE_FILE),
+    parser.add_argument("--save_dir", type=replaceable_folder(STATE_FILES),
                         default=os.path.join("checkpoints", "terminal_human_feedback"),
                         help="the checkpoint folder (replaced at each save; any other existing folder is refused)")
     parser.add_argument("--seed", type=seed, help="fix the sampling (default: different answers every run)")
@@ -396,9 +397,9 @@ def finish(t, reason):
         train(t, background=False)
     progress, save_dir = t.progress, t.args.save_dir
     if progress.steps_this_run:
-        save_policy_checkpoint(t.ppo, t.tokenizer, save_dir,
-                            {"step": progress.step, "ratings": progress.ratings, "base_model": t.base_model,
-                                "algorithm": "ppo", "reason": reason})
+        save_policy_checkpoint(t.ppo.unwrapped_policy(), t.tokenizer, save_dir,
+                               {"step": progress.step, "ratings": progress.ratings, "base_model": t.base_model,
+                                "kl_coef": float(t.ppo.kl_coef), "algorithm": "ppo", "reason": reason})
         t.console.print(f"checkpoint: {save_dir} (PPO step {progress.step}, {progress.ratings} ratings behind it; "
                         f"continue with --resume {save_dir})")
     else:
@@ -455,7 +456,7 @@ def main(argv=None):
             # trl's default PPO settings (4 PPO epochs, adaptive KL, ...), the whole batch in one mini-batch
             ppo_config = PPOConfig(learning_rate=args.learning_rate, mini_batch_size=args.batch_size,
                                    init_kl_coef=state.get("kl_coef", 0.2))
-            t.ppo = make_ppo(t.policy, ref_model, t.tokenizer, ppo_config, accelerate_kwargs,
+            t.ppo = make_ppo(t.policy, ref_model, t.tokenizer, ppo_config, Accelerator(**accelerate_kwargs),
                              value_head_from=args.resume)
     except StopRequested as stop:
         t.console.print(f"\n{stop}: stopped before the models were ready, nothing to save")

@@ -26,7 +26,7 @@ from bench_independent_scorer import judge  # noqa: E402
 from bench_ranking_ceiling import naive_bayes_scorer  # noqa: E402
 
 from utils.data import read_corpus_split  # noqa: E402
-from utils.tokens import read_prompts# noqa: E402
+from utils.tokens import read_prompts  # noqa: E402
 from utils.checkpoints import find_latest_checkpoint  # noqa: E402
 from utils.policy import load_policy  # noqa: E402
 from utils.tiny import ensure_tiny  # noqa: E402

@@ -18,7 +18,7 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 import ppo_sentiment_example  # noqa: E402
-from utils.errors import run_main# noqa: E402
+from utils.errors import run_main  # noqa: E402
 from utils.data import read_corpus_split  # noqa: E402
 from utils.logger import read_jsonl  # noqa: E402
 from utils.random_lm import SHAPES, build_random_causal_lm  # noqa: E402

@@ -23,7 +23,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from utils.ai_feedback import ensure_ai_feedback  # noqa: E402
-from utils.ranklists import read_prompted_rank_lists# noqa: E402
+from utils.ranklists import read_prompted_rank_lists  # noqa: E402
 from utils.ranklists import agreement, append_rank_list, write_rank_lists  # noqa: E402
 from utils.tiny import ensure_tiny  # noqa: E402
 

@@ -17,11 +17,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_ranking_ceiling import naive_bayes_scorer  # noqa: E402
 
 from utils.answer_logprobs import answer_logprobs  # noqa: E402
-from utils.device import set_seed# noqa: E402
+from utils.device import set_seed  # noqa: E402
 from utils.data import read_corpus_split  # noqa: E402
-from utils.generation import generate_responses# noqa: E402
-from utils.tokens import decode, encode_prompt, read_prompts# noqa: E402
-from utils.logger import distinct_2# noqa: E402
+from utils.generation import generate_responses  # noqa: E402
+from utils.tokens import decode, encode_prompt, read_prompts  # noqa: E402
+from utils.logger import distinct_2  # noqa: E402
 from utils.policy import load_policy  # noqa: E402
 
 

@@ -19,8 +19,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from utils.generation import generate_responses# noqa: E402
-from utils.tokens import decode, encode_prompt# noqa: E402
+from utils.generation import generate_responses  # noqa: E402
+from utils.tokens import decode, encode_prompt  # noqa: E402
 from utils.policy import load_causal_lm  # noqa: E402
 from utils.ranklists import append_rank_list, format_rank_line, undo_rank_list  # noqa: E402
 from utils.tiny import ensure_tiny  # noqa: E402

@@ -36,9 +36,9 @@ from transformers import AutoTokenizer, BertConfig, BertForSequenceClassificatio
 from bench.ppo_epochs import GEN_LEN, NEEDS_TRL  # noqa: E402
 from bench.trl_venv import BUILD_COMMAND, trl_venv_python  # noqa: E402
 from ppo_sentiment_example import TINY  # noqa: E402
-from utils.device import pick_device, set_seed# noqa: E402
-from utils.models import quiet_transformers# noqa: E402
-from utils.tokens import PROMPTS# noqa: E402
+from utils.device import pick_device, set_seed  # noqa: E402
+from utils.models import quiet_transformers  # noqa: E402
+from utils.tokens import PROMPTS  # noqa: E402
 from utils.tiny import LABELS, ensure_tiny  # noqa: E402
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ppo_epochs.py")

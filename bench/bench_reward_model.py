@@ -26,7 +26,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from transformers import AutoModel, AutoTokenizer, ErnieConfig, ErnieModel  # noqa: E402
 
-from utils.device import pick_device, set_seed# noqa: E402
+from utils.device import pick_device, set_seed  # noqa: E402
 from utils.data import RANK_LIST_DIR, ensure_datasets  # noqa: E402
 from utils.ranklists import read_rank_lists  # noqa: E402
 from utils.reward_model import (RewardModel, encode_rank_lists, rank_list_loss, scores_to_lists,  # noqa: E402

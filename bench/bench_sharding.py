@@ -32,7 +32,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 from utils import sharding  # noqa: E402
-from utils.errors import run_main# noqa: E402
+from utils.errors import run_main  # noqa: E402
 
 SHAPES = {  # uer/gpt2-chinese-cluecorpussmall's vocabulary, and its width and depth ("base") or the --tiny GPT-2's
     "base": dict(n_embd=768, n_layer=12, n_head=12),

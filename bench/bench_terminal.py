@@ -26,12 +26,13 @@ import time
 
 import pexpect
 import torch
+from accelerate import Accelerator
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-from utils.generation import generate_responses# noqa: E402
-from utils.tokens import PROMPTS, encode_prompt# noqa: E402
+from utils.generation import generate_responses  # noqa: E402
+from utils.tokens import PROMPTS, encode_prompt  # noqa: E402
 from utils.logger import TrainLogger  # noqa: E402
 from utils.policy import load_policy  # noqa: E402
 from ppo_sentiment_example import PPOConfig, make_ppo, ppo_update  # noqa: E402
@@ -157,7 +158,7 @@ def main(argv=None):
         start = time.perf_counter()
         policy, ref_model, tokenizer = load_policy(ensure_tiny()["gpt2"], torch.device("cpu"))
         trainer = make_ppo(policy, ref_model, tokenizer, PPOConfig(mini_batch_size=4, learning_rate=1.41e-5),
-                           {"cpu": True})
+                           Accelerator(cpu=True))
         print(f"models and PPO ready in {time.perf_counter() - start:.1f} s")
         bench_generation(policy, tokenizer, args.rounds)
         bench_ppo_steps(policy, tokenizer, trainer, args.rounds)

@@ -19,8 +19,8 @@ import torch
 import transformers
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from utils.device import pick_device, set_seed# noqa: E402
-from utils.errors import run_main# noqa: E402
+from utils.device import pick_device, set_seed  # noqa: E402
+from utils.errors import run_main  # noqa: E402
 from utils.data import ensure_datasets, read_corpus_split  # noqa: E402
 from utils.options import positive_int  # noqa: E402
 from utils.tiny import (PRESETS, _lm_blocks, build_tokenizer, new_gpt2, rust_twin, train_classifier,  # noqa: E402

@@ -54,12 +54,13 @@ from transformers import AutoModelForCausalLM, PrinterCallback, get_linear_sched
 
 import grpo_sentiment_example as grpo  # noqa: E402
 import train_dpo as dpo  # noqa: E402
-from utils.device import accelerator_kwargs, pick_device, set_seed# noqa: E402
-from utils.models import load_pretrained# noqa: E402
-from utils.texts import clean_text# noqa: E402
-from utils.tokens import PROMPTS, banned_token_ids# noqa: E402
+from utils.device import accelerator_kwargs, pick_device, set_seed  # noqa: E402
+from utils.models import load_pretrained  # noqa: E402
+from utils.texts import clean_text  # noqa: E402
+from utils.tokens import PROMPTS, banned_token_ids  # noqa: E402
 from utils.policy import load_policy, load_tokenizer  # noqa: E402
-from utils.reward_sources import SentimentPipelineReward  # noqa: E402
+from utils.online import run_epoch  # noqa: E402
+from utils.reward_sources import RewardNormalizer, SentimentPipelineReward  # noqa: E402
 from utils.tiny import ensure_tiny  # noqa: E402
 
 GRPO = dict(prompts=16, group_size=8, mini_batch_size=32, max_new_tokens=16, beta=0.05, learning_rate=1e-4,
@@ -154,16 +155,15 @@ def ours_grpo(paths, reward, steps, seed, device, clock):
     policy, ref_model, tokenizer = load_policy(paths["gpt2"], device)
     start = trainable_weights(policy)
     tic = clock()
-    accelerator = Accelerator(**accelerator_kwargs(device))
-    optimizer = grpo.make_optimizer(policy, args.learning_rate)
-    policy, optimizer = accelerator.prepare(policy, optimizer)
+    algorithm = grpo.make_grpo(policy, ref_model, tokenizer, grpo.grpo_config(args),
+                               Accelerator(**accelerator_kwargs(device)))
     rewards, trained = [], 0
     for _ in range(steps // STEPS_PER_GENERATION):
-        _, _, batch_rewards, stats, *_ = grpo.run_epoch(accelerator, policy, ref_model, optimizer, tokenizer, reward,
-                                                        PROMPTS, args)
+        _, _, batch_rewards, stats, _ = run_epoch(algorithm, tokenizer, reward, RewardNormalizer("none"), PROMPTS,
+                                                  args)
         rewards.append(batch_rewards)
         trained += STEPS_PER_GENERATION if stats is not None else 0
-    return Run(clock() - tic, final_reward(rewards), trained, moved(policy, start))
+    return Run(clock() - tic, final_reward(rewards), trained, moved(algorithm.policy, start))
 
 
 def trl_grpo(paths, reward, steps, seed, device, clock):

@@ -26,11 +26,12 @@ from typing import Callable
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
+from accelerate import Accelerator  # noqa: E402
 
-from utils.device import accelerator_kwargs, pick_device, set_seed# noqa: E402
-from utils.generation import generate_responses# noqa: E402
-from utils.tokens import decode, encode_prompt# noqa: E402
-from utils.policy import load_policy, unwrap_policy  # noqa: E402
+from utils.device import accelerator_kwargs, pick_device, set_seed  # noqa: E402
+from utils.generation import generate_responses  # noqa: E402
+from utils.tokens import decode, encode_prompt  # noqa: E402
+from utils.policy import load_policy  # noqa: E402
 from utils.reward_sources import SentimentPipelineReward  # noqa: E402
 
 GEN_LEN = 16
@@ -47,8 +48,8 @@ def our_setup(gpt2_dir, batch_size, device, mixed_precision=None, **ppo):
     from ppo_sentiment_example import PPOConfig, make_ppo, ppo_update  # not in trl's venv (it has no matplotlib)
 
     policy, ref_model, tokenizer = load_policy(gpt2_dir, device)
-    trainer = make_ppo(policy, ref_model, tokenizer, PPOConfig(**ppo), accelerator_kwargs(device, mixed_precision))
-    return Setup(unwrap_policy(trainer), tokenizer, functools.partial(ppo_update, trainer))
+    trainer = make_ppo(policy, ref_model, tokenizer, PPOConfig(**ppo), Accelerator(**accelerator_kwargs(device, mixed_precision)))
+    return Setup(trainer.unwrapped_policy(), tokenizer, functools.partial(ppo_update, trainer))
 
 
 def trl_setup(gpt2_dir, batch_size, device, fused_adam=True, **ppo):

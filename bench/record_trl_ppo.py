@@ -28,8 +28,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.micro_ppo import (BATCH_SIZE, FIXTURE, RUNS, STEPS, TRL_STATS, encode_floats, micro_batch,  # noqa: E402
                              micro_policy, micro_tokenizer, named_weights, weights_digest)
 from bench.trl_venv import TRL_VERSION, build_trl_venv  # noqa: E402
-from utils.errors import run_main# noqa: E402
-from utils.files import write_text_atomically# noqa: E402
+from utils.errors import run_main  # noqa: E402
+from utils.files import write_text_atomically  # noqa: E402
 
 COMMAND = "python bench/record_trl_ppo.py"
 

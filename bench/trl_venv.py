@@ -20,8 +20,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from utils.errors import UserError, run_main# noqa: E402
-from utils.files import user_cache# noqa: E402
+from utils.errors import UserError, run_main  # noqa: E402
+from utils.files import user_cache  # noqa: E402
 
 TRL_VERSION = "0.11.4"
 TRL = f"trl=={TRL_VERSION}"

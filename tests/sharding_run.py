@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from utils import sharding  # noqa: E402
 from utils.answer_logprobs import pack, score_answers  # noqa: E402
-from utils.tokens import banned_token_ids# noqa: E402
+from utils.tokens import banned_token_ids  # noqa: E402
 from utils.policy import load_policy  # noqa: E402
 from utils.value_head import with_value_head  # noqa: E402
 

@@ -17,7 +17,7 @@ import grpo_sentiment_example
 import inference_ppo_gpt
 import ppo_sentiment_example
 from conftest import run_script
-from utils.checkpoints import load_checkpoint_state
+from utils.checkpoints import OLD_STATE_FILE, STATE_FILE, load_checkpoint_state
 from utils.policy import load_policy
 from utils.value_head import VALUE_HEAD_FILE, load_value_head, with_value_head
 
@@ -35,14 +35,15 @@ def train(micro_main, script, tmp_path, name, *extra, epochs=1):
 
 
 def as_trl_wrote_it(checkpoint, value_head):
-    """`checkpoint` rewritten into trl 0.11.4's full layout: `value_head` (a state dict) inside model.safetensors
-    under `v_head.`, no value_head.safetensors."""
+    """`checkpoint` rewritten into the layout of the releases on trl 0.11.4: `value_head` (a state dict) inside
+    model.safetensors under `v_head.`, no value_head.safetensors, and the state in ppo_state.json."""
     weights = os.path.join(checkpoint, "model.safetensors")
     tensors = load_file(weights)
     tensors.update({f"v_head.{name}": tensor for name, tensor in value_head.items()})
     save_file(tensors, weights, metadata={"format": "pt"})
     if os.path.exists(os.path.join(checkpoint, VALUE_HEAD_FILE)):
         os.remove(os.path.join(checkpoint, VALUE_HEAD_FILE))
+    os.rename(os.path.join(checkpoint, STATE_FILE), os.path.join(checkpoint, OLD_STATE_FILE))
 
 
 def test_a_ppo_checkpoint_in_trls_layout_resumes_with_its_value_head_and_infers(micro_main, tmp_path, capsys):

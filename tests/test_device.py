@@ -18,7 +18,7 @@ from utils.generation import generate_responses
 from utils.tokens import encode_prompt
 from utils.logger import read_jsonl
 from utils.checkpoints import load_checkpoint_state
-from utils.policy import load_policy, unwrap_policy
+from utils.policy import load_policy
 from utils.ranklists import read_rank_lists
 from utils.reward_model import load_reward_model
 from utils.tiny import build_tiny
@@ -63,16 +63,16 @@ def test_bf16_autocast_through_accelerate_runs_the_ppo_step_on_the_cpu(micro_pat
 
     policy, ref_model, tokenizer = load_policy(micro_paths["gpt2"], "cpu")
     trainer = make_ppo(policy, ref_model, tokenizer, PPOConfig(mini_batch_size=2, ppo_epochs=1, learning_rate=1e-3),
-                       accelerator_kwargs("cpu", "bf16"))
+                       Accelerator(**accelerator_kwargs("cpu", "bf16")))
     dtypes = set()
-    unwrap_policy(trainer).pretrained_model.lm_head.register_forward_hook(lambda m, i, out: dtypes.add(out.dtype))
+    trainer.unwrapped_policy().pretrained_model.lm_head.register_forward_hook(lambda m, i, out: dtypes.add(out.dtype))
     queries = [encode_prompt(tokenizer, "这部电影很")] * 4
-    responses = generate_responses(unwrap_policy(trainer), tokenizer, queries, 6)
-    before = {key: value.clone() for key, value in unwrap_policy(trainer).state_dict().items()}
+    responses = generate_responses(trainer.unwrapped_policy(), tokenizer, queries, 6)
+    before = {key: value.clone() for key, value in trainer.unwrapped_policy().state_dict().items()}
     stats = ppo_update(trainer, queries, responses, [1.0, 0.0, 1.0, 0.0])
     assert trainer.accelerator.mixed_precision == "bf16"
     assert torch.bfloat16 in dtypes and all(torch.isfinite(torch.tensor(value)) for value in stats.values())
-    after = unwrap_policy(trainer).state_dict()
+    after = trainer.unwrapped_policy().state_dict()
     assert all(torch.isfinite(value).all() for value in after.values())
     assert any(not torch.equal(before[key], value) for key, value in after.items())
 
@@ -121,7 +121,7 @@ def test_fused_adam_trains_like_plain_adam(micro_paths, device):
     for fused in (True, False):
         set_seed(0)  # the value head starts from random weights
         policy, ref_model, tokenizer = load_policy(micro_paths["gpt2"], device)
-        trainer = make_ppo(policy, ref_model, tokenizer, PPOConfig(**config), accelerator_kwargs(device))
+        trainer = make_ppo(policy, ref_model, tokenizer, PPOConfig(**config), Accelerator(**accelerator_kwargs(device)))
         if not fused:
             params = [p for p in trainer.policy.parameters() if p.requires_grad]
             trainer.optimizer = trainer.accelerator.prepare(torch.optim.Adam(params, lr=config["learning_rate"]))
@@ -130,7 +130,7 @@ def test_fused_adam_trains_like_plain_adam(micro_paths, device):
         responses = generate_responses(policy, tokenizer, queries, 6)
         set_seed(1)
         ppo_update(trainer, queries, responses, [float(i % 3) for i in range(8)])
-        trained.append((trainer.optimizer.optimizer.defaults, unwrap_policy(trainer).state_dict()))
+        trained.append((trainer.optimizer.optimizer.defaults, trainer.unwrapped_policy().state_dict()))
     (ours, ours_weights), (plain, plain_weights) = trained
     assert ours["fused"] and not plain["fused"] and ours["lr"] == plain["lr"] and ours["betas"] == plain["betas"]
     assert ours["weight_decay"] == plain["weight_decay"] == 0 and ours["eps"] == plain["eps"]

@@ -404,9 +404,9 @@ def test_a_checkpoint_state_is_checked_like_an_option(key, value, expected, tmp_
     checkpoint = tmp_path / "model_5"
     checkpoint.mkdir()
     state = {"epoch": 5, "kl_coef": 0.2, "base_model": "gpt2", "algorithm": "ppo", key: value}
-    (checkpoint / "ppo_state.json").write_text(json.dumps(state), encoding="utf-8")
+    (checkpoint / "training_state.json").write_text(json.dumps(state), encoding="utf-8")
     refused(ppo_sentiment_example.main, ["--tiny", "--resume", str(checkpoint)], capsys, tmp_path,
-            f'--resume: {checkpoint / "ppo_state.json"}: "{key}": {expected}; the checkpoint state is corrupt')
+            f'--resume: {checkpoint / "training_state.json"}: "{key}": {expected}; the checkpoint state is corrupt')
 
 
 # ---------------------------------------------------------------- 5. the ratings log: one schema, one reader

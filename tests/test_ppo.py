@@ -12,9 +12,11 @@ import warnings
 
 import pytest
 import torch
+from accelerate import Accelerator
 from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
 import ppo_sentiment_example
+import utils.online
 from bench import micro_ppo
 from conftest import REPO, cpu_only, run_in_process, run_script_in_process
 from utils.device import set_seed
@@ -23,7 +25,7 @@ from utils.generation import generate_responses
 from utils.logger import distinct_2, random_samples, read_jsonl
 from utils.tokens import encode_prompt
 from utils.checkpoints import load_checkpoint_state, save_policy_checkpoint
-from utils.policy import load_policy, unwrap_policy
+from utils.policy import load_policy
 from utils.reward_model import RewardModel, save_reward_model
 from utils.reward_sources import RewardModelReward, RewardNormalizer, SentimentPipelineReward
 from utils.value_head import with_value_head
@@ -60,7 +62,7 @@ def micro_trainer(micro_paths, **ppo):
 
     policy, ref_model, tokenizer = load_policy(micro_paths["gpt2"], "cpu")
     config = PPOConfig(**dict(dict(mini_batch_size=4, ppo_epochs=2, learning_rate=1e-3), **ppo))
-    return make_ppo(policy, ref_model, tokenizer, config, {"cpu": True}), tokenizer
+    return make_ppo(policy, ref_model, tokenizer, config, Accelerator(cpu=True)), tokenizer
 
 
 # ---------------------------------------------------------------- learning
@@ -116,21 +118,21 @@ def test_ppo_step_trains_a_short_batch_and_refuses_nan(micro_paths):
 
     trainer, tokenizer = micro_trainer(micro_paths)
     queries = [encode_prompt(tokenizer, "这部电影很")] * 5
-    responses = generate_responses(unwrap_policy(trainer), tokenizer, queries, 6)
-    before = {k: v.clone() for k, v in unwrap_policy(trainer).state_dict().items()}
+    responses = generate_responses(trainer.unwrapped_policy(), tokenizer, queries, 6)
+    before = {k: v.clone() for k, v in trainer.unwrapped_policy().state_dict().items()}
 
     with pytest.warns(UserWarning, match="NaN or infinite"):
         assert ppo_update(trainer, queries, responses, [0.5, float("nan"), 0.1, 0.2, 0.3]) is None
     with pytest.warns(UserWarning, match="NaN or infinite"):
         assert ppo_update(trainer, queries, responses, [0.5, float("inf"), 0.1, 0.2, 0.3]) is None
-    after = unwrap_policy(trainer).state_dict()
+    after = trainer.unwrapped_policy().state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before), "a NaN reward changed the model"
 
     stats = ppo_update(trainer, queries, responses, [1.0, 0.0, 1.0, 0.0, 1.0])  # mini-batches of 4 and 1
     assert stats is not None and all(math.isfinite(value) for value in stats.values()), stats
     assert trainer.config.mini_batch_size == 4
-    assert any(not torch.equal(before[k], v) for k, v in unwrap_policy(trainer).state_dict().items())
-    assert unwrap_policy(trainer).pretrained_model.transformer.h[0].attn.attn_dropout.p == 0.0
+    assert any(not torch.equal(before[k], v) for k, v in trainer.unwrapped_policy().state_dict().items())
+    assert trainer.unwrapped_policy().pretrained_model.transformer.h[0].attn.attn_dropout.p == 0.0
 
 
 def test_ppo_update_skips_batches_without_enough_answer_tokens(micro_paths):
@@ -140,7 +142,7 @@ def test_ppo_update_skips_batches_without_enough_answer_tokens(micro_paths):
     from ppo_sentiment_example import ppo_update
 
     trainer, tokenizer = micro_trainer(micro_paths, mini_batch_size=1)
-    policy = unwrap_policy(trainer)
+    policy = trainer.unwrapped_policy()
     before = {k: v.clone() for k, v in policy.state_dict().items()}
     query = encode_prompt(tokenizer, "这部电影很")
     empty, one_token = torch.zeros(0, dtype=torch.long), query[-1:].clone()
@@ -183,8 +185,8 @@ def test_our_ppo_update_matches_trls_recorded_step(run):
         "bench/micro_ppo.py builds other starting weights than those recorded: " + TRL_RECORDED["command"]
     start = micro_ppo.named_weights(policy)
     ref_lm = copy.deepcopy(policy.pretrained_model).eval().requires_grad_(False)
-    ours = make_ppo(policy.pretrained_model, ref_lm, tokenizer, config, {"cpu": True})
-    unwrap_policy(ours).v_head.load_state_dict(policy.v_head.state_dict())
+    ours = make_ppo(policy.pretrained_model, ref_lm, tokenizer, config, Accelerator(cpu=True))
+    ours.unwrapped_policy().v_head.load_state_dict(policy.v_head.state_dict())
     clipped = 0.0
     for step, expected in enumerate(recorded["steps"]):
         queries, responses, scores = micro_ppo.micro_batch(tokenizer, seed=expected["batch_seed"])
@@ -202,7 +204,7 @@ def test_our_ppo_update_matches_trls_recorded_step(run):
     assert clipped > 0 if config.ppo_epochs > 1 else clipped == 0  # a single pass starts at ratio 1: nothing to clip
 
     # the same weights: where the two updates differ, they differ by float32 noise, a thousandth of the update
-    trained = micro_ppo.named_weights(unwrap_policy(ours))
+    trained = micro_ppo.named_weights(ours.unwrapped_policy())
     assert list(trained) == list(recorded["moved"])
     width = policy.config.n_embd
     moved = without_key_biases({name: micro_ppo.decode_floats(m["float32_base64"], m["shape"])
@@ -229,17 +231,17 @@ def test_checkpoint_reloads_to_the_same_generations(micro_paths, tmp_path):
 
     trainer, tokenizer = micro_trainer(micro_paths)
     queries = [encode_prompt(tokenizer, "这部电影很")] * 8
-    responses = generate_responses(unwrap_policy(trainer), tokenizer, queries, 6)
+    responses = generate_responses(trainer.unwrapped_policy(), tokenizer, queries, 6)
     ppo_update(trainer, queries, responses, [float(i % 2) for i in range(8)])
-    out = save_policy_checkpoint(trainer, tokenizer, str(tmp_path / "model_1_0.50"),
-                              {"epoch": 1, "base_model": micro_paths["gpt2"]})
+    out = save_policy_checkpoint(trainer.unwrapped_policy(), tokenizer, str(tmp_path / "model_1_0.50"),
+                                 {"epoch": 1, "kl_coef": trainer.kl_coef, "base_model": micro_paths["gpt2"]})
     assert os.listdir(tmp_path) == ["model_1_0.50"]  # no temporary folder left
     state = load_checkpoint_state(out)
     assert state["epoch"] == 1 and state["kl_coef"] == pytest.approx(float(trainer.kl_ctl.value))
 
     policy, ref_model, reloaded_tokenizer = load_policy(out, "cpu")
     policy = with_value_head(policy, out)
-    trained = unwrap_policy(trainer)
+    trained = trainer.unwrapped_policy()
     assert torch.equal(policy.v_head.summary.weight, trained.v_head.summary.weight)
     set_seed(7)
     expected = generate_responses(trained, tokenizer, queries, 10)
@@ -497,25 +499,25 @@ def test_resume_missing_or_corrupt(micro_dir, micro_paths, tmp_path, monkeypatch
     code, stderr = run_in_process(ppo_sentiment_example.main, [*SMALL, "--save_dir", str(save_dir), "--log_dir", str(log_dir), "--resume",
                                    str(tmp_path / "nowhere")], capsys)
     assert code == 2
-    assert_error_line(stderr, "nowhere", "no such PPO checkpoint")
+    assert_error_line(stderr, "nowhere", "no such checkpoint")
     assert not os.path.exists(log_dir) and not os.path.exists(save_dir)
 
     trainer, tokenizer = micro_trainer(micro_paths)
-    corrupt = save_policy_checkpoint(trainer, tokenizer, str(save_dir / "model_4_0.70"),
-                                  {"epoch": 4, "base_model": micro_paths["gpt2"]})
-    with open(os.path.join(corrupt, "ppo_state.json"), "w") as f:
+    corrupt = save_policy_checkpoint(trainer.unwrapped_policy(), tokenizer, str(save_dir / "model_4_0.70"),
+                                     {"epoch": 4, "kl_coef": trainer.kl_coef, "base_model": micro_paths["gpt2"]})
+    with open(os.path.join(corrupt, "training_state.json"), "w") as f:
         f.write('{"epoch": 4, "kl_')
     log_dir.mkdir()
     (log_dir / "PPO-Sentiment-Zh.jsonl").write_text('{"epoch": 3}\n')
     before = tree_digest(str(tmp_path))
     result = run_script_in_process(ppo_sentiment_example.main, [*SMALL, "--save_dir", str(save_dir), "--log_dir",
                                                                  str(log_dir), "--resume", corrupt], capsys)
-    assert_one_line_error(result, "ppo_state.json", "corrupt")
+    assert_one_line_error(result, "training_state.json", "corrupt")
     assert tree_digest(str(tmp_path)) == before  # nothing written, nothing overwritten
-    with open(os.path.join(corrupt, "ppo_state.json"), "w") as f:
+    with open(os.path.join(corrupt, "training_state.json"), "w") as f:
         json.dump({"epoch": 4, "kl_coef": 0.2, "base_model": micro_paths["gpt2"]}, f)
     os.remove(os.path.join(corrupt, "model.safetensors"))
-    with pytest.raises(UserError, match="incomplete PPO checkpoint"):
+    with pytest.raises(UserError, match="incomplete checkpoint"):
         load_checkpoint_state(corrupt)
 
 
@@ -568,7 +570,7 @@ def test_the_samples_block_names_what_it_prints_and_is_empty_for_none(capsys):
     """`--print_samples 0` prints the epoch line alone, and asking for more samples than answers names how many
     are printed."""
     record = dict(epoch=3, reward_mean=0.5, kl=1.0, distinct_2=0.7, time_epoch=0.6)
-    ppo_sentiment_example.print_epoch(record, ["这部电影很"], ["好看"], 0, show_raw=False)
+    utils.online.print_epoch(record, ["这部电影很"], ["好看"], 0, show_raw=False)
     assert capsys.readouterr().out == "epoch 3 mean-reward: 0.5000  kl: 1.000  distinct-2: 0.70  (0.6s)\n"
     lines = random_samples(["这部电影很", "说实话，真的很"], ["好看", "不错"], 5).splitlines()
     assert lines[:2] == ["", "Random Sample 2 text(s) of model output:"]

@@ -421,6 +421,7 @@ def test_undo_of_a_line_that_is_gone_changes_nothing(tmp_path):
 
 WORKER = r"""
 import os, sys, time
+from utils.ranklists import append_rank_list, undo_rank_list
 dataset, worker, n, go = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 open(go + "." + worker, "w").close()
 while not os.path.exists(go):

@@ -461,7 +461,7 @@ def test_answers_longer_than_the_model_positions_are_refused_before_training(scr
 
 
 def test_ppo_whose_every_reward_is_nan_fails_and_saves_nothing(micro_dir, tmp_path, capsys, monkeypatch):
-    """What a NaN reward model did: every epoch skipped, exit 0 and NaN written into ppo_state.json."""
+    """What a NaN reward model did: every epoch skipped, exit 0 and NaN written into the state file."""
     import ppo_sentiment_example
 
     monkeypatch.setenv("RLHF_TINY_DIR", micro_dir)

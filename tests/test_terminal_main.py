@@ -141,7 +141,7 @@ def test_a_rating_session_then_resume(micro_env, micro_paths, tmp_path):
     assert [r["prompt"] + r["answer"] for r in records] == rated  # neither the skipped nor the replaced answer
     assert all(r["prompt"] in PROMPTS and r["answer"] and r["time"] and r["seconds"] >= 0 for r in records)
     assert os.path.getsize(os.path.join(log_dir, "Terminal-Human-Feedback.png")) > 0
-    with open(os.path.join(save_dir, "ppo_state.json")) as f:
+    with open(os.path.join(save_dir, "training_state.json")) as f:
         assert json.load(f)["step"] == 1
     before = load_file(os.path.join(micro_paths["gpt2"], "model.safetensors"))
     after = load_file(os.path.join(save_dir, "model.safetensors"))
@@ -167,7 +167,7 @@ def test_a_rating_session_then_resume(micro_env, micro_paths, tmp_path):
     assert wait_for_exit(child) == 130  # stopped by a signal, everything saved
     records = read_jsonl(jsonl)
     assert len(records) == 3 and (records[2]["prompt"], records[2]["reward"], records[2]["step"]) == ("我觉得这家店", 0.25, 2)
-    with open(os.path.join(save_dir, "ppo_state.json")) as f:
+    with open(os.path.join(save_dir, "training_state.json")) as f:
         state = json.load(f)
     assert state["step"] == 2 and state["ratings"] == 3 and state["base_model"] == micro_paths["gpt2"]
 
@@ -182,7 +182,7 @@ def test_closing_the_terminal_saves_like_quitting(micro_env, tmp_path):
     child.expect(REWARD)
     child.ptyproc.fileobj.close()  # the terminal goes away: the kernel sends SIGHUP, output has nowhere to go
     assert child.ptyproc.wait() == 130
-    with open(os.path.join(save_dir, "ppo_state.json")) as f:
+    with open(os.path.join(save_dir, "training_state.json")) as f:
         assert json.load(f)["step"] == 1
     assert [r["reward"] for r in read_jsonl(jsonl)] == [1.0]
 

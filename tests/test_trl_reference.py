@@ -38,7 +38,7 @@ from datasets import Dataset
 from transformers import (AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification,
                           AutoTokenizer)
 
-from grpo_sentiment_example import group_advantages, grpo_loss, grpo_update
+from grpo_sentiment_example import GRPO, GRPOConfig, group_advantages, grpo_loss, grpo_update
 from train_dpo import collate, encode_lists, preference_loss
 from train_reward_model import make_loader, score_batch
 from utils.answer_logprobs import answer_logprobs
@@ -230,16 +230,17 @@ def test_one_grpo_update_steps_along_grpo_trainers_gradient(case, micro_paths, t
     trl_gradient = gradient(trainer._compute_loss(policy, inputs), policy)
 
     before = torch.cat([p.detach().flatten().clone() for p in policy.parameters()])
-    args = SimpleNamespace(grpo_epochs=1, mini_batch_size=len(batch.queries), cliprange=CLIP, beta=case.beta,
-                           epsilon_high=case.epsilon_high, loss_type=case.loss_type, max_new_tokens=MAX_NEW,
-                           max_grad_norm=1e9)
+    config = GRPOConfig(learning_rate=1.0, grpo_epochs=1, mini_batch_size=len(batch.queries), group_size=G,
+                        cliprange=CLIP, beta=case.beta, epsilon_high=case.epsilon_high or CLIP,
+                        scale_rewards=case.scale_rewards, loss_type=case.loss_type, advantage=case.advantage,
+                        max_new_tokens=MAX_NEW)
     advantages, _ = group_advantages(batch.rewards, G, case.advantage, case.scale_rewards)
     optimizer = torch.optim.SGD(policy.parameters(), lr=1.0)
     with torch.no_grad():  # on-policy: the log-probabilities the answers were sampled with are the policy's own
         logprobs, mask = answer_logprobs(policy, batch.queries, batch.responses, tokenizer.pad_token_id)
     sampled_logprobs = [row[keep] for row, keep in zip(logprobs, mask)]
-    grpo_update(Accelerator(cpu=True), policy, ref_model, optimizer, tokenizer, batch.queries, batch.responses,
-                sampled_logprobs, advantages, args)
+    grpo = GRPO(Accelerator(cpu=True), policy, ref_model, optimizer, tokenizer, config)
+    grpo_update(grpo, batch.queries, batch.responses, sampled_logprobs, advantages)
     after = torch.cat([p.detach().flatten() for p in policy.parameters()])
     assert trl_gradient.abs().max() > 100 * TOL  # a step that a wrong term would change beyond TOL
     assert_equal(after - before, -trl_gradient, "parameter step")

@@ -1,11 +1,12 @@
 """Policy checkpoints, one layout for every algorithm: the language model's `save_pretrained` folder (a full model,
 or a LoRA policy's adapters: peft's adapter_config.json + adapter_model.safetensors), the tokenizer, PPO's value
-head in value_head.safetensors, and a state file that records where training stands (epoch, KL coefficient) and
-the base (reference) model. `AutoModelForCausalLM.from_pretrained` loads a full checkpoint as it is;
-`utils.policy.load_policy` reloads both kinds, and `utils.value_head` the head (also from checkpoints that trl's
-value-head class wrote, with the head inside model.safetensors).
+head in value_head.safetensors, and a state file, training_state.json, that records where training stands (epoch
+or step, KL coefficient or beta) and the base (reference) model. `AutoModelForCausalLM.from_pretrained` loads a full
+checkpoint as it is; `utils.policy.load_policy` reloads both kinds, and `utils.value_head` the head (also from
+checkpoints that trl's value-head class wrote, with the head inside model.safetensors). Checkpoints written before
+the state file had its algorithm-neutral name hold ppo_state.json instead: they are read alike.
 
-    save_policy_checkpoint / load_checkpoint_state / find_latest_checkpoint
+    save_policy_checkpoint / load_checkpoint_state / find_latest_checkpoint / state_file
 
 The state names the algorithm that trained the policy, lowercase: "ppo", "grpo" or "dpo" (an older checkpoint
 without one is PPO's; "DPO" and "GRPO" are read lowercase), and why it was saved ("periodic", "end",
@@ -22,7 +23,9 @@ from utils.options import checked_by, checked_value, nonnegative_float, nonnegat
 from utils.run import check_finite_weights
 from utils.value_head import VALUE_HEAD_FILE, PolicyWithValueHead, load_value_head
 
-STATE_FILE = "ppo_state.json"  # the name every checkpoint so far was written with
+STATE_FILE = "training_state.json"
+OLD_STATE_FILE = "ppo_state.json"  # the name every checkpoint was written with before
+STATE_FILES = (STATE_FILE, OLD_STATE_FILE)  # what makes a folder a checkpoint (and one of ours to replace)
 ADAPTER_CONFIG = "adapter_config.json"
 REQUIRED_STATE = ("kl_coef", "base_model")
 ALGORITHMS = ("ppo", "grpo", "dpo")
@@ -33,38 +36,45 @@ def checkpoint_algorithm(state):
     return str(state.get("algorithm", "ppo")).lower()
 
 
-def save_policy_checkpoint(trainer_or_policy, tokenizer, out_dir, state):
-    """Save policy (a PPO policy's value head included), tokenizer and `state` into `out_dir`, atomically.
+def state_file(folder):
+    """The state file of the checkpoint `folder`: training_state.json, or an older checkpoint's ppo_state.json;
+    None when it has neither."""
+    for name in STATE_FILES:
+        if os.path.isfile(os.path.join(folder, name)):
+            return os.path.join(folder, name)
+    return None
+
+
+def save_policy_checkpoint(policy, tokenizer, out_dir, state, weights=None):
+    """Save `policy` (a PPO policy's value head included), its tokenizer and `state` into `out_dir`, atomically.
 
     Everything is written into a temporary folder beside it first and moved into place when complete, so an
-    interrupted save never leaves a half checkpoint. With a trainer, `kl_coef` defaults to its current
-    KL coefficient, and in a distributed run only the main process writes. (A trainer is a
-    ppo_sentiment_example.PPO: anything with `accelerator`, `policy` and `kl_ctl`.)
+    interrupted save never leaves a half checkpoint. `weights` is the policy's state dict gathered from its shards
+    (utils.sharding.full_state_dict, for a policy sharded with FSDP2); without it the policy's own weights are
+    saved. One process writes (`utils.run.Run.save` calls it on the main process).
     """
     state = dict(state)
-    policy = trainer_or_policy
-    if hasattr(trainer_or_policy, "accelerator"):
-        ppo = trainer_or_policy
-        policy = ppo.accelerator.unwrap_model(ppo.policy)
-        state.setdefault("kl_coef", float(ppo.kl_ctl.value))
-        ppo.accelerator.wait_for_everyone()
-        if not ppo.accelerator.is_main_process:
-            return out_dir
     missing = [key for key in REQUIRED_STATE if key not in state]
     if missing:
         raise ValueError(f"save_policy_checkpoint: state needs {', '.join(missing)}")
     state["algorithm"] = checkpoint_algorithm(state)
     if state["algorithm"] not in ALGORITHMS:
         raise ValueError(f"save_policy_checkpoint: algorithm {state['algorithm']!r} is not one of {ALGORITHMS}")
-    check_finite_weights(policy, out_dir, hint="--learning_rate (or a larger KL coefficient / beta)")
-    with folder_written_atomically(out_dir, STATE_FILE) as tmp:
-        if isinstance(policy, PolicyWithValueHead):
-            from safetensors.torch import save_file
+    check_finite_weights(weights.items() if weights is not None else policy.named_parameters(), out_dir,
+                         hint="--learning_rate (or a larger KL coefficient / beta)")
+    with folder_written_atomically(out_dir, STATE_FILES) as tmp:
+        if weights is not None:
+            from utils.sharding import save_pretrained
 
-            save_file({k: v.contiguous() for k, v in policy.v_head.state_dict().items()},
-                      os.path.join(tmp, VALUE_HEAD_FILE))
-            policy = policy.pretrained_model
-        policy.save_pretrained(tmp)  # safetensors; a peft model writes its adapters only
+            save_pretrained(policy, tmp, weights)
+        else:
+            if isinstance(policy, PolicyWithValueHead):
+                from safetensors.torch import save_file
+
+                save_file({k: v.contiguous() for k, v in policy.v_head.state_dict().items()},
+                          os.path.join(tmp, VALUE_HEAD_FILE))
+                policy = policy.pretrained_model
+            policy.save_pretrained(tmp)  # safetensors; a peft model writes its adapters only
         tokenizer.save_pretrained(tmp)
         with open(os.path.join(tmp, STATE_FILE), "w", encoding="utf-8") as f:
             json.dump(state, f, indent=1, ensure_ascii=False)
@@ -72,28 +82,28 @@ def save_policy_checkpoint(trainer_or_policy, tokenizer, out_dir, state):
 
 
 def load_checkpoint_state(path, algorithm=None):
-    """The `ppo_state.json` of a checkpoint folder; UserError (one line) if it is not a complete checkpoint, or,
+    """The state of a checkpoint folder (`state_file`); UserError (one line) if it is not a complete checkpoint, or,
     with `algorithm`, if another algorithm trained it (continuing PPO from a DPO policy is not resuming)."""
     if not os.path.isdir(path):
-        raise UserError(f"{path}: no such PPO checkpoint folder")
-    state_file = os.path.join(path, STATE_FILE)
-    if not os.path.isfile(state_file):
-        raise UserError(f"{path}: not a PPO checkpoint (no {STATE_FILE}; expected a folder saved by "
-                        "ppo_sentiment_example.py or terminal_main.py)")
+        raise UserError(f"{path}: no such checkpoint folder")
+    path_of_state = state_file(path)
+    if path_of_state is None:
+        raise UserError(f"{path}: not a checkpoint (no {STATE_FILE}; expected a folder saved by one of the training "
+                        "scripts: ppo_sentiment_example.py, grpo_sentiment_example.py, train_dpo.py, terminal_main.py)")
     try:
-        with open(state_file, encoding="utf-8") as f:
+        with open(path_of_state, encoding="utf-8") as f:
             state = json.load(f)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{state_file}: corrupt checkpoint state ({e})") from e
+        raise UserError(f"{path_of_state}: corrupt checkpoint state ({e})") from e
     if not isinstance(state, dict) or any(key not in state for key in REQUIRED_STATE):
-        raise UserError(f"{state_file}: corrupt checkpoint state (needs {', '.join(REQUIRED_STATE)})")
-    check_state(state, state_file)
+        raise UserError(f"{path_of_state}: corrupt checkpoint state (needs {', '.join(REQUIRED_STATE)})")
+    check_state(state, path_of_state)
     required = ("config.json", "model.safetensors")
     if os.path.isfile(os.path.join(path, ADAPTER_CONFIG)):
         required = (ADAPTER_CONFIG, "adapter_model.safetensors")
     for name in required:
         if not os.path.isfile(os.path.join(path, name)):
-            raise UserError(f"{path}: incomplete PPO checkpoint ({name} is missing)")
+            raise UserError(f"{path}: incomplete checkpoint ({name} is missing)")
         if name.endswith(".safetensors"):
             check_safetensors(os.path.join(path, name))
     found = checkpoint_algorithm(state)
@@ -156,8 +166,9 @@ def list_checkpoints(save_dir):
     if os.path.isdir(save_dir):
         for name in os.listdir(save_dir):
             path = os.path.join(save_dir, name)
-            if os.path.isfile(os.path.join(path, STATE_FILE)) and not name.endswith((".tmp", ".previous")):
-                candidates.append((os.path.getmtime(os.path.join(path, STATE_FILE)), path))
+            found = state_file(path) if os.path.isdir(path) else None
+            if found and not name.endswith((".tmp", ".previous")):
+                candidates.append((os.path.getmtime(found), path))
     return [path for _, path in sorted(candidates)]
 
 
@@ -168,6 +179,6 @@ def find_latest_checkpoint(save_dir):
     """The most recently saved complete checkpoint folder under `save_dir`; UserError if there is none."""
     candidates = list_checkpoints(save_dir)
     if not candidates:
-        raise UserError(f"no PPO checkpoint under {save_dir} (train one with ppo_sentiment_example.py, "
-                        "or pass a checkpoint folder)")
+        raise UserError(f"no checkpoint under {save_dir} (train one with ppo_sentiment_example.py or another "
+                        "training script, or pass a checkpoint folder)")
     return candidates[-1]

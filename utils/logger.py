@@ -11,8 +11,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from utils.files import write_text_atomically# noqa: E402
-from utils.options import check_tracker_installed# noqa: E402
+from utils.files import write_text_atomically  # noqa: E402
+from utils.options import check_tracker_installed  # noqa: E402
 
 
 # the order in which panels are read: what is optimised first (the raw score before the reward made from it, then

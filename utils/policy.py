@@ -6,7 +6,6 @@ the policy itself: utils.value_head.)
     load_causal_lm     a causal LM for generation only (labelling page, AI feedback) + tokenizer
     add_model_arguments / lora_options   the --chat_template and --lora_* options every policy script shares
     AdaptersOff        a LoRA policy's reference: the same weights with the adapters switched off
-    unwrap_policy      the policy without its distributed wrapper
 
 `python -m utils.policy merge CHECKPOINT OUT` merges a LoRA checkpoint's adapters into a full model folder.
 """
@@ -19,7 +18,7 @@ import transformers
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-from utils.checkpoints import (ADAPTER_CONFIG, STATE_FILE, checkpoint_folder, load_checkpoint_state,
+from utils.checkpoints import (ADAPTER_CONFIG, STATE_FILES, checkpoint_folder, load_checkpoint_state, state_file,
                                save_policy_checkpoint)
 from utils.errors import UserError, run_main
 from utils.models import load_pretrained
@@ -216,7 +215,7 @@ def load_policy(model_name_or_path, device, ref_model_name_or_path=None, stop_at
     with the adapters off (`AdaptersOff`).
     """
     state = None
-    if os.path.isfile(os.path.join(model_name_or_path, STATE_FILE)):
+    if state_file(model_name_or_path):
         state = load_checkpoint_state(model_name_or_path)
     base_name = state["base_model"] if state else model_name_or_path
     tokenizer = load_tokenizer(model_name_or_path, chat_template)
@@ -279,18 +278,12 @@ def merge_lora_checkpoint(checkpoint, out_dir):
     return save_policy_checkpoint(policy, tokenizer, out_dir, dict(state, merged_from=os.path.abspath(checkpoint)))
 
 
-def unwrap_policy(ppo):
-    """The policy of a PPO run (ppo_sentiment_example.PPO) without its distributed wrapper (for `generate`
-    and saving)."""
-    return ppo.accelerator.unwrap_model(ppo.policy)
-
-
 def main(argv=None):
     parser = ArgumentParser(prog="python -m utils.policy", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     merge = commands.add_parser("merge", help="merge a LoRA checkpoint's adapters into a full model folder")
     merge.add_argument("checkpoint", type=checkpoint_folder, help="a LoRA checkpoint folder (trained with --lora_r)")
-    merge.add_argument("out_dir", type=replaceable_folder(STATE_FILE),
+    merge.add_argument("out_dir", type=replaceable_folder(STATE_FILES),
                        help="where the merged model goes (a full checkpoint folder)")
     args = parser.parse_args(argv)
     if os.path.abspath(args.out_dir) == os.path.abspath(args.checkpoint):

@@ -171,7 +171,7 @@ def save_reward_model(model, tokenizer, out_dir, reason=None, evaluation=None):
     meta = {"encoder_class": type(model.encoder).__name__, "hidden_size": model.head.in_features,
             "head": "Linear(hidden_size, 1) on the pooled output ([CLS] state when there is no pooler)",
             "algorithm": "reward_model", "reason": reason, **(evaluation or {})}
-    check_finite_weights(model, out_dir, hint="--learning_rate (or --weight_decay)")
+    check_finite_weights(model.named_parameters(), out_dir, hint="--learning_rate (or --weight_decay)")
     with folder_written_atomically(out_dir, META_FILE) as tmp:
         model.encoder.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)

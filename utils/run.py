@@ -1,5 +1,12 @@
 """What every training script does around its algorithm, in one place:
 
+- the processes and the models on them (`make_accelerator`, `prepare_trainable`, `prepare_frozen`,
+  `for_generation`, `optimizer_step`): accelerate's Accelerator for one process or data parallelism, and with
+  `--fsdp` the same Accelerator for the processes torchrun started while the trained model (and a full reference)
+  is sharded with PyTorch FSDP2 (utils/sharding.py); Adam as one fused kernel; gradient clipping where asked.
+- the run around the steps (`Run`): its header, its log, the loop over epochs or steps that saves now and then,
+  stops early when asked, and saves and exits 130 on Ctrl-C; checkpoints named alike for every algorithm.
+
 - stopping without losing work (`StopRequests`): the first Ctrl-C or SIGTERM asks the loop to stop; it finishes
   the current step, saves a checkpoint with the reason "interrupted" and exits with 130. A second Ctrl-C stops at
   once (KeyboardInterrupt); checkpoints are written atomically, so the last complete one stays loadable.
@@ -18,8 +25,10 @@ import sys
 import threading
 
 import torch
+from accelerate import Accelerator
+from tqdm import tqdm
 
-from utils.device import any_process
+from utils.device import accelerator_kwargs, any_process
 from utils.errors import UserError
 
 INTERRUPTED_EXIT = 130  # what a shell reports for a program stopped by Ctrl-C
@@ -127,11 +136,12 @@ def stop_if_not_finite(loss, where, hint, accelerator=None):
                        f"before stay as they were. Check {hint} (a smaller learning rate is the usual cure)")
 
 
-def check_finite_weights(model, what, hint="--learning_rate"):
-    """Diverged unless every parameter of `model` is finite: a broken model is never saved."""
-    broken = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+def check_finite_weights(named_weights, what, hint="--learning_rate"):
+    """Diverged unless every one of the (name, tensor) `named_weights` is finite: a broken model is never saved."""
+    named_weights = list(named_weights)
+    broken = [name for name, p in named_weights if not bool(torch.isfinite(p).all())]
     if broken:
-        total = sum(1 for _ in model.parameters())
+        total = len(named_weights)
         raise Diverged(f"not saving {what}: {len(broken)} of its {total} weight tensors hold NaN or infinite "
                        f"values (first: {broken[0]}); the checkpoints saved before stay as they were. "
                        f"Check {hint} (a smaller learning rate is the usual cure)")
@@ -142,3 +152,215 @@ def no_step_trained(steps_done, steps_skipped, what="step"):
     if steps_skipped and steps_done == 0:
         raise Diverged(f"all {steps_skipped} {what}s were skipped (NaN or infinite losses or rewards): nothing was "
                        "trained and nothing saved")
+
+
+# ---------------------------------------------------------------- processes and models
+def add_fsdp_argument(parser):
+    parser.add_argument("--fsdp", action="store_true",
+                        help="shard the trained model over the processes torchrun starts (PyTorch FSDP2: each of "
+                             "N processes holds 1/N of the weights, gradients and Adam state; docs/scaling.md)")
+
+
+class ShardingAccelerator(Accelerator):
+    """accelerate's Accelerator for the processes torchrun started (gloo on CPUs, NCCL on GPUs), which the training
+    scripts use as they use it for data parallelism (batches split over the processes, reductions, printing once),
+    except for the trained model: `prepare_trainable` shards it with FSDP2 instead of replicating it, and the
+    mixed precision is FSDP2's (bf16 copies of the float32 shards for the compute), not autocast."""
+
+    def __init__(self, device, mixed_precision=None):
+        from utils.sharding import start_processes
+
+        start_processes(device)  # before accelerate looks for a process group: it joins this one
+        super().__init__(**accelerator_kwargs(device, "no"))
+        self.sharded_precision = mixed_precision
+
+
+def make_accelerator(device, mixed_precision=None, fsdp=False):
+    """The processes a run trains on: one, several under `accelerate launch` or torchrun (data parallel), or with
+    `fsdp` torchrun's processes with the trained model sharded over them (`ShardingAccelerator`)."""
+    if fsdp:
+        return ShardingAccelerator(device, mixed_precision)
+    return Accelerator(**accelerator_kwargs(device, mixed_precision))
+
+
+def sharded(accelerator):
+    return isinstance(accelerator, ShardingAccelerator)
+
+
+def fused_adam(model, learning_rate, weight_decay=None):
+    """Adam (AdamW with `weight_decay`) over `model`'s trainable weights, as one fused kernel (not one per weight)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if weight_decay is None:
+        return torch.optim.Adam(params, lr=learning_rate, fused=True)
+    return torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay, fused=True)
+
+
+def prepare_trainable(accelerator, model, learning_rate, weight_decay=None):
+    """(model, optimizer) ready to train on the accelerator's processes: replicated and wrapped for data parallelism
+    by accelerate, or sharded with FSDP2 (the optimizer is then built on the shards, so its state is sharded too)."""
+    if sharded(accelerator):
+        from utils.sharding import shard_model
+
+        model = shard_model(model.to(accelerator.device), accelerator.sharded_precision)
+        return model, fused_adam(model, learning_rate, weight_decay)
+    return accelerator.prepare(model, fused_adam(model, learning_rate, weight_decay))
+
+
+def prepare_frozen(accelerator, model, trained=None):
+    """A model that is only run, on the accelerator's device. Under FSDP2 the reference of the `trained` model is
+    sharded as it is (it is as large: utils.sharding.shard_reference); the reward models and classifiers, small
+    next to a policy, are replicated like everything under data parallelism."""
+    if sharded(accelerator) and trained is not None:
+        from utils.sharding import shard_reference
+
+        return shard_reference(model.to(accelerator.device), trained, accelerator.sharded_precision)
+    return model.to(accelerator.device)
+
+
+@contextlib.contextmanager
+def for_generation(accelerator, model):
+    """`model` as `generate` wants it: without its data-parallel wrapper, or, sharded, gathered whole once for the
+    rollout (utils.sharding.gathered_weights: a sharded model would gather every block at every decoding step)."""
+    if sharded(accelerator):
+        from utils.sharding import gathered_weights
+
+        with gathered_weights(model) as whole:
+            yield whole
+    else:
+        yield accelerator.unwrap_model(model)
+
+
+def optimizer_step(accelerator, optimizer, loss, max_grad_norm=None):
+    """One gradient step on `loss`, the gradient's norm clipped to `max_grad_norm` when given (the whole model's
+    norm, also when it is sharded)."""
+    optimizer.zero_grad()
+    accelerator.backward(loss)
+    if max_grad_norm:
+        accelerator.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]], max_grad_norm)
+    optimizer.step()
+
+
+def model_weights(accelerator, model):
+    """What a checkpoint of `model` needs besides the model itself: None (its own weights, on every process), or,
+    sharded, its whole state dict gathered into the main process (a collective: every process calls it)."""
+    if sharded(accelerator):
+        from utils.sharding import full_state_dict
+
+        return full_state_dict(model)
+    return None
+
+
+# ---------------------------------------------------------------- the run
+def checkpoint_name(save_dir, number, score=None):
+    """model_<epoch or step>[_<score>]: every algorithm's checkpoint folders, sortable by the number."""
+    return os.path.join(save_dir, f"model_{number}" + ("" if score is None else f"_{score:.2f}"))
+
+
+class Run:
+    """The house every trainer lives in, whatever its algorithm:
+
+        run = Run(accelerator, args, unit="epoch", start=start_epoch, total=total_epochs, save_every=args.save_freq)
+        run.header(f"PPO on ...")
+        with run:
+            for epoch in run.loop(save, desc="PPO epochs"):
+                ...                             # one epoch of the algorithm
+                run.trained(loss, "--learning_rate")   # or run.skipped(): a NaN loss stops the run
+                run.log(record)
+                if reached: run.end_early("reward_reached", "...")
+
+    `loop` yields the epoch (or step) numbers from `start`; after each it saves (`save(reason)`, called on every
+    process) every `save_every`, and at the end with the reason "end" or the one `end_early` gave. The first Ctrl-C
+    or SIGTERM saves after the current one with the reason "interrupted" and exits with 130 (StopRequests). A run
+    that trained nothing (every step skipped) saves nothing. The JSONL log (and its tracker) is the main
+    process's."""
+
+    def __init__(self, accelerator, args, unit, start, total, save_every=None, redo_from=None, log_name=None):
+        from utils.logger import TrainLogger
+
+        self.accelerator, self.args, self.unit = accelerator, args, unit
+        self.start = self.completed = self.last_saved = start
+        self.total, self.save_every = total, save_every
+        self.steps_trained = self.steps_skipped = 0
+        self.end = None
+        self.is_main_process = accelerator.is_main_process
+        self.logger = None
+        if self.is_main_process:
+            self.logger = TrainLogger(args.log_dir, log_name or args.log_name, x_key=unit, resume=bool(args.resume),
+                                      redo_from=start if redo_from is None else redo_from, report_to=args.report_to)
+        self.stop = StopRequests(f"saving after this {unit} (Ctrl-C again to stop at once) ...", write=tqdm.write)
+        self.plot = self.logger.plot if self.logger else (lambda *a, **k: None)
+
+    def print(self, *lines):
+        for line in lines:
+            self.accelerator.print(line)
+
+    def header(self, line):
+        """The run's first line (what runs where), then the settings that differ from the plain defaults."""
+        from utils.presets import settings_line
+
+        self.print(line, settings_line(self.args))
+
+    def __enter__(self):
+        self.stop.install()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.uninstall()
+        if self.logger:
+            self.logger.close()
+
+    def loop(self, save, desc):
+        for number in tqdm(range(self.start, self.total), initial=self.start, total=self.total, desc=desc,
+                           disable=not self.is_main_process):
+            yield number
+            self.completed = number + 1
+            if any_process(self.accelerator, bool(self.stop.requested)):  # every process stops after the same one
+                if self.completed > self.last_saved:
+                    self.save(save, "interrupted")
+                self.plot()
+                sys.exit(INTERRUPTED_EXIT)
+            if self.end:
+                break
+            if self.save_every and self.completed % self.save_every == 0:
+                self.save(save, "periodic")
+                self.plot()  # drawing takes longer than a tiny epoch: only when saving
+        if self.last_saved != self.completed:
+            self.save(save, self.end or "end")
+        self.plot()
+        if self.logger:
+            print(f"done: {self.completed} {self.unit}s, logs in {self.logger.jsonl_path} and {self.logger.png_path}")
+
+    def save(self, save, reason):
+        no_step_trained(self.steps_trained, self.steps_skipped, self.unit)  # nothing learnt: nothing to save
+        save(reason)
+        self.last_saved = self.completed
+
+    def trained(self, loss, hint="--learning_rate"):
+        """Count a trained step; Diverged (the run stops, nothing is saved) when its `loss` is NaN or infinite."""
+        stop_if_not_finite(loss, f"{self.unit} {self.completed + 1}", hint, self.accelerator)
+        self.steps_trained += 1
+
+    def skipped(self):
+        self.steps_skipped += 1
+
+    def end_early(self, reason, message):
+        """Stop after this epoch (or step), saving with `reason`."""
+        self.print(message)
+        self.end = reason
+
+    def log(self, record):
+        if self.logger:
+            self.logger.log(record)
+
+
+def save_checkpoint(accelerator, policy, tokenizer, path, state):
+    """Save the trained `policy` (prepared by `prepare_trainable`) as a checkpoint folder: called on every process,
+    written by the main one (gathered from the shards under FSDP2)."""
+    from utils.checkpoints import save_policy_checkpoint
+
+    weights = model_weights(accelerator, policy)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        save_policy_checkpoint(accelerator.unwrap_model(policy), tokenizer, path, state, weights)
+        tqdm.write(f"saved {path}")
+    accelerator.wait_for_everyone()

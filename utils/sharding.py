@@ -228,7 +228,7 @@ def global_token_mean(values, mask):
     process's own masked mean would weigh a process with fewer answer tokens more.) Its value on one process is
     its share: `all_sum(loss) / world_size()` is the whole batch's mean."""
     mask = mask.to(values.dtype)
-    return (values * mask).sum() / all_sum(mask.sum()) * world_size()
+    return (values * mask).sum() / all_sum(mask.sum()).clamp(min=1) * world_size()  # no answer tokens: 0
 
 
 def clip_grad_norm(parameters, max_norm):
