@@ -240,7 +240,7 @@ class GRPO:
 def make_grpo(policy, ref_model, tokenizer, config, accelerator):
     """A `GRPO` for `policy` and its reference (from utils.policy.load_policy) on `accelerator`'s processes
     (utils.run.make_accelerator): Adam over the trainable weights, fused."""
-    policy, optimizer = prepare_trainable(accelerator, policy, config.learning_rate)
+    policy, optimizer = prepare_trainable(accelerator, policy, learning_rate=config.learning_rate)
     return GRPO(accelerator, policy, prepare_frozen(accelerator, ref_model, trained=policy), optimizer, tokenizer,
                 config)
 

@@ -200,7 +200,8 @@ def make_ppo(policy, ref_model, tokenizer, config, accelerator, value_head_from=
     """A `PPO` for `policy` and its reference (from utils.policy.load_policy) on `accelerator`'s processes
     (utils.run.make_accelerator). The policy gets PPO's value head, with the weights saved in the checkpoint folder
     `value_head_from` when it has them (resuming), else a fresh one; trl's Adam (same hyperparameters), fused."""
-    policy, optimizer = prepare_trainable(accelerator, with_value_head(policy, value_head_from), config.learning_rate)
+    policy, optimizer = prepare_trainable(accelerator, with_value_head(policy, value_head_from),
+                                          learning_rate=config.learning_rate)
     ref_model = prepare_frozen(accelerator, ref_model, trained=policy)
     return PPO(accelerator, policy, ref_model, optimizer, tokenizer, config,
                AdaptiveKLController(config.init_kl_coef, config.target, config.horizon))

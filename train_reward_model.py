@@ -18,28 +18,25 @@ import json
 import math
 import os
 import random
-import sys
 import time
 
 import torch
-from accelerate import Accelerator
 from torch.utils.data import DataLoader
 from transformers import AutoModel, AutoTokenizer, get_linear_schedule_with_warmup
 
-from utils.device import accelerator_kwargs, add_mixed_precision_argument, any_process, pick_device, set_seed
+from utils.device import add_mixed_precision_argument, pick_device, set_seed
 from utils.errors import UserError, run_main
 from utils.models import load_pretrained
 from utils.options import (ArgumentParser, add_device_argument, add_report_to_argument, file_name, fraction,
                            input_file, learning_rate, nonnegative_float, output_folder, positive_int, ratio,
                            same_file, seed)
 from utils.data import RANK_LIST_DIR, ensure_datasets
-from utils.logger import TrainLogger
 from utils.outputs import STEP_LOG, check_outputs, inputs_with_metadata, log_outputs
 from utils.ranklists import add_merge_arguments, merge_rank_lists, read_prompted_rank_lists, read_rank_lists
 from utils.reward_model import (META_FILE, RewardModel, encode_rank_lists, listwise_loss, rank_list_loss,
                                 ranking_metrics, save_reward_model, scores_to_lists, usable_seq_len)
-from utils.presets import Preset, parse_with_presets, settings_line
-from utils.run import INTERRUPTED_EXIT, StopRequests, stop_if_not_finite
+from utils.presets import Preset, parse_with_presets
+from utils.run import Run, add_fsdp_argument, make_accelerator, model_weights, prepare_trainable
 from utils.tiny import TINY_ENCODER
 
 DEFAULT_TRAIN = os.path.join(RANK_LIST_DIR, "train.tsv")
@@ -51,6 +48,7 @@ ORIGINAL = dict(model_name="nghuyong/ernie-3.0-base-zh", learning_rate=1e-5, num
 TINY = dict(model_name=TINY_ENCODER, learning_rate=5e-4, num_train_epochs=1, batch_size=16, valid_steps=50,
             max_seq_len=64)
 PRESETS = [Preset("--tiny", lambda args: args.tiny, TINY)]
+NO_DECAY = ("bias", "LayerNorm.weight", "LayerNorm.bias")  # AdamW's weight decay leaves these alone
 
 
 def parse_args(argv=None):
@@ -83,6 +81,7 @@ def parse_args(argv=None):
     parser.add_argument("--logging_steps", type=positive_int, default=10)
     add_device_argument(parser)
     add_mixed_precision_argument(parser)
+    add_fsdp_argument(parser)
     parser.add_argument("--tiny", action="store_true",
                         help="offline: the project's tiny encoder, with settings tuned for it, unless given")
     parser.add_argument("--seed", type=seed, default=42)
@@ -187,17 +186,6 @@ def make_loader(rank_lists, tokenizer, max_seq_len, batch_size, seed=None):
     return DataLoader(rank_lists, batch_sampler=SimilarLengthBatches(rank_lists, batch_size, seed), collate_fn=collate)
 
 
-def make_optimizer(model, args):
-    """AdamW without weight decay on biases and LayerNorm weights, as the original."""
-    no_decay = ("bias", "LayerNorm.weight", "LayerNorm.bias")
-    params = list(model.named_parameters())
-    groups = [
-        {"params": [p for n, p in params if not any(nd in n for nd in no_decay)], "weight_decay": args.weight_decay},
-        {"params": [p for n, p in params if any(nd in n for nd in no_decay)], "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups, lr=args.learning_rate)
-
-
 def score_batch(model, batch):
     """(batch, K) scores: one encoder forward over all the batch's texts."""
     list_mask = batch.pop("list_mask")
@@ -217,9 +205,12 @@ def evaluate(model, dev_loader, accelerator):
 
 
 def save_checkpoint(model, tokenizer, out_dir, accelerator, reason, evaluation=None):
+    """Written by the main process (gathered from the shards under FSDP2)."""
+    weights = model_weights(accelerator, model)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        save_reward_model(accelerator.unwrap_model(model), tokenizer, out_dir, reason, evaluation)
+        save_reward_model(accelerator.unwrap_model(model), tokenizer, out_dir, reason, evaluation, weights)
+    accelerator.wait_for_everyone()
 
 
 def dev_fingerprint(dev_lists):
@@ -257,7 +248,7 @@ def main(argv=None):
     device = pick_device(args.device)
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)
-    accelerator = Accelerator(**accelerator_kwargs(device, args.mixed_precision))
+    accelerator = make_accelerator(device, args.mixed_precision, args.fsdp)
     set_seed(args.seed)
 
     train_lists, dev_lists = read_data(args, accelerator)
@@ -272,68 +263,60 @@ def main(argv=None):
     # sorted by length, the dev batches pad little too (the metrics do not depend on the order of lists)
     dev_lists = sorted(dev_lists, key=lambda r: max(len(t) for t in r))
     dev_loader = make_loader(dev_lists, tokenizer, max_seq_len, args.batch_size)
-    optimizer = make_optimizer(model, args)
-    model, optimizer, train_loader, dev_loader = accelerator.prepare(model, optimizer, train_loader, dev_loader)
+    # AdamW without weight decay on biases and LayerNorm weights, as the original
+    model, optimizer = prepare_trainable(accelerator, model, learning_rate=args.learning_rate,
+                                         weight_decay=args.weight_decay, no_decay=NO_DECAY)
+    train_loader, dev_loader = accelerator.prepare(train_loader, dev_loader)
     total_steps = len(train_loader) * args.num_train_epochs  # per process, after sharding the batches
     scheduler = get_linear_schedule_with_warmup(optimizer, int(args.warmup_ratio * total_steps), total_steps)
-    accelerator.print(f"{len(train_lists)} train / {len(dev_lists)} dev rank lists; encoder "
-                      f"{type(encoder).__name__} ({sum(p.numel() for p in encoder.parameters()) / 1e6:.1f}M "
-                      f"parameters) on {accelerator.device} x {accelerator.num_processes}; {total_steps} steps")
-    accelerator.print(settings_line(args))
-    logger = TrainLogger(args.log_dir, args.log_name, report_to=args.report_to) if accelerator.is_main_process else None
+    run = Run(accelerator, args, unit="step", start=0, total=total_steps, save_every=args.valid_steps, redo_from=1)
+    run.header(f"{len(train_lists)} train / {len(dev_lists)} dev rank lists; encoder {type(encoder).__name__} "
+               f"({sum(p.numel() for p in encoder.parameters()) / 1e6:.1f}M parameters) on {accelerator.device} x "
+               f"{accelerator.num_processes}{' sharded (FSDP2)' if args.fsdp else ''}; {total_steps} steps")
+    best = {"acc": earlier_acc}
 
-    global_step, best_acc, recent_losses, tic, last_saved = 0, earlier_acc, [], time.time(), 0
-    stop = StopRequests("saving after this step (Ctrl-C again to stop at once) ...").install()
-    try:
-        for epoch in range(1, args.num_train_epochs + 1):
-            for batch in train_loader:
-                scores, list_mask = score_batch(model, batch)
-                loss = (listwise_loss if args.loss == "listwise" else rank_list_loss)(scores, list_mask)
-                accelerator.backward(loss)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
-                recent_losses.append(loss.detach())
-                global_step += 1
+    def save(reason):
+        step = run.completed
+        if reason == "interrupted":
+            save_checkpoint(model, tokenizer, os.path.join(args.save_dir, f"model_{step}"), accelerator, reason)
+            accelerator.print(f"stopped after step {step}: saved {os.path.join(args.save_dir, f'model_{step}')}")
+        else:
+            best["acc"] = evaluate_and_save(model, tokenizer, dev_loader, accelerator, run, args, step, best["acc"],
+                                            fingerprint)
 
-                if global_step % args.logging_steps == 0:
-                    mean_loss = accelerator.gather(torch.stack(recent_losses)).mean().item()
-                    stop_if_not_finite(mean_loss, f"step {global_step}", "--learning_rate (or --weight_decay)")
-                    speed = args.logging_steps / (time.time() - tic)
-                    accelerator.print(f"global step {global_step}, epoch: {epoch}, loss: {mean_loss:.5f}, "
-                                      f"speed: {speed:.2f} step/s")
-                    if logger:
-                        logger.log({"step": global_step, "epoch": epoch, "train_loss": mean_loss,
-                                    "learning_rate": scheduler.get_last_lr()[0]})
-                    recent_losses, tic = [], time.time()
-
-                if global_step % args.valid_steps == 0 or global_step == total_steps:
-                    best_acc = evaluate_and_save(model, tokenizer, dev_loader, accelerator, logger, args,
-                                                 global_step, best_acc, fingerprint)
-                    last_saved, tic = global_step, time.time()
-                if any_process(accelerator, bool(stop.requested)):  # all processes stop after the same step
-                    if global_step > last_saved:
-                        save_checkpoint(model, tokenizer, os.path.join(args.save_dir, f"model_{global_step}"),
-                                        accelerator, "interrupted")
-                    accelerator.print(f"stopped after step {global_step}: saved "
-                                      f"{os.path.join(args.save_dir, f'model_{global_step}')}")
-                    sys.exit(INTERRUPTED_EXIT)
-        if earlier_acc is not None and best_acc == earlier_acc:
-            accelerator.print(f"this run did not beat {best_path} (pairwise_acc {earlier_acc:.5f}): it is kept")
-    finally:
-        stop.uninstall()
-        if logger:
-            logger.close()
+    batches = ((epoch, batch) for epoch in range(1, args.num_train_epochs + 1) for batch in train_loader)
+    recent_losses, tic = [], time.time()
+    with run:
+        for step in run.loop(save):
+            epoch, batch = next(batches)
+            scores, list_mask = score_batch(model, batch)
+            loss = (listwise_loss if args.loss == "listwise" else rank_list_loss)(scores, list_mask)
+            accelerator.backward(loss)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+            run.trained()
+            recent_losses.append(loss.detach())
+            if (step + 1) % args.logging_steps == 0:  # the loss read every few steps: the device need not wait
+                mean_loss = accelerator.gather(torch.stack(recent_losses)).mean().item()
+                run.check(mean_loss, "--learning_rate (or --weight_decay)")
+                speed = args.logging_steps / (time.time() - tic)
+                accelerator.print(f"global step {step + 1}, epoch: {epoch}, loss: {mean_loss:.5f}, "
+                                  f"speed: {speed:.2f} step/s")
+                run.log({"step": step + 1, "epoch": epoch, "train_loss": mean_loss,
+                         "learning_rate": scheduler.get_last_lr()[0]})
+                recent_losses, tic = [], time.time()
+    if earlier_acc is not None and best["acc"] == earlier_acc:
+        accelerator.print(f"this run did not beat {best_path} (pairwise_acc {earlier_acc:.5f}): it is kept")
 
 
-def evaluate_and_save(model, tokenizer, dev_loader, accelerator, logger, args, global_step, best_acc, fingerprint):
+def evaluate_and_save(model, tokenizer, dev_loader, accelerator, run, args, global_step, best_acc, fingerprint):
     """Dev metrics, `model_<step>` every time and `model_best` when pairwise accuracy improved on `best_acc` (this
     run's best so far, or the earlier run's model_best on the same dev lists)."""
     metrics = evaluate(model, dev_loader, accelerator)
     accelerator.print("Evaluation acc: " + ", ".join(f"{k} {v:.5f}" for k, v in metrics.items()))
-    if logger:
-        logger.log({"step": global_step, **metrics})
-        logger.plot()
+    run.log({"step": global_step, **metrics})
+    run.plot()
     evaluation = {"dev_metrics": metrics, "dev_lists": fingerprint}
     save_checkpoint(model, tokenizer, os.path.join(args.save_dir, f"model_{global_step}"), accelerator, "periodic",
                     evaluation)

@@ -213,7 +213,8 @@ def train_online(args, algorithm_name, build, reward_fn=None):
     set_seed(args.seed + 1000 * start_epoch + accelerator.process_index)  # processes sample different prompts
 
     total_epochs = int(np.ceil(args.total_samples / args.batch_size))
-    run = Run(accelerator, args, unit="epoch", start=start_epoch, total=total_epochs, save_every=args.save_freq)
+    run = Run(accelerator, args, unit="epoch", start=start_epoch, total=total_epochs, save_every=args.save_freq,
+              resume=bool(args.resume))
     sharding = ", the policy sharded (FSDP2)" if args.fsdp else ""
     run.header(f"{algorithm_name.upper()} on {accelerator.device} x {accelerator.num_processes} process(es){sharding}"
                f", {algorithm.batch_line(args)} per process and epoch")
@@ -238,7 +239,8 @@ def train_online(args, algorithm_name, build, reward_fn=None):
             if stats is None:
                 run.skipped()
             else:
-                run.trained(algorithm.loss(stats), algorithm.hint)
+                run.check(algorithm.loss(stats), algorithm.hint)
+                run.trained()
             if judge and ((epoch + 1) % args.save_freq == 0 or epoch + 1 == total_epochs):
                 record.update(judge_record(judge, rollout.texts, judge_ref[judge.name], accelerator))
             run.log(record)

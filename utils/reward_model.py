@@ -163,17 +163,20 @@ def score_texts(model, tokenizer, texts, batch_size=32, max_seq_len=128):
 
 
 # ---------------------------------------------------------------- checkpoints
-def save_reward_model(model, tokenizer, out_dir, reason=None, evaluation=None):
+def save_reward_model(model, tokenizer, out_dir, reason=None, evaluation=None, weights=None):
     """Write the checkpoint into a temporary folder, then rename it into place (`folder_written_atomically`): a
     killed save never leaves a half-written `out_dir`, and the previous one stays loadable until the new one is
-    complete. `evaluation` (the dev metrics and which dev lists gave them) goes into its META_FILE."""
-    head = {"weight": model.head.weight.detach().cpu().contiguous(), "bias": model.head.bias.detach().cpu()}
+    complete. `evaluation` (the dev metrics and which dev lists gave them) goes into its META_FILE. `weights` is the
+    model's state dict gathered from its shards (utils.sharding.full_state_dict); without it, the model's own."""
+    weights = dict(model.state_dict() if weights is None else weights)
+    head = {"weight": weights["head.weight"].detach().cpu().contiguous(), "bias": weights["head.bias"].detach().cpu()}
+    encoder_weights = {name[len("encoder."):]: tensor for name, tensor in weights.items() if name.startswith("encoder.")}
     meta = {"encoder_class": type(model.encoder).__name__, "hidden_size": model.head.in_features,
             "head": "Linear(hidden_size, 1) on the pooled output ([CLS] state when there is no pooler)",
             "algorithm": "reward_model", "reason": reason, **(evaluation or {})}
-    check_finite_weights(model.named_parameters(), out_dir, hint="--learning_rate (or --weight_decay)")
+    check_finite_weights(weights.items(), out_dir, hint="--learning_rate (or --weight_decay)")
     with folder_written_atomically(out_dir, META_FILE) as tmp:
-        model.encoder.save_pretrained(tmp, safe_serialization=True)
+        model.encoder.save_pretrained(tmp, state_dict=encoder_weights)
         tokenizer.save_pretrained(tmp)
         save_file(head, os.path.join(tmp, HEAD_FILE))
         with open(os.path.join(tmp, META_FILE), "w", encoding="utf-8") as f:

@@ -187,23 +187,28 @@ def sharded(accelerator):
     return isinstance(accelerator, ShardingAccelerator)
 
 
-def fused_adam(model, learning_rate, weight_decay=None):
-    """Adam (AdamW with `weight_decay`) over `model`'s trainable weights, as one fused kernel (not one per weight)."""
-    params = [p for p in model.parameters() if p.requires_grad]
+def fused_adam(model, learning_rate, weight_decay=None, no_decay=()):
+    """Adam (AdamW with `weight_decay`, none on the weights whose names hold one of `no_decay`) over `model`'s
+    trainable weights, as one fused kernel (not one per weight)."""
+    params = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
     if weight_decay is None:
-        return torch.optim.Adam(params, lr=learning_rate, fused=True)
-    return torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay, fused=True)
+        return torch.optim.Adam([p for _, p in params], lr=learning_rate, fused=True)
+    groups = [{"params": [p for name, p in params if not any(n in name for n in no_decay)],
+               "weight_decay": weight_decay},
+              {"params": [p for name, p in params if any(n in name for n in no_decay)], "weight_decay": 0.0}]
+    return torch.optim.AdamW([group for group in groups if group["params"]], lr=learning_rate, fused=True)
 
 
-def prepare_trainable(accelerator, model, learning_rate, weight_decay=None):
+def prepare_trainable(accelerator, model, **optimizer_options):
     """(model, optimizer) ready to train on the accelerator's processes: replicated and wrapped for data parallelism
-    by accelerate, or sharded with FSDP2 (the optimizer is then built on the shards, so its state is sharded too)."""
+    by accelerate, or sharded with FSDP2 (the optimizer is then built on the shards, so its state is sharded too).
+    The optimizer is `fused_adam(model, **optimizer_options)`."""
     if sharded(accelerator):
         from utils.sharding import shard_model
 
         model = shard_model(model.to(accelerator.device), accelerator.sharded_precision)
-        return model, fused_adam(model, learning_rate, weight_decay)
-    return accelerator.prepare(model, fused_adam(model, learning_rate, weight_decay))
+        return model, fused_adam(model, **optimizer_options)
+    return accelerator.prepare(model, fused_adam(model, **optimizer_options))
 
 
 def prepare_frozen(accelerator, model, trained=None):
@@ -264,7 +269,8 @@ class Run:
         with run:
             for epoch in run.loop(save, desc="PPO epochs"):
                 ...                             # one epoch of the algorithm
-                run.trained(loss, "--learning_rate")   # or run.skipped(): a NaN loss stops the run
+                run.check(loss, "--learning_rate")     # a NaN loss stops the run
+                run.trained()                          # or run.skipped()
                 run.log(record)
                 if reached: run.end_early("reward_reached", "...")
 
@@ -274,7 +280,7 @@ class Run:
     that trained nothing (every step skipped) saves nothing. The JSONL log (and its tracker) is the main
     process's."""
 
-    def __init__(self, accelerator, args, unit, start, total, save_every=None, redo_from=None, log_name=None):
+    def __init__(self, accelerator, args, unit, start, total, save_every=None, resume=False, redo_from=None):
         from utils.logger import TrainLogger
 
         self.accelerator, self.args, self.unit = accelerator, args, unit
@@ -285,7 +291,7 @@ class Run:
         self.is_main_process = accelerator.is_main_process
         self.logger = None
         if self.is_main_process:
-            self.logger = TrainLogger(args.log_dir, log_name or args.log_name, x_key=unit, resume=bool(args.resume),
+            self.logger = TrainLogger(args.log_dir, args.log_name, x_key=unit, resume=resume,
                                       redo_from=start if redo_from is None else redo_from, report_to=args.report_to)
         self.stop = StopRequests(f"saving after this {unit} (Ctrl-C again to stop at once) ...", write=tqdm.write)
         self.plot = self.logger.plot if self.logger else (lambda *a, **k: None)
@@ -309,9 +315,10 @@ class Run:
         if self.logger:
             self.logger.close()
 
-    def loop(self, save, desc):
+    def loop(self, save, desc=None):
+        """The epoch (or step) numbers, with a progress bar named `desc` (none without)."""
         for number in tqdm(range(self.start, self.total), initial=self.start, total=self.total, desc=desc,
-                           disable=not self.is_main_process):
+                           disable=not self.is_main_process or desc is None):
             yield number
             self.completed = number + 1
             if any_process(self.accelerator, bool(self.stop.requested)):  # every process stops after the same one
@@ -335,9 +342,11 @@ class Run:
         save(reason)
         self.last_saved = self.completed
 
-    def trained(self, loss, hint="--learning_rate"):
-        """Count a trained step; Diverged (the run stops, nothing is saved) when its `loss` is NaN or infinite."""
+    def check(self, loss, hint="--learning_rate"):
+        """Diverged (the run stops, nothing is saved) when `loss` is NaN or infinite on any process."""
         stop_if_not_finite(loss, f"{self.unit} {self.completed + 1}", hint, self.accelerator)
+
+    def trained(self):
         self.steps_trained += 1
 
     def skipped(self):

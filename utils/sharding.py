@@ -121,7 +121,17 @@ def shard_model(model, mixed_precision=None, frozen=False):
     fully_shard(model, mesh=mesh, mp_policy=policy, reshard_after_forward=True if frozen else None)
     if hasattr(model, "generate"):  # a wrapper's generate (peft's, the value head's) bypasses the root's forward
         register_fsdp_forward_method(model, "generate")
+    _initialize_root(model)
     return model
+
+
+@torch.no_grad()
+def _initialize_root(model):
+    """FSDP2 sets its units up in the root's first forward: one token through the root, so that the sampling loop
+    may call the language model inside a wrapper (PPO's value head, peft's model) directly afterwards."""
+    token = torch.zeros((1, 1), dtype=torch.long, device=next(model.parameters()).device)
+    model(input_ids=token, attention_mask=torch.ones_like(token))
+    model.reshard()
 
 
 class RootAdaptersOff(AdaptersOff):
