@@ -6,8 +6,7 @@ process holds about half of the trainable parameters, the losses, gradient norms
 process's, greedy answers from the gathered weights (of the policy and of the reference) equal the single
 process's, the saved folders load in one process with AutoModelForCausalLM (peft for LoRA) and hold the gathered
 weights, and a sharded model resumed from a checkpoint and its optimizer file takes the step the uninterrupted one
-takes. A second launch runs two torchrun
-agents on 127.0.0.1 as two nodes. The `gpu` tests repeat the first on CUDA (NCCL), one process per GPU (at most 2).
+takes (tests/test_trainers_sharded.py runs the trainers themselves, also on two nodes). The `gpu` tests repeat the first on CUDA (NCCL), one process per GPU (at most 2).
 """
 import json
 import os
@@ -149,29 +148,6 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def test_two_nodes_on_loopback_train_and_save_one_checkpoint(models, tmp_path):
-    port = free_port()
-    agents = [subprocess.Popen(
-        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node_rank", str(node),
-         "--nproc_per_node", "1", "--master_addr", "127.0.0.1", "--master_port", str(port),
-         *worker_command(tmp_path, {"gpt2": models["gpt2"]}, ["gpt2"]), "--device", "cpu"],
-        cwd=REPO, env=launch_env("cpu"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for node in (0, 1)]
-    try:
-        outputs = [agent.communicate(timeout=LAUNCH_TIMEOUT) for agent in agents]
-    finally:
-        for agent in agents:
-            agent.kill()
-    for node, (agent, (_, err)) in enumerate(zip(agents, outputs)):
-        assert agent.returncode == 0, f"node {node}: {err[-3000:]}"
-    with open(tmp_path / "results.json", encoding="utf-8") as f:
-        results = json.load(f)
-    assert results["world_size"] == 2
-    check_shares("gpt2", results["gpt2"]["processes"])
-    check_checkpoint("gpt2", tmp_path / "gpt2", models)
-    assert sorted(os.listdir(tmp_path)) == ["gpt2", "results.json"]  # one checkpoint, written once
 
 
 # ---------------------------------------------------------------- in this process, no process group
