@@ -18,8 +18,9 @@ answer: 3.09 -> 0.85 s at --batch_size 1, 2.03 -> 0.48 s at --batch_size 4; `ben
 A person's ratings are the most expensive data here, so every rating is appended to
 `<log_dir>/Terminal-Human-Feedback.jsonl` and synced to disk before the PPO step uses it. `q`, Ctrl-C, Ctrl-D,
 SIGTERM and closing the terminal all train on the ratings typed since the last step (after waiting for a step
-that runs in the background), save a checkpoint to `--save_dir` and exit 0; `--resume` continues from it and
-its step count. `python -m utils.ratings` turns the ratings into rank lists for the reward model.
+that runs in the background) and save a checkpoint to `--save_dir`; `q` and Ctrl-D then exit 0, Ctrl-C, SIGTERM
+and a closed terminal 130 (stopped, as a shell reports it). `--resume` continues from the checkpoint and its step
+count. `python -m utils.ratings` turns the ratings into rank lists for the reward model.
 """
 import argparse
 import fcntl
@@ -54,7 +55,7 @@ from ppo_sentiment_example import PPOConfig, make_ppo, ppo_update
 from utils.policy import add_model_arguments, check_causal_lm, load_policy, lora_options
 from utils.ratings import RATINGS_NAME, read_ratings
 from utils.presets import Preset, parse_with_presets
-from utils.run import INTERRUPTED_EXIT, StopRequested, StopRequests
+from utils.run import INTERRUPTED_EXIT, StopRequested, StopRequests, stop_if_not_finite
 from utils.tiny import TINY_GPT2
 
 MAX_REPLY_BYTES = 64  # a reward is a short number: a longer line is refused without being parsed
@@ -183,8 +184,8 @@ class Answer:
 def write_answers(t, prompts):
     """One batched sampling call for all prompts, from the policy as it is now.
 
-    A background PPO step must be over first: trl updates the policy's weights in place, and sampling from it
-    meanwhile would read half-updated weights (and race with trl's train/eval switching). So --async_update
+    A background PPO step must be over first: the step updates the policy's weights in place, and sampling from it
+    meanwhile would read half-updated weights. So --async_update
     writes the next batch's answers *before* it starts a step, with the pre-update policy; only `r`
     (regenerate) during a step has to wait for it.
     """
@@ -334,6 +335,8 @@ class BackgroundStep(threading.Thread):
 def count_step(t, batch, stats, seconds, where=""):
     if stats is None:  # ppo_update warned why
         return
+    # the NaN policy of every trainer (utils/run.py): stop with one line, the last good checkpoint stays
+    stop_if_not_finite(t.ppo.loss(stats), f"PPO step {t.progress.step + 1}", "--learning_rate")
     t.progress.step += 1
     t.progress.steps_this_run += 1
     t.progress.ratings += len(batch)
@@ -453,7 +456,7 @@ def main(argv=None):
             t.policy, ref_model, t.tokenizer = load_policy(args.resume or base_model, t.device,
                                                            ref_model_name_or_path=base_model,
                                                            chat_template=args.chat_template, lora=lora_options(args))
-            # trl's default PPO settings (4 PPO epochs, adaptive KL, ...), the whole batch in one mini-batch
+            # PPOConfig's defaults, trl 0.11.4's (4 PPO epochs, adaptive KL, ...), the whole batch in one mini-batch
             ppo_config = PPOConfig(learning_rate=args.learning_rate, mini_batch_size=args.batch_size,
                                    init_kl_coef=state.get("kl_coef", 0.2))
             t.ppo = make_ppo(t.policy, ref_model, t.tokenizer, ppo_config, Accelerator(**accelerate_kwargs),
