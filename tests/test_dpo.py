@@ -16,13 +16,13 @@ from safetensors.torch import load_file
 
 import train_dpo
 from conftest import REPO, run_script
-from train_dpo import (answer_logps, collate, dpo_loss, encode_lists, list_margins, plackett_luce_loss,
-                       preference_loss)
+from train_dpo import answer_logps, dpo_loss, list_margins, plackett_luce_loss, preference_loss
 from utils.ai_feedback import build_ai_feedback, ensure_ai_feedback
 from utils.logger import read_jsonl
 from utils.checkpoints import load_checkpoint_state
 from utils.policy import load_policy
 from utils import preferences
+from utils.preference_data import collate, encode_lists
 from utils.ranklists import append_rank_list, metadata_path
 
 SCRIPT = os.path.join(REPO, "train_dpo.py")
@@ -346,7 +346,8 @@ def test_an_empty_training_or_dev_set_stops_before_training(case, micro_main, tm
         message = f"{path}: no rank list of 2 or more different texts in it: nothing to train on"
     else:
         path = labelled(tmp_path, [("这部电影很", ["好看", "难看"])])
-        message = "no dev preference pairs (0 rank lists): nothing to train on"
+        message = (f"{path}: cannot hold out --dev_ratio 0.1 of 1 rank list(s) for evaluation and train on the rest; "
+                   "give more lists, another ratio, or a --dev_path")
     assert_refused(micro_main(train_dpo.main, small_run(tmp_path, "--train_path", path)), message, tmp_path)
 
 

@@ -39,12 +39,13 @@ from transformers import (AutoConfig, AutoModel, AutoModelForCausalLM, AutoModel
                           AutoTokenizer)
 
 from grpo_sentiment_example import GRPO, GRPOConfig, group_advantages, grpo_loss, grpo_update
-from train_dpo import collate, encode_lists, preference_loss
+from train_dpo import preference_loss
 from train_reward_model import make_loader, score_batch
 from utils.answer_logprobs import answer_logprobs
 from utils.models import load_pretrained
 from utils.tokens import PROMPTS, banned_token_ids, encode_prompt
 from utils.policy import disable_dropout, load_tokenizer
+from utils.preference_data import collate, encode_lists
 from utils.reward_model import RewardModel, listwise_loss, rank_list_loss
 
 TOL = 1e-5  # absolute, float32: on losses, advantages, log-probabilities and every element of a gradient

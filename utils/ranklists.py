@@ -18,6 +18,7 @@ import hashlib
 import itertools
 import json
 import os
+import random
 import re
 import statistics
 import sys
@@ -114,6 +115,18 @@ def parse_rank_list_line(line, expected_fields):
     if expected_fields and len(fields) != expected_fields:
         return None, f"expected {expected_fields} tab-separated texts, found {len(fields)}"
     return fields, None
+
+
+# ---------------------------------------------------------------- holding out lists for evaluation
+def split_rank_lists(rank_lists, dev_ratio, seed, path):
+    """(train, dev): a random `dev_ratio` share of the lists (at least one) held out, the same for the same seed."""
+    n_dev = max(1, round(len(rank_lists) * dev_ratio))
+    if not 0 < dev_ratio < 1 or n_dev >= len(rank_lists):
+        raise UserError(f"{path}: cannot hold out --dev_ratio {dev_ratio} of {len(rank_lists)} rank list(s) for "
+                        "evaluation and train on the rest; give more lists, another ratio, or a --dev_path")
+    held_out = set(random.Random(seed).sample(range(len(rank_lists)), n_dev))
+    return ([r for i, r in enumerate(rank_lists) if i not in held_out],
+            [r for i, r in enumerate(rank_lists) if i in held_out])
 
 
 # ---------------------------------------------------------------- writing
