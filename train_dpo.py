@@ -39,7 +39,6 @@ import argparse
 import os
 import sys
 import time
-import warnings
 
 import torch
 import torch.nn.functional as F
@@ -63,7 +62,7 @@ from utils.policy import add_model_arguments, load_policy, lora_options
 from utils.preference_data import DEFAULT_TRAIN, ShuffledBatches, collate, encode_lists, read_data
 from utils.ranklists import add_merge_arguments
 from utils.presets import Preset, parse_with_presets, settings_line
-from utils.run import INTERRUPTED_EXIT, StopRequests, no_step_trained
+from utils.run import INTERRUPTED_EXIT, StopRequests, stop_if_not_finite
 from utils.tiny import TINY_GPT2
 
 # the DPO paper's beta, and a learning rate as small as its 1e-6 for the full-size GPT-2 ...
@@ -211,24 +210,16 @@ def make_optimizer(lm, learning_rate):
     return torch.optim.AdamW(lm.parameters(), lr=learning_rate, fused=True)
 
 
-def train_step(lm, ref_lm, batch, optimizer, scheduler, args, accelerator, pad_token_id):
-    """One step on a batch: its (loss, preference accuracy, mean margin) as a tensor, or None when the loss is NaN
-    or infinite on any process (then no process updates)."""
+def train_step(lm, ref_lm, batch, optimizer, scheduler, args, accelerator, pad_token_id, step):
+    """Step number `step` on a batch: its (loss, preference accuracy, mean margin) as a tensor. A NaN or infinite
+    loss on any process stops the run (utils/run.py `stop_if_not_finite`) before the update."""
     loss, margins = preference_loss(lm, ref_lm, batch, args.beta, args.loss, accelerator, pad_token_id)
-    stats = None
-    if all_finite(loss, accelerator):
-        accelerator.backward(loss)
-        optimizer.step()
-        stats = torch.stack([loss.detach(), (margins > 0).float().mean(), margins.mean()])
+    stop_if_not_finite(loss.detach(), f"step {step}", "--learning_rate", accelerator)
+    accelerator.backward(loss)
+    optimizer.step()
     optimizer.zero_grad()
     scheduler.step()
-    return stats
-
-
-def all_finite(loss, accelerator):
-    """False on every process when any process's loss is NaN or infinite, so they all skip the update alike."""
-    bad = torch.tensor([float(not torch.isfinite(loss))], device=accelerator.device)
-    return accelerator.reduce(bad, reduction="sum").item() == 0
+    return torch.stack([loss.detach(), (margins > 0).float().mean(), margins.mean()])
 
 
 def print_samples(policy, tokenizer, prompts, gen_len):
@@ -301,7 +292,7 @@ def main(argv=None):
             print(f"saved {path}")
         return global_step
 
-    recent, tic, trained, skipped, last_saved = [], time.time(), 0, 0, global_step
+    recent, tic, last_saved = [], time.time(), global_step
     stop = StopRequests("saving after this step (Ctrl-C again to stop at once) ...").install()
     try:
         for epoch in range(global_step // steps_per_epoch + 1, args.num_train_epochs + 1):
@@ -310,16 +301,11 @@ def main(argv=None):
             if global_step > (epoch - 1) * steps_per_epoch:  # resumed within this epoch
                 loader = accelerator.skip_first_batches(train_loader, global_step - (epoch - 1) * steps_per_epoch)
             for batch in loader:
-                stats = train_step(lm, ref_lm, batch, optimizer, scheduler, args, accelerator, tokenizer.pad_token_id)
-                if stats is None:
-                    warnings.warn(f"DPO update skipped at step {global_step + 1}: the loss is NaN or infinite")
-                    skipped += 1
-                else:
-                    trained += 1
-                    recent.append(stats)
+                recent.append(train_step(lm, ref_lm, batch, optimizer, scheduler, args, accelerator,
+                                         tokenizer.pad_token_id, global_step + 1))
                 global_step += 1
 
-                if global_step % args.logging_steps == 0 and recent:
+                if global_step % args.logging_steps == 0:
                     loss_, acc, margin = accelerator.gather(torch.stack(recent)).mean(0).tolist()
                     speed = args.logging_steps / (time.time() - tic)
                     accelerator.print(f"global step {global_step}, epoch: {epoch}, loss: {loss_:.5f}, "
@@ -330,7 +316,6 @@ def main(argv=None):
                     recent, tic = [], time.time()
 
                 if global_step % args.valid_steps == 0 or global_step == total_steps:
-                    no_step_trained(trained, skipped)  # nothing learnt: nothing to evaluate or save
                     metrics = evaluate(lm, ref_lm, dev_loader, args.beta, args.loss, accelerator,
                                        tokenizer.pad_token_id)
                     accelerator.print("Evaluation acc: " + ", ".join(f"{k} {v:.5f}" for k, v in metrics.items()))
@@ -341,7 +326,6 @@ def main(argv=None):
                     last_saved = save(epoch, metrics, "periodic" if global_step < total_steps else "end")
                     tic = time.time()
                 if any_process(accelerator, bool(stop.requested)):  # all processes stop after the same step
-                    no_step_trained(trained, skipped)
                     if global_step > last_saved:
                         save(epoch, {}, "interrupted")
                     sys.exit(INTERRUPTED_EXIT)

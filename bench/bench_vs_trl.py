@@ -227,10 +227,10 @@ def ours_dpo(paths, args, data, seed, device, clock):
     optimizer = dpo.make_optimizer(policy, args.learning_rate)
     policy, optimizer, loader = accelerator.prepare(policy, optimizer, loader)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(args.warmup_ratio * len(loader)), len(loader))
-    trained = sum(dpo.train_step(policy, ref_model, batch, optimizer, scheduler, args, accelerator,
-                                 tokenizer.pad_token_id) is not None for batch in loader)
+    for step, batch in enumerate(loader, start=1):
+        dpo.train_step(policy, ref_model, batch, optimizer, scheduler, args, accelerator, tokenizer.pad_token_id, step)
     seconds = clock() - tic
-    return Run(seconds, dev_accuracy(policy, ref_model, dev_set, args, tokenizer.pad_token_id, device), trained,
+    return Run(seconds, dev_accuracy(policy, ref_model, dev_set, args, tokenizer.pad_token_id, device), len(loader),
                moved(policy, start))
 
 

@@ -7,7 +7,6 @@ import re
 import shutil
 import subprocess
 import sys
-import warnings
 
 import pytest
 import torch
@@ -274,24 +273,40 @@ def test_two_processes_under_accelerate_launch(env, ai_lists, tmp_path):
         round(evaluation[0]["preference_acc"] * n_dev), abs=1e-4)
 
 
-def test_a_nan_loss_skips_the_update_with_a_warning(micro_dir, ai_lists, tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("RLHF_TINY_DIR", micro_dir)
-    calls = []
+def test_a_nan_loss_stops_at_its_step_and_keeps_the_checkpoints(micro_main, ai_lists, tmp_path, monkeypatch):
+    """As PPO and GRPO: one line naming the step and the option to lower, exit code 2, no checkpoint written over
+    the good ones (utils/run.py stop_if_not_finite)."""
+    argv = small_run(tmp_path, "--train_path", ai_lists, "--valid_steps", "3")
+    assert micro_main(train_dpo.main, argv).returncode == 0
+    good = files_as_written(tmp_path / "ck")
+    assert "model_3/model.safetensors" in good
 
-    def nan_on_the_second_step(*args, **kwargs):
+    real_loss, calls = dpo_loss, []
+
+    def nan_from_the_second_step(*args, **kwargs):  # what --learning_rate 1e30 does
         calls.append(1)
-        loss, chosen_rewards, rejected_rewards = dpo_loss(*args, **kwargs)
-        return (loss * float("nan") if len(calls) == 2 else loss), chosen_rewards, rejected_rewards
+        loss, chosen_rewards, rejected_rewards = real_loss(*args, **kwargs)
+        return (loss * float("nan") if len(calls) >= 2 else loss), chosen_rewards, rejected_rewards
 
-    monkeypatch.setattr(train_dpo, "dpo_loss", nan_on_the_second_step)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        train_dpo.main(small_run(tmp_path, "--train_path", ai_lists, "--valid_steps", "1000"))
-    assert [str(w.message) for w in caught if "DPO update skipped" in str(w.message)] == \
-        ["DPO update skipped at step 2: the loss is NaN or infinite"]
-    records = read_jsonl(str(tmp_path / "logs" / "DPO-Sentiment-Zh.jsonl"))
-    assert all(math.isfinite(r["train_loss"]) for r in records if "train_loss" in r)
-    assert "Evaluation acc: " in capsys.readouterr().out
+    monkeypatch.setattr(train_dpo, "dpo_loss", nan_from_the_second_step)
+    result = micro_main(train_dpo.main, argv)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: step 2: the loss is NaN or infinite, so training stopped; the checkpoints saved before stay as they "
+        "were. Check --learning_rate (a smaller learning rate is the usual cure)")
+    assert "global step 2," not in result.stdout and "saved " not in result.stdout
+    assert files_as_written(tmp_path / "ck") == good  # none written, none replaced
+
+
+def files_as_written(folder):
+    """{relative path: (inode, modification time)} of every file under `folder`: writing a file again, or renaming
+    a new checkpoint folder into place, changes them."""
+    found = {}
+    for root, _, files in os.walk(folder):
+        for name in files:
+            stat = os.stat(os.path.join(root, name))
+            found[os.path.relpath(os.path.join(root, name), folder)] = (stat.st_ino, stat.st_mtime_ns)
+    return found
 
 
 # ---------------------------------------------------------------- bad input
