@@ -48,8 +48,8 @@ PAPER_GRPO = ["--scale_rewards", "group", "--loss_type", "grpo", "--advantage", 
 FIELD_GRPO = ["--scale_rewards", "none", "--loss_type", "dr_grpo", "--advantage", "rloo", "--epsilon_high", "0.28"]
 # name: (title, script, swept option, values, fixed options). PPO runs 40 epochs instead of its --tiny 100 to
 # fit the sweep in an hour (its reward levels off after 25-30), all 40 (not stopping at --tiny's reward 0.9, so
-# that every target gets the same budget); Plackett-Luce takes 16 lists of 4 answers per
-# step (as many sequences as 32 pairs) for 3 epochs: as many steps as the pairs' one epoch over 6x the items.
+# that every target gets the same budget); Plackett-Luce runs with its own --tiny preset (16 lists of 4 answers
+# per step, as many sequences as 32 pairs, for 3 epochs: as many steps as the pairs' one epoch over 6x the items).
 SWEEPS = {
     "ppo": ("PPO + classifier", "ppo_sentiment_example.py", "--target", [1.0, 3.0, 6.0],
             ["--total_samples", str(128 * 40), "--stop_at_reward", "off"]),
@@ -60,7 +60,7 @@ SWEEPS = {
                 FIELD_GRPO),
     "dpo": ("DPO, pairs", "train_dpo.py", "--beta", [0.1, 0.25, 0.5, 1.0], []),
     "dpo_pl": ("DPO, Plackett-Luce", "train_dpo.py", "--beta", [0.1, 0.25, 0.5, 1.0],
-               ["--loss", "plackett_luce", "--batch_size", "16", "--num_train_epochs", "3"]),
+               ["--loss", "plackett_luce"]),
 }
 QUICK_VALUES = {"ppo": [3.0], "ppo_rm": [3.0], "grpo": [0.5], "grpo_dr": [0.1], "dpo": [0.5], "dpo_pl": [0.5]}
 

@@ -308,7 +308,7 @@ def bench_grpo(paths, repeats, steps, device, clock):
 
 
 def bench_dpo(paths, repeats, dpo_argv, device, clock):
-    args = dpo.parse_args(["--tiny", *dpo_argv])
+    args = dpo.parse_args(["--tiny", "--beta", "0.5", *dpo_argv])  # the docstring's, as in docs/benchmarks.md
     data = dpo_data(args, load_tokenizer(paths["gpt2"]))
     print(f"\n== DPO: {len(data[0])} pairs, batch {args.batch_size}, one epoch "
           f"({-(-len(data[0]) // args.batch_size)} steps), {len(data[1])} dev pairs, {repeats} repeat(s) ==")
