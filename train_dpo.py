@@ -37,32 +37,30 @@ Checkpoints are the PPO scripts' folders (`save_pretrained` + `ppo_state.json`, 
 """
 import argparse
 import os
-import sys
 import time
 
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
 from torch.utils.data import DataLoader
 from transformers import get_linear_schedule_with_warmup
 
 from utils.ai_feedback import DEFAULT_OUTPUT as AI_FEEDBACK_FILE
 from utils.answer_logprobs import answer_logprobs
-from utils.device import accelerator_kwargs, add_mixed_precision_argument, any_process, pick_device, set_seed
+from utils.device import add_mixed_precision_argument, pick_device, set_seed
 from utils.errors import UserError, run_main
 from utils.options import (ArgumentParser, add_device_argument, add_report_to_argument, add_sampling_arguments,
                            file_name, fraction, input_file, learning_rate, output_file, output_folder, positive_float,
                            positive_int, ratio, same_file, seed)
 from utils.generation import check_room, generate_responses
 from utils.tokens import decode, encode_prompt
-from utils.logger import TrainLogger
 from utils.outputs import AI_LABELS, STEP_LOG, check_outputs, inputs_with_metadata, labels_outputs, log_outputs
-from utils.checkpoints import checkpoint_folder, load_checkpoint_state, save_policy_checkpoint
+from utils.checkpoints import checkpoint_folder, load_checkpoint_state
 from utils.policy import add_model_arguments, load_policy, lora_options
 from utils.preference_data import DEFAULT_TRAIN, ShuffledBatches, collate, encode_lists, read_data
 from utils.ranklists import add_merge_arguments
-from utils.presets import Preset, parse_with_presets, settings_line
-from utils.run import INTERRUPTED_EXIT, StopRequests, stop_if_not_finite
+from utils.presets import Preset, parse_with_presets
+from utils.run import (Run, add_fsdp_argument, checkpoint_name, for_generation, make_accelerator, optimizer_step,
+                       prepare_frozen, prepare_trainable, save_checkpoint, stop_if_not_finite)
 from utils.tiny import TINY_GPT2
 
 # the DPO paper's beta, and a learning rate as small as its 1e-6 for the full-size GPT-2 ...
@@ -132,6 +130,7 @@ def parse_args(argv=None):
                    help="skip and count bad lines of the rank-list or preference files")
     add_merge_arguments(p)
     add_mixed_precision_argument(p)
+    add_fsdp_argument(p)
     p.add_argument("--seed", type=seed, default=0)
     add_device_argument(p)
     p.set_defaults(**ORIGINAL)
@@ -213,31 +212,38 @@ def evaluate(lm, ref_lm, dev_loader, beta, loss_type, accelerator, pad_token_id)
     return {"preference_acc": (margins > 0).float().mean().item(), "reward_margin": margins.mean().item()}
 
 
-def make_optimizer(lm, learning_rate):
-    """AdamW (torch's weight decay, 0.01) as one fused kernel (not one per weight)."""
-    return torch.optim.AdamW(lm.parameters(), lr=learning_rate, fused=True)
-
-
 def train_step(lm, ref_lm, batch, optimizer, scheduler, args, accelerator, pad_token_id, step):
     """Step number `step` on a batch: its (loss, preference accuracy, mean margin) as a tensor. A NaN or infinite
     loss on any process stops the run (utils/run.py `stop_if_not_finite`) before the update."""
     loss, margins = preference_loss(lm, ref_lm, batch, args.beta, args.loss, accelerator, pad_token_id)
     stop_if_not_finite(loss.detach(), f"step {step}", "--learning_rate", accelerator)
-    accelerator.backward(loss)
-    optimizer.step()
-    optimizer.zero_grad()
+    optimizer_step(accelerator, optimizer, loss)
     scheduler.step()
     return torch.stack([loss.detach(), (margins > 0).float().mean(), margins.mean()])
 
 
-def print_samples(policy, tokenizer, prompts, gen_len):
-    """One fresh answer per prompt: how the policy writes now."""
+def print_samples(accelerator, policy, tokenizer, prompts, gen_len):
+    """One fresh answer per prompt: how the policy writes now (printed by the main process)."""
     if not prompts:
         return
-    responses = generate_responses(policy, tokenizer, [encode_prompt(tokenizer, p) for p in prompts], gen_len)
-    print(f"Random Sample {len(prompts)} text(s) of model output:")
-    for i, (prompt, response) in enumerate(zip(prompts, responses), start=1):
-        print(f"{i}. {prompt}{decode(tokenizer, response)}")
+    with for_generation(accelerator, policy) as whole:  # gathered once on every process when sharded
+        if accelerator.is_main_process:
+            responses = generate_responses(whole, tokenizer, [encode_prompt(tokenizer, p) for p in prompts], gen_len)
+            print(f"Random Sample {len(prompts)} text(s) of model output:")
+            for i, (prompt, response) in enumerate(zip(prompts, responses), start=1):
+                print(f"{i}. {prompt}{decode(tokenizer, response)}")
+
+
+def training_batches(accelerator, train_loader, batches, global_step, epochs):
+    """(epoch, batch) from after step `global_step` on, in the shuffled order of an uninterrupted run."""
+    steps_per_epoch = len(train_loader)
+    for epoch in range(global_step // steps_per_epoch + 1, epochs + 1):
+        batches.epoch = epoch - 1
+        loader = train_loader
+        if global_step > (epoch - 1) * steps_per_epoch:  # resumed within this epoch
+            loader = accelerator.skip_first_batches(train_loader, global_step - (epoch - 1) * steps_per_epoch)
+        for batch in loader:
+            yield epoch, batch
 
 
 def main(argv=None):
@@ -245,7 +251,7 @@ def main(argv=None):
     device = pick_device(args.device)
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)
-    accelerator = Accelerator(**accelerator_kwargs(device, args.mixed_precision))
+    accelerator = make_accelerator(device, args.mixed_precision, args.fsdp)
     set_seed(args.seed)
     resume_state = load_checkpoint_state(args.resume, "dpo") if args.resume else None  # before anything is written
     train_items, dev_items = read_data(args, accelerator)
@@ -258,10 +264,10 @@ def main(argv=None):
     base_model = resume_state["base_model"] if resume_state else (args.ref_model_name or args.model_name)
     if os.path.isdir(base_model):
         base_model = os.path.abspath(base_model)  # a checkpoint must find its reference from any directory
-    lm, ref_lm = policy, ref_model
     sample_prompts = sorted({prompt for prompt, _ in train_items if prompt})[:args.print_samples]
-    check_room(lm, max((len(encode_prompt(tokenizer, p)) for p in sample_prompts), default=0), args.max_new_tokens)
-    positions = getattr(lm.config, "n_positions", None) or lm.config.max_position_embeddings  # GPT-2's or others'
+    check_room(policy, max((len(encode_prompt(tokenizer, p)) for p in sample_prompts), default=0),
+               args.max_new_tokens)
+    positions = getattr(policy.config, "n_positions", None) or policy.config.max_position_embeddings  # GPT-2's or others'
     max_seq_len = min(args.max_seq_len, positions)
     train_set, train_unscorable = encode_lists(tokenizer, train_items, max_seq_len)
     dev_set, _ = encode_lists(tokenizer, dev_items, max_seq_len)
@@ -276,73 +282,51 @@ def main(argv=None):
     train_loader = DataLoader(train_set, batch_sampler=batches, collate_fn=collate)
     dev_loader = DataLoader(sorted(dev_set, key=lambda item: len(item[0]) + max(map(len, item[1]))),
                             batch_size=args.batch_size, collate_fn=collate)
-    optimizer = make_optimizer(lm, args.learning_rate)
-    lm, optimizer, train_loader, dev_loader = accelerator.prepare(lm, optimizer, train_loader, dev_loader)
-    steps_per_epoch = len(train_loader)  # per process, after sharding the batches
-    total_steps = steps_per_epoch * args.num_train_epochs
+    # AdamW at torch's weight decay, 0.01
+    lm, optimizer = prepare_trainable(accelerator, policy, learning_rate=args.learning_rate, weight_decay=0.01)
+    ref_lm = prepare_frozen(accelerator, ref_model, trained=lm)
+    train_loader, dev_loader = accelerator.prepare(train_loader, dev_loader)
+    total_steps = len(train_loader) * args.num_train_epochs  # per process, after sharding the batches
     scheduler = get_linear_schedule_with_warmup(optimizer, int(args.warmup_ratio * total_steps), total_steps)
     global_step = int(resume_state["step"]) if resume_state else 0
     for _ in range(global_step):
         scheduler.step()  # the learning rate where the checkpoint left it (AdamW's moments start afresh)
-    accelerator.print(f"{len(train_set)} train / {len(dev_set)} dev {unit}; beta {args.beta}; "
-                      f"{accelerator.device} x {accelerator.num_processes}; {total_steps} steps"
-                      + (f", resuming after step {global_step}" if global_step else ""))
-    accelerator.print(settings_line(args))
-    logger = (TrainLogger(args.log_dir, args.log_name, resume=bool(args.resume), redo_from=global_step + 1,
-                          report_to=args.report_to) if accelerator.is_main_process else None)
+    run = Run(accelerator, args, unit="step", start=global_step, total=total_steps, save_every=args.valid_steps,
+              resume=bool(args.resume), redo_from=global_step + 1)
+    run.header(f"{len(train_set)} train / {len(dev_set)} dev {unit}; beta {args.beta}; "
+               f"{accelerator.device} x {accelerator.num_processes}{' sharded (FSDP2)' if args.fsdp else ''}; "
+               f"{total_steps} steps" + (f", resuming after step {global_step}" if global_step else ""))
+    stream = training_batches(accelerator, train_loader, batches, global_step, args.num_train_epochs)
+    current = {"epoch": global_step // len(train_loader) + 1, "tic": time.time()}  # `save` sets them too
 
-    def save(epoch, metrics, reason):
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            state = dict(algorithm="dpo", reason=reason, epoch=epoch, step=global_step, kl_coef=args.beta,
-                         base_model=base_model, loss=args.loss, **metrics)
-            path = save_policy_checkpoint(policy, tokenizer, os.path.join(args.save_dir, f"model_{global_step}"), state)
-            print(f"saved {path}")
-        return global_step
+    def save(reason):
+        metrics = {}
+        if reason != "interrupted":
+            metrics = evaluate(lm, ref_lm, dev_loader, args.beta, args.loss, accelerator, tokenizer.pad_token_id)
+            accelerator.print("Evaluation acc: " + ", ".join(f"{k} {v:.5f}" for k, v in metrics.items()))
+            run.log({"step": run.completed, "epoch": current["epoch"], **metrics})
+            run.plot(PANELS, order=PANELS)
+            print_samples(accelerator, lm, tokenizer, sample_prompts, args.max_new_tokens)
+        state = dict(algorithm="dpo", reason=reason, epoch=current["epoch"], step=run.completed, kl_coef=args.beta,
+                     base_model=base_model, loss=args.loss, **metrics)
+        save_checkpoint(accelerator, lm, tokenizer, checkpoint_name(args.save_dir, run.completed), state)
+        current["tic"] = time.time()
 
-    recent, tic, last_saved = [], time.time(), global_step
-    stop = StopRequests("saving after this step (Ctrl-C again to stop at once) ...").install()
-    try:
-        for epoch in range(global_step // steps_per_epoch + 1, args.num_train_epochs + 1):
-            batches.epoch = epoch - 1  # the same shuffled order as an uninterrupted run
-            loader = train_loader
-            if global_step > (epoch - 1) * steps_per_epoch:  # resumed within this epoch
-                loader = accelerator.skip_first_batches(train_loader, global_step - (epoch - 1) * steps_per_epoch)
-            for batch in loader:
-                recent.append(train_step(lm, ref_lm, batch, optimizer, scheduler, args, accelerator,
-                                         tokenizer.pad_token_id, global_step + 1))
-                global_step += 1
-
-                if global_step % args.logging_steps == 0:
-                    loss_, acc, margin = accelerator.gather(torch.stack(recent)).mean(0).tolist()
-                    speed = args.logging_steps / (time.time() - tic)
-                    accelerator.print(f"global step {global_step}, epoch: {epoch}, loss: {loss_:.5f}, "
-                                      f"speed: {speed:.2f} step/s")
-                    if logger:
-                        logger.log({"step": global_step, "epoch": epoch, "train_loss": loss_, "train_acc": acc,
-                                    "train_margin": margin, "learning_rate": scheduler.get_last_lr()[0]})
-                    recent, tic = [], time.time()
-
-                if global_step % args.valid_steps == 0 or global_step == total_steps:
-                    metrics = evaluate(lm, ref_lm, dev_loader, args.beta, args.loss, accelerator,
-                                       tokenizer.pad_token_id)
-                    accelerator.print("Evaluation acc: " + ", ".join(f"{k} {v:.5f}" for k, v in metrics.items()))
-                    if logger:
-                        logger.log({"step": global_step, "epoch": epoch, **metrics})
-                        logger.plot(PANELS, order=PANELS)
-                        print_samples(policy, tokenizer, sample_prompts, args.max_new_tokens)
-                    last_saved = save(epoch, metrics, "periodic" if global_step < total_steps else "end")
-                    tic = time.time()
-                if any_process(accelerator, bool(stop.requested)):  # all processes stop after the same step
-                    if global_step > last_saved:
-                        save(epoch, {}, "interrupted")
-                    sys.exit(INTERRUPTED_EXIT)
-    finally:
-        stop.uninstall()
-        if logger:
-            logger.close()
-    if logger:
-        print(f"done: {global_step} steps, logs in {logger.jsonl_path} and {logger.png_path}")
+    recent = []
+    with run:
+        for step in run.loop(save):
+            current["epoch"], batch = next(stream)
+            recent.append(train_step(lm, ref_lm, batch, optimizer, scheduler, args, accelerator,
+                                     tokenizer.pad_token_id, step + 1))
+            run.trained()
+            if (step + 1) % args.logging_steps == 0:
+                loss_, acc, margin = accelerator.gather(torch.stack(recent)).mean(0).tolist()
+                speed = args.logging_steps / (time.time() - current["tic"])
+                accelerator.print(f"global step {step + 1}, epoch: {current['epoch']}, loss: {loss_:.5f}, "
+                                  f"speed: {speed:.2f} step/s")
+                run.log({"step": step + 1, "epoch": current["epoch"], "train_loss": loss_, "train_acc": acc,
+                         "train_margin": margin, "learning_rate": scheduler.get_last_lr()[0]})
+                recent, current["tic"] = [], time.time()
 
 
 if __name__ == "__main__":

@@ -60,6 +60,7 @@ from utils.texts import clean_text  # noqa: E402
 from utils.tokens import PROMPTS, banned_token_ids  # noqa: E402
 from utils.policy import load_policy, load_tokenizer  # noqa: E402
 from utils.online import run_epoch  # noqa: E402
+from utils.run import prepare_trainable  # noqa: E402
 from utils.reward_sources import RewardNormalizer, SentimentPipelineReward  # noqa: E402
 from utils.tiny import ensure_tiny  # noqa: E402
 
@@ -224,8 +225,8 @@ def ours_dpo(paths, args, data, seed, device, clock):
     accelerator = Accelerator(**accelerator_kwargs(device))
     loader = DataLoader(train_set, batch_sampler=dpo.ShuffledBatches(len(train_set), args.batch_size, seed),
                         collate_fn=dpo.collate)
-    optimizer = dpo.make_optimizer(policy, args.learning_rate)
-    policy, optimizer, loader = accelerator.prepare(policy, optimizer, loader)
+    policy, optimizer = prepare_trainable(accelerator, policy, learning_rate=args.learning_rate, weight_decay=0.01)
+    loader = accelerator.prepare(loader)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(args.warmup_ratio * len(loader)), len(loader))
     for step, batch in enumerate(loader, start=1):
         dpo.train_step(policy, ref_model, batch, optimizer, scheduler, args, accelerator, tokenizer.pad_token_id, step)

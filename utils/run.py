@@ -275,7 +275,7 @@ class Run:
                 if reached: run.end_early("reward_reached", "...")
 
     `loop` yields the epoch (or step) numbers from `start`; after each it saves (`save(reason)`, called on every
-    process) every `save_every`, and at the end with the reason "end" or the one `end_early` gave. The first Ctrl-C
+    process) every `save_every`, and after the last with the reason "end" or the one `end_early` gave. The first Ctrl-C
     or SIGTERM saves after the current one with the reason "interrupted" and exits with 130 (StopRequests). A run
     that trained nothing (every step skipped) saves nothing. The JSONL log (and its tracker) is the main
     process's."""
@@ -328,7 +328,7 @@ class Run:
                 sys.exit(INTERRUPTED_EXIT)
             if self.end:
                 break
-            if self.save_every and self.completed % self.save_every == 0:
+            if self.save_every and self.completed % self.save_every == 0 and self.completed < self.total:
                 self.save(save, "periodic")
                 self.plot()  # drawing takes longer than a tiny epoch: only when saving
         if self.last_saved != self.completed:
