@@ -198,6 +198,49 @@ def test_the_build_tokenizes_with_the_rust_twin_and_gets_the_saved_tokenizers_id
     assert _lm_blocks(fast, sentences, 64) == [stream[i:i + 64] for i in range(0, len(stream) - 63, 64)]
 
 
+def test_the_tiny_models_start_from_the_draws_of_transformers_4(tmp_path):
+    """The build draws the initial weights of the encoder (its MLM head and pooler included) and of the classifier's
+    head itself, as transformers 4 drew them: transformers 5 draws in another order (its MLM decoder has a bias of its
+    own), and with its draws the same seed made a classifier below the accuracy gate. The figures below are what
+    recipe 5's code on transformers 4.57.6 gave from this tokenizer under torch.manual_seed(0), with no training
+    steps: a few weights of each kind, and the generator's next draws (those pick the MLM masks and the dropout)."""
+    import utils.tiny as tiny
+
+    class NoBar:
+        def set_postfix(self, **_):
+            pass
+
+        def update(self, _):
+            pass
+
+    sentences = ["房间很干净，服务也好", "质量太差了，不推荐"] * 2
+    tokenizer = tiny.build_tokenizer(sentences, str(tmp_path), model_max_length=32)
+    assert len(tokenizer) == 96
+    cfg = dict(tiny.PRESETS["micro"], device=torch.device("cpu"), mlm_steps=0, classifier_steps=0)
+    torch.manual_seed(0)
+    tiny.train_encoder(tokenizer, [], cfg, NoBar()).save_pretrained(tmp_path / "encoder")
+    weights = tiny.train_classifier(tokenizer, str(tmp_path / "encoder"), [], cfg, NoBar()).state_dict()
+    transformers_4 = {"bert.embeddings.word_embeddings.weight": [-0.001100704, 0.013677729, -0.008711346],
+                      "bert.encoder.layer.0.output.dense.weight": [-0.023979247, -0.00381667, -0.041565392],
+                      "bert.pooler.dense.weight": [-0.026258064, 0.019966796, 0.011375655],
+                      "classifier.weight": [0.015621142, 0.041757349, -0.003292912]}
+    for name, values in transformers_4.items():
+        start = 32 if "embeddings" in name else 0  # past the padding row
+        assert weights[name].flatten()[start:start + 3].tolist() == pytest.approx(values, abs=1e-9), name
+    assert torch.rand(3).tolist() == pytest.approx([0.203943551, 0.129042923, 0.357220173], abs=1e-9)
+    assert all(torch.equal(weights[f"bert.{norm}.weight"], torch.ones(32)) and not weights[f"bert.{norm}.bias"].any()
+               for norm in ("embeddings.LayerNorm", "encoder.layer.0.output.LayerNorm"))
+    # GPT-2's initial weights are still transformers' draws (5.23 draws them as 4.57 did): pinned too, so that a
+    # version that draws them otherwise fails here instead of changing the models unnoticed
+    torch.manual_seed(0)
+    weights = tiny.new_gpt2(tokenizer, cfg).state_dict()
+    transformers_4 = {"transformer.wte.weight": [-0.011036721, 0.030796146, 0.020071175],
+                      "transformer.h.0.attn.c_attn.weight": [-0.032436207, -0.011650337, 0.01614118],
+                      "transformer.h.0.mlp.c_proj.weight": [0.009596635, 0.007388932, -0.000348236]}
+    for name, values in transformers_4.items():
+        assert weights[name].flatten()[:3].tolist() == pytest.approx(values, abs=1e-9), name
+
+
 def test_half_built_cache_is_rebuilt_not_loaded(micro_dir, tmp_path, monkeypatch):
     import utils.tiny as tiny
     from transformers import GPT2LMHeadModel

@@ -42,8 +42,10 @@ from utils.data import DATASETS_VERSION, NEGATIVE, POSITIVE, read_corpus_split
 LABELS = {NEGATIVE: "negative (stars 1, 2 and 3)", POSITIVE: "positive (stars 4 and 5)"}  # uer's JD classifier
 REPORT = "report.json"  # written last: a folder without it is not a finished build
 TINY_MARKERS = (REPORT, "gpt2")  # a folder with either is a tiny build, finished or not: ours to replace
-RECIPE_VERSION = 6  # raise when the build makes different models, so that caches an older recipe made are rebuilt
-# (6: recipe 5 on transformers 5, whose BertForMaskedLM draws its initial weights in another order)
+RECIPE_VERSION = 7  # raise when the build makes different models, so that caches an older recipe made are rebuilt
+# (6: recipe 5's code on transformers 5, whose BertForMaskedLM draws its initial weights in another order: another
+# encoder and a classifier below the accuracy gate; 7: recipe 5's models again, bit for bit, on transformers 5:
+# the build draws the BERTs' initial weights itself, as transformers 4 did (draw_initial_weights))
 PRESETS = {
     # a few minutes on 2 CPU cores: GPT-2 beside the encoder and the classifier, each under bf16 autocast where
     # the CPU or GPU has it (bench/bench_tiny_build.py)
@@ -310,10 +312,84 @@ def _bert_config(tokenizer, cfg, **extra):
                       **extra)
 
 
+def _bert_layers(config):
+    """A BERT's embedding and Linear layers, in the order in which they are built (`BertModel`'s submodule names)."""
+    layers = ["embeddings.word_embeddings", "embeddings.position_embeddings", "embeddings.token_type_embeddings"]
+    for i in range(config.num_hidden_layers):
+        layers += [f"encoder.layer.{i}.{name}" for name in ("attention.self.query", "attention.self.key",
+                                                            "attention.self.value", "attention.output.dense",
+                                                            "intermediate.dense", "output.dense")]
+    return layers
+
+
+def _discard_default_draws(layers, tied):
+    """Draw, into nothing, what torch's default initialisation drew as transformers 4 built each of `layers`
+    (it overwrote them at once). The `tied` layers were built without a bias."""
+    for name, layer in layers:
+        if isinstance(layer, torch.nn.Embedding):
+            torch.empty_like(layer.weight).normal_()
+        else:
+            torch.nn.init.kaiming_uniform_(torch.empty_like(layer.weight), a=math.sqrt(5))
+            if layer.bias is not None and name not in tied:
+                torch.empty_like(layer.bias).uniform_()
+
+
+def _draw_normal_weights(layers, tied, std):
+    """transformers 4's BertPreTrainedModel._init_weights, layer after layer: N(0, std) weights, zero padding rows.
+    A `tied` layer draws its weight into nothing (its weight is another layer's). Returns the weights drawn."""
+    drawn = []
+    for name, layer in layers:
+        if name in tied:
+            torch.empty_like(layer.weight).normal_(0.0, std)
+            continue
+        layer.weight.normal_(0.0, std)
+        if getattr(layer, "padding_idx", None) is not None:
+            layer.weight[layer.padding_idx].zero_()
+        drawn.append(layer.weight)
+    return drawn
+
+
+def _fill_the_rest(model, drawn):
+    """LayerNorm weights 1, biases 0; any other parameter not `drawn` is an error, so that none keeps the draws of
+    transformers' own initialisation."""
+    drawn = {id(p) for p in drawn}
+    for name, param in model.named_parameters():
+        if id(param) in drawn:
+            continue
+        if name.endswith("LayerNorm.weight"):
+            param.fill_(1.0)
+        elif name.endswith("bias"):
+            param.zero_()
+        else:
+            raise RuntimeError(f"{type(model).__name__}.{name}: not a layer that draw_initial_weights draws")
+
+
+@torch.no_grad()
+def draw_initial_weights(model, groups, tied=()):
+    """Draw a newly built BERT `model`'s initial weights from torch's generator as transformers 4 did, in its order
+    (a test checks them against transformers 4.57's): transformers 5 draws in another order (its MLM decoder got a
+    bias of its own, whose default initialisation shifts every draw after it), and with its draws the same seed made
+    another encoder, other masks and a classifier below the accuracy gate. `groups` are lists of embedding and
+    Linear layers by name: transformers 4 built a group's layers, then initialised them. `tied` names the layers
+    whose weight is another's (the MLM decoder: the word embeddings)."""
+    drawn = []
+    for group in groups:
+        layers = [(name, model.get_submodule(name)) for name in group]
+        _discard_default_draws(layers, tied)
+        drawn += _draw_normal_weights(layers, tied, model.config.initializer_range)
+    _fill_the_rest(model, drawn)
+
+
 def train_encoder(tokenizer, train, cfg, bar, before_step=None):
     """Masked-LM pretraining; returns the encoder as a `BertModel` (with pooler) for `AutoModel`.
     Dropout is off here and in GPT-2: in runs shorter than two epochs it only slows learning."""
-    mlm = BertForMaskedLM(_bert_config(tokenizer, cfg, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
+    config = _bert_config(tokenizer, cfg, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    with torch.random.fork_rng(devices=[]):  # what transformers draws while it builds the model is not the build's
+        mlm = BertForMaskedLM(config)
+    # transformers 4 built and initialised the BERT, then the head
+    draw_initial_weights(mlm, [[f"bert.{name}" for name in _bert_layers(config)],
+                               ["cls.predictions.transform.dense", "cls.predictions.decoder"]],
+                         tied=["cls.predictions.decoder"])
     mlm.to(cfg["device"])
     special = torch.tensor(tokenizer.all_special_ids)
 
@@ -332,15 +408,22 @@ def train_encoder(tokenizer, train, cfg, bar, before_step=None):
         return torch.nn.functional.cross_entropy(mlm.cls(hidden[chosen]), targets[chosen])
 
     _train(mlm, cfg["mlm_steps"], 1e-3, loss, _batches(train, cfg["batch_size"], 1), bar, "encoder", cfg, before_step)
-    encoder = BertModel(mlm.config)
+    with torch.random.fork_rng(devices=[]):
+        encoder = BertModel(mlm.config)
+    draw_initial_weights(encoder, [_bert_layers(mlm.config) + ["pooler.dense"]])
     encoder.load_state_dict(mlm.bert.state_dict(), strict=False)  # the pooler keeps its initial weights
     return encoder
 
 
 def train_classifier(tokenizer, encoder_dir, train, cfg, bar, before_step=None):
-    classifier = BertForSequenceClassification.from_pretrained(
-        encoder_dir, num_labels=2, id2label=LABELS, label2id={v: k for k, v in LABELS.items()},
-        hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1).to(cfg["device"])
+    with torch.random.fork_rng(devices=[]):
+        classifier = BertForSequenceClassification.from_pretrained(
+            encoder_dir, num_labels=2, id2label=LABELS, label2id={v: k for k, v in LABELS.items()},
+            hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+    with torch.no_grad():  # the new head, drawn as transformers 4 drew it (the rest is the encoder's)
+        classifier.classifier.weight.normal_(0.0, classifier.config.initializer_range)
+        classifier.classifier.bias.zero_()
+    classifier.to(cfg["device"])
 
     def loss(batch):
         enc = tokenizer([s for _, s in batch], truncation=True, max_length=cfg["seq_len"], padding=True,
