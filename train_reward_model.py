@@ -32,7 +32,8 @@ from utils.options import (ArgumentParser, add_device_argument, add_report_to_ar
                            same_file, seed)
 from utils.data import RANK_LIST_DIR, ensure_datasets
 from utils.outputs import STEP_LOG, check_outputs, inputs_with_metadata, log_outputs
-from utils.ranklists import add_merge_arguments, merge_rank_lists, read_prompted_rank_lists, read_rank_lists
+from utils.ranklists import (add_merge_arguments, merge_rank_lists, read_prompted_rank_lists, read_rank_lists,
+                             split_rank_lists)
 from utils.reward_model import (META_FILE, RewardModel, encode_rank_lists, listwise_loss, rank_list_loss,
                                 ranking_metrics, save_reward_model, scores_to_lists, usable_seq_len)
 from utils.presets import Preset, parse_with_presets
@@ -125,17 +126,6 @@ def read_lists(path, args, accelerator):
                                        args.min_agreement)
     accelerator.print(f"{path}: {summary}")
     return [rank_list.texts for rank_list in merged]
-
-
-def split_rank_lists(rank_lists, dev_ratio, seed, path):
-    """(train, dev): a random `dev_ratio` share of the lists (at least one) held out, the same for the same seed."""
-    n_dev = max(1, round(len(rank_lists) * dev_ratio))
-    if not 0 < dev_ratio < 1 or n_dev >= len(rank_lists):
-        raise UserError(f"{path}: cannot hold out --dev_ratio {dev_ratio} of {len(rank_lists)} rank list(s) for "
-                        "evaluation and train on the rest; give more lists, another ratio, or a --dev_path")
-    held_out = set(random.Random(seed).sample(range(len(rank_lists)), n_dev))
-    return ([r for i, r in enumerate(rank_lists) if i not in held_out],
-            [r for i, r in enumerate(rank_lists) if i in held_out])
 
 
 def load_encoder(args):

@@ -90,7 +90,7 @@ def test_dev_split_is_random_fixed_by_seed_and_refused_when_impossible(micro_mai
 
 
 def test_split_rank_lists():
-    from train_reward_model import split_rank_lists
+    from utils.ranklists import split_rank_lists
 
     lists = [[f"好{i}", f"差{i}"] for i in range(20)]
     train, dev = split_rank_lists(lists, 0.1, 42, "x.tsv")

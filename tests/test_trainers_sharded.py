@@ -16,9 +16,10 @@ from utils.checkpoints import load_checkpoint_state
 from utils.policy import load_policy
 from utils.reward_model import load_reward_model
 
-TRAINERS = ("ppo", "grpo", "reward_model")
+TRAINERS = ("ppo", "grpo", "dpo", "reward_model")
 TIMEOUT = 300
 WEIGHT_FILES = {"ppo": ("model.safetensors", "value_head.safetensors"), "grpo": ("model.safetensors",),
+                "dpo": ("model.safetensors",),
                 "reward_model": ("model.safetensors", "reward_head.safetensors")}
 
 

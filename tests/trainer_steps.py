@@ -19,11 +19,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from grpo_sentiment_example import GRPOConfig, group_advantages, grpo_update, make_grpo  # noqa: E402
 from ppo_sentiment_example import PPOConfig, make_ppo, ppo_update  # noqa: E402
+from train_dpo import preference_loss  # noqa: E402
 from train_reward_model import NO_DECAY, make_loader, save_checkpoint as save_reward_checkpoint, score_batch  # noqa: E402
 from utils.answer_logprobs import answer_logprobs  # noqa: E402
 from utils.policy import load_policy  # noqa: E402
+from utils.preference_data import collate  # noqa: E402
 from utils.reward_model import RewardModel, rank_list_loss  # noqa: E402
-from utils.run import make_accelerator, optimizer_step, prepare_trainable, save_checkpoint, sharded  # noqa: E402
+from utils.run import (make_accelerator, optimizer_step, prepare_frozen, prepare_trainable, save_checkpoint,  # noqa: E402
+                       sharded)
 from utils.sharding import local_share  # noqa: E402
 from utils.tokens import banned_token_ids, encode_prompt  # noqa: E402
 
@@ -86,6 +89,22 @@ def grpo_steps(accelerator, gpt2, out_dir):
     return losses, local_share(grpo.policy)
 
 
+def dpo_steps(accelerator, gpt2, out_dir):
+    policy, ref_model, tokenizer = load_policy(gpt2, accelerator.device)
+    lm, optimizer = prepare_trainable(accelerator, policy, learning_rate=1e-3, weight_decay=0.01)
+    ref_lm = prepare_frozen(accelerator, ref_model, trained=lm)
+    queries, responses, _ = fixed_batch(tokenizer)
+    pairs = [(queries[0].tolist(), [responses[i].tolist(), responses[i + 1].tolist()]) for i in range(0, ROWS, 2)]
+    mine = [pairs[i // 2] for i in my_rows(accelerator)[::2]]
+    losses = []
+    for _ in range(STEPS):
+        loss, _ = preference_loss(lm, ref_lm, collate(mine), 0.1, "pairs", accelerator, tokenizer.pad_token_id)
+        optimizer_step(accelerator, optimizer, loss)
+        losses.append(loss.item())
+    save_checkpoint(accelerator, lm, tokenizer, os.path.join(out_dir, "dpo"), dict(state("dpo", gpt2), step=STEPS))
+    return losses, local_share(lm)
+
+
 def reward_model_steps(accelerator, encoder_dir, out_dir):
     from transformers import AutoModel, AutoTokenizer
 
@@ -116,7 +135,7 @@ def main():
     assert sharded(accelerator) == args.fsdp
     results = {}
     for name, steps, model in (("ppo", ppo_steps, args.gpt2), ("grpo", grpo_steps, args.gpt2),
-                               ("reward_model", reward_model_steps, args.encoder)):
+                               ("dpo", dpo_steps, args.gpt2), ("reward_model", reward_model_steps, args.encoder)):
         losses, share = steps(accelerator, model, args.out_dir)
         results[name] = {"losses": losses, "share": share}
     results["world_size"] = accelerator.num_processes
