@@ -23,6 +23,8 @@ os.chdir(REPO)  # the scripts' default paths (data/, logs/, checkpoints/) are re
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "gpu: runs on a CUDA device, skipped without one (python -m pytest -m gpu)")
+    config.addinivalue_line("markers", "slow: several processes, a browser or a bench run: left out of the quick "
+                                       "suite, run by python -m pytest -m slow (and by CI)")
 
 
 def pytest_collection_modifyitems(config, items):

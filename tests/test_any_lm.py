@@ -187,6 +187,7 @@ def test_ai_feedback_then_dpo_on_llama(micro_lms, micro_paths, tmp_path, capsys)
 REWARD = r"Reward \(-2\.0 ~ 2\.0\): "  # the rating prompt
 
 
+@pytest.mark.slow
 def test_terminal_rates_two_answers_of_a_lora_qwen2_and_saves(micro_lms, micro_env, tmp_path):
     save_dir, log_dir = str(tmp_path / "ck"), str(tmp_path / "logs")
     child = pexpect.spawn(sys.executable, ["terminal_main.py", "--model_name", micro_lms["qwen2"], "--lora_r", "4",

@@ -60,6 +60,7 @@ def test_bench_runs_and_prints_its_ratio(name, micro_main):
 PPO_QUICK = ["--batch_size", "32", "--repeats", "1", "--skip_full_size", "--device", "cpu"]
 
 
+@pytest.mark.slow
 def test_bench_ppo_times_ours_against_the_original_and_trls_step(micro_main):
     """The original's structure and trl's step run in trl 0.11.4's venv, ours here, each variant in a process of its
     own, all on the same prompts in turn."""
@@ -75,6 +76,7 @@ def test_bench_ppo_times_ours_against_the_original_and_trls_step(micro_main):
     assert "ratio --tiny settings / original settings, both ours" in result.stdout
 
 
+@pytest.mark.slow
 def test_bench_ppo_without_trls_venv_times_ours_and_says_how_to_build_it(micro_main, monkeypatch, tmp_path):
     monkeypatch.setenv("RLHF_TRL_VENV", str(tmp_path / "trl-venv"))
     result = micro_main(bench_main("bench_ppo"), PPO_QUICK)
@@ -96,6 +98,7 @@ def test_trl_venv_pins_trl_0_11_4_beside_requirements_own_torch_and_transformers
     assert {pin.split("==")[0] for pin in pins()} >= {"trl", "torch", "transformers", "accelerate", "rich"}
 
 
+@pytest.mark.slow
 def test_bench_ppo_refuses_a_batch_the_mini_batches_do_not_divide(micro_env):
     result = run_script(["bench/bench_ppo.py", "--batch_size", "8", "--skip_full_size"], env=micro_env)
     assert result.returncode == 2 and "--batch_size must be a multiple of 32" in result.stderr
@@ -139,6 +142,7 @@ def test_bench_ranking_ceiling_scores_every_scorer_on_dev_and_test_lists(micro_m
     assert all(float(row[-3]) > 0.8 for row in rows[:2])
 
 
+@pytest.mark.slow
 def test_bench_alignment_trains_and_judges_every_method(micro_main, reward_model, tmp_path):
     """Smallest settings: every method's script trains a little, and each row is judged against the reference.
     PPO runs once, with the reward model: PPO + classifier is the same script without --reward_model."""
@@ -156,6 +160,7 @@ def test_bench_alignment_trains_and_judges_every_method(micro_main, reward_model
             assert float(row[0]) > 0 and 0.0 <= float(row[2]) <= 1.0 and 0.0 < float(row[4]) <= 1.0, row
 
 
+@pytest.mark.slow
 def test_bench_frontier_records_failed_runs_goes_on_and_resumes(micro_main, tmp_path):
     """A NaN strength fails its run (recorded with its reason), the next runs are judged, the PNG is drawn, and
     a second call reruns nothing that is already in the JSONL."""
@@ -183,6 +188,7 @@ def test_bench_frontier_records_failed_runs_goes_on_and_resumes(micro_main, tmp_
     assert len((out / "frontier.jsonl").read_text(encoding="utf-8").splitlines()) == len(records)
 
 
+@pytest.mark.slow
 def test_bench_frontier_refuses_values_for_an_unknown_method(micro_env, tmp_path):
     result = run_script(["bench/bench_frontier.py", "--values", "sft=0.1", "--out_dir", str(tmp_path)], env=micro_env)
     assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith(

@@ -250,6 +250,7 @@ def test_tiny_run_builds_ai_feedback_once_then_trains_logs_saves_resumes_and_inf
     assert f"model_{last} (DPO, epoch 1," in out and out.count("DPO: 这部电影很") == 3 and out.count("ref: 这部电影很") == 3
 
 
+@pytest.mark.slow
 def test_two_processes_under_accelerate_launch(env, ai_lists, tmp_path):
     # `--cpu --num_processes 2` starts a single process in accelerate 1.x (several need mpirun)
     # --main_process_port 0: a free port, not the default 29500 that another test worker may take at the same moment

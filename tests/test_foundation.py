@@ -353,6 +353,7 @@ def test_a_cache_nobody_can_write_is_still_used_when_complete(micro_dir, tmp_pat
     assert ensure_tiny(micro_dir)["gpt2"] == os.path.join(micro_dir, "gpt2")
 
 
+@pytest.mark.slow
 def test_two_processes_building_at_once_build_once(tmp_path):
     """A test run beside a training run: the second process waits on the lock, then reuses the first's build."""
     root = tmp_path / "tiny"

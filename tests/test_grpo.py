@@ -247,6 +247,7 @@ def test_bad_group_size_is_refused_at_start(micro_dir, tmp_path, monkeypatch, ca
 
 
 # ---------------------------------------------------------------- several processes
+@pytest.mark.slow
 def test_accelerate_launch_two_processes(env, tmp_path):
     save_dir, log_dir = str(tmp_path / "ck"), str(tmp_path / "logs")
     # --main_process_port 0: a free port, not the default 29500 that another test worker may take at the same moment

@@ -110,6 +110,7 @@ def choose_rank(page, answer, rank, shown=None):
     wait_until_idle(page)
 
 
+@pytest.mark.slow
 def test_rank_four_answers_and_save_in_a_real_browser(server, browser):
     url, dataset, log, models = server
     stranger = browser.new_page()
@@ -158,6 +159,7 @@ def test_rank_four_answers_and_save_in_a_real_browser(server, browser):
     assert statistics.median(page_seconds) < 15 and store_ms < 1000, log.read_text()
 
 
+@pytest.mark.slow
 def test_two_annotators_rank_one_task_by_clicks_in_at_most_five_actions(browser, micro_dir, tmp_path):
     from utils.ranklists import read_prompted_rank_lists
     from utils.ranklists import agreement, merge_rank_lists
@@ -221,6 +223,7 @@ def rank_and_save(page):
     wait_until_idle(page)
 
 
+@pytest.mark.slow
 def test_prompts_answers_and_saved_lines_are_shown_as_plain_text(browser, micro_dir, tmp_path):
     tasks = tmp_path / "tasks.jsonl"
     tasks.write_text("".join(json.dumps({"id": task_id, "prompt": HOSTILE_PROMPT, "answers": HOSTILE_ANSWERS},

@@ -542,6 +542,7 @@ def test_nan_reward_skips_the_epoch(micro_dir, tmp_path, monkeypatch, capsys):
 
 
 # ---------------------------------------------------------------- several processes
+@pytest.mark.slow
 def test_accelerate_launch_two_processes(env, micro_paths, tmp_path):
     """Two processes with a reward model: reference statistics and judge scores pooled over both, logged once."""
     save_dir, log_dir = str(tmp_path / "ck"), str(tmp_path / "logs")

@@ -324,6 +324,7 @@ def test_inference_scores_examples_arguments_and_stdin(trained):
     assert len(from_args.splitlines()) == 2
 
 
+@pytest.mark.slow
 def test_training_under_accelerate_with_two_processes(small_data, tmp_path, micro_env):
     accelerate = shutil.which("accelerate") or os.path.join(os.path.dirname(sys.executable), "accelerate")
     args = train_args(small_data, tmp_path, "--valid_steps", "1000")  # 20 steps per process, one evaluation

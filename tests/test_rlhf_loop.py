@@ -47,6 +47,7 @@ def write_human_labels(root):
     return dataset
 
 
+@pytest.mark.slow
 def test_readme_walkthrough_from_human_labels_to_ppo(micro_env, tmp_path):
     """Labelling-page TSV and terminal ratings -> rank lists -> reward model (dev split by --dev_ratio) -> PPO with it,
     each command exactly as the README writes it (the PPO run made short), in a fresh directory."""

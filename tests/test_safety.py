@@ -349,6 +349,7 @@ def test_sigterm_saves_the_training_done_so_far(script, small_lists, micro_env, 
         assert f"saved {folder}" in out
 
 
+@pytest.mark.slow
 def test_two_quick_ctrl_c_keep_the_last_complete_checkpoint_loadable(small_lists, micro_env, tmp_path):
     """Ctrl-C twice at every moment of a reward-model run (a step, an evaluation, a save): it stops at once, and
     every checkpoint on disk loads."""

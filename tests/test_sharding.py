@@ -138,6 +138,7 @@ def check_run(results, out_dir, models, device, processes):
 RESUMED = ("gpt2", "llama")
 
 
+@pytest.mark.slow
 def test_two_processes_train_like_one_and_save_folders_that_load_in_one(models, tmp_path):
     results = torchrun_standalone(tmp_path, models, sharding_run.VARIANTS, ",".join(RESUMED))
     assert all("resumed_loss" in results[variant] for variant in RESUMED)

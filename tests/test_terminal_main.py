@@ -173,6 +173,7 @@ def test_a_rating_session_then_resume(micro_env, micro_paths, tmp_path):
 
 
 # ---------------------------------------------------------------- stopping: closing the terminal, end of input (SIGTERM above)
+@pytest.mark.slow
 def test_closing_the_terminal_saves_like_quitting(micro_env, tmp_path):
     log_dir, save_dir, jsonl = paths(tmp_path)
     child = spawn(micro_env, "--log_dir", log_dir, "--save_dir", save_dir)
@@ -187,6 +188,7 @@ def test_closing_the_terminal_saves_like_quitting(micro_env, tmp_path):
     assert [r["reward"] for r in read_jsonl(jsonl)] == [1.0]
 
 
+@pytest.mark.slow
 def test_end_of_input_before_the_first_rating_exits_cleanly(micro_env, tmp_path):
     log_dir, save_dir, jsonl = paths(tmp_path)
     os.makedirs(log_dir)
@@ -208,6 +210,7 @@ def test_end_of_input_before_the_first_rating_exits_cleanly(micro_env, tmp_path)
 IGNORED = r"ignored (\d+) byte\(s\) typed before this answer was shown"
 
 
+@pytest.mark.slow
 def test_keys_typed_during_a_ppo_step_are_not_a_rating_and_ctrl_c_in_a_step_keeps_every_rating(micro_env, tmp_path,
                                                                                                hold_steps):
     log_dir, save_dir, jsonl = paths(tmp_path)
@@ -244,6 +247,7 @@ def test_keys_typed_during_a_ppo_step_are_not_a_rating_and_ctrl_c_in_a_step_keep
     assert os.path.isfile(os.path.join(save_dir, "model.safetensors"))
 
 
+@pytest.mark.slow
 def test_ratings_go_on_during_a_background_step_and_stopping_waits_for_it(micro_env, micro_paths, tmp_path, hold_steps):
     log_dir, save_dir, jsonl = paths(tmp_path)
     held = hold_steps(1, 2, 3)
@@ -300,6 +304,7 @@ def test_ratings_go_on_during_a_background_step_and_stopping_waits_for_it(micro_
     assert [r["step"] for r in read_jsonl(jsonl)] == [1, 1, 2, 2, 3, 3]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop", ["q", "Ctrl-C"])
 def test_quitting_during_a_background_step_waits_for_it_and_saves(micro_env, tmp_path, stop, hold_steps):
     log_dir, save_dir, jsonl = paths(tmp_path)

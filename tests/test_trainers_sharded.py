@@ -99,6 +99,7 @@ SMALL = ["--tiny", "--total_samples", "16", "--batch_size", "8", "--mini_batch_s
          "--print_samples", "0", "--fsdp"]
 
 
+@pytest.mark.slow
 def test_ppo_runs_sharded_on_two_nodes_on_loopback_and_saves_one_checkpoint(micro_dir, tmp_path):
     port = free_port()
     command = ["ppo_sentiment_example.py", *SMALL, "--save_dir", str(tmp_path / "ck"), "--log_dir", str(tmp_path)]
