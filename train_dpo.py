@@ -31,9 +31,10 @@ writes K answers per prompt, the sentiment classifier ranks them), once, and reu
     python train_dpo.py --tiny                                                   # offline, a few minutes on a CPU
     python train_dpo.py --train_path data/human_labeled/total_dataset.tsv        # the labelling page's lists
     accelerate launch --multi_gpu --num_processes 2 train_dpo.py --tiny         # 2 processes (GPUs or CPUs)
+    torchrun --standalone --nproc_per_node 2 train_dpo.py --tiny --fsdp  # the model sharded over 2 (FSDP2)
     python inference_ppo_gpt.py --save_dir checkpoints/dpo_sentiment_gpt --compare_ref
 
-Checkpoints are the PPO scripts' folders (`save_pretrained` + `ppo_state.json`, value head unused and unchanged).
+Checkpoints are the PPO scripts' folders (`save_pretrained` + `training_state.json`; no value head).
 """
 import argparse
 import os

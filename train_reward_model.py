@@ -8,6 +8,7 @@ probability softmax of the scores, then the best of the rest, ...); for lists of
 
     python train_reward_model.py --tiny                        # offline tiny encoder, a few minutes on a CPU
     accelerate launch --multi_gpu --num_processes 2 train_reward_model.py --tiny   # 2 processes (GPUs or CPUs)
+    torchrun --standalone --nproc_per_node 2 train_reward_model.py --tiny --fsdp  # the model sharded over 2 (FSDP2)
 
 Without GPUs, `accelerate launch --multi_gpu` runs the processes on the CPU (gloo); accelerate's own
 `--cpu --num_processes N` starts only one process unless mpirun is set up.
