@@ -68,13 +68,13 @@ from utils.tiny import TINY_GPT2
 ORIGINAL = dict(model_name="uer/gpt2-chinese-cluecorpussmall", beta=0.1, learning_rate=1e-6, batch_size=16,
                 num_train_epochs=3, valid_steps=100)
 # ... and for the tiny GPT-2 on a CPU: one epoch over the AI-feedback pairs (87 steps of 32). beta 0.1 is the
-# best DPO point of the reward-KL frontier (docs/benchmarks.md); on two seeds it judged +0.32 / +0.35 at KL 1.0 /
-# 1.2, distinct-2 0.64 / 0.63, beta 0.25 about as much (+0.29 / +0.37) and beta 0.5 +0.27 at KL 0.6 (at lr 1e-4,
-# not 5e-5, beta 0.1 grew repetitive within 40 steps)
+# best DPO point of the reward-KL frontier (docs/benchmarks.md); on two seeds it judged +0.34 / +0.35 at KL 1.2 /
+# 1.3, distinct-2 0.64 / 0.63 (recipe 7's models; on recipe 6's, beta 0.25 about as much and beta 0.5 +0.27 at
+# KL 0.6; at lr 1e-4, not 5e-5, beta 0.1 grew repetitive within 40 steps)
 TINY = dict(model_name=TINY_GPT2, beta=0.1, learning_rate=5e-5, batch_size=32, num_train_epochs=1, valid_steps=20)
 # Plackett-Luce's batches count lists: 16 lists of 4 answers (as many sequences as 32 pairs) for 3 epochs take as
-# many steps as the pairs' one epoch, as on the frontier: judged +0.34 / +0.36 at KL 1.3 / 1.4, distinct-2 0.64 /
-# 0.63, at least the pairs' gain on the same lists; --tiny's 32 lists for 1 epoch were 15 steps and +0.10
+# many steps as the pairs' one epoch, as on the frontier: judged +0.36 / +0.34 at KL 1.3 / 1.4, distinct-2 0.63 /
+# 0.63, on average at least the pairs' gain on the same lists; --tiny's 32 lists for 1 epoch were 15 steps and +0.10
 TINY_PLACKETT_LUCE = dict(batch_size=16, num_train_epochs=3)
 PRESETS = [Preset("--tiny", lambda args: args.tiny, TINY),
            Preset("--tiny --loss plackett_luce", lambda args: args.tiny and args.loss == "plackett_luce",
