@@ -40,12 +40,11 @@ from torch.nn.utils.rnn import pad_sequence
 from utils.answer_logprobs import answer_logprobs
 from utils.device import any_process
 from utils.errors import UserError, run_main
-from utils.online import add_rollout_arguments, train_online
+from utils.online import add_policy_and_reward_arguments, add_rollout_arguments, train_online
 from utils.options import ArgumentParser, learning_rate, nonnegative_float, positive_float, positive_int, ratio
 from utils.outputs import EPOCH_LOG, check_outputs, log_outputs
 from utils.policy import add_model_arguments
 from utils.presets import Preset, parse_with_presets
-from utils.reward_model import reward_model_folder
 from utils.reward_sources import mean_std
 from utils.run import optimizer_step, prepare_frozen, prepare_trainable
 from utils.sharding import global_mean_var
@@ -74,14 +73,7 @@ EPS = 1e-4  # added to the group's std: a group whose answers all score the same
 
 def parse_args(argv=None):
     p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--tiny", action="store_true", help="offline tiny models and CPU-friendly settings")
-    p.add_argument("--model_name", help="policy: uer's GPT-2 or any causal LM (hub name or folder)")
-    p.add_argument("--ref_model_name", help="reference model for the KL penalty (default: the base model)")
-    p.add_argument("--sentiment_model", help="sentiment classifier for the reward")
-    p.add_argument("--reward_model", type=reward_model_folder,
-                   help="reward-model folder from train_reward_model.py, used instead of the classifier")
-    p.add_argument("--total_samples", "--steps", type=positive_int,
-                   help="answers to train on in all; epochs = ceil(total_samples / batch_size)")
+    add_policy_and_reward_arguments(p)
     p.add_argument("--batch_size", type=positive_int, help="answers per epoch (per process): prompts x group_size")
     p.add_argument("--group_size", type=positive_int, default=8, help="answers per prompt (G)")
     p.add_argument("--mini_batch_size", type=positive_int, help="answers per gradient step")

@@ -28,12 +28,11 @@ from accelerate import Accelerator
 from utils.answer_logprobs import pack, score_answers, select
 from utils.device import any_process
 from utils.errors import UserError, run_main
-from utils.online import add_rollout_arguments, train_online
+from utils.online import add_policy_and_reward_arguments, add_rollout_arguments, train_online
 from utils.options import ArgumentParser, fraction, learning_rate, nonnegative_float, positive_float, positive_int
 from utils.outputs import EPOCH_LOG, check_outputs, log_outputs
 from utils.policy import add_model_arguments
 from utils.presets import Preset, parse_with_presets
-from utils.reward_model import reward_model_folder
 from utils.reward_sources import REWARD_NORMS
 from utils.run import optimizer_step, prepare_frozen, prepare_trainable
 from utils.sharding import global_mean_var, global_token_mean
@@ -74,12 +73,7 @@ PRESETS = [Preset("--tiny", lambda args: args.tiny, TINY),
 
 def parse_args(argv=None):
     p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--tiny", action="store_true", help="offline tiny models and CPU-friendly settings")
-    p.add_argument("--model_name", help="policy: uer's GPT-2 or any causal LM (hub name or folder)")
-    p.add_argument("--ref_model_name", help="reference model for the KL penalty (default: the base model)")
-    p.add_argument("--sentiment_model", help="sentiment classifier for the reward")
-    p.add_argument("--reward_model", type=reward_model_folder,
-                   help="reward-model folder from train_reward_model.py, used instead of the classifier")
+    add_policy_and_reward_arguments(p)
     p.add_argument("--reward_norm", choices=REWARD_NORMS,
                    help="how raw scores become PPO rewards: 'reference' = (score - mean) / std of the reference "
                         "model's own answers, measured once before training and kept in checkpoints; 'batch' = "
@@ -87,8 +81,6 @@ def parse_args(argv=None):
                         "already have a fixed 0..1 scale)")
     p.add_argument("--normalize_reward", dest="reward_norm", action="store_const", const="reference",
                    help="the same as --reward_norm reference (the older name)")
-    p.add_argument("--total_samples", "--steps", type=positive_int,
-                   help="answers to train on in all; epochs = ceil(total_samples / batch_size)")
     p.add_argument("--batch_size", type=positive_int, help="samples per PPO epoch (per process)")
     p.add_argument("--mini_batch_size", type=positive_int, help="forward and PPO mini-batch size")
     p.add_argument("--ppo_epochs", type=positive_int, help="optimisation passes over each batch")

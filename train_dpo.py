@@ -47,7 +47,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from utils.ai_feedback import DEFAULT_OUTPUT as AI_FEEDBACK_FILE
 from utils.answer_logprobs import answer_logprobs
-from utils.device import add_mixed_precision_argument, pick_device, set_seed
+from utils.device import add_mixed_precision_argument, set_seed
 from utils.errors import UserError, run_main
 from utils.options import (ArgumentParser, add_device_argument, add_report_to_argument, add_sampling_arguments,
                            file_name, fraction, input_file, learning_rate, output_file, output_folder, positive_float,
@@ -60,7 +60,7 @@ from utils.policy import add_model_arguments, load_policy, lora_options
 from utils.preference_data import DEFAULT_TRAIN, ShuffledBatches, collate, encode_lists, read_data
 from utils.ranklists import add_merge_arguments
 from utils.presets import Preset, parse_with_presets
-from utils.run import (Run, add_fsdp_argument, checkpoint_name, for_generation, make_accelerator, optimizer_step,
+from utils.run import (Run, accelerator_for, add_fsdp_argument, checkpoint_name, for_generation, optimizer_step,
                        prepare_frozen, prepare_trainable, save_checkpoint, stop_if_not_finite)
 from utils.tiny import TINY_GPT2
 
@@ -249,10 +249,7 @@ def training_batches(accelerator, train_loader, batches, global_step, epochs):
 
 def main(argv=None):
     args = parse_args(argv)
-    device = pick_device(args.device)
-    if device.type == "cuda" and device.index is not None:
-        torch.cuda.set_device(device)
-    accelerator = make_accelerator(device, args.mixed_precision, args.fsdp)
+    accelerator = accelerator_for(args)
     set_seed(args.seed)
     resume_state = load_checkpoint_state(args.resume, "dpo") if args.resume else None  # before anything is written
     train_items, dev_items = read_data(args, accelerator)

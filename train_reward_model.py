@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import AutoModel, AutoTokenizer, get_linear_schedule_with_warmup
 
-from utils.device import add_mixed_precision_argument, pick_device, set_seed
+from utils.device import add_mixed_precision_argument, set_seed
 from utils.errors import UserError, run_main
 from utils.models import load_pretrained
 from utils.options import (ArgumentParser, add_device_argument, add_report_to_argument, file_name, fraction,
@@ -38,7 +38,7 @@ from utils.ranklists import (add_merge_arguments, merge_rank_lists, read_prompte
 from utils.reward_model import (META_FILE, RewardModel, encode_rank_lists, listwise_loss, rank_list_loss,
                                 ranking_metrics, save_reward_model, scores_to_lists, usable_seq_len)
 from utils.presets import Preset, parse_with_presets
-from utils.run import Run, add_fsdp_argument, make_accelerator, model_weights, prepare_trainable
+from utils.run import Run, accelerator_for, add_fsdp_argument, model_weights, prepare_trainable
 from utils.tiny import TINY_ENCODER
 
 DEFAULT_TRAIN = os.path.join(RANK_LIST_DIR, "train.tsv")
@@ -236,10 +236,7 @@ def announce_earlier_best(path, accuracy, accelerator):
 
 def main(argv=None):
     args = parse_args(argv)
-    device = pick_device(args.device)
-    if device.type == "cuda" and device.index is not None:
-        torch.cuda.set_device(device)
-    accelerator = make_accelerator(device, args.mixed_precision, args.fsdp)
+    accelerator = accelerator_for(args)
     set_seed(args.seed)
 
     train_lists, dev_lists = read_data(args, accelerator)

@@ -1,7 +1,7 @@
 """The loop PPO and GRPO share: sample answers to prompts, score them, give them to the algorithm's update, log,
 judge, save. A script brings its options, its presets and its algorithm; everything else is here, the same for both.
 
-    add_rollout_arguments   the options every online-sampling script shares
+    add_policy_and_reward_arguments / add_rollout_arguments   the options every online-sampling script shares
     train_online            the loop, around an algorithm (below)
     Rollout / sample_rollout   one epoch's prompts and answers
 
@@ -25,7 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from utils.checkpoints import checkpoint_folder, load_checkpoint_state
-from utils.device import add_mixed_precision_argument, pick_device, set_seed
+from utils.device import add_mixed_precision_argument, set_seed
 from utils.generation import check_room, generate_responses
 from utils.logger import distinct_2, random_samples
 from utils.options import (add_device_argument, add_report_to_argument, add_sampling_arguments, file_name,
@@ -33,10 +33,22 @@ from utils.options import (add_device_argument, add_report_to_argument, add_samp
 from utils.policy import load_policy, lora_options
 from utils.reward_model import reward_model_folder
 from utils.reward_sources import RewardNormalizer, make_reward_and_judge, mean_std
-from utils.run import Run, add_fsdp_argument, checkpoint_name, for_generation, make_accelerator, save_checkpoint
+from utils.run import Run, accelerator_for, add_fsdp_argument, checkpoint_name, for_generation, save_checkpoint
 from utils.tokens import decode, encode_prompt, read_prompts
 
 STOP_WINDOW = 10  # --stop_at_reward looks at the mean reward of this many last epochs
+
+
+def add_policy_and_reward_arguments(parser):
+    """The models every online-sampling script (PPO, GRPO) trains and scores with, and how many answers in all."""
+    parser.add_argument("--tiny", action="store_true", help="offline tiny models and CPU-friendly settings")
+    parser.add_argument("--model_name", help="policy: uer's GPT-2 or any causal LM (hub name or folder)")
+    parser.add_argument("--ref_model_name", help="reference model for the KL penalty (default: the base model)")
+    parser.add_argument("--sentiment_model", help="sentiment classifier for the reward")
+    parser.add_argument("--reward_model", type=reward_model_folder,
+                        help="reward-model folder from train_reward_model.py, used instead of the classifier")
+    parser.add_argument("--total_samples", "--steps", type=positive_int,
+                        help="answers to train on in all; epochs = ceil(total_samples / batch_size)")
 
 
 def add_rollout_arguments(parser, save_dir, log_name):
@@ -192,7 +204,7 @@ def train_online(args, algorithm_name, build, reward_fn=None):
     """Train with the algorithm that `build` makes; `reward_fn` (texts -> floats) replaces the reward source the
     arguments choose (and its judge)."""
     set_seed(args.seed)
-    device = pick_device(args.device)
+    accelerator = accelerator_for(args)
     prompts = read_prompts(args.prompts_file)
     start_epoch, resume_state = 0, None
     if args.resume:
@@ -200,8 +212,7 @@ def train_online(args, algorithm_name, build, reward_fn=None):
         start_epoch = int(resume_state.get("epoch", 0))
     judge = None
     if reward_fn is None:  # loaded and checked before anything is written
-        reward_fn, judge = make_reward_and_judge(args, device)
-    accelerator = make_accelerator(device, args.mixed_precision, args.fsdp)
+        reward_fn, judge = make_reward_and_judge(args, accelerator.device)
     policy, ref_model, tokenizer = load_policy(args.resume or args.model_name, accelerator.device,
                                                args.ref_model_name, stop_at_sep=args.stop_at_sep,
                                                chat_template=args.chat_template, lora=lora_options(args))

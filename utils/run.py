@@ -183,6 +183,16 @@ def make_accelerator(device, mixed_precision=None, fsdp=False):
     return Accelerator(**accelerator_kwargs(device, mixed_precision))
 
 
+def accelerator_for(args):
+    """The processes a script's `--device`, `--mixed_precision` and `--fsdp` ask for (`make_accelerator`)."""
+    from utils.device import pick_device
+
+    device = pick_device(args.device)
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)  # accelerate takes the current device
+    return make_accelerator(device, args.mixed_precision, args.fsdp)
+
+
 def sharded(accelerator):
     return isinstance(accelerator, ShardingAccelerator)
 
