@@ -56,7 +56,8 @@ ORIGINAL = dict(model_name="uer/gpt2-chinese-cluecorpussmall",
                 total_samples=20000, batch_size=128, mini_batch_size=16, grpo_epochs=1, learning_rate=1.41e-5, beta=0.04,
                 save_freq=5, scale_rewards="group", loss_type="grpo", advantage="group_mean", max_grad_norm=1.0,
                 reward_norm="none")  # the group advantages are GRPO's reward normalisation
-# ... and those that make the tiny models learn on a 2-core CPU in a few minutes: GRPO as the field runs it now.
+# ... and those that make the tiny models learn on a 2-core CPU in well under a minute (40 epochs: 22 s at load 1.7,
+# reward 0.55 -> 0.87, KL 1.96, distinct-2 0.65; README): GRPO as the field runs it now.
 # With the paper's group whitening every group gets unit-size advantages even when its rewards hardly differ, so
 # once the classifier's reward saturates (about 0.96) the policy keeps being pushed by noise (beta 0.04: KL 16 and
 # distinct-2 0.37 by epoch 12), and only a strong penalty (beta 0.5) held it, at a judge gain of +0.31.
