@@ -94,6 +94,26 @@ def test_what_two_sharded_processes_saved_loads_in_one(trainer, steps):
     assert torch.isfinite(policy(ids).logits).all()
 
 
+@pytest.mark.parametrize("script", ["ppo_sentiment_example", "grpo_sentiment_example", "train_dpo",
+                                    "train_reward_model"])
+def test_fsdp_with_fp16_is_one_line_before_anything_is_loaded_or_written(script, tmp_path, monkeypatch, capsys):
+    import importlib
+
+    import utils.tiny
+    from utils.errors import run_main
+
+    monkeypatch.setattr(utils.tiny, "build_tiny", lambda *a, **k: pytest.fail("built the tiny models first"))
+    monkeypatch.chdir(tmp_path)
+    module = importlib.import_module(script)
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(lambda: module.main(["--tiny", "--fsdp", "--mixed_precision", "fp16", "--log_dir", "logs",
+                                      "--save_dir", "ck"]))
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1].startswith("error: --fsdp computes in bf16 or float32") and "Traceback" not in "".join(lines)
+    assert os.listdir(tmp_path) == []
+
+
 # ---------------------------------------------------------------- the scripts, whole runs
 SMALL = ["--tiny", "--total_samples", "16", "--batch_size", "8", "--mini_batch_size", "4", "--max_new_tokens", "6",
          "--print_samples", "0", "--fsdp"]
