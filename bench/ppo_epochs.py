@@ -48,7 +48,8 @@ def our_setup(gpt2_dir, batch_size, device, mixed_precision=None, **ppo):
     from ppo_sentiment_example import PPOConfig, make_ppo, ppo_update  # not in trl's venv (it has no matplotlib)
 
     policy, ref_model, tokenizer = load_policy(gpt2_dir, device)
-    trainer = make_ppo(policy, ref_model, tokenizer, PPOConfig(**ppo), Accelerator(**accelerator_kwargs(device, mixed_precision)))
+    trainer = make_ppo(policy, ref_model, tokenizer, PPOConfig(**ppo),
+                       Accelerator(**accelerator_kwargs(device, mixed_precision)))
     return Setup(trainer.unwrapped_policy(), tokenizer, functools.partial(ppo_update, trainer))
 
 
