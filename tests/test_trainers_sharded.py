@@ -102,6 +102,7 @@ def test_fsdp_with_fp16_is_one_line_before_anything_is_loaded_or_written(script,
     import utils.tiny
     from utils.errors import run_main
 
+    monkeypatch.setenv("RLHF_TINY_DIR", str(tmp_path / "no_models_yet"))
     monkeypatch.setattr(utils.tiny, "build_tiny", lambda *a, **k: pytest.fail("built the tiny models first"))
     monkeypatch.chdir(tmp_path)
     module = importlib.import_module(script)
@@ -111,7 +112,7 @@ def test_fsdp_with_fp16_is_one_line_before_anything_is_loaded_or_written(script,
     assert exit_info.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines[-1].startswith("error: --fsdp computes in bf16 or float32") and "Traceback" not in "".join(lines)
-    assert os.listdir(tmp_path) == []
+    assert os.listdir(tmp_path) == []  # not even the tiny models' folder
 
 
 # ---------------------------------------------------------------- the scripts, whole runs

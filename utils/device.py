@@ -2,6 +2,7 @@
 
     pick_device / allow_tf32          --device (CUDA when present), TF32 on CUDA
     accelerator_kwargs / any_process  accelerate's Accelerator settings; a flag agreed by every process
+    check_precision                   --mixed_precision against --fsdp
     set_seed                          Python's, numpy's and torch's generators
 """
 import random
@@ -40,6 +41,14 @@ def add_mixed_precision_argument(parser):
     parser.add_argument("--mixed_precision", choices=MIXED_PRECISION,
                         help="autocast through accelerate: bf16 (GPUs since Ampere, also the CPU) or fp16 (GPU "
                              "only); default: what `accelerate launch` or `accelerate config` chose, else no")
+
+
+def check_precision(mixed_precision, fsdp=False):
+    """UserError for --mixed_precision fp16 with --fsdp: FSDP2's policy here is bf16 copies of float32 weights, or
+    float32, and fp16 would need a gradient scaler that sharded training here does not have."""
+    if fsdp and mixed_precision == "fp16":
+        raise UserError("--fsdp computes in bf16 or float32: use --mixed_precision bf16 (or no); fp16 needs a "
+                        "gradient scaler that sharded training here does not have")
 
 
 def accelerator_kwargs(device, mixed_precision=None):

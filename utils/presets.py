@@ -13,6 +13,7 @@ import argparse
 import textwrap
 from typing import Callable, NamedTuple, Union
 
+from utils.device import check_precision
 from utils.options import check_tracker_installed
 
 COMMAND_LINE = "the command line"
@@ -45,7 +46,9 @@ def parse_with_presets(parser, argv, presets, check=None):
     parser.epilog = "\n".join(filter(None, [parser.epilog, describe(presets)]))
     first = parser.parse_args(argv)
     given = options_given(parser, argv, vars(first))
-    check_tracker_installed(getattr(first, "report_to", None))  # before any preset builds or loads a model
+    # before any preset builds or loads a model
+    check_tracker_installed(getattr(first, "report_to", None))
+    check_precision(getattr(first, "mixed_precision", None), getattr(first, "fsdp", False))
     chosen, sources = {}, {}
     view = argparse.Namespace(**vars(first))  # what each preset sees: the plain defaults and the earlier presets
     for preset in presets:

@@ -28,7 +28,7 @@ import torch
 from accelerate import Accelerator
 from tqdm import tqdm
 
-from utils.device import accelerator_kwargs, any_process
+from utils.device import accelerator_kwargs, any_process, check_precision
 from utils.errors import UserError
 
 INTERRUPTED_EXIT = 130  # what a shell reports for a program stopped by Ctrl-C
@@ -178,10 +178,8 @@ class ShardingAccelerator(Accelerator):
 def make_accelerator(device, mixed_precision=None, fsdp=False):
     """The processes a run trains on: one, several under `accelerate launch` or torchrun (data parallel), or with
     `fsdp` torchrun's processes with the trained model sharded over them (`ShardingAccelerator`)."""
+    check_precision(mixed_precision, fsdp)
     if fsdp:
-        if mixed_precision == "fp16":  # FSDP2's policy here: bf16 copies of float32 weights, or float32
-            raise UserError("--fsdp computes in bf16 or float32: use --mixed_precision bf16 (or no); fp16 needs a "
-                            "gradient scaler that sharded training here does not have")
         return ShardingAccelerator(device, mixed_precision)
     return Accelerator(**accelerator_kwargs(device, mixed_precision))
 
