@@ -24,7 +24,7 @@ its judge, early stop and checkpoints.
     python grpo_sentiment_example.py --tiny          # offline tiny models
     python grpo_sentiment_example.py                 # the original's hub models
     accelerate launch --multi_gpu --num_processes 2 grpo_sentiment_example.py ...  # 2 processes (GPUs or CPUs)
-    torchrun --standalone --nproc_per_node 2 grpo_sentiment_example.py --tiny --fsdp  # the policy sharded over 2 (FSDP2)
+    torchrun --standalone --nproc_per_node 2 grpo_sentiment_example.py --tiny --fsdp  # sharded over 2 (FSDP2)
 """
 import argparse
 import math

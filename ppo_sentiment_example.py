@@ -49,9 +49,9 @@ ORIGINAL = dict(model_name="uer/gpt2-chinese-cluecorpussmall",
 # in mini-batches of 32 (each update less noisy: PPO whitens advantages, so noise alone moves the policy
 # and uses up the KL budget); a weaker KL penalty that adapts within a few epochs, aiming at KL 5 (at 6 the
 # answers grew too alike), starting at 0.08 (at 0.05 the one-layer GPT-2 reached reward 0.9 at KL 4.5 and
-# distinct-2 0.49, at 0.08 at KL 3.5 and 0.54: docs/tuning.md). The reward's 10-epoch mean passes 0.9 after about 50
-# epochs (47 in the README's quick start) and levels off, and longer runs only wear down the answers' variety (distinct-2): the run stops there, once it has
-# shown its lesson (at most 100 epochs).
+# distinct-2 0.49, at 0.08 at KL 3.5 and 0.54: docs/tuning.md). The reward's 10-epoch mean passes 0.9 after about
+# 50 epochs (47 in the README's quick start) and levels off, and longer runs only wear down the answers' variety
+# (distinct-2): the run stops there, once it has shown its lesson (at most 100 epochs).
 TINY = dict(total_samples=128 * 100, batch_size=128, mini_batch_size=32, ppo_epochs=1, learning_rate=3e-4,
             init_kl_coef=0.08, target=5.0, horizon=2000, save_freq=25, stop_at_reward=0.9, model_name=TINY_GPT2,
             sentiment_model=TINY_CLASSIFIER)
@@ -284,9 +284,11 @@ def ppo_update(ppo, queries, responses, scores):
     whitened over them), skips the update with a warning, on every process so that they stay in step.
 
     The same update as trl 0.11.4's `PPOTrainer.step` at its default options (tests/test_ppo.py checks the
-    statistics and the weights against it), and as there no gradient clipping (trl's `max_grad_norm` is None).
-    Deliberate differences: the batch is packed as `generate` sampled it (prompts padded on the left, positions
-    from each prompt's first token; trl pads on the right: the same numbers up to float rounding); any batch size
+    statistics and the weights against it), and as there no gradient clipping unless `config.max_grad_norm` asks
+    (trl's `max_grad_norm` is None). Deliberate differences: the batch is packed as `generate` sampled it (prompts
+    padded on the left, positions from each prompt's first token; trl pads on the right: the same numbers up to
+    float rounding); with several processes the advantages are whitened, and the token means of the losses taken,
+    over the whole batch (trl: over each process's share), so that sharded and single-process runs agree; any batch size
     (trl wants exactly `batch_size` samples); a mini-batch without answer tokens adds 0 to the means instead of
     NaN; a mini-batch skipped for its policy ratio is reported once, after the update, not when it happens (that
     would make the host wait for the device in every mini-batch). trl's options that are off by default (score
