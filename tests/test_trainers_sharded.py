@@ -23,24 +23,28 @@ WEIGHT_FILES = {"ppo": ("model.safetensors", "value_head.safetensors"), "grpo": 
                 "reward_model": ("model.safetensors", "reward_head.safetensors")}
 
 
-def env(micro_dir=None):
+def env(micro_dir=None, device="cpu"):
     extra = {"RLHF_TINY_DIR": micro_dir} if micro_dir else {}
-    return cpu_only(dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONPATH=REPO, **extra))
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONPATH=REPO, **extra)
+    return cpu_only(env) if device == "cpu" else env
 
 
-def run(command, timeout=TIMEOUT):
-    result = subprocess.run(command, cwd=REPO, env=env(), capture_output=True, text=True, timeout=timeout)
+def run(command, device="cpu", timeout=TIMEOUT):
+    result = subprocess.run(command, cwd=REPO, env=env(device=device), capture_output=True, text=True,
+                            timeout=timeout)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
 
-def trainer_steps(out_dir, micro_paths, torchrun=False):
+def trainer_steps(out_dir, micro_paths, torchrun=False, device="cpu", processes=2):
     os.makedirs(out_dir)
-    script = ["tests/trainer_steps.py", str(out_dir), "--gpt2", micro_paths["gpt2"], "--encoder", micro_paths["encoder"]]
+    script = ["tests/trainer_steps.py", str(out_dir), "--gpt2", micro_paths["gpt2"], "--encoder", micro_paths["encoder"],
+              "--device", device]
     if torchrun:
-        run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *script, "--fsdp"])
+        run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
+             *script, "--fsdp"], device)
     else:
-        run([sys.executable, *script])
+        run([sys.executable, *script], device)
     processes = []
     for name in sorted(os.listdir(out_dir)):
         if name.startswith("steps-"):
@@ -79,6 +83,19 @@ def test_two_sharded_processes_take_the_steps_of_one_and_hold_half_each(trainer,
     for name in WEIGHT_FILES[trainer][1:]:  # the heads
         alone, gathered = load_file(root / "one" / trainer / name), load_file(root / "sharded" / trainer / name)
         assert all(torch.allclose(alone[key], gathered[key], atol=1e-3) for key in alone)
+
+
+@pytest.mark.gpu
+def test_on_cuda_sharded_processes_take_the_steps_of_one(micro_paths, tmp_path):
+    """The same steps on CUDA with NCCL, one GPU per process (two where there are two), against one process on
+    one GPU: the losses agree (TF32 matmuls: a looser tolerance)."""
+    processes = min(2, torch.cuda.device_count())
+    (one,) = trainer_steps(tmp_path / "one", micro_paths, device="cuda")
+    sharded = trainer_steps(tmp_path / "sharded", micro_paths, torchrun=True, device="cuda", processes=processes)
+    for trainer in TRAINERS:
+        expected = one[trainer]["losses"]
+        got = [sum(p[trainer]["losses"][step] for p in sharded) / len(sharded) for step in range(len(expected))]
+        assert got == pytest.approx(expected, rel=1e-2, abs=1e-3), trainer
 
 
 @pytest.mark.parametrize("trainer", TRAINERS)

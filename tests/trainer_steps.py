@@ -2,7 +2,7 @@
 tests/test_trainers_sharded.py: under torchrun with `--fsdp` each process takes its rows and the model is sharded
 with FSDP2 (utils.run.make_accelerator); without, one process takes the whole batch, unsharded (the reference).
 
-    python tests/trainer_steps.py OUT_DIR --gpt2 DIR --encoder DIR [--fsdp]
+    python tests/trainer_steps.py OUT_DIR --gpt2 DIR --encoder DIR [--fsdp] [--device cuda]
 
 Writes OUT_DIR/<trainer>/ (the checkpoint after the steps, written as the trainer writes it) and
 OUT_DIR/steps-<rank>.json: per trainer, the loss of each step (this process's share; the mean over the processes
@@ -130,8 +130,9 @@ def main():
     parser.add_argument("--gpt2", required=True)
     parser.add_argument("--encoder", required=True)
     parser.add_argument("--fsdp", action="store_true")
+    parser.add_argument("--device", default="cpu", help="cpu (gloo), or cuda: one GPU per process (NCCL)")
     args = parser.parse_args()
-    accelerator = make_accelerator("cpu", fsdp=args.fsdp)
+    accelerator = make_accelerator(args.device, fsdp=args.fsdp)
     assert sharded(accelerator) == args.fsdp
     results = {}
     for name, steps, model in (("ppo", ppo_steps, args.gpt2), ("grpo", grpo_steps, args.gpt2),
