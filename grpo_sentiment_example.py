@@ -40,9 +40,9 @@ from torch.nn.utils.rnn import pad_sequence
 from utils.answer_logprobs import answer_logprobs
 from utils.device import any_process
 from utils.errors import UserError, run_main
-from utils.online import add_policy_and_reward_arguments, add_rollout_arguments, train_online
+from utils.online import (add_policy_and_reward_arguments, add_rollout_arguments, check_rollout_options,
+                          train_online)
 from utils.options import ArgumentParser, learning_rate, nonnegative_float, positive_float, positive_int, ratio
-from utils.outputs import EPOCH_LOG, check_outputs, log_outputs
 from utils.policy import add_model_arguments
 from utils.presets import Preset, parse_with_presets
 from utils.reward_sources import mean_std
@@ -98,16 +98,14 @@ def parse_args(argv=None):
 
 
 def check_options(args):
-    """Before anything is loaded or written: the batch must split into whole groups of at least 2 answers, and
-    the logs may go where they are going (utils/outputs.py)."""
+    """Before anything is loaded or written: the batch must split into whole groups of at least 2 answers (and the
+    checks every online-sampling script shares)."""
     if args.group_size < 2:
         raise UserError(f"--group_size {args.group_size}: a group needs at least 2 answers (the group is the baseline)")
     if args.batch_size % args.group_size:
         raise UserError(f"--batch_size {args.batch_size} is not a multiple of --group_size {args.group_size} "
                         "(each epoch writes group_size answers to each of batch_size / group_size prompts)")
-    if args.mini_batch_size > args.batch_size:
-        raise UserError(f"--mini_batch_size {args.mini_batch_size} is larger than --batch_size {args.batch_size}")
-    check_outputs(log_outputs(args.log_dir, args.log_name, EPOCH_LOG), [("--prompts_file", args.prompts_file)])
+    check_rollout_options(args)
 
 
 # ---------------------------------------------------------------- the algorithm

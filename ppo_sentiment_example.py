@@ -27,10 +27,10 @@ from accelerate import Accelerator
 
 from utils.answer_logprobs import pack, score_answers, select
 from utils.device import any_process
-from utils.errors import UserError, run_main
-from utils.online import add_policy_and_reward_arguments, add_rollout_arguments, train_online
+from utils.errors import run_main
+from utils.online import (add_policy_and_reward_arguments, add_rollout_arguments, check_rollout_options,
+                          train_online)
 from utils.options import ArgumentParser, fraction, learning_rate, nonnegative_float, positive_float, positive_int
-from utils.outputs import EPOCH_LOG, check_outputs, log_outputs
 from utils.policy import add_model_arguments
 from utils.presets import Preset, parse_with_presets
 from utils.reward_sources import REWARD_NORMS
@@ -98,16 +98,7 @@ def parse_args(argv=None):
     p.add_argument("--preset", choices=["gpu"], help="gpu: the whole batch in one mini-batch and bf16 (speed over "
                                                      "faithfulness)")
     p.set_defaults(**ORIGINAL)
-    return parse_with_presets(p, argv, PRESETS, check_options)
-
-
-def check_options(args):
-    """The checks that involve two options (each option alone is checked by its `type=`)."""
-    if args.ref_samples < 2:
-        raise UserError("--ref_samples must be at least 2 (a standard deviation needs two scores)")
-    if args.mini_batch_size > args.batch_size:
-        raise UserError(f"--mini_batch_size {args.mini_batch_size} is larger than --batch_size {args.batch_size}")
-    check_outputs(log_outputs(args.log_dir, args.log_name, EPOCH_LOG), [("--prompts_file", args.prompts_file)])
+    return parse_with_presets(p, argv, PRESETS, check_rollout_options)
 
 
 def ppo_config(args):

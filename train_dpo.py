@@ -38,7 +38,6 @@ Checkpoints are the PPO scripts' folders (`save_pretrained` + `training_state.js
 """
 import argparse
 import os
-import time
 
 import torch
 import torch.nn.functional as F
@@ -236,15 +235,14 @@ def print_samples(accelerator, policy, tokenizer, prompts, gen_len):
 
 
 def training_batches(accelerator, train_loader, batches, global_step, epochs):
-    """(epoch, batch) from after step `global_step` on, in the shuffled order of an uninterrupted run."""
+    """The batches from after step `global_step` on, in the shuffled order of an uninterrupted run."""
     steps_per_epoch = len(train_loader)
     for epoch in range(global_step // steps_per_epoch + 1, epochs + 1):
         batches.epoch = epoch - 1
         loader = train_loader
         if global_step > (epoch - 1) * steps_per_epoch:  # resumed within this epoch
             loader = accelerator.skip_first_batches(train_loader, global_step - (epoch - 1) * steps_per_epoch)
-        for batch in loader:
-            yield epoch, batch
+        yield from loader
 
 
 def main(argv=None):
@@ -265,7 +263,8 @@ def main(argv=None):
     sample_prompts = sorted({prompt for prompt, _ in train_items if prompt})[:args.print_samples]
     check_room(policy, max((len(encode_prompt(tokenizer, p)) for p in sample_prompts), default=0),
                args.max_new_tokens)
-    positions = getattr(policy.config, "n_positions", None) or policy.config.max_position_embeddings  # GPT-2's or others'
+    # the positions: GPT-2 names them n_positions, the others max_position_embeddings
+    positions = getattr(policy.config, "n_positions", None) or policy.config.max_position_embeddings
     max_seq_len = min(args.max_seq_len, positions)
     train_set, train_unscorable = encode_lists(tokenizer, train_items, max_seq_len)
     dev_set, _ = encode_lists(tokenizer, dev_items, max_seq_len)
@@ -295,36 +294,35 @@ def main(argv=None):
                f"{accelerator.device} x {accelerator.num_processes}{' sharded (FSDP2)' if args.fsdp else ''}; "
                f"{total_steps} steps" + (f", resuming after step {global_step}" if global_step else ""))
     stream = training_batches(accelerator, train_loader, batches, global_step, args.num_train_epochs)
-    current = {"epoch": global_step // len(train_loader) + 1, "tic": time.time()}  # `save` sets them too
+
+    def epoch_of(step):
+        return (step - 1) // len(train_loader) + 1
 
     def save(reason):
         metrics = {}
         if reason != "interrupted":
             metrics = evaluate(lm, ref_lm, dev_loader, args.beta, args.loss, accelerator, tokenizer.pad_token_id)
             accelerator.print("Evaluation acc: " + ", ".join(f"{k} {v:.5f}" for k, v in metrics.items()))
-            run.log({"step": run.completed, "epoch": current["epoch"], **metrics})
+            run.log({"step": run.completed, "epoch": epoch_of(run.completed), **metrics})
             run.plot(PANELS, order=PANELS)
             print_samples(accelerator, lm, tokenizer, sample_prompts, args.max_new_tokens)
-        state = dict(algorithm="dpo", reason=reason, epoch=current["epoch"], step=run.completed, kl_coef=args.beta,
-                     base_model=base_model, loss=args.loss, **metrics)
+        state = dict(algorithm="dpo", reason=reason, epoch=epoch_of(run.completed), step=run.completed,
+                     kl_coef=args.beta, base_model=base_model, loss=args.loss, **metrics)
         save_checkpoint(accelerator, lm, tokenizer, checkpoint_name(args.save_dir, run.completed), state)
-        current["tic"] = time.time()
 
     recent = []
     with run:
         for step in run.loop(save):
-            current["epoch"], batch = next(stream)
-            recent.append(train_step(lm, ref_lm, batch, optimizer, scheduler, args, accelerator,
+            recent.append(train_step(lm, ref_lm, next(stream), optimizer, scheduler, args, accelerator,
                                      tokenizer.pad_token_id, step + 1))
             run.trained()
             if (step + 1) % args.logging_steps == 0:
                 loss_, acc, margin = accelerator.gather(torch.stack(recent)).mean(0).tolist()
-                speed = args.logging_steps / (time.time() - current["tic"])
-                accelerator.print(f"global step {step + 1}, epoch: {current['epoch']}, loss: {loss_:.5f}, "
-                                  f"speed: {speed:.2f} step/s")
-                run.log({"step": step + 1, "epoch": current["epoch"], "train_loss": loss_, "train_acc": acc,
+                accelerator.print(f"global step {step + 1}, epoch: {epoch_of(step + 1)}, loss: {loss_:.5f}, "
+                                  f"speed: {run.steps_per_second(args.logging_steps):.2f} step/s")
+                run.log({"step": step + 1, "epoch": epoch_of(step + 1), "train_loss": loss_, "train_acc": acc,
                          "train_margin": margin, "learning_rate": scheduler.get_last_lr()[0]})
-                recent, current["tic"] = [], time.time()
+                recent = []
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ import json
 import math
 import os
 import random
-import time
 
 import torch
 from torch.utils.data import DataLoader
@@ -38,7 +37,7 @@ from utils.ranklists import (add_merge_arguments, merge_rank_lists, read_prompte
 from utils.reward_model import (META_FILE, RewardModel, encode_rank_lists, listwise_loss, rank_list_loss,
                                 ranking_metrics, save_reward_model, scores_to_lists, usable_seq_len)
 from utils.presets import Preset, parse_with_presets
-from utils.run import Run, accelerator_for, add_fsdp_argument, model_weights, prepare_trainable
+from utils.run import Run, accelerator_for, add_fsdp_argument, prepare_trainable, written_by_main
 from utils.tiny import TINY_ENCODER
 
 DEFAULT_TRAIN = os.path.join(RANK_LIST_DIR, "train.tsv")
@@ -197,11 +196,8 @@ def evaluate(model, dev_loader, accelerator):
 
 def save_checkpoint(model, tokenizer, out_dir, accelerator, reason, evaluation=None):
     """Written by the main process (gathered from the shards under FSDP2)."""
-    weights = model_weights(accelerator, model)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        save_reward_model(accelerator.unwrap_model(model), tokenizer, out_dir, reason, evaluation, weights)
-    accelerator.wait_for_everyone()
+    written_by_main(accelerator, model, lambda unwrapped, weights: save_reward_model(
+        unwrapped, tokenizer, out_dir, reason, evaluation, weights))
 
 
 def dev_fingerprint(dev_lists):
@@ -273,7 +269,7 @@ def main(argv=None):
                                             fingerprint)
 
     batches = ((epoch, batch) for epoch in range(1, args.num_train_epochs + 1) for batch in train_loader)
-    recent_losses, tic = [], time.time()
+    recent_losses = []
     with run:
         for step in run.loop(save):
             epoch, batch = next(batches)
@@ -288,12 +284,11 @@ def main(argv=None):
             if (step + 1) % args.logging_steps == 0:  # the loss read every few steps: the device need not wait
                 mean_loss = accelerator.gather(torch.stack(recent_losses)).mean().item()
                 run.check(mean_loss, "--learning_rate (or --weight_decay)")
-                speed = args.logging_steps / (time.time() - tic)
                 accelerator.print(f"global step {step + 1}, epoch: {epoch}, loss: {mean_loss:.5f}, "
-                                  f"speed: {speed:.2f} step/s")
+                                  f"speed: {run.steps_per_second(args.logging_steps):.2f} step/s")
                 run.log({"step": step + 1, "epoch": epoch, "train_loss": mean_loss,
                          "learning_rate": scheduler.get_last_lr()[0]})
-                recent_losses, tic = [], time.time()
+                recent_losses = []
     if earlier_acc is not None and best["acc"] == earlier_acc:
         accelerator.print(f"this run did not beat {best_path} (pairwise_acc {earlier_acc:.5f}): it is kept")
 

@@ -25,6 +25,7 @@ import sys
 import time
 
 import torch
+import torch.distributed as dist
 import transformers
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from transformers import GPT2Config, GPT2LMHeadModel
@@ -51,7 +52,7 @@ def random_gpt2(shape, seed=0):
 def median_seconds(run, rounds):
     times = []
     for _ in range(rounds):
-        sharding.barrier()
+        dist.barrier()
         start = time.perf_counter()
         run()
         times.append(time.perf_counter() - start)
@@ -107,7 +108,7 @@ def bench_steps(args, shape, batch):
         train_step(model, optimizer, batch)
         seconds[name] = median_seconds(lambda m=model, o=optimizer: train_step(m, o, batch), args.rounds)
     memory = held_bytes(fsdp)
-    if sharding.is_main_process():
+    if sharding.rank() == 0:
         alone = random_gpt2(shape).train()
         optimizer = torch.optim.Adam(alone.parameters(), lr=1e-4)
         train_step(alone, optimizer, batch)
@@ -117,7 +118,7 @@ def bench_steps(args, shape, batch):
             train_step(alone, optimizer, batch)
             times.append(time.perf_counter() - start)
         seconds["one process"] = statistics.median(times)
-    sharding.barrier()
+    dist.barrier()
     return seconds, memory
 
 
@@ -143,7 +144,7 @@ def main(argv=None):
     plain = random_gpt2(args.shape).to(device)
     sharded = sharding.shard_model(random_gpt2(args.shape).to(device))
     params = sum(p.numel() for p in plain.parameters())
-    say = print if sharding.is_main_process() else (lambda *a, **k: None)
+    say = print if sharding.rank() == 0 else (lambda *a, **k: None)
     say(f"GPT-2 '{args.shape}' ({params / 1e6:.1f}M parameters), {n} processes on {device.type}, "
         f"{torch.get_num_threads()} thread(s) each, load average {os.getloadavg()[0]:.1f} at start")
     say(f"rollout: {args.batch_size} prompts of {args.prompt_len} tokens per process, {args.max_new_tokens} new "

@@ -17,6 +17,7 @@ import sys
 
 import torch
 import torch.distributed as dist
+from torch.distributed.tensor import DTensor
 from safetensors.torch import save_file
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -88,7 +89,9 @@ def train_steps(policy, ref, optimizer, batch, steps):
     for _ in range(steps):
         loss = grpo_like_loss(policy, ref, packed, rewards)
         loss.backward()
-        norms.append(sharding.clip_grad_norm([p for p in policy.parameters() if p.requires_grad], MAX_GRAD_NORM))
+        norm = torch.nn.utils.clip_grad_norm_([p for p in policy.parameters() if p.requires_grad], MAX_GRAD_NORM)
+        # the whole model's gradient norm: a DTensor where the parameters are sharded
+        norms.append(float(norm.full_tensor() if isinstance(norm, DTensor) else norm))
         optimizer.step()
         optimizer.zero_grad()
         losses.append(float(sharding.all_sum(loss.detach()) / sharding.world_size()))
@@ -141,7 +144,7 @@ def gathered_parameters(policy):
     return {name: p.full_tensor().detach().cpu() for name, p in policy.named_parameters()}
 
 
-def sharded_run(variant, model_dir, out_dir, device, resume):
+def sharded_run(variant, model_dir, out_dir, device):
     rank, world_size = sharding.rank(), sharding.world_size()
     spec = VARIANTS[variant]
     policy, ref, tokenizer = build(variant, model_dir, device)
@@ -160,25 +163,14 @@ def sharded_run(variant, model_dir, out_dir, device, resume):
     folder = os.path.join(out_dir, variant)
     checkpoint = os.path.join(folder, "checkpoint")
     state = sharding.full_state_dict(policy)
-    optimizer_state = sharding.full_optimizer_state(policy, optimizer)
     gathered = gathered_parameters(policy)
-    if sharding.is_main_process():
+    if rank == 0:
         os.makedirs(checkpoint, exist_ok=True)
         sharding.save_pretrained(policy, checkpoint, state)
-        sharding.save_optimizer(optimizer_state, os.path.join(checkpoint, sharding.OPTIMIZER_FILE))
         save_file(gathered, os.path.join(folder, "gathered.safetensors"))
-    sharding.barrier()
-    next_loss, _ = train_steps(policy, ref, optimizer, batch, 1)
-
+    dist.barrier()
+    next_loss, _ = train_steps(policy, ref, optimizer, batch, 1)  # training goes on after the gather and the save
     result = {"losses": losses, "norms": norms, "next_loss": next_loss[0]}
-    if resume:  # a fresh process's model from the base weights, then the checkpoint and the optimizer's state
-        fresh, fresh_ref, _ = build(variant, model_dir, device)
-        sharding.shard_model(fresh, spec.get("mixed_precision"))
-        fresh_ref = sharding.shard_reference(fresh_ref, fresh, spec.get("mixed_precision"))
-        sharding.load_pretrained(fresh, checkpoint)
-        fresh_optimizer = make_optimizer(fresh)
-        sharding.load_optimizer(fresh, fresh_optimizer, os.path.join(checkpoint, sharding.OPTIMIZER_FILE))
-        result["resumed_loss"] = train_steps(fresh, fresh_ref, fresh_optimizer, batch, 1)[0][0]
     per_process = [None] * world_size
     dist.all_gather_object(per_process, {"share_before": share_before, "share_after": share_after,
                                          "answer": answer, "ref_answer": ref_answer})
@@ -200,16 +192,14 @@ def main(argv=None):
     parser.add_argument("out_dir")
     parser.add_argument("--model", action="append", default=[], help="NAME=DIR, e.g. gpt2=/path/to/micro/gpt2")
     parser.add_argument("--variants", default=",".join(VARIANTS))
-    parser.add_argument("--resume", default="gpt2,llama", help="variants that also resume from their checkpoint")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     models = dict(item.split("=", 1) for item in args.model)
     device = sharding.start_processes(args.device)
     results = {"world_size": sharding.world_size(), "device": str(device), "statistics": statistics_check(device)}
     for variant in args.variants.split(","):
-        results[variant] = sharded_run(variant, models[VARIANTS[variant]["model"]], args.out_dir, device,
-                                       resume=variant in args.resume.split(","))
-    if sharding.is_main_process():
+        results[variant] = sharded_run(variant, models[VARIANTS[variant]["model"]], args.out_dir, device)
+    if sharding.rank() == 0:
         with open(os.path.join(args.out_dir, "results.json"), "w", encoding="utf-8") as f:
             json.dump(results, f, indent=1)
     dist.destroy_process_group()

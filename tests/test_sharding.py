@@ -5,8 +5,9 @@ One torchrun launch carries every check of the standalone run (they share its fe
 process holds about half of the trainable parameters, the losses, gradient norms and weights equal the single
 process's, greedy answers from the gathered weights (of the policy and of the reference) equal the single
 process's, the saved folders load in one process with AutoModelForCausalLM (peft for LoRA) and hold the gathered
-weights, and a sharded model resumed from a checkpoint and its optimizer file takes the step the uninterrupted one
-takes (tests/test_trainers_sharded.py runs the trainers themselves, also on two nodes). The `gpu` tests repeat the first on CUDA (NCCL), one process per GPU (at most 2).
+weights, and training goes on after the gather and the save (tests/test_trainers_sharded.py runs the trainers
+themselves, also on two nodes and resumed). The `gpu` tests repeat the first on CUDA (NCCL), one process per GPU
+(at most 2).
 """
 import json
 import os
@@ -33,9 +34,9 @@ def models(micro_paths, micro_lms):
     return {"gpt2": micro_paths["gpt2"], **micro_lms}
 
 
-def worker_command(out_dir, models, variants, resume=""):
+def worker_command(out_dir, models, variants):
     return ["tests/sharding_run.py", str(out_dir), *[f"--model={name}={path}" for name, path in models.items()],
-            "--variants", ",".join(variants), "--resume", resume]
+            "--variants", ",".join(variants)]
 
 
 def launch_env(device):
@@ -43,9 +44,9 @@ def launch_env(device):
     return cpu_only(env) if device == "cpu" else env
 
 
-def torchrun_standalone(out_dir, models, variants, resume, device="cpu", processes=2):
+def torchrun_standalone(out_dir, models, variants, device="cpu", processes=2):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
-               *worker_command(out_dir, models, variants, resume), "--device", device]
+               *worker_command(out_dir, models, variants), "--device", device]
     result = subprocess.run(command, cwd=REPO, env=launch_env(device), capture_output=True, text=True,
                             timeout=LAUNCH_TIMEOUT)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -131,17 +132,11 @@ def check_run(results, out_dir, models, device, processes):
             assert [p["answer"] for p in sharded["processes"]] == reference["answers"], variant
         assert [p["ref_answer"] for p in sharded["processes"]] == reference["ref_answers"], f"{variant}: reference"
         check_checkpoint(variant, os.path.join(out_dir, variant), models)
-        if "resumed_loss" in sharded:
-            assert sharded["resumed_loss"] == sharded["next_loss"], f"{variant}: resuming changed the next step"
-
-
-RESUMED = ("gpt2", "llama")
 
 
 @pytest.mark.slow
 def test_two_processes_train_like_one_and_save_folders_that_load_in_one(models, tmp_path):
-    results = torchrun_standalone(tmp_path, models, sharding_run.VARIANTS, ",".join(RESUMED))
-    assert all("resumed_loss" in results[variant] for variant in RESUMED)
+    results = torchrun_standalone(tmp_path, models, sharding_run.VARIANTS)
     check_run(results, tmp_path, models, "cpu", processes=2)
 
 
@@ -182,13 +177,12 @@ def test_statistics_and_the_token_mean_without_processes_are_the_plain_ones():
     assert float(sharding.global_mean_var(values, mask, unbiased=False)[1]) == pytest.approx(
         float(kept.var(unbiased=False)))
     assert float(sharding.global_token_mean(values, mask)) == pytest.approx(float(kept.mean()))
-    assert (sharding.rank(), sharding.world_size(), sharding.is_main_process()) == (0, 1, True)
+    assert (sharding.rank(), sharding.world_size()) == (0, 1)
 
 
 # ---------------------------------------------------------------- CUDA (NCCL)
 @pytest.mark.gpu
 def test_on_cuda_processes_train_like_one_and_save_folders_that_load(models, tmp_path):
     processes = min(2, torch.cuda.device_count())
-    results = torchrun_standalone(tmp_path, models, sharding_run.VARIANTS, ",".join(RESUMED), device="cuda",
-                                  processes=processes)
+    results = torchrun_standalone(tmp_path, models, sharding_run.VARIANTS, device="cuda", processes=processes)
     check_run(results, tmp_path, models, "cuda", processes)

@@ -38,8 +38,8 @@ def run(command, device="cpu", timeout=TIMEOUT):
 
 def trainer_steps(out_dir, micro_paths, torchrun=False, device="cpu", processes=2):
     os.makedirs(out_dir)
-    script = ["tests/trainer_steps.py", str(out_dir), "--gpt2", micro_paths["gpt2"], "--encoder", micro_paths["encoder"],
-              "--device", device]
+    script = ["tests/trainer_steps.py", str(out_dir), "--gpt2", micro_paths["gpt2"],
+              "--encoder", micro_paths["encoder"], "--device", device]
     if torchrun:
         run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
              *script, "--fsdp"], device)
@@ -75,7 +75,8 @@ def test_two_sharded_processes_take_the_steps_of_one_and_hold_half_each(trainer,
     # what rank 0 saved from the gathered shards is what one process trained: the two differ by float rounding,
     # which Adam's step (about the learning rate whatever the gradient's size) lifts to far less than the steps moved
     alone, gathered = (load_file(root / run / trainer / "model.safetensors") for run in ("one", "sharded"))
-    start = load_file(os.path.join(micro_paths["encoder" if trainer == "reward_model" else "gpt2"], "model.safetensors"))
+    base = micro_paths["encoder" if trainer == "reward_model" else "gpt2"]
+    start = load_file(os.path.join(base, "model.safetensors"))
     assert alone.keys() == gathered.keys() and set(alone) <= set(start)
     moved = torch.cat([(alone[key] - start[key]).flatten() for key in alone]).norm()
     apart = torch.cat([(alone[key] - gathered[key]).flatten() for key in alone]).norm()
@@ -138,7 +139,7 @@ SMALL = ["--tiny", "--total_samples", "16", "--batch_size", "8", "--mini_batch_s
 
 
 @pytest.mark.slow
-def test_ppo_runs_sharded_on_two_nodes_on_loopback_and_saves_one_checkpoint(micro_dir, tmp_path):
+def test_ppo_runs_sharded_on_two_nodes_on_loopback_saves_one_checkpoint_and_resumes_from_it(micro_dir, tmp_path):
     port = free_port()
     command = ["ppo_sentiment_example.py", *SMALL, "--save_dir", str(tmp_path / "ck"), "--log_dir", str(tmp_path)]
     agents = [subprocess.Popen(
@@ -156,7 +157,16 @@ def test_ppo_runs_sharded_on_two_nodes_on_loopback_and_saves_one_checkpoint(micr
     assert os.listdir(tmp_path / "ck") == ["model_2_" + os.listdir(tmp_path / "ck")[0].split("_")[2]]
     checkpoint = str(tmp_path / "ck" / os.listdir(tmp_path / "ck")[0])
     assert load_checkpoint_state(checkpoint, "ppo")["epoch"] == 2
-    result = subprocess.run([sys.executable, "inference_ppo_gpt.py", "--checkpoint", checkpoint, "--prompt", "这部电影很",
-                             "--max_new_tokens", "4"], cwd=REPO, env=env(micro_dir), capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "inference_ppo_gpt.py", "--checkpoint", checkpoint,
+                             "--prompt", "这部电影很", "--max_new_tokens", "4"], cwd=REPO, env=env(micro_dir), capture_output=True, text=True,
                             timeout=TIMEOUT)
     assert result.returncode == 0 and "这部电影很" in result.stdout, result.stderr[-2000:]
+
+    # resumed sharded on one machine's 2 processes, as a run resumes from any checkpoint: loaded, then sharded
+    resumed = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                              *command, "--total_samples", "24", "--resume", checkpoint], cwd=REPO, env=env(micro_dir),
+                             capture_output=True, text=True, timeout=TIMEOUT)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    [third] = [name for name in os.listdir(tmp_path / "ck") if name.startswith("model_3_")]
+    state = load_checkpoint_state(str(tmp_path / "ck" / third), "ppo")
+    assert state["epoch"] == 3 and state["kl_coef"] != load_checkpoint_state(checkpoint, "ppo")["kl_coef"]

@@ -8,14 +8,15 @@ judge, save. A script brings its options, its presets and its algorithm; everyth
 An algorithm (ppo_sentiment_example.PPO, grpo_sentiment_example.GRPO) is built by the script's
 `build(args, accelerator, policy, ref_model, tokenizer, resume_state)` and has:
 
-    name, group_size, with_logprobs   "ppo"; answers per prompt; whether its update takes the sampling log-probs
-    policy, ref_model                 prepared on the accelerator's processes (utils.run.prepare_trainable ...)
+    accelerator, policy, ref_model    the processes, and the models prepared on them (utils.run.prepare_trainable ...)
+    group_size, with_logprobs         answers per prompt; whether its update takes the sampling log-probs
     update(rollout, rewards)          one update: the statistics to log (floats, every process's batch), or None
                                       when it skipped the batch
     loss(stats), hint                 the loss a NaN shows in, and the options to change then
     kl_coef                           the KL coefficient (PPO's adaptive one, GRPO's beta), kept in checkpoints
-    summary(stats)                    what the epoch line shows of the statistics beyond the common fields
+    summary(record), batch_line(args) what the epoch line shows beyond the common fields; the header's batch
 """
+import contextlib
 import os
 import random
 import time
@@ -26,8 +27,10 @@ from tqdm import tqdm
 
 from utils.checkpoints import checkpoint_folder, load_checkpoint_state
 from utils.device import add_mixed_precision_argument, set_seed
+from utils.errors import UserError
 from utils.generation import check_room, generate_responses
 from utils.logger import distinct_2, random_samples
+from utils.outputs import EPOCH_LOG, check_outputs, log_outputs
 from utils.options import (add_device_argument, add_report_to_argument, add_sampling_arguments, file_name,
                            finite_float_or_off, input_file, output_folder, positive_float, positive_int, seed)
 from utils.policy import load_policy, lora_options
@@ -49,6 +52,16 @@ def add_policy_and_reward_arguments(parser):
                         help="reward-model folder from train_reward_model.py, used instead of the classifier")
     parser.add_argument("--total_samples", "--steps", type=positive_int,
                         help="answers to train on in all; epochs = ceil(total_samples / batch_size)")
+
+
+def check_rollout_options(args):
+    """The checks of two options every online-sampling script shares (each option alone is checked by its
+    `type=`), and the logs may go where they are going (utils/outputs.py)."""
+    if args.ref_samples < 2:
+        raise UserError("--ref_samples must be at least 2 (a standard deviation needs two scores)")
+    if args.mini_batch_size > args.batch_size:
+        raise UserError(f"--mini_batch_size {args.mini_batch_size} is larger than --batch_size {args.batch_size}")
+    check_outputs(log_outputs(args.log_dir, args.log_name, EPOCH_LOG), [("--prompts_file", args.prompts_file)])
 
 
 def add_rollout_arguments(parser, save_dir, log_name):
@@ -76,7 +89,8 @@ def add_rollout_arguments(parser, save_dir, log_name):
     parser.add_argument("--resume", type=checkpoint_folder,
                         help="continue from this checkpoint folder (its epoch count and KL settings too)")
     parser.add_argument("--log_dir", type=output_folder, default="logs")
-    parser.add_argument("--log_name", type=file_name, default=log_name, help="logs: <log_dir>/<log_name>.jsonl and .png")
+    parser.add_argument("--log_name", type=file_name, default=log_name,
+                        help="logs: <log_dir>/<log_name>.jsonl and .png")
     add_report_to_argument(parser)
     parser.add_argument("--reward_batch_size", type=positive_int, default=64)
     parser.add_argument("--seed", type=seed, default=0)
@@ -106,14 +120,11 @@ def sample_rollout(accelerator, model, tokenizer, prompts, args, group_size=1, w
     chosen = [prompt for prompt in random.choices(prompts, k=args.batch_size // group_size)
               for _ in range(group_size)]
     queries = [encode_prompt(tokenizer, prompt) for prompt in chosen]
-    with for_generation(accelerator, model) as whole:
-        if with_logprobs:
-            with accelerator.autocast():  # the precision of the update, which takes the sampling log-probabilities
-                responses, logprobs = generate_responses(whole, tokenizer, queries, args.max_new_tokens,
-                                                         args.stop_at_sep, with_logprobs=True)
-        else:
-            responses, logprobs = generate_responses(whole, tokenizer, queries, args.max_new_tokens,
-                                                     args.stop_at_sep), None
+    # sampled in the update's precision where the update takes the sampling log-probabilities
+    precision = accelerator.autocast() if with_logprobs else contextlib.nullcontext()
+    with for_generation(accelerator, model) as whole, precision:
+        sampled = generate_responses(whole, tokenizer, queries, args.max_new_tokens, args.stop_at_sep, with_logprobs)
+    responses, logprobs = sampled if with_logprobs else (sampled, None)
     return Rollout(chosen, [decode(tokenizer, response) for response in responses], queries, responses, logprobs)
 
 

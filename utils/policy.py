@@ -160,20 +160,24 @@ def _load_lora_policy(path, base_name, options):
 class AdaptersOff:
     """The reference model of a LoRA policy: calls into the policy (a peft model) itself with its adapters switched
     off, so the two share one copy of the base weights. Deliberately not a torch module: moving, freezing or
-    switching this object to eval mode must not reach the policy."""
+    switching this object to eval mode must not reach the policy.
 
-    def __init__(self, peft_model):
+    `root` is what is called, the peft model itself unless a wrapper around it must be: a sharded policy's FSDP
+    root (utils.sharding.shard_reference), which alone gathers the weights outside the transformer blocks."""
+
+    def __init__(self, peft_model, root=None):
         self.model = peft_model
+        self.root = peft_model if root is None else root
 
     def __call__(self, *args, **kwargs):
         with self.model.disable_adapter():
-            return self.model(*args, **kwargs)
+            return self.root(*args, **kwargs)
 
     forward = __call__
 
     def generate(self, *args, **kwargs):
         with self.model.disable_adapter():
-            return self.model.generate(*args, **kwargs)
+            return self.root.generate(*args, **kwargs)
 
     @property
     def config(self):

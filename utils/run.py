@@ -23,6 +23,7 @@ import os
 import signal
 import sys
 import threading
+import time
 
 import torch
 from accelerate import Accelerator
@@ -256,14 +257,18 @@ def optimizer_step(accelerator, optimizer, loss, max_grad_norm=None):
     optimizer.step()
 
 
-def model_weights(accelerator, model):
-    """What a checkpoint of `model` needs besides the model itself: None (its own weights, on every process), or,
-    sharded, its whole state dict gathered into the main process (a collective: every process calls it)."""
+def written_by_main(accelerator, model, write):
+    """`write(model, weights)` on the main process, `model` without its data-parallel wrapper and `weights` None
+    (its own) or, sharded, its whole state dict gathered from the shards (a collective: every process calls this)."""
+    weights = None
     if sharded(accelerator):
         from utils.sharding import full_state_dict
 
-        return full_state_dict(model)
-    return None
+        weights = full_state_dict(model)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        write(accelerator.unwrap_model(model), weights)
+    accelerator.wait_for_everyone()
 
 
 # ---------------------------------------------------------------- the run
@@ -305,6 +310,7 @@ class Run:
             self.logger = TrainLogger(args.log_dir, args.log_name, x_key=unit, resume=resume,
                                       redo_from=start if redo_from is None else redo_from, report_to=args.report_to)
         self.stop = StopRequests(f"saving after this {unit} (Ctrl-C again to stop at once) ...", write=tqdm.write)
+        self.since = time.time()  # `steps_per_second` counts from here
         self.plot = self.logger.plot if self.logger else (lambda *a, **k: None)
 
     def print(self, *lines):
@@ -352,6 +358,13 @@ class Run:
         no_step_trained(self.steps_trained, self.steps_skipped, self.unit)  # nothing learnt: nothing to save
         save(reason)
         self.last_saved = self.completed
+        self.since = time.time()
+
+    def steps_per_second(self, steps):
+        """The speed of the last `steps` steps, the time spent saving (and evaluating) left out."""
+        now = time.time()
+        speed, self.since = steps / (now - self.since), now
+        return speed
 
     def check(self, loss, hint="--learning_rate"):
         """Diverged (the run stops, nothing is saved) when `loss` is NaN or infinite on any process."""
@@ -375,12 +388,11 @@ class Run:
 
 def save_checkpoint(accelerator, policy, tokenizer, path, state):
     """Save the trained `policy` (prepared by `prepare_trainable`) as a checkpoint folder: called on every process,
-    written by the main one (gathered from the shards under FSDP2)."""
+    written by the main one (`written_by_main`)."""
     from utils.checkpoints import save_policy_checkpoint
 
-    weights = model_weights(accelerator, policy)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        save_policy_checkpoint(accelerator.unwrap_model(policy), tokenizer, path, state, weights)
+    def write(model, weights):
+        save_policy_checkpoint(model, tokenizer, path, state, weights)
         tqdm.write(f"saved {path}")
-    accelerator.wait_for_everyone()
+
+    written_by_main(accelerator, policy, write)

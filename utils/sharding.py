@@ -6,41 +6,34 @@ weights are all-gathered just before the block runs and freed after it, in the f
 gradients are reduce-scattered, averaged over the processes as DDP averages them. docs/scaling.md has the memory
 arithmetic and the measurements behind the choices made here.
 
-    start_processes / rank / world_size / is_main_process / barrier   torchrun's process group, this process's device
+    start_processes / rank / world_size   torchrun's process group, this process's device
     decoder_layers / shard_model / shard_reference / local_share  fully_shard per transformer block, then the root
-    RootAdaptersOff       a sharded LoRA policy's reference (its adapters off), called through the policy's root
     gathered_weights      the whole model gathered once for a rollout's `generate`, sharded again after
-    all_sum / global_mean / global_mean_var / global_token_mean / clip_grad_norm   statistics (and a loss) of the
-                          whole batch, not of one process's share
-    full_state_dict / save_pretrained / load_pretrained / load_full_state_dict   save_pretrained folders, written
-                          once by rank 0, and read into a sharded model
-    full_optimizer_state / save_optimizer / load_optimizer   Adam's state in one safetensors file, written by rank
-                          0, read into any number of processes
+    all_sum / global_mean / global_mean_var / global_token_mean   statistics (and a loss) of the whole batch, not of
+                          one process's share (gradient clipping: torch's clip_grad_norm_ takes the whole model's norm
+                          of sharded parameters)
+    full_state_dict / save_pretrained   save_pretrained folders, written once by rank 0 (a run resumes from one as
+                          from any checkpoint: every process loads it, then shards it)
 
 Run a script that uses it with `torchrun --standalone --nproc_per_node N script.py` (one machine), or on each of M
 machines `torchrun --nnodes M --node_rank I --nproc_per_node N --master_addr HOST --master_port PORT script.py`.
 """
 import contextlib
-import json
 import os
 
 import torch
 import torch.distributed as dist
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
-from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
-                                                     get_optimizer_state_dict, set_model_state_dict,
-                                                     set_optimizer_state_dict)
+from safetensors.torch import save_file
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 from torch.distributed.tensor import DTensor
 from transformers import PreTrainedModel
 
 from utils.policy import AdaptersOff
-from utils.value_head import VALUE_HEAD_FILE, PolicyWithValueHead, load_value_head, read_tensors, trl_weight_files
+from utils.value_head import VALUE_HEAD_FILE, PolicyWithValueHead
 
 HEAD_PREFIX, LM_PREFIX = "v_head.", "pretrained_model."  # PolicyWithValueHead's parameter names
-OPTIMIZER_FILE = "optimizer.safetensors"  # `save_optimizer`'s file, beside a checkpoint's model files
 
 
 # ---------------------------------------------------------------- processes
@@ -67,15 +60,6 @@ def rank():
 
 def world_size():
     return dist.get_world_size() if dist.is_initialized() else 1
-
-
-def is_main_process():
-    return rank() == 0
-
-
-def barrier():
-    if world_size() > 1:
-        dist.barrier()
 
 
 # ---------------------------------------------------------------- sharding
@@ -134,32 +118,12 @@ def _initialize_root(model):
     model.reshard()
 
 
-class RootAdaptersOff(AdaptersOff):
-    """A sharded LoRA policy's reference: the policy called through its FSDP root with the adapters off. FSDP2
-    gathers the root unit's weights (embeddings, LM head) in the root's forward only, and PPO's root is the
-    value-head wrapper around the peft model that `AdaptersOff` calls."""
-
-    def __init__(self, policy):
-        super().__init__(_language_model(policy))
-        self.root = policy
-
-    def __call__(self, *args, **kwargs):
-        with self.model.disable_adapter():
-            return self.root(*args, **kwargs)
-
-    forward = __call__
-
-    def generate(self, *args, **kwargs):
-        with self.model.disable_adapter():
-            return self.root.generate(*args, **kwargs)
-
-
 def shard_reference(ref_model, policy, mixed_precision=None):
     """The reference model for the sharded `policy`: a full model is sharded like the policy (it is as large) but
     frozen; a LoRA policy's reference (`AdaptersOff`) stays the policy itself with its adapters off, called
     through the policy's root."""
-    if isinstance(ref_model, AdaptersOff):
-        return RootAdaptersOff(policy)
+    if isinstance(ref_model, AdaptersOff):  # FSDP2 gathers the root unit (embeddings, LM head) in the root's forward
+        return AdaptersOff(_language_model(policy), root=policy)
     return shard_model(ref_model, mixed_precision, frozen=True)
 
 
@@ -184,7 +148,7 @@ def gathered_weights(model):
     collective, so a process whose answers all ended stops. It costs the whole model's weights (in the compute
     precision) while inside, as DDP does all the time. A LoRA reference gathers its policy. Without sharding it
     does nothing."""
-    target = model.root if isinstance(model, RootAdaptersOff) else model
+    target = model.root if isinstance(model, AdaptersOff) else model
     units = _units(target) if isinstance(target, torch.nn.Module) else []
     if not units:
         yield model
@@ -241,14 +205,6 @@ def global_token_mean(values, mask):
     return (values * mask).sum() / all_sum(mask.sum()).clamp(min=1) * world_size()  # no answer tokens: 0
 
 
-def clip_grad_norm(parameters, max_norm):
-    """`torch.nn.utils.clip_grad_norm_`, the norm returned as a float. On sharded parameters (DTensors) torch
-    computes the norm of the whole model's gradient, not of this process's shards (tests/test_sharding.py checks
-    it against one process)."""
-    norm = torch.nn.utils.clip_grad_norm_(parameters, max_norm)
-    return float(norm.full_tensor() if isinstance(norm, DTensor) else norm)
-
-
 # ---------------------------------------------------------------- checkpoints
 def _language_model(model):
     return model.pretrained_model if isinstance(model, PolicyWithValueHead) else model
@@ -276,64 +232,3 @@ def save_pretrained(model, out_dir, state_dict):
     lm = _language_model(model)
     tied = getattr(lm, "all_tied_weights_keys", None) or {}  # one process saves a tied weight once: so do we
     lm.save_pretrained(out_dir, state_dict={k: v for k, v in state_dict.items() if k not in tied})
-
-
-def load_full_state_dict(model, state_dict):
-    """Load a whole model's weights (`state_dict`, needed on rank 0 only: the others may pass {}) into the sharded
-    `model`, each process keeping its shards (a collective: rank 0 broadcasts)."""
-    options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
-    set_model_state_dict(model, state_dict if is_main_process() else {}, options=options)
-
-
-def load_pretrained(model, folder):
-    """Load the full checkpoint `folder` (a save_pretrained folder, a PPO policy's value head included) into the
-    sharded `model`; only rank 0 reads the files. A LoRA policy loads its adapters before sharding instead
-    (`PeftModel.from_pretrained`, as `utils.policy.load_policy` does)."""
-    if _is_peft(model):
-        raise ValueError("load_pretrained: a peft model's adapters are loaded before sharding")
-    state = {}
-    if is_main_process():
-        for path in trl_weight_files(folder):
-            state.update(read_tensors(path))
-        lm = _language_model(model)
-        for tied, source in (getattr(lm, "all_tied_weights_keys", None) or {}).items():
-            state.setdefault(tied, state[source])
-        if isinstance(model, PolicyWithValueHead):
-            head = load_value_head(folder)
-            if head is None:
-                raise ValueError(f"load_pretrained: {folder} holds no value head for the policy's")
-            state = {**{LM_PREFIX + k: v for k, v in state.items() if not k.startswith(HEAD_PREFIX)},
-                     **{HEAD_PREFIX + k: v for k, v in head.items()}}
-    load_full_state_dict(model, state)
-
-
-def full_optimizer_state(model, optimizer):
-    """The optimizer's state (Adam's moments and step counts, each tensor whole, and its parameter groups) of the
-    sharded `model`, gathered into rank 0's CPU memory (a collective; the others get {})."""
-    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    state = get_optimizer_state_dict(model, optimizer, options=options)
-    return state if is_main_process() else {}
-
-
-def save_optimizer(state, path):
-    """Write `full_optimizer_state`'s result to the safetensors file `path`: the tensors named
-    `<parameter>/<state>`, the parameter groups (learning rate, betas ...) as JSON in the file's metadata. One file
-    whatever the number of processes, so a run resumes with any number of them (or one), and nothing to unpickle.
-    Called by rank 0 alone."""
-    tensors = {f"{name}/{key}": value.contiguous() for name, values in state["state"].items()
-               for key, value in values.items()}
-    save_file(tensors, path, metadata={"param_groups": json.dumps(state["param_groups"])})
-
-
-def load_optimizer(model, optimizer, path):
-    """Load `save_optimizer`'s file into the optimizer of the sharded `model` (rank 0 reads it and broadcasts)."""
-    state = {}
-    if is_main_process():
-        state = {"state": {}}
-        for key, value in load_file(path).items():
-            name, _, entry = key.rpartition("/")
-            state["state"].setdefault(name, {})[entry] = value
-        with safe_open(path, "pt") as f:
-            state["param_groups"] = json.loads(f.metadata()["param_groups"])
-    options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
-    set_optimizer_state_dict(model, optimizer, state, options=options)
