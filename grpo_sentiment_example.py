@@ -245,8 +245,8 @@ def grpo_update(grpo, queries, responses, sampled_logprobs, advantages):
     """`grpo_epochs` passes of mini-batch steps over one batch of sampled answers; returns mean stats and the
     per-answer KL to the reference (sum over the answer's tokens, as trl's PPO logs it) before the update.
 
-    The ratio's old log-probabilities are `sampled_logprobs`, those the answers were drawn with (the policy's own,
-    before this update: a forward pass over the batch saved)."""
+    The ratio's old log-probabilities are `sampled_logprobs`, the policy's own as sampling computed them (before this
+    update: a forward pass over the batch saved)."""
     accelerator, config, pad = grpo.accelerator, grpo.config, grpo.tokenizer.pad_token_id
     with torch.no_grad(), accelerator.autocast():
         ref_logprobs, mask = answer_logprobs(grpo.ref_model, queries, responses, pad)
@@ -258,7 +258,8 @@ def grpo_update(grpo, queries, responses, sampled_logprobs, advantages):
         order = torch.randperm(len(queries))
         for start in range(0, len(queries), config.mini_batch_size):
             idx = order[start:start + config.mini_batch_size]
-            logprobs, _ = answer_logprobs(grpo.policy, [queries[i] for i in idx], [responses[i] for i in idx], pad)
+            logprobs, _ = answer_logprobs(grpo.policy, [queries[i] for i in idx], [responses[i] for i in idx], pad,
+                                          width=mask.shape[1])
             loss, parts = grpo_loss(logprobs, old_logprobs[idx], ref_logprobs[idx], advantages[idx], mask[idx],
                                     config.cliprange, config.beta, config.epsilon_high, config.loss_type,
                                     config.max_new_tokens)

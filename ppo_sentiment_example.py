@@ -24,8 +24,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from accelerate import Accelerator
+from torch.nn.utils.rnn import pad_sequence
 
-from utils.answer_logprobs import pack, score_answers, select
+from utils.answer_logprobs import score_answers
 from utils.device import any_process
 from utils.errors import run_main
 from utils.online import (add_policy_and_reward_arguments, add_rollout_arguments, check_rollout_options,
@@ -153,7 +154,7 @@ class PPO:
     config: PPOConfig
     kl_ctl: AdaptiveKLController
     group_size = 1  # one answer per prompt
-    with_logprobs = False  # the update computes the old log-probabilities itself (with the values)
+    with_logprobs = True  # the old log-probabilities and values are those sampling computed
     hint = "--learning_rate"
     LOGGED = ("kl", "kl_coef", "policy_loss", "value_loss", "entropy")
 
@@ -166,7 +167,7 @@ class PPO:
         return self.accelerator.unwrap_model(self.policy)
 
     def update(self, rollout, rewards):
-        stats = ppo_update(self, rollout.queries, rollout.responses, rewards)
+        stats = ppo_update(self, rollout.queries, rollout.responses, rewards, (rollout.logprobs, rollout.values))
         return None if stats is None else {key: stats[key] for key in self.LOGGED}
 
     def loss(self, stats):
@@ -267,25 +268,35 @@ def ppo_loss(logprobs, values, entropy, old_logprobs, old_values, advantages, re
     return policy_loss + config.vf_coef * value_loss, stats
 
 
-def ppo_update(ppo, queries, responses, scores):
+def padded(columns, width):
+    """One float tensor per answer -> [answers, width], 0 after each answer."""
+    rows = pad_sequence(list(columns), batch_first=True)
+    return torch.nn.functional.pad(rows, (0, width - rows.shape[1]))
+
+
+def ppo_update(ppo, queries, responses, scores, sampled=None):
     """One PPO update from sampled answers (token-id tensors after their queries) and their scores (floats);
-    returns its statistics (a dict of floats), or None when it was skipped.
+    returns its statistics (a dict of floats), or None when it was skipped. `sampled`: the old log-probabilities and
+    values, one tensor per answer each, as sampling by this policy computed them (`generate_responses(...,
+    with_logprobs=True)`: a forward pass over the batch saved); without it they are computed here (the terminal's
+    answers may be one update old).
 
     Any batch size; a NaN or infinite score, or fewer than 2 answer tokens in the batch (the advantages are
     whitened over them), skips the update with a warning, on every process so that they stay in step.
 
     The same update as trl 0.11.4's `PPOTrainer.step` at its default options (tests/test_ppo.py checks the
     statistics and the weights against it), and as there no gradient clipping unless `config.max_grad_norm` asks
-    (trl's `max_grad_norm` is None). Deliberate differences: the batch is packed as `generate` sampled it (prompts
-    padded on the left, positions from each prompt's first token; trl pads on the right: the same numbers up to
-    float rounding); with several processes the advantages are whitened, and the token means of the losses taken,
-    over the whole batch (trl: over each process's share), so that sharded and single-process runs agree; any batch size
-    (trl wants exactly `batch_size` samples); a mini-batch without answer tokens adds 0 to the means instead of
-    NaN; a mini-batch skipped for its policy ratio is reported once, after the update, not when it happens (that
-    would make the host wait for the device in every mini-batch). trl's options that are off by default (score
-    scaling and clipping, reward whitening, early stopping, other KL estimators) are not here.
+    (trl's `max_grad_norm` is None). Deliberate differences: the answers are scored as `generate` sampled them
+    (prompts padded on the left, positions from each prompt's first token, each distinct prompt run once for all its
+    answers: utils.answer_logprobs; trl pads on the right: the same numbers up to float rounding); with several
+    processes the advantages are whitened, and the token means of the losses taken, over the whole batch (trl: over
+    each process's share), so that sharded and single-process runs agree; any batch size (trl wants exactly
+    `batch_size` samples); a mini-batch without answer tokens adds 0 to the means instead of NaN; a mini-batch
+    skipped for its policy ratio is reported once, after the update, not when it happens (that would make the host
+    wait for the device in every mini-batch). trl's options that are off by default (score scaling and clipping,
+    reward whitening, early stopping, other KL estimators) are not here.
     """
-    accelerator, config = ppo.accelerator, ppo.config
+    accelerator, config, pad = ppo.accelerator, ppo.config, ppo.tokenizer.pad_token_id
     scores = torch.tensor([float(s) for s in scores], dtype=torch.float32)
     if len(scores) != len(queries) or len(scores) != len(responses):
         raise ValueError(f"ppo_update: {len(queries)} queries, {len(responses)} responses, {len(scores)} scores")
@@ -296,27 +307,32 @@ def ppo_update(ppo, queries, responses, scores):
         warnings.warn(f"PPO update skipped: {reason}; the model is not updated with this batch", stacklevel=2)
         return None
 
-    # 1. the rollout as the policy and the reference see it now: log-probs, values, per-token rewards, advantages
-    batch = pack(queries, responses, ppo.tokenizer.pad_token_id).to(accelerator.device)
-    mask = batch.answer_mask.float()
+    # 1. the rollout as the policy and the reference see it: log-probs, values, per-token rewards, advantages
     with torch.no_grad():
         with accelerator.autocast():
-            old_logprobs, old_values, _ = score_answers(ppo.policy, batch)
-            ref_logprobs, _, _ = score_answers(ppo.ref_model, batch)
+            ref = score_answers(ppo.ref_model, queries, responses, pad)
+            if sampled is None:
+                old = score_answers(ppo.policy, queries, responses, pad)
+                old_logprobs, old_values = old.logprobs, old.values
+        mask, width = ref.mask.float(), ref.mask.shape[1]
+        if sampled is not None:
+            old_logprobs, old_values = (padded(columns, width).to(mask.device) for columns in sampled)
         kl_coef = ppo.kl_ctl.value
-        rewards, kl = per_token_rewards(scores.to(accelerator.device), old_logprobs, ref_logprobs, mask, kl_coef)
+        rewards, kl = per_token_rewards(scores.to(mask.device), old_logprobs, ref.logprobs, mask, kl_coef)
         advantages, returns = generalized_advantages(rewards, old_values, mask, config.gamma, config.lam)
         advantages = masked_whiten(advantages, mask)
 
     # 2. `ppo_epochs` passes over the batch in shuffled mini-batches
     stats, n = [], len(queries)
     for _ in range(config.ppo_epochs):
-        order = torch.randperm(n, device=accelerator.device)
+        order = torch.randperm(n)
         for start in range(0, n, config.mini_batch_size):
             rows = order[start:start + config.mini_batch_size]
-            logprobs, values, entropy = score_answers(ppo.policy, select(batch, rows), with_entropy=True)
-            loss, mini_batch_stats = ppo_loss(logprobs, values, entropy, old_logprobs[rows], old_values[rows],
-                                              advantages[rows], returns[rows], mask[rows], config)
+            new = score_answers(ppo.policy, [queries[i] for i in rows], [responses[i] for i in rows], pad, width,
+                                with_entropy=True)
+            rows = rows.to(mask.device)
+            loss, mini_batch_stats = ppo_loss(new.logprobs, new.values, new.entropy, old_logprobs[rows],
+                                              old_values[rows], advantages[rows], returns[rows], mask[rows], config)
             optimizer_step(accelerator, ppo.optimizer, loss, config.max_grad_norm)
             stats.append(mini_batch_stats)
 

@@ -4,8 +4,10 @@ so that ours (today's stack) and trl 0.11.4's (in its venv, bench/trl_venv.py) a
     original   the original's loop on today's libraries: one `generate` call per sample (16 new tokens, the model
                left in train mode by trl), the sentiment pipeline called on the list without batching, then trl's
                own `PPOTrainer.step` (its own Adam)
-    ours       ppo_sentiment_example.py's loop: one batched `generate` call (eval mode, fixed length), one batched
-               classifier call, its own PPO update (`ppo_update`: batched, a fused Adam)
+    ours       ppo_sentiment_example.py's loop: one batched `generate` call (eval mode, fixed length) that keeps the
+               log-probabilities and values it computes, one batched classifier call, its own PPO update
+               (`ppo_update`: batched, each distinct prompt run once, the old log-probabilities and values from
+               sampling, a fused Adam)
     trl step   ours, with the update done by trl 0.11.4's `PPOTrainer.step` instead (same settings, same fused
                Adam): what writing the update out gained
 
@@ -41,7 +43,8 @@ GEN_LEN = 16
 class Setup:
     policy: torch.nn.Module  # what generates: the language model (inside our or trl's value-head class)
     tokenizer: object
-    update: Callable  # (queries, responses, scores) -> statistics
+    update: Callable  # (queries, responses, scores[, sampled]) -> statistics
+    with_logprobs: bool = False  # the update takes sampling's log-probabilities and values (`sampled`)
 
 
 def our_setup(gpt2_dir, batch_size, device, mixed_precision=None, **ppo):
@@ -50,7 +53,7 @@ def our_setup(gpt2_dir, batch_size, device, mixed_precision=None, **ppo):
     policy, ref_model, tokenizer = load_policy(gpt2_dir, device)
     trainer = make_ppo(policy, ref_model, tokenizer, PPOConfig(**ppo),
                        Accelerator(**accelerator_kwargs(device, mixed_precision)))
-    return Setup(trainer.unwrapped_policy(), tokenizer, functools.partial(ppo_update, trainer))
+    return Setup(trainer.unwrapped_policy(), tokenizer, functools.partial(ppo_update, trainer), with_logprobs=True)
 
 
 def trl_setup(gpt2_dir, batch_size, device, fused_adam=True, **ppo):
@@ -95,12 +98,13 @@ def batched_epoch(setup, reward, prompts, device):
     """ppo_sentiment_example.py's loop body, with the variant's update."""
     t0 = time.perf_counter()
     queries = [encode_prompt(setup.tokenizer, prompt) for prompt in prompts]
-    responses = generate_responses(setup.policy, setup.tokenizer, queries, GEN_LEN)
+    sampled = generate_responses(setup.policy, setup.tokenizer, queries, GEN_LEN, with_logprobs=setup.with_logprobs)
+    responses = sampled.responses if setup.with_logprobs else sampled
     texts = [p + decode(setup.tokenizer, r) for p, r in zip(prompts, responses)]
     t1 = time.perf_counter()
     rewards = reward(texts)
     t2 = time.perf_counter()
-    setup.update(queries, responses, rewards)
+    setup.update(queries, responses, rewards, *([sampled[1:]] if setup.with_logprobs else []))
     synchronize(device)
     t3 = time.perf_counter()
     return dict(generate=t1 - t0, reward=t2 - t1, optimize=t3 - t2, epoch=t3 - t0)

@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from utils import sharding  # noqa: E402
-from utils.answer_logprobs import pack, score_answers  # noqa: E402
+from utils.answer_logprobs import score_answers  # noqa: E402
 from utils.tokens import banned_token_ids  # noqa: E402
 from utils.policy import load_policy  # noqa: E402
 from utils.value_head import with_value_head  # noqa: E402
@@ -68,26 +68,27 @@ def my_rows(rank, world_size):
     return slice(rank * per_process, (rank + 1) * per_process)
 
 
-def grpo_like_loss(policy, ref, packed, rewards):
+def grpo_like_loss(policy, ref, answers, rewards):
     """Whitened rewards (over the whole batch) as each answer's advantage, a squared-log-ratio KL penalty, and with
-    a value head PPO's squared value error; the mean over the whole batch's answer tokens."""
-    logprobs, values, _ = score_answers(policy, packed)
+    a value head PPO's squared value error; the mean over the whole batch's answer tokens. `answers`: (queries,
+    responses, pad token id)."""
+    logprobs, mask, values, _ = score_answers(policy, *answers)
     with torch.no_grad():
-        ref_logprobs, _, _ = score_answers(ref, packed)
+        ref_logprobs = score_answers(ref, *answers).logprobs
     mean, variance = sharding.global_mean_var(rewards)
     advantages = (rewards - mean) / variance.sqrt()
     per_token = -advantages[:, None] * logprobs + KL_COEF * 0.5 * (logprobs - ref_logprobs) ** 2
     if values is not None:
         per_token = per_token + 0.5 * (values - rewards[:, None]) ** 2
-    return sharding.global_token_mean(per_token, packed.answer_mask)
+    return sharding.global_token_mean(per_token, mask)
 
 
 def train_steps(policy, ref, optimizer, batch, steps):
     """`steps` Adam steps on `batch` (this process's rows); (whole-batch losses, gradient norms before clipping)."""
-    packed, rewards = batch
+    answers, rewards = batch
     losses, norms = [], []
     for _ in range(steps):
-        loss = grpo_like_loss(policy, ref, packed, rewards)
+        loss = grpo_like_loss(policy, ref, answers, rewards)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_([p for p in policy.parameters() if p.requires_grad], MAX_GRAD_NORM)
         # the whole model's gradient norm: a DTensor where the parameters are sharded
@@ -104,8 +105,7 @@ def make_optimizer(policy):
 
 def batch_for(tokenizer, rows, device):
     queries, responses, rewards = fixed_batch(tokenizer)
-    packed = pack(queries[rows], responses[rows], tokenizer.pad_token_id).to(device)
-    return packed, rewards[rows].to(device)
+    return (queries[rows], responses[rows], tokenizer.pad_token_id), rewards[rows].to(device)
 
 
 def prompt_for(rank, tokenizer):

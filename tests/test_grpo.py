@@ -9,6 +9,7 @@ import warnings
 
 import pytest
 import torch
+from accelerate import Accelerator
 
 import grpo_sentiment_example
 from conftest import REPO, cpu_only, run_in_process
@@ -93,6 +94,28 @@ def test_answer_logprobs_match_each_answer_scored_alone(micro_paths):
             logits = policy(torch.cat([query, response]).unsqueeze(0)).logits[0]
             direct = torch.log_softmax(logits[len(query) - 1:-1], -1).gather(-1, response.unsqueeze(-1)).squeeze(-1)
             assert alone[0].tolist() == pytest.approx(direct.tolist(), abs=1e-5)
+
+
+def test_a_mini_batch_of_answers_shorter_than_the_batchs_longest_trains(micro_paths):
+    """With --stop_at_sep answers end after different lengths, and a mini-batch may hold only short ones: it is
+    scored on the batch's columns (it used to stop the run: "The size of tensor a (4) must match ... (16)")."""
+    from grpo_sentiment_example import GRPOConfig, grpo_update, make_grpo
+
+    policy, ref_model, tokenizer = load_policy(micro_paths["gpt2"], "cpu", stop_at_sep=True)
+    config = GRPOConfig(learning_rate=1e-3, mini_batch_size=1, grpo_epochs=1, group_size=2, beta=0.1, cliprange=0.2,
+                        epsilon_high=0.28, scale_rewards="group", loss_type="grpo", advantage="group_mean",
+                        max_new_tokens=6)
+    grpo = make_grpo(policy, ref_model, tokenizer, config, Accelerator(cpu=True))
+    before = [p.detach().clone() for p in grpo.policy.parameters()]
+    queries = [encode_prompt(tokenizer, "这部电影很")] * 2
+    responses = [torch.tensor(tokenizer.convert_tokens_to_ids(list("好看的电影"))),
+                 torch.tensor(tokenizer.convert_tokens_to_ids(["好", "[SEP]"]))]
+    with torch.no_grad():
+        logprobs, mask = answer_logprobs(grpo.policy, queries, responses, tokenizer.pad_token_id)
+    stats, kl = grpo_update(grpo, queries, responses, [row[keep] for row, keep in zip(logprobs, mask)],
+                            torch.tensor([1.0, -1.0]))
+    assert all(math.isfinite(value) for value in stats.values()) and kl.tolist() == pytest.approx([0.0, 0.0])
+    assert any(not torch.equal(b, p) for b, p in zip(before, grpo.policy.parameters()))
 
 
 # ---------------------------------------------------------------- learning

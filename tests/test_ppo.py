@@ -158,6 +158,62 @@ def test_ppo_update_skips_batches_without_enough_answer_tokens(micro_paths):
     assert any(not torch.equal(before[k], v) for k, v in after.items())
 
 
+def test_sampling_keeps_the_log_probs_and_values_the_update_would_compute(micro_paths):
+    """What `generate_responses(..., with_logprobs=True)` keeps of a policy with PPO's value head equals what
+    `score_answers` computes of the same answers, and a full forward pass of each answer alone: answers that end at
+    [SEP] after different lengths (the first token's log-probability under the model's own distribution, not the
+    one sampling renormalised without the end tokens), repeated prompts, a one-token prompt, and a batch of one-token
+    prompts only (no prefix pass at all)."""
+    from utils.answer_logprobs import score_answers
+
+    policy, _, tokenizer = load_policy(micro_paths["gpt2"], "cpu", stop_at_sep=True)
+    policy = with_value_head(policy)
+    texts = ["这部电影很", "好", "这部电影很", "这次购物总的来说体验很"] * 4
+    lengths = set()
+    for queries in ([encode_prompt(tokenizer, text) for text in texts], [encode_prompt(tokenizer, "好")] * 4):
+        set_seed(0)
+        sampled = generate_responses(policy, tokenizer, queries, 8, stop_at_sep=True, with_logprobs=True)
+        lengths |= {len(response) for response in sampled.responses}
+        with torch.no_grad():
+            scores = score_answers(policy, queries, sampled.responses, tokenizer.pad_token_id)
+            for i, (query, response) in enumerate(zip(queries, sampled.responses)):
+                n = len(response)
+                assert scores.mask[i].sum() == n and (scores.logprobs[i, n:] == 0).all()
+                assert sampled.logprobs[i].tolist() == pytest.approx(scores.logprobs[i, :n].tolist(), abs=1e-5)
+                assert sampled.values[i].tolist() == pytest.approx(scores.values[i, :n].tolist(), abs=1e-5)
+                alone = policy(input_ids=torch.cat([query, response])[None])
+                direct = alone.logits[0, len(query) - 1:-1].log_softmax(-1).gather(1, response[:, None]).squeeze(1)
+                assert direct.tolist() == pytest.approx(sampled.logprobs[i].tolist(), abs=1e-5)
+                assert alone.values[0, len(query) - 1:-1].tolist() == pytest.approx(sampled.values[i].tolist(),
+                                                                                     abs=1e-5)
+    assert len(lengths) > 1, lengths  # some answers ended early
+
+
+def test_the_update_from_sampling_is_the_update_that_recomputes(micro_paths):
+    """`ppo_update` given the log-probabilities and values sampling kept takes the step it takes computing them
+    (the step tests/fixtures records from trl): the same statistics and, to float rounding, the same weights."""
+    from ppo_sentiment_example import ppo_update
+
+    trainers = [micro_trainer(micro_paths)[0] for _ in range(2)]
+    head = trainers[0].unwrapped_policy().v_head.state_dict()
+    trainers[1].unwrapped_policy().v_head.load_state_dict(head)
+    tokenizer = trainers[0].tokenizer
+    queries = [encode_prompt(tokenizer, text) for text in ["这部电影很", "好", "说实话，真的很"] * 3]
+    set_seed(0)
+    sampled = generate_responses(trainers[0].unwrapped_policy(), tokenizer, queries, 6, with_logprobs=True)
+    scores = [float(i % 3) / 2 for i in range(len(queries))]
+    stats = []
+    for trainer, kept in zip(trainers, (sampled[1:], None)):
+        torch.manual_seed(1)
+        stats.append(ppo_update(trainer, queries, sampled.responses, scores, kept))
+    assert stats[0] == pytest.approx(stats[1], rel=1e-4, abs=1e-6)
+    start = micro_trainer(micro_paths)[0].unwrapped_policy().state_dict()
+    first, second = (trainer.unwrapped_policy().state_dict() for trainer in trainers)
+    moved = sum((first[name] - start[name]).norm() ** 2 for name in first if "v_head" not in name) ** 0.5
+    differ = sum((first[name] - second[name]).norm() ** 2 for name in first) ** 0.5
+    assert moved > 0.01 and differ < 1e-3 * moved, (differ, moved)
+
+
 with open(micro_ppo.FIXTURE, encoding="utf-8") as f:
     TRL_RECORDED = json.load(f)
 

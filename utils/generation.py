@@ -5,13 +5,14 @@
     check_room           a prompt plus the answer fits in the model's positions
 """
 import math
+from typing import NamedTuple
 
 import torch
 
 from utils.answer_logprobs import pack
 from utils.errors import UserError
 from utils.tokens import banned_token_ids, decode, encode_prompt, end_token_ids
-from utils.value_head import language_model
+from utils.value_head import LogitsAndValues, language_model
 
 
 def check_room(model, longest, max_new_tokens):
@@ -30,14 +31,15 @@ def generate_responses(model, tokenizer, queries, max_new_tokens, stop_at_sep=Fa
 
     Returns the answers' new token ids, each without padding; an answer is exactly `max_new_tokens` long
     unless `stop_at_sep` lets an end token ([SEP], eos, end of turn) end it early (that token is then kept, as trl
-    expects an end token). `with_logprobs`: also each answer's token log-probabilities under the distribution it
-    was drawn from (a list of float tensors, each as long as its answer), i.e. the policy's `answer_logprobs` of
-    the answers up to float rounding (and, at the first token, the end tokens it may not draw there).
-    Sampling runs in eval mode (dropout off), so the rollouts match the log-probabilities PPO computes. The loop is
-    `generate(do_sample=True, top_k=0, top_p=1.0, min_new_tokens=1, suppress_tokens=...)` written out, with the
-    positions and masks `utils.answer_logprobs.pack` gives the same batch later; only the draw differs (`sample`).
+    expects an end token). `with_logprobs`: a `Sampled`, also with each answer's token log-probabilities under the
+    model's own distribution (`utils.answer_logprobs.score_answers` of the answers, up to float rounding: sampling
+    computed them anyway) and, for a policy with PPO's value head, the values at each answer token's state.
+    Sampling runs in eval mode (dropout off), so the rollouts match the log-probabilities the updates compute. The
+    loop is `generate(do_sample=True, top_k=0, top_p=1.0, min_new_tokens=1, suppress_tokens=...)` written out, with
+    the positions and masks `utils.answer_logprobs.pack` gives the same batch; only the draw differs (`sample`).
     """
     lm = language_model(model)
+    forward = model if with_logprobs else lm  # through PPO's value head only where its values are kept
     was_training = lm.training
     lm.eval()
     device = next(lm.parameters()).device
@@ -47,18 +49,21 @@ def generate_responses(model, tokenizer, queries, max_new_tokens, stop_at_sep=Fa
     never = torch.tensor(banned_token_ids(tokenizer, stop_at_sep), device=device)
     prompts = pack(queries, [query[:0] for query in queries], pad).to(device)
     input_ids, attention_mask, position_ids = prompts.input_ids, prompts.attention_mask, prompts.position_ids
-    cache, columns, logprobs = None, [], []
+    cache, columns, logprobs, values = None, [], [], []
     finished = torch.zeros(len(queries), dtype=torch.bool, device=device)
     for step in range(max_new_tokens):
-        output = lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                    past_key_values=cache, use_cache=True, logits_to_keep=1)
+        output = forward(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                         past_key_values=cache, use_cache=True, logits_to_keep=1)
         cache = output.past_key_values
         logits = output.logits[:, -1].float()
+        own = logits.log_softmax(-1) if with_logprobs else None  # before the bans below: the model's distribution
         logits[:, never if step else torch.cat([never, ends])] = -math.inf  # at least one token before an end
         token = sample(logits.softmax(-1)).masked_fill(finished, pad)
         columns.append(token)
         if with_logprobs:
-            logprobs.append(logits.log_softmax(-1).gather(1, token[:, None]).squeeze(1))
+            logprobs.append(own.gather(1, token[:, None]).squeeze(1))
+            if isinstance(output, LogitsAndValues):
+                values.append(output.values[:, -1].float())
         finished |= torch.isin(token, ends)
         if stop_at_sep and finished.all():  # (without it no end token is ever drawn: no host sync per token)
             break
@@ -71,7 +76,18 @@ def generate_responses(model, tokenizer, queries, max_new_tokens, stop_at_sep=Fa
         responses.append(row[: ended[0, 0] + 1] if len(ended) else row)
     if not with_logprobs:
         return responses
-    return responses, [row[:len(response)] for row, response in zip(torch.stack(logprobs, dim=1).cpu(), responses)]
+    return Sampled(responses, per_answer(logprobs, responses), per_answer(values, responses) if values else None)
+
+
+class Sampled(NamedTuple):
+    responses: list  # token-id tensors
+    logprobs: list  # float tensors, each as long as its answer
+    values: list = None  # the same, PPO's value estimates (a policy with a value head only)
+
+
+def per_answer(columns, responses):
+    """Per-step columns [batch] -> one CPU tensor per answer, as long as the answer."""
+    return [row[:len(response)] for row, response in zip(torch.stack(columns, dim=1).cpu(), responses)]
 
 
 def sample(probs):

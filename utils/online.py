@@ -103,12 +103,14 @@ def add_rollout_arguments(parser, save_dir, log_name):
 @dataclass
 class Rollout:
     """One batch of sampled answers: per answer its prompt (a group's prompt repeated), its text, the prompt's and
-    the answer's token ids, and with `with_logprobs` the log-probabilities it was drawn with."""
+    the answer's token ids, and with `with_logprobs` the policy's log-probabilities of its tokens as sampling
+    computed them (and PPO's values)."""
     prompts: list
     answers: list
     queries: list
     responses: list
     logprobs: list = None
+    values: list = None
 
     @property
     def texts(self):
@@ -124,8 +126,9 @@ def sample_rollout(accelerator, model, tokenizer, prompts, args, group_size=1, w
     precision = accelerator.autocast() if with_logprobs else contextlib.nullcontext()
     with for_generation(accelerator, model) as whole, precision:
         sampled = generate_responses(whole, tokenizer, queries, args.max_new_tokens, args.stop_at_sep, with_logprobs)
-    responses, logprobs = sampled if with_logprobs else (sampled, None)
-    return Rollout(chosen, [decode(tokenizer, response) for response in responses], queries, responses, logprobs)
+    responses, logprobs, values = sampled if with_logprobs else (sampled, None, None)
+    return Rollout(chosen, [decode(tokenizer, response) for response in responses], queries, responses, logprobs,
+                   values)
 
 
 # ---------------------------------------------------------------- the reference's scores

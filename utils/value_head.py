@@ -25,6 +25,7 @@ TRL_PREFIX = "v_head."  # where trl's class put the head inside model.safetensor
 class LogitsAndValues(NamedTuple):
     logits: torch.Tensor  # [batch, kept positions, vocabulary]
     values: torch.Tensor  # [batch, kept positions]: the critic's estimate of the return from each position
+    past_key_values: object = None  # the language model's cache, when `use_cache` asked for it
 
 
 class ValueHead(torch.nn.Module):
@@ -60,7 +61,7 @@ class PolicyWithValueHead(torch.nn.Module):
         output = self.pretrained_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                                        logits_to_keep=logits_to_keep, output_hidden_states=True, **kwargs)
         hidden = slice_logits_to_keep(output.hidden_states[-1], logits_to_keep)
-        return LogitsAndValues(output.logits, self.v_head(hidden))
+        return LogitsAndValues(output.logits, self.v_head(hidden), output.past_key_values)
 
     def generate(self, *args, **kwargs):
         return self.pretrained_model.generate(*args, **kwargs)
