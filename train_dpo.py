@@ -284,10 +284,13 @@ def main(argv=None):
     ref_lm = prepare_frozen(accelerator, ref_model, trained=lm)
     train_loader, dev_loader = accelerator.prepare(train_loader, dev_loader)
     total_steps = len(train_loader) * args.num_train_epochs  # per process, after sharding the batches
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(args.warmup_ratio * total_steps), total_steps)
     global_step = int(resume_state["step"]) if resume_state else 0
-    for _ in range(global_step):
-        scheduler.step()  # the learning rate where the checkpoint left it (AdamW's moments start afresh)
+    # the learning rate where the checkpoint left it (AdamW's moments start afresh); a schedule that starts after
+    # step 0 reads the base rate from "initial_lr"
+    for group in optimizer.param_groups:
+        group.setdefault("initial_lr", group["lr"])
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(args.warmup_ratio * total_steps), total_steps,
+                                                last_epoch=global_step - 1)
     run = Run(accelerator, args, unit="step", start=global_step, total=total_steps, save_every=args.valid_steps,
               resume=bool(args.resume), redo_from=global_step + 1)
     run.header(f"{len(train_set)} train / {len(dev_set)} dev {unit}; beta {args.beta}; "

@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -232,15 +233,22 @@ def test_tiny_run_builds_ai_feedback_once_then_trains_logs_saves_resumes_and_inf
     assert not os.path.exists(tmp_path / "ck" / f"model_{last}" / "value_head.safetensors")
     assert any(not torch.equal(early[k], final[k]) for k in final)
 
-    # resume from step 6: the lists are reused, the steps after 6 are redone and logged once
-    second = micro_main(train_dpo.main, args + ["--resume", str(tmp_path / "ck" / "model_6")])
+    # resume from step 6: the lists are reused, the steps after 6 are redone and logged once, on the learning-rate
+    # schedule of the run that was not stopped (and without torch's warning that a schedule stepped ahead prints)
+    first_rates = {r["step"]: r["learning_rate"] for r in records if "learning_rate" in r}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        second = micro_main(train_dpo.main, args + ["--resume", str(tmp_path / "ck" / "model_6")])
     assert second.returncode == 0, second.stderr[-3000:]
+    assert not [w for w in caught if "lr_scheduler" in str(w.message)]
     assert f"AI-feedback rank lists: reusing {ai_file}" in second.stdout
     assert "resuming after step 6" in second.stdout and "global step 4," not in second.stdout
     assert "global step 8, epoch: 1" in second.stdout and second.stdout.count("Evaluation acc: ") == 2
     records = read_jsonl(str(tmp_path / "logs" / "DPO-Sentiment-Zh.jsonl"))
     assert [r["step"] for r in records if "preference_acc" in r] == [3, 6, 9, last]
     assert [r["step"] for r in records if "train_loss" in r] == list(range(2, last + 1, 2))
+    resumed_rates = {r["step"]: r["learning_rate"] for r in records if "learning_rate" in r and r["step"] > 6}
+    assert resumed_rates and resumed_rates == {step: first_rates[step] for step in resumed_rates}
 
     import inference_ppo_gpt  # in this process: the interpreter start-up is the slow part here
 

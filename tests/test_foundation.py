@@ -314,6 +314,17 @@ def test_killed_build_leaves_no_finished_looking_cache(tmp_path):
     assert not (root / REPORT).exists()
 
 
+def test_the_build_prints_no_transformers_warnings(tmp_path):
+    # transformers 5 reports the classifier's newly drawn head and the loss it falls back to for GPT-2: noise that
+    # every first quick start would show between the progress bars
+    env = dict(os.environ, PYTHONPATH=REPO, RLHF_TINY_DIR=str(tmp_path / "tiny"))
+    result = subprocess.run([sys.executable, "-m", "utils.tiny", "--preset", "micro"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "tiny models ready" in result.stdout
+    assert "[transformers]" not in result.stderr and "warn" not in result.stderr.lower(), result.stderr[-3000:]
+
+
 def test_tiny_models_live_in_a_per_user_cache_keyed_by_recipe(tmp_path, monkeypatch):
     from utils.tiny import tiny_dir
 

@@ -255,6 +255,13 @@ def test_reward_model_raw_scores_drive_the_loop(micro_main, micro_paths, tmp_pat
     assert all(math.isfinite(r["policy_loss"]) for r in records)
 
 
+def test_a_run_of_one_epoch_says_so_in_the_singular(micro_main, tmp_path):
+    result = micro_main(grpo_sentiment_example.main, [*SMALL, "--steps", "8", "--save_dir", str(tmp_path / "ck"),
+                                                      "--log_dir", str(tmp_path / "logs")])
+    assert result.returncode == 0, result.stderr
+    assert "done: 1 epoch, logs in " in result.stdout
+
+
 # ---------------------------------------------------------------- bad input
 @pytest.mark.parametrize("sizes, fragments", [
     (["--group_size", "1"], ["--group_size 1", "at least 2"]),

@@ -12,6 +12,19 @@ def quiet_transformers():
     logging.disable_progress_bar()
 
 
+def quietly(load, *args, **kwargs):
+    """`load(*args, **kwargs)` with transformers' warnings off: for loads whose report (weights newly drawn or left
+    unused) is expected and would only puzzle a reader."""
+    from transformers.utils import logging
+
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity_error()
+    try:
+        return load(*args, **kwargs)
+    finally:
+        logging.set_verbosity(verbosity)
+
+
 def load_pretrained(loader, name_or_path, **kwargs):
     """`loader.from_pretrained(name_or_path)`, quietly (`quiet_transformers`), with one clear line when it cannot be
     found."""

@@ -21,7 +21,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_N
 from utils.checkpoints import (ADAPTER_CONFIG, STATE_FILES, checkpoint_folder, load_checkpoint_state, state_file,
                                save_policy_checkpoint)
 from utils.errors import UserError, run_main
-from utils.models import load_pretrained
+from utils.models import load_pretrained, quietly
 from utils.options import ArgumentParser, dropout, nonnegative_int, positive_float, replaceable_folder
 from utils.tokens import CHAT_TEMPLATE_CHOICES, banned_token_ids, prepare_tokenizer
 from utils.value_head import load_value_head, with_value_head
@@ -102,17 +102,6 @@ def check_causal_lm(name_or_path):
 
 def is_lora_checkpoint(path):
     return os.path.isfile(os.path.join(path, ADAPTER_CONFIG))
-
-
-def _quietly(load, *args, **kwargs):
-    """A checkpoint written with trl's value-head class also holds the value head's weights, which the bare LM
-    reports as unexpected."""
-    verbosity = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()
-    try:
-        return load(*args, **kwargs)
-    finally:
-        transformers.logging.set_verbosity(verbosity)
 
 
 @contextlib.contextmanager
@@ -237,8 +226,10 @@ def load_policy(model_name_or_path, device, ref_model_name_or_path=None, stop_at
         ref_model_name_or_path = ref_model_name_or_path or base_name
         for name in dict.fromkeys((model_name_or_path, ref_model_name_or_path)):
             check_causal_lm(name)
-        policy = disable_dropout(_quietly(load_pretrained, AutoModelForCausalLM, model_name_or_path)).to(device)
-        ref_model = disable_dropout(_quietly(load_pretrained, AutoModelForCausalLM, ref_model_name_or_path))
+        # quietly: a checkpoint written with trl's value-head class also holds the value head's weights, which the
+        # bare LM reports as unexpected
+        policy = disable_dropout(quietly(load_pretrained, AutoModelForCausalLM, model_name_or_path)).to(device)
+        ref_model = disable_dropout(quietly(load_pretrained, AutoModelForCausalLM, ref_model_name_or_path))
         ref_model.to(device).eval().requires_grad_(False)
         forbid_tokens(ref_model, banned_token_ids(tokenizer, stop_at_sep))
     forbid_tokens(policy, banned_token_ids(tokenizer, stop_at_sep))
@@ -253,7 +244,7 @@ def load_causal_lm(name_or_path, device, chat_template="auto"):
         model = merged_lora_lm(name_or_path)
     else:
         check_causal_lm(name_or_path)
-        model = _quietly(load_pretrained, AutoModelForCausalLM, name_or_path)
+        model = quietly(load_pretrained, AutoModelForCausalLM, name_or_path)
     return model.to(device).eval(), tokenizer
 
 

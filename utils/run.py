@@ -352,7 +352,8 @@ class Run:
             self.save(save, self.end or "end")
         self.plot()
         if self.logger:
-            print(f"done: {self.completed} {self.unit}s, logs in {self.logger.jsonl_path} and {self.logger.png_path}")
+            units = self.unit if self.completed == 1 else f"{self.unit}s"
+            print(f"done: {self.completed} {units}, logs in {self.logger.jsonl_path} and {self.logger.png_path}")
 
     def save(self, save, reason):
         no_step_trained(self.steps_trained, self.steps_skipped, self.unit)  # nothing learnt: nothing to save

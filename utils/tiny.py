@@ -34,7 +34,7 @@ from transformers import (BertConfig, BertForMaskedLM, BertForSequenceClassifica
 from utils.device import pick_device, set_seed
 from utils.errors import UserError
 from utils.files import check_replaceable_folder, folder_written_atomically, user_cache
-from utils.models import quiet_transformers
+from utils.models import quiet_transformers, quietly
 from utils.options import ArgumentParser, add_device_argument, replaceable_folder
 from utils.presets import Lazy
 from utils.data import DATASETS_VERSION, NEGATIVE, POSITIVE, read_corpus_split
@@ -417,9 +417,10 @@ def train_encoder(tokenizer, train, cfg, bar, before_step=None):
 
 def train_classifier(tokenizer, encoder_dir, train, cfg, bar, before_step=None):
     with torch.random.fork_rng(devices=[]):
-        classifier = BertForSequenceClassification.from_pretrained(
-            encoder_dir, num_labels=2, id2label=LABELS, label2id={v: k for k, v in LABELS.items()},
-            hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+        # quietly: transformers reports the new head, which the encoder's folder does not hold
+        classifier = quietly(BertForSequenceClassification.from_pretrained, encoder_dir, num_labels=2, id2label=LABELS,
+                             label2id={v: k for k, v in LABELS.items()}, hidden_dropout_prob=0.1,
+                             attention_probs_dropout_prob=0.1)
     with torch.no_grad():  # the new head, drawn as transformers 4 drew it (the rest is the encoder's)
         classifier.classifier.weight.normal_(0.0, classifier.config.initializer_range)
         classifier.classifier.bias.zero_()
@@ -447,7 +448,9 @@ def new_gpt2(tokenizer, cfg):
                         n_layer=cfg["gpt_layers"], n_head=cfg["heads"], bos_token_id=tokenizer.cls_token_id,
                         eos_token_id=tokenizer.sep_token_id, pad_token_id=tokenizer.pad_token_id,
                         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
-    return GPT2LMHeadModel(config).to(cfg["device"])
+    gpt2 = GPT2LMHeadModel(config).to(cfg["device"])
+    gpt2.loss_type = "ForCausalLM"  # the loss transformers 5 falls back to for this class, named: no warning for it
+    return gpt2
 
 
 def train_gpt2(gpt2, blocks, cfg, bar, before_step=None):
