@@ -189,6 +189,30 @@ def test_sampling_keeps_the_log_probs_and_values_the_update_would_compute(micro_
     assert len(lengths) > 1, lengths  # some answers ended early
 
 
+def test_the_gradients_of_score_answers_repeat_bit_for_bit_with_two_threads(micro_paths):
+    """A fixed seed repeats a run: the gradients of answers that share a prompt are summed in a fixed order also
+    when torch uses two threads (the backward of `tensor[rows]` sums them in an order that varies)."""
+    from utils.answer_logprobs import score_answers
+
+    policy, _, tokenizer = load_policy(micro_paths["gpt2"], "cpu")
+    policy = with_value_head(policy)
+    queries = [encode_prompt(tokenizer, text) for text in ["这部电影很", "这次购物总的来说体验很"] * 16]
+    set_seed(0)
+    responses = generate_responses(policy, tokenizer, queries, 8)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        gradients = []
+        for _ in range(5):
+            policy.zero_grad(set_to_none=True)
+            scores = score_answers(policy, queries, responses, tokenizer.pad_token_id)
+            (scores.logprobs.sum() + scores.values.sum()).backward()
+            gradients.append(torch.cat([p.grad.flatten() for p in policy.parameters() if p.grad is not None]))
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(gradients[0], other) for other in gradients[1:])
+
+
 def test_the_update_from_sampling_is_the_update_that_recomputes(micro_paths):
     """`ppo_update` given the log-probabilities and values sampling kept takes the step it takes computing them
     (the step tests/fixtures records from trl): the same statistics and, to float rounding, the same weights."""

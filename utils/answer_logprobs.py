@@ -76,7 +76,11 @@ def score_answers(model, queries, responses, pad_token_id, width=None, with_entr
     answers = pad_sequence(list(responses), batch_first=True, padding_value=pad_token_id).view(len(responses), -1)
     answers = torch.nn.functional.pad(answers, (0, width - answers.shape[1]), value=pad_token_id).to(device)
     mask = torch.arange(width, device=device) < torch.tensor(lengths, device=device)[:, None]
-    outputs = [(first.logits[:, -1:][rows], first.values[:, -1:][rows] if isinstance(first, LogitsAndValues) else None)]
+    # index_select, not [rows]: the backward of indexing sums the rows' gradients in an order that varies between
+    # runs when torch uses several threads (its index_put_ with accumulate), and a fixed seed would no longer give
+    # the same run
+    outputs = [(first.logits[:, -1:].index_select(0, rows),
+                first.values[:, -1:].index_select(0, rows) if isinstance(first, LogitsAndValues) else None)]
     if width > 1:  # the answers' other tokens, each row on its prompt's keys and values
         cache = first.past_key_values
         cache.reorder_cache(rows)
