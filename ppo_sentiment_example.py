@@ -50,8 +50,8 @@ ORIGINAL = dict(model_name="uer/gpt2-chinese-cluecorpussmall",
 # in mini-batches of 32 (each update less noisy: PPO whitens advantages, so noise alone moves the policy
 # and uses up the KL budget); a weaker KL penalty that adapts within a few epochs, aiming at KL 5 (at 6 the
 # answers grew too alike), starting at 0.08 (at 0.05 the one-layer GPT-2 reached reward 0.9 at KL 4.5 and
-# distinct-2 0.49, at 0.08 at KL 3.5 and 0.54: docs/tuning.md). The reward's 10-epoch mean passes 0.9 after about
-# 50 epochs (39-49 in the README's quick start) and levels off, and longer runs only wear down the answers' variety
+# distinct-2 0.49, at 0.08 at KL 3.5 and 0.54: docs/tuning.md). The reward's 10-epoch mean reaches 0.9 at epoch 50
+# (the README's quick start) and levels off, and longer runs only wear down the answers' variety
 # (distinct-2): the run stops there, once it has shown its lesson (at most 100 epochs).
 TINY = dict(total_samples=128 * 100, batch_size=128, mini_batch_size=32, ppo_epochs=1, learning_rate=3e-4,
             init_kl_coef=0.08, target=5.0, horizon=2000, save_freq=25, stop_at_reward=0.9, model_name=TINY_GPT2,
